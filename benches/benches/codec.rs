@@ -1,0 +1,70 @@
+//! Encode and decode cost of a frame with a 128-byte payload.
+//!
+//! Run: `cargo bench -p longconn-benches --bench codec`. Figures go to docs/BENCHMARKS.md.
+
+use bytes::BytesMut;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use longconn_benches::{push_frame_128, request_frame_128};
+use longconn_core::FrameCodec;
+use std::hint::black_box;
+use tokio_util::codec::{Decoder, Encoder};
+
+const MAX: usize = 64 * 1024;
+const FRAMES_PER_BUFFER: usize = 1000;
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode");
+    for (name, frame) in [("push_128", push_frame_128()), ("request_128", request_frame_128())] {
+        // Into a reused write buffer: what a connection writer does.
+        let mut codec = FrameCodec::new(MAX);
+        let mut buf = BytesMut::with_capacity(4096);
+        group.bench_function(format!("{name}/into_buffer"), |b| {
+            b.iter(|| {
+                buf.clear();
+                codec.encode(black_box(&frame), &mut buf).unwrap();
+                black_box(buf.len())
+            })
+        });
+        // Into one fresh shared Bytes: what a fan-out does once per group push.
+        group.bench_function(format!("{name}/to_bytes"), |b| {
+            b.iter(|| black_box(&frame).to_bytes(MAX).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    for (name, frame) in [("push_128", push_frame_128()), ("request_128", request_frame_128())] {
+        let one = frame.to_bytes(MAX).unwrap();
+        // A read buffer holding many frames, decoded one after another: the stream case.
+        // Time per frame = reported time / FRAMES_PER_BUFFER.
+        let mut stream = BytesMut::new();
+        for _ in 0..FRAMES_PER_BUFFER {
+            stream.extend_from_slice(&one);
+        }
+        group.throughput(Throughput::Elements(FRAMES_PER_BUFFER as u64));
+        group.bench_function(format!("{name}/stream_x{FRAMES_PER_BUFFER}"), |b| {
+            b.iter_batched(
+                || stream.clone(),
+                |mut buf| {
+                    let mut codec = FrameCodec::new(MAX);
+                    while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                        black_box(frame);
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        // One frame that arrived as one message (WebSocket): no buffer split at all.
+        group.throughput(Throughput::Elements(1));
+        let codec = FrameCodec::new(MAX);
+        group.bench_function(format!("{name}/message"), |b| {
+            b.iter(|| codec.decode_message(black_box(one.clone())).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, decode);
+criterion_main!(benches);

@@ -1,0 +1,218 @@
+//! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` for frames on a byte stream.
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::frame::{Frame, HEADER_LEN, Header, MAGIC, VERSION};
+use crate::error::{Error, Result};
+
+/// Frames a byte stream (TCP, TLS, a QUIC stream) into [`Frame`]s and back.
+///
+/// Decoding first checks that a whole frame is buffered and only then parses it, so an
+/// incomplete frame is `Ok(None)`, never an error. The parsed frame's byte fields are
+/// slices of the read buffer: a decoded frame copies nothing and allocates nothing once the
+/// buffer is shared. A clean end of stream between frames is `Ok(None)`; an end inside a
+/// frame is [`Error::Truncated`].
+///
+/// Bad input is reported as early as the bytes allow: a wrong magic after two bytes, a
+/// wrong version after three, an oversized frame as soon as its header is in, without
+/// waiting for (or buffering) the body.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame_size: usize,
+}
+
+impl FrameCodec {
+    /// A codec that accepts and emits frames of at most `max_frame_size` bytes (header
+    /// included). Use a validated [`crate::SessionConfig::max_frame_size`].
+    pub const fn new(max_frame_size: usize) -> FrameCodec {
+        FrameCodec { max_frame_size }
+    }
+
+    /// The largest frame this codec accepts.
+    pub const fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Decodes one complete frame held in `frame` (for message transports such as
+    /// WebSocket, where one message is one frame). Trailing or missing bytes are errors.
+    pub fn decode_message(&self, frame: Bytes) -> Result<Frame> {
+        let header = self.peek_header(&frame)?.ok_or(Error::Truncated {
+            buffered: frame.len(),
+        })?;
+        let len = header.frame_len();
+        if frame.len() < len {
+            return Err(Error::Truncated {
+                buffered: frame.len(),
+            });
+        }
+        if frame.len() > len {
+            return Err(Error::MalformedField {
+                tag: 0,
+                reason: "bytes after the end of the frame",
+            });
+        }
+        Frame::from_parts(header, frame)
+    }
+
+    /// Checks what of the header is buffered; `Ok(None)` if the header is incomplete.
+    fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>> {
+        if buf.len() >= 2 {
+            let magic = u16::from_be_bytes([buf[0], buf[1]]);
+            if magic != MAGIC {
+                return Err(Error::BadMagic { found: magic });
+            }
+        }
+        if buf.len() >= 3 && buf[2] != VERSION {
+            return Err(Error::UnsupportedVersion { version: buf[2] });
+        }
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        Header::parse(buf, self.max_frame_size).map(Some)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+        let Some(header) = self.peek_header(src)? else {
+            return Ok(None);
+        };
+        let len = header.frame_len();
+        if src.len() < len {
+            src.reserve(len - src.len());
+            return Ok(None);
+        }
+        let frame = src.split_to(len).freeze();
+        Frame::from_parts(header, frame).map(Some)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(Error::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<()> {
+        frame.encode(dst, self.max_frame_size)
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<()> {
+        frame.encode(dst, self.max_frame_size)
+    }
+}
+
+/// Pre-encoded frames (see [`Frame::to_bytes`]) pass through unchanged.
+impl Encoder<Bytes> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<()> {
+        dst.extend_from_slice(&frame);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Code, Text};
+
+    fn ping(payload: &'static [u8]) -> Frame {
+        Frame::Ping {
+            id: 7,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn partial_input_is_none_until_the_frame_completes() {
+        let mut codec = FrameCodec::new(1024);
+        let bytes = ping(b"hello").to_bytes(1024).unwrap();
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let out = codec.decode(&mut buf).unwrap();
+            if i + 1 < bytes.len() {
+                assert!(out.is_none(), "decoded early at byte {i}");
+            } else {
+                assert_eq!(out, Some(ping(b"hello")));
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn eof_between_frames_is_clean_and_inside_a_frame_is_truncated() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+        let bytes = ping(b"abc").to_bytes(1024).unwrap();
+        buf.extend_from_slice(&bytes[..bytes.len() - 1]);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(Error::Truncated { buffered }) if buffered == bytes.len() - 1
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_fail_on_the_header_and_on_encode() {
+        let mut codec = FrameCodec::new(32);
+        let big = ping(&[0u8; 64]);
+        assert!(matches!(
+            big.to_bytes(32),
+            Err(Error::FrameTooLarge { len: 80, max: 32 })
+        ));
+        let bytes = big.to_bytes(1024).unwrap();
+        let mut buf = BytesMut::from(&bytes[..HEADER_LEN]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(Error::FrameTooLarge { len: 80, max: 32 })
+        ));
+    }
+
+    #[test]
+    fn encoder_refuses_values_a_decoder_would_reject() {
+        let frame = Frame::JoinGroup {
+            id: 1,
+            group: Text::new(),
+        };
+        assert!(matches!(
+            frame.to_bytes(1024),
+            Err(Error::InvalidValue { what: "group id", .. })
+        ));
+        let close = Frame::Close {
+            code: Code::Normal,
+            message: Text::from("x".repeat(2000)),
+        };
+        assert!(close.to_bytes(1 << 20).is_err());
+    }
+
+    #[test]
+    fn message_decoding_rejects_trailing_bytes() {
+        let codec = FrameCodec::new(1024);
+        let bytes = ping(b"x").to_bytes(1024).unwrap();
+        assert_eq!(codec.decode_message(bytes.clone()).unwrap(), ping(b"x"));
+        let mut extra = BytesMut::from(&bytes[..]);
+        extra.extend_from_slice(b"!");
+        assert!(codec.decode_message(extra.freeze()).is_err());
+        assert!(matches!(
+            codec.decode_message(bytes.slice(..10)),
+            Err(Error::Truncated { .. })
+        ));
+    }
+}

@@ -1,0 +1,855 @@
+//! The [`Frame`] type and its byte layout: parsing a complete frame and encoding one.
+//!
+//! Layout (docs/PROTOCOL.md is normative), all integers big-endian:
+//!
+//! ```text
+//! 0  magic        u16  0x4C43 ("LC")
+//! 2  version      u8   1
+//! 3  type         u8   FrameType
+//! 4  flags        u8   bit 0 ACK_REQUIRED (Push only); other bits 0
+//! 5  reserved     u8   0
+//! 6  fields_len   u16  length of the fields section
+//! 8  payload_len  u32  length of the payload
+//! 12 id           u32  correlation id
+//! 16 fields       fields_len bytes: tag u8, len u16, value
+//!    payload      payload_len bytes, opaque
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::code::Code;
+use super::fields::{
+    MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag,
+};
+use crate::error::{Error, Result};
+
+/// The two magic bytes that start every frame: "LC".
+pub const MAGIC: u16 = 0x4C43;
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 16;
+/// Flag bit: the client must answer this `Push` with a `PushAck` carrying its id.
+pub const FLAG_ACK_REQUIRED: u8 = 0x01;
+
+/// The frame type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// Client logs in.
+    Login = 0x01,
+    /// Server accepts a login.
+    LoginAck = 0x02,
+    /// Liveness probe, either direction.
+    Ping = 0x03,
+    /// Answer to a `Ping`.
+    Pong = 0x04,
+    /// Upstream business request.
+    Request = 0x05,
+    /// Answer to a `Request`.
+    Response = 0x06,
+    /// Downstream push.
+    Push = 0x07,
+    /// Client confirms an acked push.
+    PushAck = 0x08,
+    /// Client joins a group.
+    JoinGroup = 0x09,
+    /// Server confirms a join.
+    JoinAck = 0x0A,
+    /// Client leaves a group.
+    LeaveGroup = 0x0B,
+    /// Server confirms a leave.
+    LeaveAck = 0x0C,
+    /// Server says the token expires and asks for a new one.
+    TokenExpiring = 0x0D,
+    /// Client presents a new token.
+    TokenRefresh = 0x0E,
+    /// Server accepts a new token.
+    TokenRefreshAck = 0x0F,
+    /// Server ends the session on purpose.
+    Kick = 0x10,
+    /// Server is draining; reconnect after the hint.
+    GoAway = 0x11,
+    /// A frame failed; correlates by id.
+    Error = 0x12,
+    /// The sender is closing the connection.
+    Close = 0x13,
+}
+
+impl FrameType {
+    /// The type for a wire byte.
+    pub fn from_u8(value: u8) -> Result<FrameType> {
+        use FrameType::*;
+        Ok(match value {
+            0x01 => Login,
+            0x02 => LoginAck,
+            0x03 => Ping,
+            0x04 => Pong,
+            0x05 => Request,
+            0x06 => Response,
+            0x07 => Push,
+            0x08 => PushAck,
+            0x09 => JoinGroup,
+            0x0A => JoinAck,
+            0x0B => LeaveGroup,
+            0x0C => LeaveAck,
+            0x0D => TokenExpiring,
+            0x0E => TokenRefresh,
+            0x0F => TokenRefreshAck,
+            0x10 => Kick,
+            0x11 => GoAway,
+            0x12 => Error,
+            0x13 => Close,
+            other => return Err(crate::Error::UnknownFrameType(other)),
+        })
+    }
+
+    /// Whether frames of this type may carry a payload.
+    pub fn has_payload(self) -> bool {
+        matches!(
+            self,
+            FrameType::Ping
+                | FrameType::Pong
+                | FrameType::Request
+                | FrameType::Response
+                | FrameType::Push
+        )
+    }
+}
+
+/// One protocol frame, decoded. Byte-valued fields are slices of the buffer the frame was
+/// decoded from.
+///
+/// `id` is the correlation id: a client picks it for `Login`, `Ping`, `Request`,
+/// `JoinGroup`, `LeaveGroup` and `TokenRefresh`, and the answer (ack, `Response`, `Pong`
+/// or `Error`) carries the same id. A `Push` that needs an ack carries a non-zero id that
+/// the `PushAck` repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Client logs in with a token for (app, device).
+    Login {
+        /// Correlation id, echoed by `LoginAck` or `Error`.
+        id: u32,
+        /// App id.
+        app: Text,
+        /// Device id.
+        device: Text,
+        /// Login token.
+        token: Bytes,
+        /// Client metadata (platform, SDK version, ...).
+        meta: Metadata,
+    },
+    /// Server accepted the login.
+    LoginAck {
+        /// The `Login`'s id.
+        id: u32,
+        /// This connection's node-unique id.
+        conn_id: u64,
+        /// How often the client must send a `Ping`.
+        heartbeat_ms: u32,
+        /// When the token expires (Unix ms), if it does.
+        expires_at_ms: Option<u64>,
+    },
+    /// Liveness probe; the peer answers with a `Pong` with the same id and payload.
+    Ping {
+        /// Correlation id.
+        id: u32,
+        /// Opaque bytes echoed back (a timestamp, usually).
+        payload: Bytes,
+    },
+    /// Answer to a `Ping`.
+    Pong {
+        /// The `Ping`'s id.
+        id: u32,
+        /// The `Ping`'s payload.
+        payload: Bytes,
+    },
+    /// Upstream request for the backend that serves `business`.
+    Request {
+        /// Request id chosen by the client.
+        id: u32,
+        /// Business id that selects the backend.
+        business: u32,
+        /// Request metadata passed to the backend.
+        meta: Metadata,
+        /// Opaque business payload.
+        payload: Bytes,
+    },
+    /// A backend's answer to a `Request`.
+    Response {
+        /// The `Request`'s id.
+        id: u32,
+        /// The `Request`'s business id.
+        business: u32,
+        /// Response metadata from the backend.
+        meta: Metadata,
+        /// Opaque business payload.
+        payload: Bytes,
+    },
+    /// Downstream push.
+    Push {
+        /// Push id; non-zero when `ack_required`.
+        id: u32,
+        /// The client must answer with `PushAck { id }`.
+        ack_required: bool,
+        /// Business id the push belongs to.
+        business: u32,
+        /// The group it was sent to, for group pushes.
+        group: Option<Text>,
+        /// Per-group sequence number, for group pushes.
+        seq: Option<u64>,
+        /// Push metadata.
+        meta: Metadata,
+        /// Opaque business payload.
+        payload: Bytes,
+    },
+    /// Client confirms a push.
+    PushAck {
+        /// The push's id.
+        id: u32,
+    },
+    /// Client asks to join a group.
+    JoinGroup {
+        /// Correlation id.
+        id: u32,
+        /// Group id.
+        group: Text,
+    },
+    /// Server confirms a join.
+    JoinAck {
+        /// The `JoinGroup`'s id.
+        id: u32,
+        /// Group id.
+        group: Text,
+    },
+    /// Client asks to leave a group.
+    LeaveGroup {
+        /// Correlation id.
+        id: u32,
+        /// Group id.
+        group: Text,
+    },
+    /// Server confirms a leave.
+    LeaveAck {
+        /// The `LeaveGroup`'s id.
+        id: u32,
+        /// Group id.
+        group: Text,
+    },
+    /// Server says the token has expired and the session closes unless the client sends a
+    /// valid `TokenRefresh` before `deadline_ms`.
+    TokenExpiring {
+        /// Unix ms after which the session closes with `token_expired`.
+        deadline_ms: u64,
+    },
+    /// Client presents a fresh token (at any time while logged in).
+    TokenRefresh {
+        /// Correlation id.
+        id: u32,
+        /// The new token.
+        token: Bytes,
+    },
+    /// Server accepted the fresh token.
+    TokenRefreshAck {
+        /// The `TokenRefresh`'s id.
+        id: u32,
+        /// When the new token expires (Unix ms), if it does.
+        expires_at_ms: Option<u64>,
+    },
+    /// Server ends the session on purpose (replaced, kicked, slow consumer).
+    Kick {
+        /// Why.
+        code: Code,
+        /// Optional human-readable detail.
+        message: Text,
+    },
+    /// Server is draining: no new requests; reconnect after `retry_after_ms`.
+    GoAway {
+        /// Suggested reconnect delay in milliseconds.
+        retry_after_ms: u32,
+        /// Optional human-readable detail.
+        message: Text,
+    },
+    /// The frame with this id failed; the session goes on.
+    Error {
+        /// The failed frame's id (0 when it had none).
+        id: u32,
+        /// Why.
+        code: Code,
+        /// Optional human-readable detail.
+        message: Text,
+    },
+    /// The sender closes the connection after this frame.
+    Close {
+        /// Why.
+        code: Code,
+        /// Optional human-readable detail.
+        message: Text,
+    },
+}
+
+/// Raw field slots gathered from a fields section before a frame is built.
+#[derive(Default)]
+struct Fields {
+    seen: u16,
+    app: Option<Text>,
+    device: Option<Text>,
+    token: Option<Bytes>,
+    business: Option<u32>,
+    meta: Option<Metadata>,
+    group: Option<Text>,
+    seq: Option<u64>,
+    code: Option<u16>,
+    message: Option<Text>,
+    retry_after_ms: Option<u32>,
+    heartbeat_ms: Option<u32>,
+    conn_id: Option<u64>,
+    expires_at_ms: Option<u64>,
+}
+
+impl Fields {
+    fn parse(mut section: Bytes) -> Result<Fields> {
+        let mut fields = Fields::default();
+        while section.has_remaining() {
+            if section.len() < 3 {
+                return Err(Error::MalformedField {
+                    tag: section[0],
+                    reason: "field header overruns the fields section",
+                });
+            }
+            let tag = section.get_u8();
+            let len = section.get_u16() as usize;
+            if len > section.len() {
+                return Err(Error::MalformedField {
+                    tag,
+                    reason: "field value overruns the fields section",
+                });
+            }
+            let value = section.split_to(len);
+            if (tag::APP..=tag::EXPIRES_AT_MS).contains(&tag) {
+                let bit = 1u16 << tag;
+                if fields.seen & bit != 0 {
+                    return Err(Error::DuplicateField { tag });
+                }
+                fields.seen |= bit;
+            }
+            match tag {
+                tag::APP => fields.app = Some(id_text(tag, value)?),
+                tag::DEVICE => fields.device = Some(id_text(tag, value)?),
+                tag::GROUP => fields.group = Some(id_text(tag, value)?),
+                tag::TOKEN => {
+                    if value.is_empty() || value.len() > MAX_TOKEN_LEN {
+                        return Err(Error::MalformedField {
+                            tag,
+                            reason: "token must be 1..=2048 bytes",
+                        });
+                    }
+                    fields.token = Some(value);
+                }
+                tag::MESSAGE => {
+                    if value.len() > MAX_MESSAGE_LEN {
+                        return Err(Error::MalformedField {
+                            tag,
+                            reason: "message longer than 1024 bytes",
+                        });
+                    }
+                    fields.message = Some(text(tag, value)?);
+                }
+                tag::META => fields.meta = Some(Metadata::from_wire(value)?),
+                tag::BUSINESS => fields.business = Some(be_u32(tag, &value)?),
+                tag::RETRY_AFTER_MS => fields.retry_after_ms = Some(be_u32(tag, &value)?),
+                tag::HEARTBEAT_MS => fields.heartbeat_ms = Some(be_u32(tag, &value)?),
+                tag::SEQ => fields.seq = Some(be_u64(tag, &value)?),
+                tag::CONN_ID => fields.conn_id = Some(be_u64(tag, &value)?),
+                tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, &value)?),
+                tag::CODE => {
+                    if value.len() != 2 {
+                        return Err(Error::MalformedField {
+                            tag,
+                            reason: "expected a 2-byte integer",
+                        });
+                    }
+                    fields.code = Some(u16::from_be_bytes([value[0], value[1]]));
+                }
+                // Unknown tags are skipped so that version-1 peers can add fields.
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+}
+
+fn text(tag: u8, value: Bytes) -> Result<Text> {
+    Text::from_utf8(value).map_err(|_| Error::InvalidUtf8 { tag })
+}
+
+fn id_text(tag: u8, value: Bytes) -> Result<Text> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(Error::MalformedField {
+            tag,
+            reason: "id must be 1..=128 bytes",
+        });
+    }
+    text(tag, value)
+}
+
+fn be_u32(tag: u8, value: &[u8]) -> Result<u32> {
+    <[u8; 4]>::try_from(value)
+        .map(u32::from_be_bytes)
+        .map_err(|_| Error::MalformedField {
+            tag,
+            reason: "expected a 4-byte integer",
+        })
+}
+
+fn be_u64(tag: u8, value: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(value)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::MalformedField {
+            tag,
+            reason: "expected an 8-byte integer",
+        })
+}
+
+fn required<T>(value: Option<T>, frame: FrameType, tag: u8) -> Result<T> {
+    value.ok_or(Error::MissingField { frame, tag })
+}
+
+/// The fixed header, parsed and checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) frame_type: FrameType,
+    pub(crate) flags: u8,
+    pub(crate) fields_len: usize,
+    pub(crate) payload_len: usize,
+    pub(crate) id: u32,
+}
+
+impl Header {
+    /// Parses and validates the header at the start of `buf` (at least [`HEADER_LEN`]
+    /// bytes). Checks are ordered so the most basic failure is reported: magic, then
+    /// version, then size, then type and reserved bits.
+    pub(crate) fn parse(buf: &[u8], max_frame_size: usize) -> Result<Header> {
+        let magic = u16::from_be_bytes([buf[0], buf[1]]);
+        if magic != MAGIC {
+            return Err(Error::BadMagic { found: magic });
+        }
+        if buf[2] != VERSION {
+            return Err(Error::UnsupportedVersion { version: buf[2] });
+        }
+        let fields_len = u16::from_be_bytes([buf[6], buf[7]]) as usize;
+        let payload_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+        let total = (HEADER_LEN + fields_len) as u64 + payload_len as u64;
+        if total > max_frame_size as u64 {
+            return Err(Error::FrameTooLarge {
+                len: total,
+                max: max_frame_size,
+            });
+        }
+        let frame_type = FrameType::from_u8(buf[3])?;
+        let (flags, reserved) = (buf[4], buf[5]);
+        let allowed_flags = if frame_type == FrameType::Push {
+            FLAG_ACK_REQUIRED
+        } else {
+            0
+        };
+        if flags & !allowed_flags != 0 || reserved != 0 {
+            return Err(Error::ReservedBits { flags, reserved });
+        }
+        if payload_len != 0 && !frame_type.has_payload() {
+            return Err(Error::MalformedField {
+                tag: 0,
+                reason: "this frame type carries no payload",
+            });
+        }
+        Ok(Header {
+            frame_type,
+            flags,
+            fields_len,
+            payload_len,
+            id: u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]),
+        })
+    }
+
+    pub(crate) fn frame_len(&self) -> usize {
+        HEADER_LEN + self.fields_len + self.payload_len
+    }
+}
+
+impl Frame {
+    /// Builds the frame from a checked header and the frame's complete bytes
+    /// (`frame.len() == header.frame_len()`). Fields and payload stay slices of `frame`.
+    pub(crate) fn from_parts(header: Header, frame: Bytes) -> Result<Frame> {
+        let fields_end = HEADER_LEN + header.fields_len;
+        let f = Fields::parse(frame.slice(HEADER_LEN..fields_end))?;
+        let payload = frame.slice(fields_end..);
+        let id = header.id;
+        let ty = header.frame_type;
+        let meta = f.meta.unwrap_or_default();
+        let message = f.message.unwrap_or_default();
+        let code = |c: Option<u16>| required(c, ty, tag::CODE).map(Code::from_u16);
+        Ok(match ty {
+            FrameType::Login => Frame::Login {
+                id,
+                app: required(f.app, ty, tag::APP)?,
+                device: required(f.device, ty, tag::DEVICE)?,
+                token: required(f.token, ty, tag::TOKEN)?,
+                meta,
+            },
+            FrameType::LoginAck => Frame::LoginAck {
+                id,
+                conn_id: required(f.conn_id, ty, tag::CONN_ID)?,
+                heartbeat_ms: required(f.heartbeat_ms, ty, tag::HEARTBEAT_MS)?,
+                expires_at_ms: f.expires_at_ms,
+            },
+            FrameType::Ping => Frame::Ping { id, payload },
+            FrameType::Pong => Frame::Pong { id, payload },
+            FrameType::Request => Frame::Request {
+                id,
+                business: required(f.business, ty, tag::BUSINESS)?,
+                meta,
+                payload,
+            },
+            FrameType::Response => Frame::Response {
+                id,
+                business: required(f.business, ty, tag::BUSINESS)?,
+                meta,
+                payload,
+            },
+            FrameType::Push => Frame::Push {
+                id,
+                ack_required: header.flags & FLAG_ACK_REQUIRED != 0,
+                business: required(f.business, ty, tag::BUSINESS)?,
+                group: f.group,
+                seq: f.seq,
+                meta,
+                payload,
+            },
+            FrameType::PushAck => Frame::PushAck { id },
+            FrameType::JoinGroup => Frame::JoinGroup {
+                id,
+                group: required(f.group, ty, tag::GROUP)?,
+            },
+            FrameType::JoinAck => Frame::JoinAck {
+                id,
+                group: required(f.group, ty, tag::GROUP)?,
+            },
+            FrameType::LeaveGroup => Frame::LeaveGroup {
+                id,
+                group: required(f.group, ty, tag::GROUP)?,
+            },
+            FrameType::LeaveAck => Frame::LeaveAck {
+                id,
+                group: required(f.group, ty, tag::GROUP)?,
+            },
+            FrameType::TokenExpiring => Frame::TokenExpiring {
+                deadline_ms: required(f.expires_at_ms, ty, tag::EXPIRES_AT_MS)?,
+            },
+            FrameType::TokenRefresh => Frame::TokenRefresh {
+                id,
+                token: required(f.token, ty, tag::TOKEN)?,
+            },
+            FrameType::TokenRefreshAck => Frame::TokenRefreshAck {
+                id,
+                expires_at_ms: f.expires_at_ms,
+            },
+            FrameType::Kick => Frame::Kick {
+                code: code(f.code)?,
+                message,
+            },
+            FrameType::GoAway => Frame::GoAway {
+                retry_after_ms: required(f.retry_after_ms, ty, tag::RETRY_AFTER_MS)?,
+                message,
+            },
+            FrameType::Error => Frame::Error {
+                id,
+                code: code(f.code)?,
+                message,
+            },
+            FrameType::Close => Frame::Close {
+                code: code(f.code)?,
+                message,
+            },
+        })
+    }
+
+    /// The frame's type.
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Frame::Login { .. } => FrameType::Login,
+            Frame::LoginAck { .. } => FrameType::LoginAck,
+            Frame::Ping { .. } => FrameType::Ping,
+            Frame::Pong { .. } => FrameType::Pong,
+            Frame::Request { .. } => FrameType::Request,
+            Frame::Response { .. } => FrameType::Response,
+            Frame::Push { .. } => FrameType::Push,
+            Frame::PushAck { .. } => FrameType::PushAck,
+            Frame::JoinGroup { .. } => FrameType::JoinGroup,
+            Frame::JoinAck { .. } => FrameType::JoinAck,
+            Frame::LeaveGroup { .. } => FrameType::LeaveGroup,
+            Frame::LeaveAck { .. } => FrameType::LeaveAck,
+            Frame::TokenExpiring { .. } => FrameType::TokenExpiring,
+            Frame::TokenRefresh { .. } => FrameType::TokenRefresh,
+            Frame::TokenRefreshAck { .. } => FrameType::TokenRefreshAck,
+            Frame::Kick { .. } => FrameType::Kick,
+            Frame::GoAway { .. } => FrameType::GoAway,
+            Frame::Error { .. } => FrameType::Error,
+            Frame::Close { .. } => FrameType::Close,
+        }
+    }
+
+    /// The correlation id written in the header (0 for types without one).
+    pub fn id(&self) -> u32 {
+        match self {
+            Frame::Login { id, .. }
+            | Frame::LoginAck { id, .. }
+            | Frame::Ping { id, .. }
+            | Frame::Pong { id, .. }
+            | Frame::Request { id, .. }
+            | Frame::Response { id, .. }
+            | Frame::Push { id, .. }
+            | Frame::PushAck { id }
+            | Frame::JoinGroup { id, .. }
+            | Frame::JoinAck { id, .. }
+            | Frame::LeaveGroup { id, .. }
+            | Frame::LeaveAck { id, .. }
+            | Frame::TokenRefresh { id, .. }
+            | Frame::TokenRefreshAck { id, .. }
+            | Frame::Error { id, .. } => *id,
+            Frame::TokenExpiring { .. }
+            | Frame::Kick { .. }
+            | Frame::GoAway { .. }
+            | Frame::Close { .. } => 0,
+        }
+    }
+
+    /// Calls `f(tag, value)` for each field in ascending tag order (the canonical order).
+    fn for_each_field(&self, mut f: impl FnMut(u8, FieldValue<'_>)) {
+        use FieldValue::*;
+        let message = |f: &mut dyn FnMut(u8, FieldValue<'_>), m: &Text| {
+            if !m.is_empty() {
+                f(tag::MESSAGE, Raw(m.as_bytes()));
+            }
+        };
+        let meta = |f: &mut dyn FnMut(u8, FieldValue<'_>), m: &Metadata| {
+            if !m.is_empty() {
+                f(tag::META, Raw(m.as_wire()));
+            }
+        };
+        match self {
+            Frame::Login {
+                app,
+                device,
+                token,
+                meta: m,
+                ..
+            } => {
+                f(tag::APP, Raw(app.as_bytes()));
+                f(tag::DEVICE, Raw(device.as_bytes()));
+                f(tag::TOKEN, Raw(token));
+                meta(&mut f, m);
+            }
+            Frame::LoginAck {
+                conn_id,
+                heartbeat_ms,
+                expires_at_ms,
+                ..
+            } => {
+                f(tag::HEARTBEAT_MS, U32(*heartbeat_ms));
+                f(tag::CONN_ID, U64(*conn_id));
+                if let Some(at) = expires_at_ms {
+                    f(tag::EXPIRES_AT_MS, U64(*at));
+                }
+            }
+            Frame::Ping { .. } | Frame::Pong { .. } | Frame::PushAck { .. } => {}
+            Frame::Request {
+                business, meta: m, ..
+            }
+            | Frame::Response {
+                business, meta: m, ..
+            } => {
+                f(tag::BUSINESS, U32(*business));
+                meta(&mut f, m);
+            }
+            Frame::Push {
+                business,
+                group,
+                seq,
+                meta: m,
+                ..
+            } => {
+                f(tag::BUSINESS, U32(*business));
+                meta(&mut f, m);
+                if let Some(g) = group {
+                    f(tag::GROUP, Raw(g.as_bytes()));
+                }
+                if let Some(s) = seq {
+                    f(tag::SEQ, U64(*s));
+                }
+            }
+            Frame::JoinGroup { group, .. }
+            | Frame::JoinAck { group, .. }
+            | Frame::LeaveGroup { group, .. }
+            | Frame::LeaveAck { group, .. } => f(tag::GROUP, Raw(group.as_bytes())),
+            Frame::TokenExpiring { deadline_ms } => f(tag::EXPIRES_AT_MS, U64(*deadline_ms)),
+            Frame::TokenRefresh { token, .. } => f(tag::TOKEN, Raw(token)),
+            Frame::TokenRefreshAck { expires_at_ms, .. } => {
+                if let Some(at) = expires_at_ms {
+                    f(tag::EXPIRES_AT_MS, U64(*at));
+                }
+            }
+            Frame::Kick { code, message: m }
+            | Frame::Error {
+                code, message: m, ..
+            }
+            | Frame::Close { code, message: m } => {
+                f(tag::CODE, U16(code.as_u16()));
+                message(&mut f, m);
+            }
+            Frame::GoAway {
+                retry_after_ms,
+                message: m,
+            } => {
+                message(&mut f, m);
+                f(tag::RETRY_AFTER_MS, U32(*retry_after_ms));
+            }
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Frame::Ping { payload, .. }
+            | Frame::Pong { payload, .. }
+            | Frame::Request { payload, .. }
+            | Frame::Response { payload, .. }
+            | Frame::Push { payload, .. } => payload,
+            _ => &[],
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        match self {
+            Frame::Push {
+                ack_required: true, ..
+            } => FLAG_ACK_REQUIRED,
+            _ => 0,
+        }
+    }
+
+    /// Length of the fields section, or an error if a field value breaks its documented
+    /// length limit (so that we never send what a conforming decoder must reject).
+    fn fields_len(&self) -> Result<usize> {
+        let mut len = 0usize;
+        let mut invalid = None;
+        self.for_each_field(|tag, value| {
+            let n = value.len();
+            let bad = match tag {
+                tag::APP | tag::DEVICE | tag::GROUP => !(1..=MAX_ID_LEN).contains(&n),
+                tag::TOKEN => !(1..=MAX_TOKEN_LEN).contains(&n),
+                tag::MESSAGE => n > MAX_MESSAGE_LEN,
+                _ => n > u16::MAX as usize,
+            };
+            if bad && invalid.is_none() {
+                invalid = Some(tag);
+            }
+            len += 3 + n;
+        });
+        if let Some(tag) = invalid {
+            return Err(Error::InvalidValue {
+                what: field_name(tag),
+                reason: "length outside the documented limit",
+            });
+        }
+        if len > u16::MAX as usize {
+            return Err(Error::InvalidValue {
+                what: "fields",
+                reason: "the fields section exceeds 65535 bytes",
+            });
+        }
+        Ok(len)
+    }
+
+    /// The encoded length in bytes.
+    pub fn encoded_len(&self) -> Result<usize> {
+        Ok(HEADER_LEN + self.fields_len()? + self.payload().len())
+    }
+
+    /// Appends the encoded frame to `dst`. Fails if the frame is larger than
+    /// `max_frame_size` or a field exceeds its wire width; `dst` is unchanged then.
+    pub fn encode(&self, dst: &mut BytesMut, max_frame_size: usize) -> Result<()> {
+        let fields_len = self.fields_len()?;
+        let payload = self.payload();
+        let total = (HEADER_LEN + fields_len) as u64 + payload.len() as u64;
+        if total > max_frame_size as u64 || payload.len() > u32::MAX as usize {
+            return Err(Error::FrameTooLarge {
+                len: total,
+                max: max_frame_size,
+            });
+        }
+        dst.reserve(total as usize);
+        dst.put_u16(MAGIC);
+        dst.put_u8(VERSION);
+        dst.put_u8(self.frame_type() as u8);
+        dst.put_u8(self.flags());
+        dst.put_u8(0);
+        dst.put_u16(fields_len as u16);
+        dst.put_u32(payload.len() as u32);
+        dst.put_u32(self.id());
+        self.for_each_field(|tag, value| {
+            dst.put_u8(tag);
+            dst.put_u16(value.len() as u16);
+            value.put(dst);
+        });
+        dst.put_slice(payload);
+        Ok(())
+    }
+
+    /// Encodes the frame into one shared buffer: clone the result (a refcount bump) to send
+    /// the same frame to many connections.
+    pub fn to_bytes(&self, max_frame_size: usize) -> Result<Bytes> {
+        let mut buf = BytesMut::new();
+        self.encode(&mut buf, max_frame_size)?;
+        Ok(buf.freeze())
+    }
+}
+
+fn field_name(t: u8) -> &'static str {
+    match t {
+        tag::APP => "app id",
+        tag::DEVICE => "device id",
+        tag::GROUP => "group id",
+        tag::TOKEN => "token",
+        tag::MESSAGE => "message",
+        tag::META => "metadata",
+        _ => "field",
+    }
+}
+
+/// A field value on its way out.
+enum FieldValue<'a> {
+    Raw(&'a [u8]),
+    U16(u16),
+    U32(u32),
+    U64(u64),
+}
+
+impl FieldValue<'_> {
+    fn len(&self) -> usize {
+        match self {
+            FieldValue::Raw(b) => b.len(),
+            FieldValue::U16(_) => 2,
+            FieldValue::U32(_) => 4,
+            FieldValue::U64(_) => 8,
+        }
+    }
+
+    fn put(&self, dst: &mut BytesMut) {
+        match self {
+            FieldValue::Raw(b) => dst.put_slice(b),
+            FieldValue::U16(v) => dst.put_u16(*v),
+            FieldValue::U32(v) => dst.put_u32(*v),
+            FieldValue::U64(v) => dst.put_u64(*v),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire protocol: frame layout, field encodings, wire codes and the stream codec.
+//!
+//! docs/PROTOCOL.md is the specification; docs/protocol-vectors.json holds test vectors
+//! that this module's tests decode and re-encode byte for byte.
+
+mod code;
+mod codec;
+mod fields;
+mod frame;
+
+pub use code::Code;
+pub use codec::FrameCodec;
+pub use fields::{
+    MAX_FIELD_LEN, MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, MetadataIter, Text, tag,
+};
+pub use frame::{FLAG_ACK_REQUIRED, Frame, FrameType, HEADER_LEN, MAGIC, VERSION};
