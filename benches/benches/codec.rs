@@ -14,7 +14,10 @@ const FRAMES_PER_BUFFER: usize = 1000;
 
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
-    for (name, frame) in [("push_128", push_frame_128()), ("request_128", request_frame_128())] {
+    for (name, frame) in [
+        ("push_128", push_frame_128()),
+        ("request_128", request_frame_128()),
+    ] {
         // Into a reused write buffer: what a connection writer does.
         let mut codec = FrameCodec::new(MAX);
         let mut buf = BytesMut::with_capacity(4096);
@@ -35,7 +38,10 @@ fn encode(c: &mut Criterion) {
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
-    for (name, frame) in [("push_128", push_frame_128()), ("request_128", request_frame_128())] {
+    for (name, frame) in [
+        ("push_128", push_frame_128()),
+        ("request_128", request_frame_128()),
+    ] {
         let one = frame.to_bytes(MAX).unwrap();
         // A read buffer holding many frames, decoded one after another: the stream case.
         // Time per frame = reported time / FRAMES_PER_BUFFER.

@@ -85,6 +85,18 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A login token is malformed, signed by an unknown key, or its signature is wrong.
+    #[error("invalid token: {reason}")]
+    InvalidToken {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A login token was valid but has expired.
+    #[error("token expired at {expires_unix_s} (Unix seconds)")]
+    ExpiredToken {
+        /// When it expired, Unix seconds.
+        expires_unix_s: u64,
+    },
     /// A configuration value is out of its documented range.
     #[error("invalid config `{field}`: {reason}")]
     InvalidConfig {
@@ -117,6 +129,8 @@ impl Error {
             | Error::MissingField { .. }
             | Error::Truncated { .. }
             | Error::InvalidValue { .. } => Code::MalformedFrame,
+            Error::InvalidToken { .. } => Code::InvalidToken,
+            Error::ExpiredToken { .. } => Code::ExpiredToken,
             Error::InvalidConfig { .. } | Error::Io(_) => Code::Internal,
         }
     }

@@ -1,9 +1,11 @@
-//! Core of the longconn gateway framework: the wire protocol and the sans-IO session
-//! state machine that every transport (TCP, WebSocket, QUIC) drives.
+//! Core of the longconn gateway framework: the wire protocol, the sans-IO session state
+//! machine, and the access-layer runtime that drives sessions over any transport.
 //!
-//! Nothing in this crate does I/O or reads a clock. Transports live in
-//! `longconn-transport`; they decode frames with [`FrameCodec`], feed them to a
-//! [`Session`] and write out what [`Session::poll_transmit`] returns.
+//! [`protocol`] and [`session`] do no I/O and read no clock: the session is a pure state
+//! machine, driven by whoever owns the socket. [`runtime`] is that owner for a server: it
+//! runs one task per connection over the [`Connection`] trait, which
+//! `longconn-transport` implements for TCP, TLS, WebSocket and QUIC (and anyone can
+//! implement for another transport).
 //!
 //! ```
 //! use std::{sync::Arc, time::Instant};
@@ -34,18 +36,30 @@
 //! - [`session`]: the per-connection state machine ([`Session`]) with its inputs
 //!   ([`Command`]), outputs ([`Event`], [`Transmit`]) and [`CloseReason`].
 //! - [`config`]: [`SessionConfig`], every per-connection limit and timer.
+//! - [`connection`]: the [`Connection`] trait (a transport, split into a
+//!   [`connection::FrameReader`] and a [`connection::FrameWriter`]) and an in-memory
+//!   implementation, [`connection::memory`].
+//! - [`runtime`]: [`runtime::Server`] (listeners, admission limit, two-phase shutdown),
+//!   [`runtime::Hub`] (connections by id and by device), the per-connection driver and
+//!   the [`runtime::RequestHandler`] seam with its built-in echo backend.
+//! - [`auth`]: the [`Authenticator`] trait and the default HMAC-SHA256 token scheme,
+//!   [`TokenKeys`].
 //! - [`error`]: the crate's one error type, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod protocol;
+pub mod runtime;
 pub mod session;
 
+pub use auth::{AuthGrant, Authenticator, LoginRequest, TokenClaims, TokenKey, TokenKeys};
 pub use config::{SessionConfig, SessionConfigBuilder, SlowConsumerPolicy};
+pub use connection::{Connection, TransportKind};
 pub use error::{Error, Result};
 pub use protocol::{Code, Frame, FrameCodec, FrameType, Metadata, Text};
 pub use session::{
-    CloseReason, Command, Event, PushOutcome, Session, State, TokenExpiry, Transmit,
-    TransportEnd,
+    CloseReason, Command, Event, PushOutcome, Session, State, TokenExpiry, Transmit, TransportEnd,
 };

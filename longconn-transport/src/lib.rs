@@ -1,11 +1,20 @@
 //! Transports of the longconn gateway framework: thin adapters that move frames between a
-//! socket and a `longconn_core::Session`.
+//! socket and the runtime in `longconn_core`. Session logic lives only in the core; each
+//! module here implements [`longconn_core::connection::Connection`] and
+//! [`longconn_core::runtime::Listener`] for one transport, server and client side.
 //!
-//! This crate is reserved in the workspace by the foundation issue; its contents arrive
-//! with the access-layer issue (TCP, TLS, WebSocket at `/ws`, QUIC with ALPN `longconn`).
-//! The byte-level mappings are already specified in docs/PROTOCOL.md.
+//! The byte-level mappings are specified in docs/PROTOCOL.md ("Transport mappings").
 //!
 //! # Layout
-//! Empty for now: one module per transport, behind cargo features (`tcp` default, `ws`,
-//! `quic`, `tls`).
+//! - [`stream`]: frame reader and writer halves over any byte stream, with buffers that
+//!   are only held while bytes are in flight.
+//! - [`tcp`] (feature `tcp`, default): [`tcp::TcpAcceptor`] and [`tcp::TcpConnection`].
+//! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod error;
+pub mod stream;
+#[cfg(feature = "tcp")]
+pub mod tcp;
+
+pub use error::{Error, Result};

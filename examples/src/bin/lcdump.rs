@@ -18,7 +18,11 @@ use tokio_util::codec::Decoder;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let inputs = if args.is_empty() {
-        std::io::stdin().lock().lines().map_while(Result::ok).collect()
+        std::io::stdin()
+            .lock()
+            .lines()
+            .map_while(Result::ok)
+            .collect()
     } else {
         args
     };

@@ -193,7 +193,10 @@ mod tests {
         };
         assert!(matches!(
             frame.to_bytes(1024),
-            Err(Error::InvalidValue { what: "group id", .. })
+            Err(Error::InvalidValue {
+                what: "group id",
+                ..
+            })
         ));
         let close = Frame::Close {
             code: Code::Normal,

@@ -281,7 +281,10 @@ mod tests {
     fn metadata_round_trips_and_rejects_overruns() {
         let meta = Metadata::from_pairs([("os", b"ios".as_slice()), ("v", b"")]).unwrap();
         let pairs: Vec<_> = meta.iter().collect();
-        assert_eq!(pairs, vec![("os", b"ios".as_slice()), ("v", b"".as_slice())]);
+        assert_eq!(
+            pairs,
+            vec![("os", b"ios".as_slice()), ("v", b"".as_slice())]
+        );
         assert_eq!(meta.get("os"), Some(b"ios".as_slice()));
         assert_eq!(meta.get("missing"), None);
 

@@ -18,9 +18,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::code::Code;
-use super::fields::{
-    MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag,
-};
+use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag};
 use crate::error::{Error, Result};
 
 /// The two magic bytes that start every frame: "LC".

@@ -392,7 +392,11 @@ impl Session {
     }
 
     fn unexpected(&mut self, frame: &Frame) {
-        let message = format!("{:?} not allowed in state {:?}", frame.frame_type(), self.state);
+        let message = format!(
+            "{:?} not allowed in state {:?}",
+            frame.frame_type(),
+            self.state
+        );
         self.close_with(Code::UnexpectedFrame, Text::from(message));
     }
 

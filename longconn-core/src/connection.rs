@@ -1,0 +1,121 @@
+//! The [`Connection`] trait: what the session runtime needs from a transport, and nothing
+//! more. TCP, TLS, WebSocket and QUIC implement it in `longconn-transport`; [`memory`]
+//! holds an in-memory pair for tests and for embedding.
+
+pub mod memory;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::error::Result;
+use crate::protocol::Frame;
+use crate::session::{CloseReason, Transmit};
+
+/// Which transport a connection runs on; a label for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// In-process pair ([`memory`]).
+    Memory,
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket (`ws://` or `wss://`).
+    WebSocket,
+    /// QUIC, one bidirectional stream.
+    Quic,
+    /// A third-party transport, named by its implementation.
+    Other(&'static str),
+}
+
+impl TransportKind {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Memory => "memory",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::WebSocket => "ws",
+            TransportKind::Quic => "quic",
+            TransportKind::Other(name) => name,
+        }
+    }
+}
+
+/// A message-oriented, full-duplex link to one peer: the session layer's view of a
+/// transport, open to third-party implementations.
+///
+/// A connection splits into a [`FrameReader`] and a [`FrameWriter`] so that the runtime
+/// can wait for the next frame while a flush is in progress. Implementations only move
+/// frames; every protocol decision belongs to [`crate::Session`].
+pub trait Connection: Send + 'static {
+    /// The receiving half.
+    type Reader: FrameReader;
+    /// The sending half.
+    type Writer: FrameWriter;
+
+    /// Splits the connection into its halves. Dropping both closes it.
+    fn split(self) -> (Self::Reader, Self::Writer);
+
+    /// The peer's address, where the transport has one.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+
+    /// The transport's label.
+    fn kind(&self) -> TransportKind;
+}
+
+/// The receiving half of a [`Connection`].
+pub trait FrameReader: Send + 'static {
+    /// The next frame from the peer; `Ok(None)` at a clean end of stream. A decode error
+    /// is returned as the codec's [`crate::Error`] (its `wire_code` goes into the
+    /// session's `Close`); an I/O failure as [`crate::Error::Io`].
+    ///
+    /// # Backpressure
+    /// Nothing is read from the transport until this is called, so a peer that sends
+    /// faster than the session handles frames is slowed down by the transport's own flow
+    /// control (TCP window, QUIC stream credit).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the runtime selects it against timers and wake-ups. Dropping the
+    /// future before it completes loses no received byte; the next call continues where
+    /// the dropped one stopped.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>>> + Send;
+}
+
+/// The sending half of a [`Connection`].
+pub trait FrameWriter: Send + 'static {
+    /// Appends one frame to the outgoing buffer without doing I/O. Call it once per frame
+    /// to send many; [`FrameWriter::flush`] writes them together. Fails only if the frame
+    /// cannot be encoded (larger than the connection's maximum frame size).
+    ///
+    /// # Backpressure
+    /// `send` never waits and the buffer it appends to is not bounded here: the caller
+    /// bounds it by not sending more while [`FrameWriter::has_pending_writes`] is true.
+    /// The runtime does exactly that, so a slow peer fills that session's bounded push
+    /// queue, where the slow-consumer policy applies.
+    fn send(&mut self, frame: Transmit) -> Result<()>;
+
+    /// Whether [`FrameWriter::send`] has buffered frames that [`FrameWriter::flush`] has
+    /// not written yet.
+    fn has_pending_writes(&self) -> bool;
+
+    /// Writes everything buffered, coalescing frames into as few writes as the transport
+    /// allows, and returns once the transport has accepted all of it.
+    ///
+    /// # Backpressure
+    /// Waits while the transport's send buffer is full (the peer is not reading).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses no buffered byte; the next call continues
+    /// where the dropped one stopped.
+    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Flushes what is buffered and closes the link (TCP FIN, a WebSocket close frame
+    /// whose status is derived from `reason`, QUIC stream finish). Called at most once;
+    /// the writer is not used afterwards.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe; the runtime bounds it with a timeout and then drops the writer.
+    fn close(&mut self, reason: CloseReason) -> impl Future<Output = Result<()>> + Send;
+}

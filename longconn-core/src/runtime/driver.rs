@@ -1,0 +1,347 @@
+//! The per-connection driver: one task that moves frames between a [`Connection`] and its
+//! [`Session`], applies queued commands and pushes, and answers session events.
+//!
+//! All protocol decisions stay in the session; this file only does I/O, timers and
+//! hand-offs to the authenticator and the request handler.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{Instrument, debug, info_span};
+
+use super::Shared;
+use super::hub::ConnHandle;
+use crate::auth::LoginRequest;
+use crate::connection::{Connection, FrameReader, FrameWriter};
+use crate::error::Error;
+use crate::protocol::{Code, Text};
+use crate::runtime::handler::BackendRequest;
+use crate::session::{
+    CloseReason, Command, Event, PushOutcome, Session, TokenExpiry, TransportEnd,
+};
+
+/// Drives `conn` until its session closes. Registers the connection in the hub first and
+/// removes it last.
+pub(crate) async fn drive<C: Connection>(conn: C, shared: Arc<Shared>) -> CloseReason {
+    let conn_id = shared.hub.next_conn_id();
+    let handle = ConnHandle::new(
+        conn_id,
+        conn.kind(),
+        shared.session_config.max_queued_pushes(),
+        shared.session_config.slow_consumer_policy(),
+    );
+    let span = info_span!(
+        "conn",
+        id = conn_id,
+        protocol = conn.kind().as_str(),
+        peer = ?conn.peer_addr(),
+        device = tracing::field::Empty,
+    );
+    shared.hub.insert(handle.clone());
+    // Shutdown cancels the token before it walks the hub, so a connection inserted
+    // concurrently is either walked or sees the token here.
+    if shared.shutting_down.is_cancelled() {
+        handle.command(Command::BeginDrain {
+            retry_after: Duration::ZERO,
+        });
+    }
+    let (reader, writer) = conn.split();
+    let mut driver = Driver {
+        session: Session::new(shared.session_config.clone(), now()),
+        reader,
+        writer,
+        handle,
+        shared,
+        identity: None,
+        bound: false,
+        drained: false,
+    };
+    let reason = driver.run().instrument(span).await;
+    let device = driver.bound.then_some(()).and(driver.identity.as_ref());
+    driver.shared.hub.remove(conn_id, device);
+    reason
+}
+
+struct Driver<R, W> {
+    session: Session,
+    reader: R,
+    writer: W,
+    handle: ConnHandle,
+    shared: Arc<Shared>,
+    /// (app, device) from `Login`, detached from the read buffer.
+    identity: Option<(Text, Text)>,
+    /// Whether the hub maps `identity` to this connection.
+    bound: bool,
+    /// Whether the session has entered `Draining` (its writes count as drain flushes).
+    drained: bool,
+}
+
+/// The session's clock: tokio's, so paused-time tests control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
+    async fn run(&mut self) -> CloseReason {
+        loop {
+            self.take_inbox();
+            self.handle_events();
+            self.write_transmits();
+            if self.session.is_closed() {
+                break;
+            }
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let flushing = self.writer.has_pending_writes();
+            tokio::select! {
+                biased;
+                () = self.handle.woken() => {}
+                flushed = self.writer.flush(), if flushing => {
+                    if flushed.is_err() {
+                        self.session.handle_transport_end(TransportEnd::Failed);
+                    } else {
+                        self.finish_drain_if_flushed();
+                    }
+                }
+                received = self.reader.recv() => self.on_received(received),
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.session.handle_timeout(now());
+                }
+            }
+        }
+        let reason = self
+            .session
+            .close_reason()
+            .unwrap_or(CloseReason::TransportFailed);
+        self.discard_inbox();
+        if !matches!(
+            reason,
+            CloseReason::TransportEnded | CloseReason::TransportFailed
+        ) {
+            let _ = tokio::time::timeout(self.shared.close_linger, self.writer.close(reason)).await;
+        }
+        debug!(reason = ?reason, "connection closed");
+        reason
+    }
+
+    fn on_received(&mut self, received: crate::Result<Option<crate::Frame>>) {
+        match received {
+            Ok(Some(frame)) => self.session.handle_frame(now(), frame),
+            Ok(None) => self.session.handle_transport_end(TransportEnd::Eof),
+            Err(Error::Io(_)) => self.session.handle_transport_end(TransportEnd::Failed),
+            Err(err) => {
+                debug!(error = %err, "bad frame from peer");
+                self.session.handle_decode_error(&err);
+            }
+        }
+    }
+
+    /// Applies queued commands, then moves queued pushes into the session while the
+    /// transport keeps up (nothing left unflushed).
+    fn take_inbox(&mut self) {
+        let now = now();
+        let mut inbox = self.handle.inbox();
+        while let Some(command) = inbox.commands.pop_front() {
+            self.session.handle_command(now, command);
+        }
+        if self.writer.has_pending_writes() {
+            return;
+        }
+        while let Some(push) = inbox.pushes.pop_front() {
+            match self.session.push(push) {
+                PushOutcome::Queued => {}
+                PushOutcome::Dropped | PushOutcome::NotActive => self.handle.count_dropped(1),
+                PushOutcome::Disconnected => break,
+            }
+        }
+    }
+
+    /// Marks the inbox closed so late pushes report `NotActive`, and counts what it held.
+    fn discard_inbox(&mut self) {
+        let mut inbox = self.handle.inbox();
+        inbox.closed = true;
+        let left = inbox.pushes.len() as u64;
+        inbox.pushes.clear();
+        inbox.commands.clear();
+        drop(inbox);
+        self.handle.count_dropped(left);
+        self.shared.stats.record_close(left);
+    }
+
+    fn write_transmits(&mut self) {
+        self.drained |= self.session.state() == crate::State::Draining;
+        while let Some(transmit) = self.session.poll_transmit() {
+            if self.drained {
+                self.shared
+                    .stats
+                    .drain_flushed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(err) = self.writer.send(transmit) {
+                // Only an oversized application frame can fail to encode; drop it.
+                debug!(error = %err, "frame not sent");
+            }
+        }
+    }
+
+    /// A draining session whose output is all written has nothing left to do: close it.
+    fn finish_drain_if_flushed(&mut self) {
+        if self.session.state() == crate::State::Draining
+            && !self.session.has_transmit()
+            && self.handle.inbox().pushes.is_empty()
+        {
+            self.session.handle_command(
+                now(),
+                Command::Close {
+                    code: Code::GoingAway,
+                },
+            );
+        }
+    }
+
+    fn handle_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Authenticate {
+                    app,
+                    device,
+                    token,
+                    meta,
+                } => {
+                    self.identity = Some((app.detach(), device.detach()));
+                    tracing::Span::current().record("device", device.as_str());
+                    let login = LoginRequest {
+                        app,
+                        device,
+                        token,
+                        meta,
+                    };
+                    self.spawn_auth(login, None);
+                }
+                Event::LoggedIn { .. } => {
+                    if let Some(identity) = self.identity.clone() {
+                        if let Some(old) = self.shared.hub.bind_device(identity, self.handle.id()) {
+                            old.command(Command::Kick {
+                                code: Code::Replaced,
+                                message: Text::from_static("logged in elsewhere"),
+                            });
+                        }
+                        self.bound = true;
+                    }
+                }
+                Event::RefreshToken { id, token } => {
+                    if let Some((app, device)) = self.identity.clone() {
+                        let login = LoginRequest {
+                            app,
+                            device,
+                            token,
+                            meta: Default::default(),
+                        };
+                        self.spawn_auth(login, Some(id));
+                    }
+                }
+                Event::Request {
+                    id,
+                    business,
+                    meta,
+                    payload,
+                } => self.spawn_request(id, business, meta, payload),
+                Event::JoinGroup { id, .. } | Event::LeaveGroup { id, .. } => {
+                    // Groups arrive with longconn-group; until then joins are refused
+                    // with a documented code rather than acknowledged falsely.
+                    self.session.handle_command(
+                        now(),
+                        Command::GroupRejected {
+                            id,
+                            code: Code::GroupForbidden,
+                        },
+                    );
+                }
+                Event::PushAcked { .. } | Event::PeerError { .. } => {}
+                Event::Closed(reason) => debug!(?reason, "session closed"),
+            }
+        }
+    }
+
+    /// Checks a login (`refresh_id == None`) or a token refresh on a task of its own and
+    /// queues the result as a command.
+    fn spawn_auth(&self, login: LoginRequest, refresh_id: Option<u32>) {
+        let authenticator = self.shared.authenticator.clone();
+        let handle = self.handle.clone();
+        let conn_id = self.handle.id();
+        tokio::spawn(async move {
+            let now_unix = unix_now();
+            let result = authenticator.authenticate(&login, now_unix.as_secs()).await;
+            let expiry = |grant: crate::auth::AuthGrant| {
+                grant.expires_unix_s.map(|exp_s| {
+                    let left = Duration::from_secs(exp_s).saturating_sub(now_unix);
+                    TokenExpiry {
+                        at: now() + left,
+                        unix_ms: exp_s.saturating_mul(1000),
+                    }
+                })
+            };
+            let command = match (refresh_id, result) {
+                (None, Ok(grant)) => Command::AuthAccepted {
+                    conn_id,
+                    expiry: expiry(grant),
+                },
+                (None, Err(code)) => Command::AuthRejected { code },
+                (Some(id), Ok(grant)) => Command::RefreshAccepted {
+                    id,
+                    expiry: expiry(grant),
+                },
+                (Some(id), Err(code)) => Command::RefreshRejected { id, code },
+            };
+            handle.command(command);
+        });
+    }
+
+    fn spawn_request(&self, id: u32, business: u32, meta: crate::Metadata, payload: bytes::Bytes) {
+        let Some((app, device)) = self.identity.clone() else {
+            return;
+        };
+        let request = BackendRequest {
+            conn_id: self.handle.id(),
+            app,
+            device,
+            business,
+            meta,
+            payload,
+        };
+        let handler = self.shared.handler.clone();
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let command = match handler.handle(request).await {
+                Ok(reply) => Command::Respond {
+                    id,
+                    business,
+                    meta: reply.meta,
+                    payload: reply.payload,
+                },
+                Err(err) => Command::RequestFailed {
+                    id,
+                    code: err.code,
+                    message: err.message,
+                },
+            };
+            handle.command(command);
+        });
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,284 @@
+//! The [`Hub`]: this node's live connections, by connection id and by (app, device).
+//!
+//! Both maps are sharded (`SHARDS` mutex-protected hash maps each) so that logins,
+//! logouts and pushes on different connections rarely contend. A [`ConnHandle`] is the
+//! only way other tasks reach a connection: it queues commands and pushes for the
+//! connection's driver task and wakes it.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::config::SlowConsumerPolicy;
+use crate::connection::TransportKind;
+use crate::protocol::{Code, Text};
+use crate::session::{Command, PushOutcome, Transmit};
+
+const SHARDS: usize = 64;
+/// Bits of a connection id that hold the per-node counter; the node id sits above them.
+pub const CONN_ID_COUNTER_BITS: u32 = 48;
+
+/// Extracts the node id from a connection id (see [`Hub::next_conn_id`]).
+pub fn node_of(conn_id: u64) -> u16 {
+    (conn_id >> CONN_ID_COUNTER_BITS) as u16
+}
+
+/// A map split into independently locked shards.
+#[derive(Debug)]
+struct Sharded<K, V> {
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<K, V>>]>,
+}
+
+impl<K: Hash + Eq, V> Sharded<K, V> {
+    fn new() -> Self {
+        Sharded {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+/// This node's connections. Cheap to share (`Arc<Hub>`).
+#[derive(Debug)]
+pub struct Hub {
+    node_id: u16,
+    next_counter: AtomicU64,
+    conns: Sharded<u64, ConnHandle>,
+    devices: Sharded<(Text, Text), u64>,
+}
+
+impl Hub {
+    /// An empty hub for node `node_id`.
+    pub fn new(node_id: u16) -> Hub {
+        Hub {
+            node_id,
+            next_counter: AtomicU64::new(1),
+            conns: Sharded::new(),
+            devices: Sharded::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u16 {
+        self.node_id
+    }
+
+    /// A new connection id, unique on this node: the node id in the top 16 bits and a
+    /// counter in the low 48, so [`node_of`] finds the owning node from any id.
+    pub fn next_conn_id(&self) -> u64 {
+        let counter =
+            self.next_counter.fetch_add(1, Ordering::Relaxed) & ((1 << CONN_ID_COUNTER_BITS) - 1);
+        (u64::from(self.node_id) << CONN_ID_COUNTER_BITS) | counter
+    }
+
+    /// Adds a connection (at accept time, before login).
+    pub fn insert(&self, handle: ConnHandle) {
+        self.conns.shard(&handle.id()).insert(handle.id(), handle);
+    }
+
+    /// Removes a connection and, if it still owns it, its device entry.
+    pub fn remove(&self, conn_id: u64, device: Option<&(Text, Text)>) {
+        self.conns.shard(&conn_id).remove(&conn_id);
+        if let Some(key) = device {
+            let mut shard = self.devices.shard(key);
+            if shard.get(key) == Some(&conn_id) {
+                shard.remove(key);
+            }
+        }
+    }
+
+    /// Records that `conn_id` is logged in as `device` = (app, device id). Returns the
+    /// handle of the connection it replaces, which the caller kicks with `replaced`.
+    pub fn bind_device(&self, device: (Text, Text), conn_id: u64) -> Option<ConnHandle> {
+        let previous = self.devices.shard(&device).insert(device, conn_id);
+        previous
+            .filter(|&old| old != conn_id)
+            .and_then(|old| self.get(old))
+    }
+
+    /// The connection with this id.
+    pub fn get(&self, conn_id: u64) -> Option<ConnHandle> {
+        self.conns.shard(&conn_id).get(&conn_id).cloned()
+    }
+
+    /// The connection logged in as (app, device).
+    pub fn find_device(&self, app: &str, device: &str) -> Option<ConnHandle> {
+        let key = (Text::from(app), Text::from(device));
+        let conn_id = *self.devices.shard(&key).get(&key)?;
+        self.get(conn_id)
+    }
+
+    /// Number of connections (logged in or not).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether there are no connections.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` on every connection (a snapshot per shard; used for shutdown).
+    pub fn for_each(&self, mut f: impl FnMut(&ConnHandle)) {
+        for shard in self.conns.shards.iter() {
+            let handles: Vec<ConnHandle> = shard
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            handles.iter().for_each(&mut f);
+        }
+    }
+}
+
+/// What other tasks have queued for one connection's driver.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    pub(crate) commands: VecDeque<Command>,
+    pub(crate) pushes: VecDeque<Transmit>,
+    pub(crate) closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: u64,
+    kind: TransportKind,
+    max_queued_pushes: usize,
+    policy: SlowConsumerPolicy,
+    inbox: Mutex<Inbox>,
+    wake: Notify,
+    dropped_pushes: AtomicU64,
+}
+
+/// A handle to one connection, for any task. Clones share the connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    shared: Arc<Shared>,
+}
+
+impl PartialEq for ConnHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl ConnHandle {
+    pub(crate) fn new(
+        id: u64,
+        kind: TransportKind,
+        max_queued_pushes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> ConnHandle {
+        ConnHandle {
+            shared: Arc::new(Shared {
+                id,
+                kind,
+                max_queued_pushes,
+                policy,
+                inbox: Mutex::new(Inbox::default()),
+                wake: Notify::new(),
+                dropped_pushes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The connection's transport.
+    pub fn kind(&self) -> TransportKind {
+        self.shared.kind
+    }
+
+    /// Pushes discarded for this connection by its slow-consumer policy.
+    pub fn dropped_pushes(&self) -> u64 {
+        self.shared.dropped_pushes.load(Ordering::Relaxed)
+    }
+
+    /// Queues a push without waiting. At most `max_queued_pushes` wait here; past that
+    /// the slow-consumer policy decides: drop this push, or disconnect the connection
+    /// with `slow_consumer` (discarding what waits).
+    pub fn push(&self, push: Transmit) -> PushOutcome {
+        let outcome = {
+            let mut inbox = self.inbox();
+            if inbox.closed {
+                return PushOutcome::NotActive;
+            }
+            if inbox.pushes.len() < self.shared.max_queued_pushes {
+                inbox.pushes.push_back(push);
+                PushOutcome::Queued
+            } else {
+                match self.shared.policy {
+                    SlowConsumerPolicy::DropNewest => {
+                        self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
+                        return PushOutcome::Dropped;
+                    }
+                    SlowConsumerPolicy::Disconnect => {
+                        let discarded = inbox.pushes.len() as u64 + 1;
+                        self.shared
+                            .dropped_pushes
+                            .fetch_add(discarded, Ordering::Relaxed);
+                        inbox.pushes.clear();
+                        inbox.closed = true;
+                        inbox.commands.push_back(Command::Kick {
+                            code: Code::SlowConsumer,
+                            message: Text::from_static("outbound queue full"),
+                        });
+                        PushOutcome::Disconnected
+                    }
+                }
+            }
+        };
+        self.shared.wake.notify_one();
+        outcome
+    }
+
+    /// Queues a command for the connection's session. Returns `false` if the connection
+    /// has already finished.
+    pub fn command(&self, command: Command) -> bool {
+        {
+            let mut inbox = self.inbox();
+            if inbox.closed && !matches!(command, Command::Kick { .. } | Command::Close { .. }) {
+                return false;
+            }
+            inbox.commands.push_back(command);
+        }
+        self.shared.wake.notify_one();
+        true
+    }
+
+    pub(crate) fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.shared
+            .inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Resolves when something was queued since the last call.
+    pub(crate) async fn woken(&self) {
+        self.shared.wake.notified().await
+    }
+
+    pub(crate) fn count_dropped(&self, n: u64) {
+        self.shared.dropped_pushes.fetch_add(n, Ordering::Relaxed);
+    }
+}

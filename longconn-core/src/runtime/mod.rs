@@ -1,0 +1,62 @@
+//! The access-layer runtime: listeners with admission control, the connection [`Hub`],
+//! one driver task per connection, and two-phase graceful shutdown.
+//!
+//! ```text
+//! Listener::accept ──► admission permit ──► handshake ──► driver task (Session + Connection)
+//!                                                              ▲   │
+//!                         ConnHandle::push / command ──────────┘   └──► Authenticator, RequestHandler
+//! ```
+
+mod driver;
+mod handler;
+mod hub;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use handler::{
+    BackendError, BackendReply, BackendRequest, ECHO_BUSINESS, EchoHandler, RequestHandler,
+};
+pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, Hub, node_of};
+pub use server::{Listener, Server, ServerConfig, ServerConfigBuilder, ShutdownReport};
+
+use crate::auth::Authenticator;
+use crate::config::SessionConfig;
+
+/// What every driver of one server shares.
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) session_config: Arc<SessionConfig>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) handler: Arc<dyn RequestHandler>,
+    pub(crate) close_linger: Duration,
+    pub(crate) stats: Stats,
+    /// Cancelled when shutdown begins; connections admitted after that drain at once.
+    pub(crate) shutting_down: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("hub", &self.hub)
+            .field("session_config", &self.session_config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Frames written by sessions in `Draining`.
+    pub(crate) drain_flushed: AtomicU64,
+    /// Pushes still queued when their connection closed.
+    pub(crate) dropped_at_close: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn record_close(&self, dropped: u64) {
+        self.dropped_at_close.fetch_add(dropped, Ordering::Relaxed);
+    }
+}

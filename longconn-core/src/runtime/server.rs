@@ -1,0 +1,327 @@
+//! [`Server`]: accept loops with admission control and backoff, and two-phase shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::driver::drive;
+use super::{Hub, RequestHandler, Shared, Stats};
+use crate::auth::Authenticator;
+use crate::config::SessionConfig;
+use crate::connection::{Connection, TransportKind};
+use crate::error::{Error, Result};
+use crate::session::Command;
+
+/// A source of incoming connections for one transport (a bound socket or endpoint).
+///
+/// `accept` returns as soon as a peer is there; the returned handshake (TLS, WebSocket
+/// upgrade, QUIC stream open) runs on the connection's own task, so one slow peer never
+/// holds up the accept loop.
+pub trait Listener: Send + 'static {
+    /// The connection type this listener yields.
+    type Conn: Connection;
+    /// Completes the transport handshake.
+    type Handshake: Future<Output = Result<Self::Conn>> + Send + 'static;
+
+    /// Waits for the next peer. Errors are accept errors (too many open files, resets);
+    /// the server retries them with backoff.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: the server selects it against shutdown.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Handshake>> + Send;
+
+    /// The transport, as a label for logs and metrics.
+    fn kind(&self) -> TransportKind;
+
+    /// The bound address.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+/// Server-wide settings. Build with [`ServerConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    node_id: u16,
+    max_connections: usize,
+    session: Arc<SessionConfig>,
+    close_linger: Duration,
+    accept_backoff_max: Duration,
+    shutdown_retry_after: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_id: 1,
+            max_connections: 100_000,
+            session: Arc::new(SessionConfig::default()),
+            close_linger: Duration::from_secs(2),
+            accept_backoff_max: Duration::from_secs(1),
+            shutdown_retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ServerConfigBuilder {
+        ServerConfigBuilder {
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// This node's id, carried in the top 16 bits of every connection id. Default 1.
+    pub fn node_id(&self) -> u16 {
+        self.node_id
+    }
+
+    /// Connections admitted at once, over all listeners; the next peer waits in the
+    /// kernel's accept queue until one closes. Default 100,000; at least 1.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Per-connection limits and timers.
+    pub fn session(&self) -> &Arc<SessionConfig> {
+        &self.session
+    }
+
+    /// How long a closing connection may take to flush its last frames. Default 2 s.
+    pub fn close_linger(&self) -> Duration {
+        self.close_linger
+    }
+
+    /// Longest pause between retries of a failing accept (the first is 10 ms, doubling).
+    /// Default 1 s.
+    pub fn accept_backoff_max(&self) -> Duration {
+        self.accept_backoff_max
+    }
+
+    /// Reconnect hint sent in `GoAway` at shutdown. Default 5 s.
+    pub fn shutdown_retry_after(&self) -> Duration {
+        self.shutdown_retry_after
+    }
+}
+
+/// Builder for [`ServerConfig`].
+#[derive(Debug, Clone)]
+pub struct ServerConfigBuilder {
+    config: ServerConfig,
+}
+
+impl ServerConfigBuilder {
+    /// See [`ServerConfig::node_id`].
+    pub fn node_id(mut self, value: u16) -> Self {
+        self.config.node_id = value;
+        self
+    }
+    /// See [`ServerConfig::max_connections`].
+    pub fn max_connections(mut self, value: usize) -> Self {
+        self.config.max_connections = value;
+        self
+    }
+    /// See [`ServerConfig::session`].
+    pub fn session(mut self, value: SessionConfig) -> Self {
+        self.config.session = Arc::new(value);
+        self
+    }
+    /// See [`ServerConfig::close_linger`].
+    pub fn close_linger(mut self, value: Duration) -> Self {
+        self.config.close_linger = value;
+        self
+    }
+    /// See [`ServerConfig::accept_backoff_max`].
+    pub fn accept_backoff_max(mut self, value: Duration) -> Self {
+        self.config.accept_backoff_max = value;
+        self
+    }
+    /// See [`ServerConfig::shutdown_retry_after`].
+    pub fn shutdown_retry_after(mut self, value: Duration) -> Self {
+        self.config.shutdown_retry_after = value;
+        self
+    }
+
+    /// Checks every value against its documented range.
+    pub fn build(self) -> Result<ServerConfig> {
+        let c = self.config;
+        if c.max_connections == 0 || c.max_connections > Semaphore::MAX_PERMITS {
+            return Err(Error::InvalidConfig {
+                field: "max_connections",
+                reason: "must be at least 1",
+            });
+        }
+        if c.accept_backoff_max < Duration::from_millis(10) {
+            return Err(Error::InvalidConfig {
+                field: "accept_backoff_max",
+                reason: "must be at least 10 ms",
+            });
+        }
+        Ok(c)
+    }
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Connections open when shutdown began.
+    pub connections: usize,
+    /// Frames written by draining sessions (queued pushes, `GoAway`, `Close`).
+    pub frames_flushed: u64,
+    /// Pushes that were still queued when their connection closed.
+    pub pushes_dropped: u64,
+    /// Connections still open at the deadline, closed without a flush.
+    pub forced: usize,
+}
+
+/// The access-layer server: owns the hub, the admission semaphore and every task it
+/// spawned. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    config: ServerConfig,
+    admission: Arc<Semaphore>,
+    accepting: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// A server that checks logins with `authenticator` and routes requests to `handler`.
+    pub fn new(
+        config: ServerConfig,
+        authenticator: Arc<dyn Authenticator>,
+        handler: Arc<dyn RequestHandler>,
+    ) -> Server {
+        let shared = Arc::new(Shared {
+            hub: Arc::new(Hub::new(config.node_id)),
+            session_config: config.session.clone(),
+            authenticator,
+            handler,
+            close_linger: config.close_linger,
+            stats: Stats::default(),
+            shutting_down: CancellationToken::new(),
+        });
+        Server {
+            admission: Arc::new(Semaphore::new(config.max_connections)),
+            shared,
+            config,
+            accepting: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The hub of this server's connections (for pushes and kicks).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Accepts connections from `listener` on a task of its own until shutdown.
+    pub fn serve<L: Listener>(&self, mut listener: L) {
+        let server = self.clone();
+        self.tasks.spawn(async move {
+            let kind = listener.kind();
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let permit = tokio::select! {
+                    () = server.accepting.cancelled() => break,
+                    permit = server.admission.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                };
+                let handshake = tokio::select! {
+                    () = server.accepting.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(handshake) => handshake,
+                        Err(err) => {
+                            warn!(protocol = kind.as_str(), error = %err, ?backoff, "accept failed");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(server.config.accept_backoff_max);
+                            continue;
+                        }
+                    },
+                };
+                backoff = Duration::from_millis(10);
+                let shared = server.shared.clone();
+                let login_timeout = server.config.session.login_timeout();
+                server.tasks.spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(login_timeout, handshake).await {
+                        Ok(Ok(conn)) => {
+                            drive(conn, shared).await;
+                        }
+                        Ok(Err(err)) => debug!(protocol = kind.as_str(), error = %err, "handshake failed"),
+                        Err(_) => debug!(protocol = kind.as_str(), "handshake timed out"),
+                    }
+                });
+            }
+            debug!(protocol = kind.as_str(), "listener stopped");
+        });
+    }
+
+    /// Runs an already established connection (an in-memory pair, a connection accepted
+    /// elsewhere). Returns `false`, dropping it, when the server is at
+    /// `max_connections` or shutting down.
+    pub fn serve_connection<C: Connection>(&self, conn: C) -> bool {
+        if self.accepting.is_cancelled() {
+            return false;
+        }
+        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+            return false;
+        };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            drive(conn, shared).await;
+        });
+        true
+    }
+
+    /// Two-phase graceful shutdown. Phase 1: stop accepting and send `GoAway` to every
+    /// session; each keeps flushing what it has queued and closes once it is empty (or at
+    /// its `drain_timeout`). Phase 2: at `deadline`, connections still open are closed.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.accepting.cancel();
+        self.shared.shutting_down.cancel();
+        let retry_after = self.config.shutdown_retry_after;
+        let connections = self.shared.hub.len();
+        info!(connections, "shutdown: draining");
+        self.shared.hub.for_each(|conn| {
+            conn.command(Command::BeginDrain { retry_after });
+        });
+        self.tasks.close();
+        let mut forced = 0;
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            forced = self.shared.hub.len();
+            warn!(forced, "shutdown: deadline reached, closing the rest");
+            self.shared.hub.for_each(|conn| {
+                conn.command(Command::Close {
+                    code: crate::Code::GoingAway,
+                });
+            });
+            let _ = tokio::time::timeout(self.config.close_linger, self.tasks.wait()).await;
+        }
+        let stats = &self.shared.stats;
+        let report = ShutdownReport {
+            connections,
+            frames_flushed: stats.drain_flushed.load(Ordering::Relaxed),
+            pushes_dropped: stats.dropped_at_close.load(Ordering::Relaxed),
+            forced,
+        };
+        info!(?report, "shutdown: done");
+        report
+    }
+}

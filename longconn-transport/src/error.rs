@@ -1,0 +1,18 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong while setting a transport up (binding, loading
+/// certificates, connecting). Errors of an established connection are
+/// [`longconn_core::Error`]s, as the `Connection` trait requires.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The protocol layer refused a value (for example a frame size limit).
+    #[error(transparent)]
+    Core(#[from] longconn_core::Error),
+}
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

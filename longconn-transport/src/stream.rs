@@ -1,0 +1,141 @@
+//! Frame halves over byte streams, shared by every stream transport (TCP, TLS, QUIC).
+//!
+//! Both halves keep no buffer while the connection is idle: the read buffer is taken when
+//! bytes arrive and given back once every buffered byte is decoded, and the write buffer
+//! is given back after each completed flush. An idle connection costs its task and its
+//! socket, nothing more.
+
+use bytes::{Buf, BytesMut};
+use longconn_core::connection::{FrameReader, FrameWriter};
+use longconn_core::{CloseReason, Frame, FrameCodec, Result, Transmit};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+/// Bytes requested from the allocator when a read needs room.
+pub(crate) const READ_CHUNK: usize = 4096;
+
+/// Decodes frames from an owned, lazily allocated buffer.
+#[derive(Debug)]
+pub(crate) struct ReadBuffer {
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl ReadBuffer {
+    pub(crate) fn new(max_frame_size: usize) -> ReadBuffer {
+        ReadBuffer {
+            buf: BytesMut::new(),
+            codec: FrameCodec::new(max_frame_size),
+        }
+    }
+
+    /// The next complete frame already buffered.
+    pub(crate) fn decode(&mut self) -> Result<Option<Frame>> {
+        let frame = self.codec.decode(&mut self.buf)?;
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Decoded frames keep their slices alive; the connection drops its share.
+            self.buf = BytesMut::new();
+        }
+        Ok(frame)
+    }
+
+    /// The stream ended: fine between frames, [`longconn_core::Error::Truncated`] inside one.
+    pub(crate) fn decode_eof(&mut self) -> Result<Option<Frame>> {
+        self.codec.decode_eof(&mut self.buf)
+    }
+
+    /// Room for the next read.
+    pub(crate) fn spare(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        &mut self.buf
+    }
+}
+
+/// The receiving half over any [`AsyncRead`].
+#[derive(Debug)]
+pub struct StreamReader<R> {
+    io: R,
+    buffer: ReadBuffer,
+}
+
+impl<R> StreamReader<R> {
+    /// A reader that accepts frames up to `max_frame_size` bytes.
+    pub fn new(io: R, max_frame_size: usize) -> StreamReader<R> {
+        StreamReader {
+            io,
+            buffer: ReadBuffer::new(max_frame_size),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for StreamReader<R> {
+    async fn recv(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.buffer.decode()? {
+                return Ok(Some(frame));
+            }
+            // `read_buf` either reads into the buffer or not at all: cancel safe.
+            if self.io.read_buf(self.buffer.spare()).await? == 0 {
+                return self.buffer.decode_eof();
+            }
+        }
+    }
+}
+
+/// The sending half over any [`AsyncWrite`]: frames are encoded into one buffer and
+/// written together on flush.
+#[derive(Debug)]
+pub struct StreamWriter<W> {
+    io: W,
+    buf: BytesMut,
+    max_frame_size: usize,
+}
+
+impl<W> StreamWriter<W> {
+    /// A writer that refuses to encode frames over `max_frame_size` bytes.
+    pub fn new(io: W, max_frame_size: usize) -> StreamWriter<W> {
+        StreamWriter {
+            io,
+            buf: BytesMut::new(),
+            max_frame_size,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
+    fn send(&mut self, frame: Transmit) -> Result<()> {
+        match frame {
+            Transmit::Frame(frame) => frame.encode(&mut self.buf, self.max_frame_size),
+            Transmit::Encoded(bytes) => {
+                self.buf.extend_from_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        while !self.buf.is_empty() {
+            // `write` either takes bytes or not; they leave the buffer only once taken.
+            let n = self.io.write(&self.buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.buf.advance(n);
+        }
+        self.io.flush().await?;
+        self.buf = BytesMut::new();
+        Ok(())
+    }
+
+    async fn close(&mut self, _reason: CloseReason) -> Result<()> {
+        self.flush().await?;
+        self.io.shutdown().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! One [`Fixture`] per transport.
+
+use std::net::SocketAddr;
+
+use longconn_core::connection::memory::{self, MemoryConnection};
+use longconn_core::runtime::Server;
+use longconn_transport::tcp::{TcpAcceptor, TcpConnection};
+
+use crate::harness::{Fixture, MAX_FRAME};
+
+/// In-process pairs handed to `Server::serve_connection`.
+pub struct Memory {
+    server: Server,
+}
+
+impl Fixture for Memory {
+    type Conn = MemoryConnection;
+
+    async fn start(server: &Server) -> Self {
+        Memory {
+            server: server.clone(),
+        }
+    }
+
+    async fn connect(&self) -> MemoryConnection {
+        // A small channel, so a client that does not read fills it quickly.
+        let (server_side, client_side) = memory::pair(16, MAX_FRAME);
+        assert!(self.server.serve_connection(server_side), "server refused");
+        client_side
+    }
+}
+
+/// Plain TCP on a random loopback port.
+pub struct Tcp {
+    addr: SocketAddr,
+}
+
+impl Fixture for Tcp {
+    type Conn = TcpConnection;
+
+    async fn start(server: &Server) -> Self {
+        let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), MAX_FRAME, false).unwrap();
+        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        server.serve(acceptor);
+        Tcp { addr }
+    }
+
+    async fn connect(&self) -> TcpConnection {
+        TcpConnection::connect(self.addr, MAX_FRAME).await.unwrap()
+    }
+}

@@ -1,0 +1,177 @@
+//! What every transport's run of the suite shares: the server under test, a minimal test
+//! client over any `Connection`, and the `Fixture` trait a transport implements.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+use longconn_core::runtime::{EchoHandler, Server, ServerConfig};
+use longconn_core::{
+    Code, Frame, Metadata, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
+};
+
+/// Every wait in the suite is bounded by this; a hang fails instead of blocking CI.
+pub const STEP: Duration = Duration::from_secs(5);
+pub const NODE_ID: u16 = 7;
+pub const MAX_FRAME: usize = 16 * 1024;
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+pub const IDLE: Duration = Duration::from_millis(600);
+pub const LOGIN_TIMEOUT: Duration = Duration::from_millis(500);
+pub const MAX_QUEUED: usize = 8;
+pub const APP: &str = "conformance";
+
+/// A transport under test: starts listening on a server and opens client connections.
+pub trait Fixture: Sized + Send + Sync + 'static {
+    type Conn: Connection;
+    fn start(server: &Server) -> impl Future<Output = Self> + Send;
+    fn connect(&self) -> impl Future<Output = Self::Conn> + Send;
+}
+
+pub fn keys() -> TokenKeys {
+    TokenKeys::new(TokenKey::new("test", b"conformance-secret-0123").unwrap())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A valid token for `device`, good for an hour.
+pub fn token(device: &str) -> Bytes {
+    Bytes::from(keys().mint(APP, device, unix_now() + 3600))
+}
+
+pub fn server(policy: SlowConsumerPolicy) -> Server {
+    let session = SessionConfig::builder()
+        .max_frame_size(MAX_FRAME)
+        .login_timeout(LOGIN_TIMEOUT)
+        .heartbeat_interval(HEARTBEAT)
+        .idle_timeout(IDLE)
+        .drain_timeout(Duration::from_secs(3))
+        .max_queued_pushes(MAX_QUEUED)
+        .slow_consumer_policy(policy)
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder()
+        .node_id(NODE_ID)
+        .session(session)
+        .shutdown_retry_after(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    Server::new(config, Arc::new(keys()), Arc::new(EchoHandler))
+}
+
+/// A bare client: sends and receives frames, checks what arrives. No reconnects, no
+/// heartbeats of its own.
+pub struct TestClient<C: Connection> {
+    reader: C::Reader,
+    writer: C::Writer,
+}
+
+impl<C: Connection> TestClient<C> {
+    pub fn new(conn: C) -> Self {
+        let (reader, writer) = conn.split();
+        TestClient { reader, writer }
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.writer.send(Transmit::Frame(frame)).unwrap();
+        self.flush().await;
+    }
+
+    /// Sends bytes as they are: on a stream they continue the byte stream, on a message
+    /// transport they are one message.
+    pub async fn send_raw(&mut self, bytes: Bytes) {
+        self.writer.send(Transmit::Encoded(bytes)).unwrap();
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        tokio::time::timeout(STEP, self.writer.flush())
+            .await
+            .expect("flush timed out")
+            .expect("flush failed");
+    }
+
+    /// The next frame; `None` at end of stream (or a reset after the server's close).
+    pub async fn recv(&mut self) -> Option<Frame> {
+        match tokio::time::timeout(STEP, self.reader.recv()).await {
+            Err(_) => panic!("no frame within {STEP:?}"),
+            Ok(Ok(frame)) => frame,
+            Ok(Err(longconn_core::Error::Io(_))) => None,
+            Ok(Err(err)) => panic!("client could not decode the server's frame: {err}"),
+        }
+    }
+
+    pub async fn expect(&mut self) -> Frame {
+        self.recv()
+            .await
+            .expect("connection ended, a frame was expected")
+    }
+
+    /// Expects `Close {code}` and then the end of the connection.
+    pub async fn expect_close(&mut self, code: Code) {
+        match self.expect().await {
+            Frame::Close { code: got, .. } => assert_eq!(got, code, "close code"),
+            other => panic!("expected Close({code:?}), got {other:?}"),
+        }
+        self.expect_end().await;
+    }
+
+    pub async fn expect_end(&mut self) {
+        if let Some(frame) = self.recv().await {
+            panic!("expected the connection to end, got {frame:?}");
+        }
+    }
+
+    /// Logs in and returns the `LoginAck`.
+    pub async fn login(&mut self, device: &str, token: Bytes) -> Frame {
+        self.send(login_frame(device, token)).await;
+        self.expect().await
+    }
+
+    /// Logs in with a valid token and asserts the ack.
+    pub async fn login_ok(&mut self, device: &str) -> u64 {
+        match self.login(device, token(device)).await {
+            Frame::LoginAck { conn_id, .. } => conn_id,
+            other => panic!("expected LoginAck, got {other:?}"),
+        }
+    }
+}
+
+pub fn login_frame(device: &str, token: Bytes) -> Frame {
+    Frame::Login {
+        id: 1,
+        app: APP.into(),
+        device: device.into(),
+        token,
+        meta: Metadata::new(),
+    }
+}
+
+pub fn push_frame(id: u32, payload: Bytes) -> Frame {
+    Frame::Push {
+        id,
+        ack_required: false,
+        business: 9,
+        group: None,
+        seq: Some(u64::from(id)),
+        meta: Metadata::new(),
+        payload,
+    }
+}
+
+/// Polls `check` until it holds, for up to [`STEP`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,49 @@
+//! The access-layer conformance suite: one set of cases, run over every transport.
+#![allow(unreachable_pub)] // test-only modules share items with `pub`
+//!
+//! Each transport gets a module of tests named after the cases, so a failure reads as
+//! `tcp::graceful_shutdown_drains`.
+
+mod cases;
+mod fixtures;
+mod harness;
+
+macro_rules! conformance {
+    ($transport:ident, $fixture:ty, [$($case:ident),* $(,)?]) => {
+        mod $transport {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::cases::$case::<$fixture>().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($transport:ident, $fixture:ty) => {
+        conformance!(
+            $transport,
+            $fixture,
+            [
+                login_ok,
+                bad_tokens_are_refused,
+                heartbeat_keeps_the_session_alive,
+                idle_session_is_closed,
+                missing_login_times_out,
+                requests_are_echoed,
+                pushes_arrive_in_order,
+                duplicate_login_kicks_the_older_session,
+                oversized_frame_is_refused,
+                garbage_is_refused,
+                graceful_shutdown_drains,
+                slow_consumer_drop_newest,
+                slow_consumer_disconnect,
+            ]
+        );
+    };
+}
+
+all_cases!(memory, crate::fixtures::Memory);
+all_cases!(tcp, crate::fixtures::Tcp);
