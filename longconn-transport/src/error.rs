@@ -9,6 +9,12 @@ pub enum Error {
     /// A socket operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A certificate or key file could not be read, parsed or generated.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The TLS configuration was refused by rustls.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The protocol layer refused a value (for example a frame size limit).
     #[error(transparent)]
     Core(#[from] longconn_core::Error),

@@ -9,9 +9,13 @@
 //! - [`stream`]: frame reader and writer halves over any byte stream, with buffers that
 //!   are only held while bytes are in flight.
 //! - [`tcp`] (feature `tcp`, default): [`tcp::TcpAcceptor`] and [`tcp::TcpConnection`].
+//! - [`cert`] (feature `tls`): [`cert::TlsIdentity`] (PEM files or a generated
+//!   development certificate) and client [`cert::Trust`], shared by TLS, `wss` and QUIC.
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+#[cfg(feature = "tls")]
+pub mod cert;
 pub mod error;
 pub mod stream;
 #[cfg(feature = "tcp")]
