@@ -1,0 +1,135 @@
+//! The reference gateway: every transport of `longconn-transport` in front of one
+//! `longconn_core::runtime::Server`, an HTTP health endpoint, and graceful shutdown on
+//! SIGTERM or Ctrl-C.
+
+pub mod config;
+pub mod http;
+
+use std::sync::Arc;
+
+use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig, ShutdownReport};
+use longconn_core::{TokenKey, TokenKeys};
+use longconn_transport::tcp::TcpAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{Cli, GatewaySettings};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A setting is missing, malformed or out of range.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listener could not be set up.
+    #[error(transparent)]
+    Transport(#[from] longconn_transport::Error),
+    /// A socket operation failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running gateway: its server, the addresses it bound, and its stop signal.
+#[derive(Debug)]
+pub struct Gateway {
+    server: Server,
+    stop_http: CancellationToken,
+    http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    settings: GatewaySettings,
+    /// What each listener bound, by label (ports resolved when 0 was asked for).
+    pub bound: Vec<(&'static str, std::net::SocketAddr)>,
+}
+
+impl Gateway {
+    /// Binds every configured listener and starts serving.
+    pub async fn start(settings: GatewaySettings) -> Result<Gateway, GatewayError> {
+        let keys = token_keys(&settings)?;
+        if settings.dev_secret {
+            warn!(
+                "USING THE BUILT-IN DEVELOPMENT TOKEN SECRET: anyone can log in. Set \
+                 --token-secret or [[token_keys]] for any real deployment."
+            );
+        }
+        let config = ServerConfig::builder()
+            .node_id(settings.node_id)
+            .max_connections(settings.max_connections)
+            .session(settings.session.clone())
+            .shutdown_retry_after(settings.shutdown_retry_after)
+            .build()
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let max_frame = settings.session.max_frame_size();
+        let server = Server::new(config, Arc::new(keys), Arc::new(EchoHandler));
+        let mut bound = Vec::new();
+        if let Some(addr) = settings.tcp {
+            let acceptor = TcpAcceptor::bind(addr, max_frame, settings.reuse_port)?;
+            bound.push(("tcp", acceptor.local_addr()?));
+            server.serve(acceptor);
+        }
+        let stop_http = CancellationToken::new();
+        let mut http_task = None;
+        if let Some(addr) = settings.http {
+            let listener = http::bind(addr).await?;
+            bound.push(("http", listener.local_addr()?));
+            http_task = Some(tokio::spawn(http::serve(
+                listener,
+                server.clone(),
+                stop_http.clone(),
+            )));
+        }
+        for (label, addr) in &bound {
+            info!(%addr, "{label} listening");
+        }
+        Ok(Gateway {
+            server,
+            stop_http,
+            http_task,
+            settings,
+            bound,
+        })
+    }
+
+    /// The runtime server (for pushes and inspection).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Graceful shutdown: drains every session, then stops the HTTP side.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        let report = self.server.shutdown(self.settings.shutdown_deadline).await;
+        self.stop_http.cancel();
+        if let Some(task) = self.http_task.take() {
+            let _ = task.await;
+        }
+        report
+    }
+}
+
+fn token_keys(settings: &GatewaySettings) -> Result<TokenKeys, GatewayError> {
+    let mut keys: Option<TokenKeys> = None;
+    for (id, secret) in &settings.token_keys {
+        let key = TokenKey::new(id, secret.as_bytes())
+            .map_err(|e| GatewayError::Config(format!("token key `{id}`: {e}")))?;
+        keys = Some(match keys {
+            None => TokenKeys::new(key),
+            Some(keys) => keys.with_verify_key(key),
+        });
+    }
+    keys.ok_or_else(|| GatewayError::Config("no token key".into()))
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, or Ctrl-C / SIGINT).
+pub async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            result = tokio::signal::ctrl_c() => result,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

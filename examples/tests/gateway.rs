@@ -1,0 +1,202 @@
+//! The reference gateway as a user runs it: the real binary on random ports, driven over
+//! TCP and HTTP, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use longconn_core::runtime::ECHO_BUSINESS;
+use longconn_core::{Frame, FrameCodec, Metadata, TokenKey, TokenKeys};
+use longconn_examples::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+use tokio_util::codec::Decoder;
+
+struct Running {
+    child: Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Starts the binary on random ports and reads the bound addresses from its log.
+fn start(extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gateway binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut tcp, mut http) = (None, None);
+    while tcp.is_none() || http.is_none() {
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
+        let addr = || {
+            let start = line.find("addr=").expect("addr field") + 5;
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        if line.contains("tcp listening") {
+            tcp = Some(addr());
+        } else if line.contains("http listening") {
+            http = Some(addr());
+        }
+    }
+    // Keep draining the log so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Running {
+        child,
+        tcp: tcp.unwrap(),
+        http: http.unwrap(),
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            codec: FrameCodec::new(65_536),
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        let bytes = frame.to_bytes(65_536).unwrap();
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).unwrap() {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("frame within 5 s");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn dev_token(device: &str) -> Bytes {
+    let keys =
+        TokenKeys::new(TokenKey::new(DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET.as_bytes()).unwrap());
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    Bytes::from(keys.mint("demo", device, exp))
+}
+
+#[test]
+fn serves_echo_and_health_then_drains_on_sigterm() {
+    let gw = start(&[]);
+    let (status, body) = http_get(gw.http, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    let (status, body) = http_get(gw.http, "/nope");
+    assert_eq!(status, 404);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"], "not_found");
+
+    let mut c = Client::connect(gw.tcp);
+    c.send(&Frame::Login {
+        id: 1,
+        app: "demo".into(),
+        device: "phone-1".into(),
+        token: dev_token("phone-1"),
+        meta: Metadata::new(),
+    });
+    assert!(matches!(c.recv(), Some(Frame::LoginAck { id: 1, .. })));
+    c.send(&Frame::Request {
+        id: 2,
+        business: ECHO_BUSINESS,
+        meta: Metadata::new(),
+        payload: Bytes::from_static(b"echo me"),
+    });
+    match c.recv() {
+        Some(Frame::Response { id: 2, payload, .. }) => assert_eq!(payload, "echo me"),
+        other => panic!("expected Response, got {other:?}"),
+    }
+    let (_, body) = http_get(gw.http, "/healthz");
+    assert!(body.contains("\"connections\":1"), "{body}");
+
+    let mut gw = gw;
+    let status = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(matches!(c.recv(), Some(Frame::GoAway { .. })));
+    assert!(matches!(
+        c.recv(),
+        Some(Frame::Close {
+            code: longconn_core::Code::GoingAway,
+            ..
+        })
+    ));
+    let exit = gw.child.wait().unwrap();
+    assert!(exit.success(), "graceful exit: {exit:?}");
+}
+
+#[test]
+fn bad_settings_exit_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--token-secret",
+            "short",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("token"), "{stderr}");
+}
