@@ -5,6 +5,9 @@
 //! is given back after each completed flush. An idle connection costs its task and its
 //! socket, nothing more.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, BytesMut};
 use longconn_core::connection::{FrameReader, FrameWriter};
 use longconn_core::{CloseReason, Frame, FrameCodec, Result, Transmit};
@@ -12,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 /// Bytes requested from the allocator when a read needs room.
-pub(crate) const READ_CHUNK: usize = 4096;
+pub(crate) const READ_CHUNK: usize = 1024;
 
 /// Decodes frames from an owned, lazily allocated buffer.
 #[derive(Debug)]
@@ -42,6 +45,11 @@ impl ReadBuffer {
     /// The stream ended: fine between frames, [`longconn_core::Error::Truncated`] inside one.
     pub(crate) fn decode_eof(&mut self) -> Result<Option<Frame>> {
         self.codec.decode_eof(&mut self.buf)
+    }
+
+    /// Whether no byte is buffered (no frame is partly received).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// Room for the next read.
@@ -104,6 +112,25 @@ impl<W> StreamWriter<W> {
     }
 }
 
+impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
+    /// Polls the buffered bytes out; see [`FrameWriter::flush`]. Bytes leave the buffer
+    /// only once the stream took them, so nothing is lost if the caller stops polling.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while !self.buf.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            self.buf.advance(n);
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.buf = BytesMut::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
     fn send(&mut self, frame: Transmit) -> Result<()> {
         match frame {
@@ -119,18 +146,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
         !self.buf.is_empty()
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        while !self.buf.is_empty() {
-            // `write` either takes bytes or not; they leave the buffer only once taken.
-            let n = self.io.write(&self.buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-            }
-            self.buf.advance(n);
-        }
-        self.io.flush().await?;
-        self.buf = BytesMut::new();
-        Ok(())
+    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_flush(cx))
     }
 
     async fn close(&mut self, _reason: CloseReason) -> Result<()> {

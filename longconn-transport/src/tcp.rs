@@ -1,13 +1,17 @@
 //! Plain TCP: frames back to back on the byte stream (docs/PROTOCOL.md, "TCP").
 
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use longconn_core::connection::{Connection, FrameReader, TransportKind};
 use longconn_core::runtime::Listener;
 use longconn_core::{Frame, Result};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::io::poll_read_buf;
 
 use crate::stream::{ReadBuffer, StreamWriter};
 
@@ -129,28 +133,48 @@ impl Connection for TcpConnection {
     }
 }
 
-/// The receiving half of a [`TcpConnection`]. It waits for readiness before it takes a
-/// read buffer, so an idle connection holds none.
+/// The receiving half of a [`TcpConnection`]. Between frames it reads into a small
+/// stack buffer first, so an idle connection holds no read buffer, and its `recv` future
+/// is a single pointer (no readiness state is kept between polls).
 #[derive(Debug)]
 pub struct TcpReader {
     io: OwnedReadHalf,
     buffer: ReadBuffer,
 }
 
-impl FrameReader for TcpReader {
-    async fn recv(&mut self) -> Result<Option<Frame>> {
+/// Bytes read on the stack before a heap buffer is taken.
+const FIRST_READ: usize = 512;
+
+impl TcpReader {
+    /// Polls for the next frame; see [`FrameReader::recv`]. Nothing is held across a
+    /// `Pending`, so dropping the caller's future at any point loses no byte.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
         loop {
             if let Some(frame) = self.buffer.decode()? {
-                return Ok(Some(frame));
+                return Poll::Ready(Ok(Some(frame)));
             }
-            // Readiness waits hold no data, and `try_read_buf` does not wait: cancel safe.
-            self.io.readable().await?;
-            match self.io.try_read_buf(self.buffer.spare()) {
-                Ok(0) => return self.buffer.decode_eof(),
-                Ok(_) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err.into()),
+            let read = if self.buffer.is_empty() {
+                let mut stack = [0u8; FIRST_READ];
+                let mut chunk = ReadBuf::new(&mut stack);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk))?;
+                self.buffer.spare().extend_from_slice(chunk.filled());
+                chunk.filled().len()
+            } else {
+                ready!(poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    self.buffer.spare()
+                ))?
+            };
+            if read == 0 {
+                return Poll::Ready(self.buffer.decode_eof());
             }
         }
+    }
+}
+
+impl FrameReader for TcpReader {
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>>> + Send {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, debug_span};
 
 use super::Shared;
-use super::hub::ConnHandle;
+use super::hub::{ConnHandle, DeviceKey};
 use crate::auth::LoginRequest;
 use crate::connection::{Connection, FrameReader, FrameWriter};
 use crate::error::Error;
@@ -21,20 +21,27 @@ use crate::session::{
     CloseReason, Command, Event, PushOutcome, Session, TokenExpiry, TransportEnd,
 };
 
-/// Drives `conn` until its session closes. Registers the connection in the hub first and
-/// removes it last.
-pub(crate) async fn drive<C: Connection>(conn: C, shared: Arc<Shared>) -> CloseReason {
+/// Registers `conn` in the hub and returns the future that drives it until its session
+/// closes, then removes it from the hub.
+///
+/// The set-up is synchronous on purpose: an `async fn` keeps its arguments inside its
+/// future for its whole life, and `conn` would then cost every idle connection its size
+/// a second time.
+pub(crate) fn drive<C: Connection>(
+    conn: C,
+    shared: Arc<Shared>,
+) -> impl Future<Output = CloseReason> + Send {
     let conn_id = shared.hub.next_conn_id();
+    let kind = conn.kind();
     let handle = ConnHandle::new(
         conn_id,
-        conn.kind(),
         shared.session_config.max_queued_pushes(),
         shared.session_config.slow_consumer_policy(),
     );
-    let span = info_span!(
+    let span = debug_span!(
         "conn",
         id = conn_id,
-        protocol = conn.kind().as_str(),
+        protocol = kind.as_str(),
         peer = ?conn.peer_addr(),
         device = tracing::field::Empty,
     );
@@ -47,7 +54,7 @@ pub(crate) async fn drive<C: Connection>(conn: C, shared: Arc<Shared>) -> CloseR
         });
     }
     let (reader, writer) = conn.split();
-    let mut driver = Driver {
+    let driver = Driver {
         session: Session::new(shared.session_config.clone(), now()),
         reader,
         writer,
@@ -57,10 +64,10 @@ pub(crate) async fn drive<C: Connection>(conn: C, shared: Arc<Shared>) -> CloseR
         bound: false,
         drained: false,
     };
-    let reason = driver.run().instrument(span).await;
-    let device = driver.bound.then_some(()).and(driver.identity.as_ref());
-    driver.shared.hub.remove(conn_id, device);
-    reason
+    // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
+    // value) would keep a second copy inside the future for its whole life.
+    let mut driver = driver;
+    async move { driver.run_to_end().await }.instrument(span)
 }
 
 struct Driver<R, W> {
@@ -69,8 +76,8 @@ struct Driver<R, W> {
     writer: W,
     handle: ConnHandle,
     shared: Arc<Shared>,
-    /// (app, device) from `Login`, detached from the read buffer.
-    identity: Option<(Text, Text)>,
+    /// (app, device) from `Login`, copied out of the read buffer.
+    identity: Option<DeviceKey>,
     /// Whether the hub maps `identity` to this connection.
     bound: bool,
     /// Whether the session has entered `Draining` (its writes count as drain flushes).
@@ -89,7 +96,18 @@ fn unix_now() -> Duration {
 }
 
 impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
+    /// Runs the session, then takes the connection out of the hub.
+    async fn run_to_end(&mut self) -> CloseReason {
+        let reason = self.run().await;
+        let device = self.bound.then_some(()).and(self.identity.as_ref());
+        self.shared.hub.remove(self.handle.id(), device);
+        reason
+    }
+
     async fn run(&mut self) -> CloseReason {
+        // One timer for the connection's life, moved to each new deadline: no timer
+        // registration per loop, and no per-wait future state.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
         loop {
             self.take_inbox();
             self.handle_events();
@@ -97,14 +115,18 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             if self.session.is_closed() {
                 break;
             }
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            self.session.release_idle_memory();
+            let deadline = self.session.poll_timeout();
+            if let Some(at) = deadline {
+                let at = tokio::time::Instant::from_std(at);
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
             let flushing = self.writer.has_pending_writes();
             tokio::select! {
                 biased;
-                () = self.handle.woken() => {}
+                () = std::future::poll_fn(|cx| self.handle.poll_woken(cx)) => {}
                 flushed = self.writer.flush(), if flushing => {
                     if flushed.is_err() {
                         self.session.handle_transport_end(TransportEnd::Failed);
@@ -113,7 +135,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     }
                 }
                 received = self.reader.recv() => self.on_received(received),
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut timer, if deadline.is_some() => {
                     self.session.handle_timeout(now());
                 }
             }
@@ -163,6 +185,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 PushOutcome::Disconnected => break,
             }
         }
+        inbox.release_idle_memory();
     }
 
     /// Marks the inbox closed so late pushes report `NotActive`, and counts what it held.
@@ -217,7 +240,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     token,
                     meta,
                 } => {
-                    self.identity = Some((app.detach(), device.detach()));
+                    self.identity = Some(DeviceKey::new(app.as_str(), device.as_str()));
                     tracing::Span::current().record("device", device.as_str());
                     let login = LoginRequest {
                         app,
@@ -239,10 +262,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     }
                 }
                 Event::RefreshToken { id, token } => {
-                    if let Some((app, device)) = self.identity.clone() {
+                    if let Some(identity) = &self.identity {
                         let login = LoginRequest {
-                            app,
-                            device,
+                            app: Text::from(identity.app()),
+                            device: Text::from(identity.device()),
                             token,
                             meta: Default::default(),
                         };
@@ -307,12 +330,11 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     }
 
     fn spawn_request(&self, id: u32, business: u32, meta: crate::Metadata, payload: bytes::Bytes) {
-        let Some((app, device)) = self.identity.clone() else {
+        let Some(device) = self.identity.clone() else {
             return;
         };
         let request = BackendRequest {
             conn_id: self.handle.id(),
-            app,
             device,
             business,
             meta,
@@ -336,12 +358,5 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             };
             handle.command(command);
         });
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

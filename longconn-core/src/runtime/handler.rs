@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::hub::DeviceKey;
 use crate::protocol::{Code, Metadata, Text};
 
 /// An upstream request with the common parameters the backend needs.
@@ -11,10 +12,8 @@ use crate::protocol::{Code, Metadata, Text};
 pub struct BackendRequest {
     /// The connection it came from.
     pub conn_id: u64,
-    /// App id of the logged-in client.
-    pub app: Text,
-    /// Device id of the logged-in client.
-    pub device: Text,
+    /// (app id, device id) of the logged-in client.
+    pub device: DeviceKey,
     /// Business id that selects the backend.
     pub business: u32,
     /// Request metadata.

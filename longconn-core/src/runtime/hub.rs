@@ -7,13 +7,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 use crate::config::SlowConsumerPolicy;
-use crate::connection::TransportKind;
 use crate::protocol::{Code, Text};
 use crate::session::{Command, PushOutcome, Transmit};
 
@@ -62,7 +61,7 @@ pub struct Hub {
     node_id: u16,
     next_counter: AtomicU64,
     conns: Sharded<u64, ConnHandle>,
-    devices: Sharded<(Text, Text), u64>,
+    devices: Sharded<DeviceKey, u64>,
 }
 
 impl Hub {
@@ -95,7 +94,7 @@ impl Hub {
     }
 
     /// Removes a connection and, if it still owns it, its device entry.
-    pub fn remove(&self, conn_id: u64, device: Option<&(Text, Text)>) {
+    pub fn remove(&self, conn_id: u64, device: Option<&DeviceKey>) {
         self.conns.shard(&conn_id).remove(&conn_id);
         if let Some(key) = device {
             let mut shard = self.devices.shard(key);
@@ -107,7 +106,7 @@ impl Hub {
 
     /// Records that `conn_id` is logged in as `device` = (app, device id). Returns the
     /// handle of the connection it replaces, which the caller kicks with `replaced`.
-    pub fn bind_device(&self, device: (Text, Text), conn_id: u64) -> Option<ConnHandle> {
+    pub fn bind_device(&self, device: DeviceKey, conn_id: u64) -> Option<ConnHandle> {
         let previous = self.devices.shard(&device).insert(device, conn_id);
         previous
             .filter(|&old| old != conn_id)
@@ -121,7 +120,7 @@ impl Hub {
 
     /// The connection logged in as (app, device).
     pub fn find_device(&self, app: &str, device: &str) -> Option<ConnHandle> {
-        let key = (Text::from(app), Text::from(device));
+        let key = DeviceKey::new(app, device);
         let conn_id = *self.devices.shard(&key).get(&key)?;
         self.get(conn_id)
     }
@@ -148,6 +147,43 @@ impl Hub {
     }
 }
 
+/// Who a logged-in connection is: its (app id, device id), in one shared allocation so
+/// the hub and the connection's driver hold it for the price of a pointer.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    joined: Arc<str>,
+    app_len: usize,
+}
+
+impl DeviceKey {
+    /// The key for (app, device).
+    pub fn new(app: &str, device: &str) -> DeviceKey {
+        let mut joined = String::with_capacity(app.len() + device.len());
+        joined.push_str(app);
+        joined.push_str(device);
+        DeviceKey {
+            joined: joined.into(),
+            app_len: app.len(),
+        }
+    }
+
+    /// The app id.
+    pub fn app(&self) -> &str {
+        &self.joined[..self.app_len]
+    }
+
+    /// The device id.
+    pub fn device(&self) -> &str {
+        &self.joined[self.app_len..]
+    }
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.app(), self.device())
+    }
+}
+
 /// What other tasks have queued for one connection's driver.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
@@ -156,14 +192,28 @@ pub(crate) struct Inbox {
     pub(crate) closed: bool,
 }
 
+impl Inbox {
+    /// Drops the queues' allocations once they are empty, so an idle connection holds
+    /// none.
+    pub(crate) fn release_idle_memory(&mut self) {
+        if self.commands.is_empty() && self.commands.capacity() > 0 {
+            self.commands = VecDeque::new();
+        }
+        if self.pushes.is_empty() && self.pushes.capacity() > 0 {
+            self.pushes = VecDeque::new();
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     id: u64,
-    kind: TransportKind,
     max_queued_pushes: usize,
     policy: SlowConsumerPolicy,
     inbox: Mutex<Inbox>,
-    wake: Notify,
+    /// Set by producers, cleared by the driver; `waker` is the driver's.
+    woken: AtomicBool,
+    waker: AtomicWaker,
     dropped_pushes: AtomicU64,
 }
 
@@ -180,20 +230,15 @@ impl PartialEq for ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(
-        id: u64,
-        kind: TransportKind,
-        max_queued_pushes: usize,
-        policy: SlowConsumerPolicy,
-    ) -> ConnHandle {
+    pub(crate) fn new(id: u64, max_queued_pushes: usize, policy: SlowConsumerPolicy) -> ConnHandle {
         ConnHandle {
             shared: Arc::new(Shared {
                 id,
-                kind,
                 max_queued_pushes,
                 policy,
                 inbox: Mutex::new(Inbox::default()),
-                wake: Notify::new(),
+                woken: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
                 dropped_pushes: AtomicU64::new(0),
             }),
         }
@@ -202,11 +247,6 @@ impl ConnHandle {
     /// The connection id.
     pub fn id(&self) -> u64 {
         self.shared.id
-    }
-
-    /// The connection's transport.
-    pub fn kind(&self) -> TransportKind {
-        self.shared.kind
     }
 
     /// Pushes discarded for this connection by its slow-consumer policy.
@@ -248,7 +288,7 @@ impl ConnHandle {
                 }
             }
         };
-        self.shared.wake.notify_one();
+        self.wake();
         outcome
     }
 
@@ -262,7 +302,7 @@ impl ConnHandle {
             }
             inbox.commands.push_back(command);
         }
-        self.shared.wake.notify_one();
+        self.wake();
         true
     }
 
@@ -273,9 +313,20 @@ impl ConnHandle {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Resolves when something was queued since the last call.
-    pub(crate) async fn woken(&self) {
-        self.shared.wake.notified().await
+    fn wake(&self) {
+        self.shared.woken.store(true, Ordering::Release);
+        self.shared.waker.wake();
+    }
+
+    /// Resolves when something was queued since the last call. Polling it holds no
+    /// state beyond the waker registration, so an idle driver stays small.
+    pub(crate) fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.shared.waker.register(cx.waker());
+        if self.shared.woken.swap(false, Ordering::AcqRel) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     pub(crate) fn count_dropped(&self, n: u64) {

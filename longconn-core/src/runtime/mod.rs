@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use handler::{
     BackendError, BackendReply, BackendRequest, ECHO_BUSINESS, EchoHandler, RequestHandler,
 };
-pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, Hub, node_of};
+pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use server::{Listener, Server, ServerConfig, ServerConfigBuilder, ShutdownReport};
 
 use crate::auth::Authenticator;

@@ -253,16 +253,23 @@ impl Server {
                 };
                 backoff = Duration::from_millis(10);
                 let shared = server.shared.clone();
-                let login_timeout = server.config.session.login_timeout();
+                // Boxed: the handshake's state would otherwise stay inside this task's
+                // future, and count against every idle connection.
+                let handshake = Box::pin(handshake);
+                let protocol = kind.as_str();
                 server.tasks.spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(login_timeout, handshake).await {
-                        Ok(Ok(conn)) => {
-                            drive(conn, shared).await;
-                        }
-                        Ok(Err(err)) => debug!(protocol = kind.as_str(), error = %err, "handshake failed"),
-                        Err(_) => debug!(protocol = kind.as_str(), "handshake timed out"),
-                    }
+                    let login_timeout = shared.session_config.login_timeout();
+                    // The handshake's result is taken apart before the long await, so it
+                    // is not kept inside the future while the connection lives.
+                    let handshaken = tokio::time::timeout(login_timeout, handshake).await;
+                    let conn = match handshaken {
+                        Ok(Ok(conn)) => conn,
+                        Ok(Err(err)) => return debug!(protocol, error = %err, "handshake failed"),
+                        Err(_) => return debug!(protocol, "handshake timed out"),
+                    };
+                    drive(conn, shared).await;
+                    // The admission permit is given back when the connection ends.
+                    drop(permit);
                 });
             }
             debug!(protocol = kind.as_str(), "listener stopped");
@@ -280,9 +287,10 @@ impl Server {
             return false;
         };
         let shared = self.shared.clone();
+        let driven = drive(conn, shared);
         self.tasks.spawn(async move {
-            let _permit = permit;
-            drive(conn, shared).await;
+            driven.await;
+            drop(permit);
         });
         true
     }

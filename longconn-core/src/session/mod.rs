@@ -121,6 +121,18 @@ impl Session {
         !self.transmit.is_empty()
     }
 
+    /// Gives back the memory of the transmit and event queues once both are empty. An idle
+    /// connection then holds no queue allocation (a driver calls this before it waits;
+    /// the queues grow again on the next burst).
+    pub fn release_idle_memory(&mut self) {
+        if self.transmit.is_empty() && self.transmit.capacity() > 0 {
+            self.transmit = VecDeque::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
