@@ -62,6 +62,12 @@ impl Text {
     }
 
     /// Wraps `bytes` after checking that they are UTF-8.
+    /// Wraps bytes the caller has already checked to be UTF-8.
+    pub(crate) fn from_validated(bytes: Bytes) -> Text {
+        Text(bytes)
+    }
+
+    /// Wraps bytes after checking they are UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
         std::str::from_utf8(&bytes)?;
         Ok(Text(bytes))
@@ -187,9 +193,14 @@ impl Metadata {
         Ok(Metadata(buf.freeze()))
     }
 
-    /// Wraps a `META` field value after validating every entry.
-    pub(crate) fn from_wire(bytes: Bytes) -> Result<Metadata> {
-        let mut rest: &[u8] = &bytes;
+    /// Wraps a `META` field value that [`Metadata::validate_wire`] accepted.
+    pub(crate) fn from_validated_wire(bytes: Bytes) -> Metadata {
+        Metadata(bytes)
+    }
+
+    /// Checks every entry of a `META` field value.
+    pub(crate) fn validate_wire(bytes: &[u8]) -> Result<()> {
+        let mut rest: &[u8] = bytes;
         while !rest.is_empty() {
             let (key, value, tail) = split_entry(rest).ok_or(Error::MalformedField {
                 tag: tag::META,
@@ -207,7 +218,7 @@ impl Metadata {
             let _ = value;
             rest = tail;
         }
-        Ok(Metadata(bytes))
+        Ok(())
     }
 
     /// The wire form of the entries.
@@ -251,7 +262,7 @@ impl<'a> Iterator for MetadataIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let (key, value, tail) = split_entry(self.rest)?;
         self.rest = tail;
-        // Validated in `from_wire` / built from `&str` in `from_pairs`.
+        // Validated by `validate_wire` / built from `&str` in `from_pairs`.
         Some((std::str::from_utf8(key).unwrap_or_default(), value))
     }
 }
@@ -289,10 +300,11 @@ mod tests {
         assert_eq!(meta.get("missing"), None);
 
         let wire = meta.as_wire().clone();
-        assert_eq!(Metadata::from_wire(wire.clone()).unwrap(), meta);
+        assert!(Metadata::validate_wire(&wire).is_ok());
+        assert_eq!(Metadata::from_validated_wire(wire.clone()), meta);
         let cut = wire.slice(..wire.len() - 1);
         assert!(matches!(
-            Metadata::from_wire(cut),
+            Metadata::validate_wire(&cut),
             Err(Error::MalformedField { tag: tag::META, .. })
         ));
         assert!(Metadata::from_pairs([("", b"x")]).is_err());

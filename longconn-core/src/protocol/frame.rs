@@ -287,19 +287,34 @@ pub enum Frame {
     },
 }
 
-/// Raw field slots gathered from a fields section before a frame is built.
+/// Where a validated field value sits in the frame buffer.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn slice(self, frame: &Bytes) -> Bytes {
+        frame.slice(self.start as usize..self.end as usize)
+    }
+}
+
+/// Field slots gathered from a fields section before a frame is built. Text and byte
+/// fields are validated during the parse but kept as spans, so the slots stay small and
+/// the frame takes one slice per field it uses.
 #[derive(Default)]
 struct Fields {
     seen: u16,
-    app: Option<Text>,
-    device: Option<Text>,
-    token: Option<Bytes>,
+    app: Option<Span>,
+    device: Option<Span>,
+    token: Option<Span>,
     business: Option<u32>,
-    meta: Option<Metadata>,
-    group: Option<Text>,
+    meta: Option<Span>,
+    group: Option<Span>,
     seq: Option<u64>,
     code: Option<u16>,
-    message: Option<Text>,
+    message: Option<Span>,
     retry_after_ms: Option<u32>,
     heartbeat_ms: Option<u32>,
     conn_id: Option<u64>,
@@ -307,24 +322,33 @@ struct Fields {
 }
 
 impl Fields {
-    fn parse(mut section: Bytes) -> Result<Fields> {
+    /// Parses and validates the fields section `frame[start..end]`.
+    fn parse(frame: &[u8], start: usize, end: usize) -> Result<Fields> {
         let mut fields = Fields::default();
-        while section.has_remaining() {
-            if section.len() < 3 {
+        let mut at = start;
+        while at < end {
+            if end - at < 3 {
                 return Err(Error::MalformedField {
-                    tag: section[0],
+                    tag: frame[at],
                     reason: "field header overruns the fields section",
                 });
             }
-            let tag = section.get_u8();
-            let len = section.get_u16() as usize;
-            if len > section.len() {
+            let tag = frame[at];
+            let len = u16::from_be_bytes([frame[at + 1], frame[at + 2]]) as usize;
+            let value_start = at + 3;
+            if len > end - value_start {
                 return Err(Error::MalformedField {
                     tag,
                     reason: "field value overruns the fields section",
                 });
             }
-            let value = section.split_to(len);
+            at = value_start + len;
+            let raw = &frame[value_start..at];
+            // Frames are at most 16 MiB (MAX_FRAME_SIZE), so offsets fit in u32.
+            let span = Span {
+                start: value_start as u32,
+                end: at as u32,
+            };
             if (tag::APP..=tag::EXPIRES_AT_MS).contains(&tag) {
                 let bit = 1u16 << tag;
                 if fields.seen & bit != 0 {
@@ -333,42 +357,43 @@ impl Fields {
                 fields.seen |= bit;
             }
             match tag {
-                tag::APP => fields.app = Some(id_text(tag, value)?),
-                tag::DEVICE => fields.device = Some(id_text(tag, value)?),
-                tag::GROUP => fields.group = Some(id_text(tag, value)?),
+                tag::APP => fields.app = Some(id_text(tag, raw, span)?),
+                tag::DEVICE => fields.device = Some(id_text(tag, raw, span)?),
+                tag::GROUP => fields.group = Some(id_text(tag, raw, span)?),
                 tag::TOKEN => {
-                    if value.is_empty() || value.len() > MAX_TOKEN_LEN {
+                    if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
                         return Err(Error::MalformedField {
                             tag,
                             reason: "token must be 1..=2048 bytes",
                         });
                     }
-                    fields.token = Some(value);
+                    fields.token = Some(span);
                 }
                 tag::MESSAGE => {
-                    if value.len() > MAX_MESSAGE_LEN {
+                    if raw.len() > MAX_MESSAGE_LEN {
                         return Err(Error::MalformedField {
                             tag,
                             reason: "message longer than 1024 bytes",
                         });
                     }
-                    fields.message = Some(text(tag, value)?);
+                    fields.message = Some(text(tag, raw, span)?);
                 }
-                tag::META => fields.meta = Some(Metadata::from_wire(value)?),
-                tag::BUSINESS => fields.business = Some(be_u32(tag, &value)?),
-                tag::RETRY_AFTER_MS => fields.retry_after_ms = Some(be_u32(tag, &value)?),
-                tag::HEARTBEAT_MS => fields.heartbeat_ms = Some(be_u32(tag, &value)?),
-                tag::SEQ => fields.seq = Some(be_u64(tag, &value)?),
-                tag::CONN_ID => fields.conn_id = Some(be_u64(tag, &value)?),
-                tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, &value)?),
+                tag::META => {
+                    Metadata::validate_wire(raw)?;
+                    fields.meta = Some(span);
+                }
+                tag::BUSINESS => fields.business = Some(be_u32(tag, raw)?),
+                tag::RETRY_AFTER_MS => fields.retry_after_ms = Some(be_u32(tag, raw)?),
+                tag::HEARTBEAT_MS => fields.heartbeat_ms = Some(be_u32(tag, raw)?),
+                tag::SEQ => fields.seq = Some(be_u64(tag, raw)?),
+                tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
+                tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
                 tag::CODE => {
-                    if value.len() != 2 {
-                        return Err(Error::MalformedField {
-                            tag,
-                            reason: "expected a 2-byte integer",
-                        });
-                    }
-                    fields.code = Some(u16::from_be_bytes([value[0], value[1]]));
+                    let code = <[u8; 2]>::try_from(raw).map_err(|_| Error::MalformedField {
+                        tag,
+                        reason: "expected a 2-byte integer",
+                    })?;
+                    fields.code = Some(u16::from_be_bytes(code));
                 }
                 // Unknown tags are skipped so that version-1 peers can add fields.
                 _ => {}
@@ -378,18 +403,19 @@ impl Fields {
     }
 }
 
-fn text(tag: u8, value: Bytes) -> Result<Text> {
-    Text::from_utf8(value).map_err(|_| Error::InvalidUtf8 { tag })
+fn text(tag: u8, raw: &[u8], span: Span) -> Result<Span> {
+    std::str::from_utf8(raw).map_err(|_| Error::InvalidUtf8 { tag })?;
+    Ok(span)
 }
 
-fn id_text(tag: u8, value: Bytes) -> Result<Text> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
+fn id_text(tag: u8, raw: &[u8], span: Span) -> Result<Span> {
+    if raw.is_empty() || raw.len() > MAX_ID_LEN {
         return Err(Error::MalformedField {
             tag,
             reason: "id must be 1..=128 bytes",
         });
     }
-    text(tag, value)
+    text(tag, raw, span)
 }
 
 fn be_u32(tag: u8, value: &[u8]) -> Result<u32> {
@@ -480,19 +506,28 @@ impl Frame {
     /// (`frame.len() == header.frame_len()`). Fields and payload stay slices of `frame`.
     pub(crate) fn from_parts(header: Header, frame: Bytes) -> Result<Frame> {
         let fields_end = HEADER_LEN + header.fields_len;
-        let f = Fields::parse(frame.slice(HEADER_LEN..fields_end))?;
-        let payload = frame.slice(fields_end..);
+        let f = Fields::parse(&frame, HEADER_LEN, fields_end)?;
+        let text = |span: Option<Span>| span.map(|s| Text::from_validated(s.slice(&frame)));
+        let bytes = |span: Option<Span>| span.map(|s| s.slice(&frame));
+        let (app, device, group, token) =
+            (text(f.app), text(f.device), text(f.group), bytes(f.token));
+        let meta = f
+            .meta
+            .map(|s| Metadata::from_validated_wire(s.slice(&frame)))
+            .unwrap_or_default();
+        let message = text(f.message).unwrap_or_default();
+        // The frame's own handle becomes the payload: no extra reference count.
+        let mut payload = frame;
+        payload.advance(fields_end);
         let id = header.id;
         let ty = header.frame_type;
-        let meta = f.meta.unwrap_or_default();
-        let message = f.message.unwrap_or_default();
         let code = |c: Option<u16>| required(c, ty, tag::CODE).map(Code::from_u16);
         Ok(match ty {
             FrameType::Login => Frame::Login {
                 id,
-                app: required(f.app, ty, tag::APP)?,
-                device: required(f.device, ty, tag::DEVICE)?,
-                token: required(f.token, ty, tag::TOKEN)?,
+                app: required(app, ty, tag::APP)?,
+                device: required(device, ty, tag::DEVICE)?,
+                token: required(token, ty, tag::TOKEN)?,
                 meta,
             },
             FrameType::LoginAck => Frame::LoginAck {
@@ -519,7 +554,7 @@ impl Frame {
                 id,
                 ack_required: header.flags & FLAG_ACK_REQUIRED != 0,
                 business: required(f.business, ty, tag::BUSINESS)?,
-                group: f.group,
+                group,
                 seq: f.seq,
                 meta,
                 payload,
@@ -527,26 +562,26 @@ impl Frame {
             FrameType::PushAck => Frame::PushAck { id },
             FrameType::JoinGroup => Frame::JoinGroup {
                 id,
-                group: required(f.group, ty, tag::GROUP)?,
+                group: required(group, ty, tag::GROUP)?,
             },
             FrameType::JoinAck => Frame::JoinAck {
                 id,
-                group: required(f.group, ty, tag::GROUP)?,
+                group: required(group, ty, tag::GROUP)?,
             },
             FrameType::LeaveGroup => Frame::LeaveGroup {
                 id,
-                group: required(f.group, ty, tag::GROUP)?,
+                group: required(group, ty, tag::GROUP)?,
             },
             FrameType::LeaveAck => Frame::LeaveAck {
                 id,
-                group: required(f.group, ty, tag::GROUP)?,
+                group: required(group, ty, tag::GROUP)?,
             },
             FrameType::TokenExpiring => Frame::TokenExpiring {
                 deadline_ms: required(f.expires_at_ms, ty, tag::EXPIRES_AT_MS)?,
             },
             FrameType::TokenRefresh => Frame::TokenRefresh {
                 id,
-                token: required(f.token, ty, tag::TOKEN)?,
+                token: required(token, ty, tag::TOKEN)?,
             },
             FrameType::TokenRefreshAck => Frame::TokenRefreshAck {
                 id,
