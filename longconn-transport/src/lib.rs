@@ -11,6 +11,8 @@
 //! - [`tcp`] (feature `tcp`, default): [`tcp::TcpAcceptor`] and [`tcp::TcpConnection`].
 //! - [`cert`] (feature `tls`): [`cert::TlsIdentity`] (PEM files or a generated
 //!   development certificate) and client [`cert::Trust`], shared by TLS, `wss` and QUIC.
+//! - [`tls`] (feature `tls`): [`tls::TlsAcceptor`] and [`tls::TlsConnection`], TCP
+//!   with TLS 1.2/1.3.
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -20,5 +22,7 @@ pub mod error;
 pub mod stream;
 #[cfg(feature = "tcp")]
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -49,3 +49,46 @@ impl Fixture for Tcp {
         TcpConnection::connect(self.addr, MAX_FRAME).await.unwrap()
     }
 }
+
+/// TLS over TCP with a generated certificate the client trusts explicitly.
+#[cfg(feature = "tls")]
+pub struct Tls {
+    addr: SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+#[cfg(feature = "tls")]
+impl Fixture for Tls {
+    type Conn = longconn_transport::tls::TlsConnection;
+
+    async fn start(server: &Server) -> Self {
+        use longconn_transport::cert::{TlsIdentity, Trust};
+        let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+        let config = std::sync::Arc::new(identity.server_config(&[], false).unwrap());
+        let acceptor = longconn_transport::tls::TlsAcceptor::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+            MAX_FRAME,
+            false,
+        )
+        .unwrap();
+        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        server.serve(acceptor);
+        let trust = Trust::Roots(vec![identity.leaf().clone()]);
+        Tls {
+            addr,
+            client: std::sync::Arc::new(trust.client_config(&[], false).unwrap()),
+        }
+    }
+
+    async fn connect(&self) -> Self::Conn {
+        longconn_transport::tls::TlsConnection::connect(
+            self.addr,
+            "localhost",
+            self.client.clone(),
+            MAX_FRAME,
+        )
+        .await
+        .unwrap()
+    }
+}

@@ -47,3 +47,5 @@ macro_rules! all_cases {
 
 all_cases!(memory, crate::fixtures::Memory);
 all_cases!(tcp, crate::fixtures::Tcp);
+#[cfg(feature = "tls")]
+all_cases!(tls, crate::fixtures::Tls);

@@ -1,0 +1,161 @@
+//! TLS over TCP: the same frames as [`crate::tcp`], inside TLS 1.2 or 1.3 (rustls with
+//! the `ring` provider). Certificates come from [`crate::cert`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use longconn_core::connection::{Connection, TransportKind};
+use longconn_core::runtime::Listener;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::stream::{StreamReader, StreamWriter};
+
+/// Accepts TLS connections: TCP accept in the accept loop, the TLS handshake on the
+/// connection's own task.
+pub struct TlsAcceptor {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    max_frame_size: usize,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsAcceptor {
+    /// Binds `addr` and serves `config` (from [`crate::cert::TlsIdentity::server_config`]).
+    pub fn bind(
+        addr: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
+        max_frame_size: usize,
+        reuse_port: bool,
+    ) -> crate::Result<Self> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        Ok(TlsAcceptor {
+            listener: socket.listen(4096)?,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            max_frame_size,
+        })
+    }
+}
+
+/// The handshake future [`TlsAcceptor`] hands to the runtime.
+pub type TlsHandshake =
+    Pin<Box<dyn Future<Output = longconn_core::Result<TlsConnection>> + Send + 'static>>;
+
+impl Listener for TlsAcceptor {
+    type Conn = TlsConnection;
+    type Handshake = TlsHandshake;
+
+    async fn accept(&mut self) -> std::io::Result<TlsHandshake> {
+        let (stream, peer) = self.listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let acceptor = self.acceptor.clone();
+        let max_frame_size = self.max_frame_size;
+        Ok(Box::pin(async move {
+            let tls = acceptor.accept(stream).await?;
+            Ok(TlsConnection::new(
+                Box::new(tokio_rustls::TlsStream::Server(tls)),
+                peer,
+                max_frame_size,
+            ))
+        }))
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A TLS stream of either side.
+pub trait TlsIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsIo for T {}
+
+/// One TLS connection, server or client side.
+pub struct TlsConnection {
+    io: Box<dyn TlsIo>,
+    peer: SocketAddr,
+    max_frame_size: usize,
+}
+
+impl std::fmt::Debug for TlsConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnection {
+    fn new(io: Box<dyn TlsIo>, peer: SocketAddr, max_frame_size: usize) -> Self {
+        TlsConnection {
+            io,
+            peer,
+            max_frame_size,
+        }
+    }
+
+    /// Connects to `addr` and completes the handshake for `server_name` with `config`
+    /// (from [`crate::cert::Trust::client_config`]).
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| crate::Error::Tls(format!("server name `{server_name}`: {e}")))?;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        Ok(TlsConnection::new(
+            Box::new(tokio_rustls::TlsStream::Client(tls)),
+            addr,
+            max_frame_size,
+        ))
+    }
+}
+
+impl Connection for TlsConnection {
+    type Reader = StreamReader<ReadHalf<Box<dyn TlsIo>>>;
+    type Writer = StreamWriter<WriteHalf<Box<dyn TlsIo>>>;
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (read, write) = tokio::io::split(self.io);
+        (
+            StreamReader::new(read, self.max_frame_size),
+            StreamWriter::new(write, self.max_frame_size),
+        )
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tls
+    }
+}
