@@ -15,6 +15,9 @@ pub enum Error {
     /// The TLS configuration was refused by rustls.
     #[error("tls: {0}")]
     Tls(String),
+    /// A WebSocket handshake failed.
+    #[error("websocket: {0}")]
+    WebSocket(String),
     /// The protocol layer refused a value (for example a frame size limit).
     #[error(transparent)]
     Core(#[from] longconn_core::Error),

@@ -13,6 +13,8 @@
 //!   development certificate) and client [`cert::Trust`], shared by TLS, `wss` and QUIC.
 //! - [`tls`] (feature `tls`): [`tls::TlsAcceptor`] and [`tls::TlsConnection`], TCP
 //!   with TLS 1.2/1.3.
+//! - [`ws`] (feature `ws`; `wss` with `tls` too): [`ws::WsAcceptor`] and
+//!   [`ws::WsConnection`], tokio-tungstenite at path `/ws`, one binary message per frame.
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -24,5 +26,7 @@ pub mod stream;
 pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use error::{Error, Result};

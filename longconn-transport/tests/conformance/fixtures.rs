@@ -92,3 +92,77 @@ impl Fixture for Tls {
         .unwrap()
     }
 }
+
+/// WebSocket on `/ws`, plain (`ws://`).
+#[cfg(feature = "ws")]
+pub struct Ws {
+    addr: SocketAddr,
+}
+
+#[cfg(feature = "ws")]
+impl Fixture for Ws {
+    type Conn = longconn_transport::ws::WsConnection;
+
+    async fn start(server: &Server) -> Self {
+        let acceptor = longconn_transport::ws::WsAcceptor::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            MAX_FRAME,
+            false,
+        )
+        .unwrap();
+        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        server.serve(acceptor);
+        Ws { addr }
+    }
+
+    async fn connect(&self) -> Self::Conn {
+        let url = format!("ws://{}/ws", self.addr);
+        longconn_transport::ws::WsConnection::connect(self.addr, &url, None, MAX_FRAME)
+            .await
+            .unwrap()
+    }
+}
+
+/// WebSocket over TLS (`wss://`).
+#[cfg(all(feature = "ws", feature = "tls"))]
+pub struct Wss {
+    addr: SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+#[cfg(all(feature = "ws", feature = "tls"))]
+impl Fixture for Wss {
+    type Conn = longconn_transport::ws::WsConnection;
+
+    async fn start(server: &Server) -> Self {
+        use longconn_transport::cert::{TlsIdentity, Trust};
+        let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+        let config = std::sync::Arc::new(identity.server_config(&[], false).unwrap());
+        let acceptor = longconn_transport::ws::WsAcceptor::bind_tls(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+            MAX_FRAME,
+            false,
+        )
+        .unwrap();
+        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        server.serve(acceptor);
+        let trust = Trust::Roots(vec![identity.leaf().clone()]);
+        Wss {
+            addr,
+            client: std::sync::Arc::new(trust.client_config(&[], false).unwrap()),
+        }
+    }
+
+    async fn connect(&self) -> Self::Conn {
+        let url = format!("wss://localhost:{}/ws", self.addr.port());
+        longconn_transport::ws::WsConnection::connect(
+            self.addr,
+            &url,
+            Some(("localhost", self.client.clone())),
+            MAX_FRAME,
+        )
+        .await
+        .unwrap()
+    }
+}

@@ -49,3 +49,7 @@ all_cases!(memory, crate::fixtures::Memory);
 all_cases!(tcp, crate::fixtures::Tcp);
 #[cfg(feature = "tls")]
 all_cases!(tls, crate::fixtures::Tls);
+#[cfg(feature = "ws")]
+all_cases!(ws, crate::fixtures::Ws);
+#[cfg(all(feature = "ws", feature = "tls"))]
+all_cases!(wss, crate::fixtures::Wss);
