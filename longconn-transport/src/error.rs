@@ -18,6 +18,9 @@ pub enum Error {
     /// A WebSocket handshake failed.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// A QUIC connection could not be set up.
+    #[error("quic: {0}")]
+    Quic(String),
     /// The protocol layer refused a value (for example a frame size limit).
     #[error(transparent)]
     Core(#[from] longconn_core::Error),

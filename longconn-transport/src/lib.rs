@@ -15,12 +15,16 @@
 //!   with TLS 1.2/1.3.
 //! - [`ws`] (feature `ws`; `wss` with `tls` too): [`ws::WsAcceptor`] and
 //!   [`ws::WsConnection`], tokio-tungstenite at path `/ws`, one binary message per frame.
+//! - [`quic`] (feature `quic`): [`quic::QuicAcceptor`], [`quic::QuicClient`] and
+//!   [`quic::QuicConnection`], quinn with ALPN `longconn` and one bidirectional stream.
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 #[cfg(feature = "tls")]
 pub mod cert;
 pub mod error;
+#[cfg(feature = "quic")]
+pub mod quic;
 pub mod stream;
 #[cfg(feature = "tcp")]
 pub mod tcp;

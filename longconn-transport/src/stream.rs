@@ -112,6 +112,13 @@ impl<W> StreamWriter<W> {
     }
 }
 
+impl<W> StreamWriter<W> {
+    /// The underlying stream (for transport-specific closing).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.io
+    }
+}
+
 impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
     /// Polls the buffered bytes out; see [`FrameWriter::flush`]. Bytes leave the buffer
     /// only once the stream took them, so nothing is lost if the caller stops polling.

@@ -166,3 +166,54 @@ impl Fixture for Wss {
         .unwrap()
     }
 }
+
+/// QUIC with a generated certificate the client trusts explicitly.
+#[cfg(feature = "quic")]
+pub struct Quic {
+    addr: SocketAddr,
+    client: longconn_transport::quic::QuicClient,
+}
+
+#[cfg(feature = "quic")]
+impl Fixture for Quic {
+    type Conn = longconn_transport::quic::QuicConnection;
+
+    async fn start(server: &Server) -> Self {
+        use longconn_transport::cert::{TlsIdentity, Trust};
+        let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+        let acceptor = longconn_transport::quic::QuicAcceptor::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity,
+            MAX_FRAME,
+        )
+        .unwrap();
+        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        server.serve(acceptor);
+        let trust = Trust::Roots(vec![identity.leaf().clone()]);
+        let client =
+            longconn_transport::quic::QuicClient::new("127.0.0.1:0".parse().unwrap(), &trust)
+                .unwrap();
+        Quic { addr, client }
+    }
+
+    /// Opens the session stream and makes it exist for the gateway with a Ping (QUIC
+    /// announces a stream only once data is sent), so every case starts as on TCP.
+    async fn connect(&self) -> Self::Conn {
+        let mut conn = self
+            .client
+            .connect(self.addr, "localhost", MAX_FRAME)
+            .await
+            .unwrap();
+        let ping = longconn_core::Frame::Ping {
+            id: 0,
+            payload: bytes::Bytes::new(),
+        }
+        .to_bytes(MAX_FRAME)
+        .unwrap();
+        conn.write_raw(&ping).await.unwrap();
+        let mut pong = [0u8; longconn_core::protocol::HEADER_LEN];
+        conn.read_raw(&mut pong).await.unwrap();
+        assert_eq!(pong[3], 0x04, "the gateway answers the opening Ping");
+        conn
+    }
+}

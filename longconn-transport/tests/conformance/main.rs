@@ -53,3 +53,5 @@ all_cases!(tls, crate::fixtures::Tls);
 all_cases!(ws, crate::fixtures::Ws);
 #[cfg(all(feature = "ws", feature = "tls"))]
 all_cases!(wss, crate::fixtures::Wss);
+#[cfg(feature = "quic")]
+all_cases!(quic, crate::fixtures::Quic);

@@ -1,0 +1,264 @@
+//! QUIC via quinn: ALPN `longconn`, TLS 1.3, one bidirectional stream per session that
+//! carries the frames exactly as TCP does (docs/PROTOCOL.md, "Transport mappings").
+//!
+//! The stream is opened by the client; QUIC makes it visible to the gateway only once
+//! the client sends on it, which its `Login` (or a `Ping`) does.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::runtime::Listener;
+use longconn_core::{CloseReason, Frame, Transmit};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
+
+use crate::cert::{ALPN_LONGCONN, TlsIdentity, Trust};
+use crate::stream::{StreamReader, StreamWriter};
+
+/// QUIC keeps a connection without traffic for this long. longconn's own heartbeats
+/// (every 30 s by default) keep it alive; the session's idle timeout (75 s) acts first.
+const MAX_IDLE: Duration = Duration::from_secs(120);
+/// Flow-control windows sized for long-lived sessions that are mostly idle: room for a
+/// few maximum-size frames in flight, not for bulk transfer.
+const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// The transport settings every longconn QUIC endpoint uses: one bidirectional stream,
+/// no unidirectional streams, no datagrams, no MTU discovery, no QUIC keep-alives.
+pub fn transport_config() -> TransportConfig {
+    let mut config = TransportConfig::default();
+    config
+        .max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .send_window(u64::from(STREAM_WINDOW))
+        .datagram_receive_buffer_size(None)
+        .mtu_discovery_config(None)
+        .keep_alive_interval(None)
+        .max_idle_timeout(Some(
+            MAX_IDLE
+                .try_into()
+                .expect("120 s is a valid QUIC idle timeout"),
+        ));
+    config
+}
+
+/// Accepts QUIC connections on one UDP socket.
+#[derive(Debug)]
+pub struct QuicAcceptor {
+    endpoint: Endpoint,
+    max_frame_size: usize,
+}
+
+impl QuicAcceptor {
+    /// Binds `addr` (UDP) and presents `identity` with ALPN `longconn`.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let tls = identity.server_config(&[ALPN_LONGCONN], true)?;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        let endpoint = Endpoint::server(config, addr)?;
+        Ok(QuicAcceptor {
+            endpoint,
+            max_frame_size,
+        })
+    }
+}
+
+/// The handshake future [`QuicAcceptor`] hands to the runtime.
+pub type QuicHandshake =
+    Pin<Box<dyn Future<Output = longconn_core::Result<QuicConnection>> + Send + 'static>>;
+
+impl Listener for QuicAcceptor {
+    type Conn = QuicConnection;
+    type Handshake = QuicHandshake;
+
+    async fn accept(&mut self) -> std::io::Result<QuicHandshake> {
+        let incoming = self.endpoint.accept().await.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotConnected, "QUIC endpoint closed")
+        })?;
+        let max_frame_size = self.max_frame_size;
+        Ok(Box::pin(async move {
+            let connection = incoming.await.map_err(io)?;
+            let (send, recv) = connection.accept_bi().await.map_err(io)?;
+            Ok(QuicConnection {
+                peer: connection.remote_address(),
+                connection,
+                send,
+                recv,
+                max_frame_size,
+            })
+        }))
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Quic
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+/// A client endpoint: one UDP socket that many connections can share (a load generator
+/// opens thousands this way).
+#[derive(Debug, Clone)]
+pub struct QuicClient {
+    endpoint: Endpoint,
+}
+
+impl QuicClient {
+    /// A client endpoint bound to `bind` (for example `127.0.0.1:0`) trusting `trust`.
+    pub fn new(bind: SocketAddr, trust: &Trust) -> crate::Result<Self> {
+        let tls = trust.client_config(&[ALPN_LONGCONN], true)?;
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        let mut endpoint = Endpoint::client(bind)?;
+        endpoint.set_default_client_config(config);
+        Ok(QuicClient { endpoint })
+    }
+
+    /// Connects to `addr` as `server_name` and opens the session's stream.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        max_frame_size: usize,
+    ) -> crate::Result<QuicConnection> {
+        let connection = self
+            .endpoint
+            .connect(addr, server_name)
+            .map_err(|e| crate::Error::Quic(e.to_string()))?
+            .await
+            .map_err(|e| crate::Error::Quic(e.to_string()))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| crate::Error::Quic(e.to_string()))?;
+        Ok(QuicConnection {
+            peer: addr,
+            connection,
+            send,
+            recv,
+            max_frame_size,
+        })
+    }
+}
+
+/// One QUIC session: the connection and its one bidirectional stream.
+#[derive(Debug)]
+pub struct QuicConnection {
+    connection: quinn::Connection,
+    send: SendStream,
+    recv: RecvStream,
+    peer: SocketAddr,
+    max_frame_size: usize,
+}
+
+impl QuicConnection {
+    /// Writes raw bytes on the session stream before it is split (a client can send a
+    /// `Ping` this way so that the stream exists for the gateway before it logs in).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> crate::Result<()> {
+        self.send
+            .write_all(bytes)
+            .await
+            .map_err(|e| crate::Error::Quic(e.to_string()))
+    }
+
+    /// Reads exactly `buf.len()` raw bytes from the session stream before it is split.
+    pub async fn read_raw(&mut self, buf: &mut [u8]) -> crate::Result<()> {
+        self.recv
+            .read_exact(buf)
+            .await
+            .map_err(|e| crate::Error::Quic(e.to_string()))
+    }
+}
+
+impl Connection for QuicConnection {
+    type Reader = QuicReader;
+    type Writer = QuicWriter;
+
+    fn split(self) -> (QuicReader, QuicWriter) {
+        (
+            QuicReader {
+                inner: StreamReader::new(self.recv, self.max_frame_size),
+            },
+            QuicWriter {
+                inner: StreamWriter::new(self.send, self.max_frame_size),
+                connection: self.connection,
+            },
+        )
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Quic
+    }
+}
+
+/// The receiving half of a [`QuicConnection`].
+#[derive(Debug)]
+pub struct QuicReader {
+    inner: StreamReader<RecvStream>,
+}
+
+impl FrameReader for QuicReader {
+    async fn recv(&mut self) -> longconn_core::Result<Option<Frame>> {
+        self.inner.recv().await
+    }
+}
+
+/// The sending half of a [`QuicConnection`]; it owns the connection, which it closes
+/// with the longconn code as the QUIC application error code.
+#[derive(Debug)]
+pub struct QuicWriter {
+    inner: StreamWriter<SendStream>,
+    connection: quinn::Connection,
+}
+
+impl FrameWriter for QuicWriter {
+    fn send(&mut self, frame: Transmit) -> longconn_core::Result<()> {
+        self.inner.send(frame)
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        self.inner.has_pending_writes()
+    }
+
+    fn flush(&mut self) -> impl Future<Output = longconn_core::Result<()>> + Send {
+        self.inner.flush()
+    }
+
+    async fn close(&mut self, reason: CloseReason) -> longconn_core::Result<()> {
+        let flushed = self.inner.flush().await;
+        // Finish the stream and wait until the peer has it all, so closing the
+        // connection does not discard the last frames (the runtime bounds this wait).
+        if flushed.is_ok() && self.inner.get_mut().finish().is_ok() {
+            let _ = self.inner.get_mut().stopped().await;
+        }
+        let code = reason.code();
+        self.connection.close(
+            VarInt::from_u32(u32::from(code.as_u16())),
+            code.name().as_bytes(),
+        );
+        flushed
+    }
+}
+
+fn io(err: impl std::error::Error + Send + Sync + 'static) -> longconn_core::Error {
+    longconn_core::Error::Io(std::io::Error::other(err))
+}
