@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +17,8 @@ struct Running {
     child: Child,
     tcp: SocketAddr,
     http: SocketAddr,
+    /// Every listener the gateway logged, by label.
+    bound: std::collections::HashMap<String, SocketAddr>,
 }
 
 impl Drop for Running {
@@ -36,33 +39,35 @@ fn start(extra: &[&str]) -> Running {
         .spawn()
         .expect("gateway binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut tcp, mut http) = (None, None);
-    while tcp.is_none() || http.is_none() {
+    let mut bound = std::collections::HashMap::new();
+    loop {
         let line = lines
             .next()
             .expect("gateway exited before listening")
             .unwrap();
-        let addr = || {
+        if let Some(at) = line.find(" listening") {
+            let label = line[..at].rsplit(' ').next().unwrap().to_owned();
             let start = line.find("addr=").expect("addr field") + 5;
-            line[start..]
+            let addr = line[start..]
                 .split_whitespace()
                 .next()
                 .unwrap()
                 .parse()
-                .unwrap()
-        };
-        if line.contains("tcp listening") {
-            tcp = Some(addr());
-        } else if line.contains("http listening") {
-            http = Some(addr());
+                .unwrap();
+            bound.insert(label.clone(), addr);
+            // `http` is logged last.
+            if label == "http" {
+                break;
+            }
         }
     }
     // Keep draining the log so the gateway never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Running {
         child,
-        tcp: tcp.unwrap(),
-        http: http.unwrap(),
+        tcp: bound["tcp"],
+        http: bound["http"],
+        bound,
     }
 }
 
@@ -133,7 +138,7 @@ fn dev_token(device: &str) -> Bytes {
 
 #[test]
 fn serves_echo_and_health_then_drains_on_sigterm() {
-    let gw = start(&[]);
+    let gw = start(&["--ws", "off", "--quic", "off"]);
     let (status, body) = http_get(gw.http, "/healthz");
     assert_eq!(status, 200, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -199,4 +204,106 @@ fn bad_settings_exit_with_a_message() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("token"), "{stderr}");
+}
+
+/// Every transport of the default set-up logs a client in: TCP, WebSocket, QUIC (with
+/// the generated development certificate, trusted from the file it was written to), and
+/// the opt-in TLS and wss listeners.
+#[test]
+fn every_listener_accepts_a_login() {
+    let dir = std::env::temp_dir().join(format!("lc-gw-cert-{}", std::process::id()));
+    let gw = start(&[
+        "--ws",
+        "127.0.0.1:0",
+        "--quic",
+        "127.0.0.1:0",
+        "--tls",
+        "127.0.0.1:0",
+        "--wss",
+        "127.0.0.1:0",
+        "--dev-cert-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+        use longconn_transport::cert::Trust;
+
+        async fn login<C: Connection>(conn: C, device: &str) {
+            let (mut reader, mut writer) = conn.split();
+            writer
+                .send(longconn_core::Transmit::Frame(Frame::Login {
+                    id: 1,
+                    app: "demo".into(),
+                    device: device.into(),
+                    token: dev_token(device),
+                    meta: Metadata::new(),
+                }))
+                .unwrap();
+            writer.flush().await.unwrap();
+            let ack = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                matches!(ack, Some(Frame::LoginAck { id: 1, .. })),
+                "{device}: {ack:?}"
+            );
+        }
+
+        let trust = Trust::from_pem_file(&dir.join("cert.pem")).unwrap();
+        let client_tls = Arc::new(trust.client_config(&[], false).unwrap());
+        let ws = gw.bound["ws"];
+        login(
+            longconn_transport::ws::WsConnection::connect(
+                ws,
+                &format!("ws://{ws}/ws"),
+                None,
+                65_536,
+            )
+            .await
+            .unwrap(),
+            "over-ws",
+        )
+        .await;
+        let wss = gw.bound["wss"];
+        login(
+            longconn_transport::ws::WsConnection::connect(
+                wss,
+                &format!("wss://localhost:{}/ws", wss.port()),
+                Some(("localhost", client_tls.clone())),
+                65_536,
+            )
+            .await
+            .unwrap(),
+            "over-wss",
+        )
+        .await;
+        login(
+            longconn_transport::tls::TlsConnection::connect(
+                gw.bound["tls"],
+                "localhost",
+                client_tls,
+                65_536,
+            )
+            .await
+            .unwrap(),
+            "over-tls",
+        )
+        .await;
+        let quic =
+            longconn_transport::quic::QuicClient::new("127.0.0.1:0".parse().unwrap(), &trust)
+                .unwrap();
+        login(
+            quic.connect(gw.bound["quic"], "localhost", 65_536)
+                .await
+                .unwrap(),
+            "over-quic",
+        )
+        .await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,6 +27,28 @@ pub struct Cli {
     /// TCP listen address, or `off` [default: 127.0.0.1:7100].
     #[arg(long, value_name = "ADDR|off")]
     pub tcp: Option<Listen>,
+    /// WebSocket listen address (path /ws), or `off` [default: 127.0.0.1:7101].
+    #[arg(long, value_name = "ADDR|off")]
+    pub ws: Option<Listen>,
+    /// QUIC listen address (UDP, ALPN longconn), or `off` [default: 127.0.0.1:7102].
+    #[arg(long, value_name = "ADDR|off")]
+    pub quic: Option<Listen>,
+    /// TLS-over-TCP listen address, or `off` [default: off].
+    #[arg(long, value_name = "ADDR|off")]
+    pub tls: Option<Listen>,
+    /// WebSocket-over-TLS (wss) listen address, or `off` [default: off].
+    #[arg(long, value_name = "ADDR|off")]
+    pub wss: Option<Listen>,
+    /// PEM certificate chain for TLS, wss and QUIC [default: a generated development
+    /// certificate, with a warning].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the development certificate is written [default: $TMPDIR/longconn-dev-cert].
+    #[arg(long, value_name = "DIR")]
+    pub dev_cert_dir: Option<PathBuf>,
     /// HTTP listen address for /healthz, or `off` [default: 127.0.0.1:7180].
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<Listen>,
@@ -84,6 +106,8 @@ pub struct FileConfig {
     pub reuse_port: Option<bool>,
     /// Listen addresses.
     pub listen: FileListen,
+    /// Certificate files.
+    pub tls: FileTls,
     /// Token keys; the first signs, all verify (rotation).
     pub token_keys: Vec<FileTokenKey>,
     /// Session limits and timers.
@@ -100,6 +124,26 @@ pub struct FileListen {
     pub tcp: Option<Listen>,
     /// See [`Cli::http`].
     pub http: Option<Listen>,
+    /// See [`Cli::ws`].
+    pub ws: Option<Listen>,
+    /// See [`Cli::quic`].
+    pub quic: Option<Listen>,
+    /// See [`Cli::tls`].
+    pub tls: Option<Listen>,
+    /// See [`Cli::wss`].
+    pub wss: Option<Listen>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTls {
+    /// See [`Cli::tls_cert`].
+    pub cert: Option<PathBuf>,
+    /// See [`Cli::tls_key`].
+    pub key: Option<PathBuf>,
+    /// See [`Cli::dev_cert_dir`].
+    pub dev_cert_dir: Option<PathBuf>,
 }
 
 /// One `[[token_keys]]` entry.
@@ -159,6 +203,18 @@ pub struct GatewaySettings {
     pub tcp: Option<SocketAddr>,
     /// HTTP listener.
     pub http: Option<SocketAddr>,
+    /// WebSocket listener.
+    pub ws: Option<SocketAddr>,
+    /// QUIC listener.
+    pub quic: Option<SocketAddr>,
+    /// TLS-over-TCP listener.
+    pub tls: Option<SocketAddr>,
+    /// WebSocket-over-TLS listener.
+    pub wss: Option<SocketAddr>,
+    /// (certificate chain, key) PEM files; `None`: generate a development certificate.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Where a development certificate is written.
+    pub dev_cert_dir: PathBuf,
     /// (key id, secret) pairs; the first signs.
     pub token_keys: Vec<(String, String)>,
     /// Whether the development secret is in use.
@@ -206,6 +262,23 @@ impl GatewaySettings {
             reuse_port: cli.reuse_port || file.reuse_port.unwrap_or(false),
             tcp: listen(cli.tcp, file.listen.tcp, "127.0.0.1:7100"),
             http: listen(cli.http, file.listen.http, "127.0.0.1:7180"),
+            ws: listen(cli.ws, file.listen.ws, "127.0.0.1:7101"),
+            quic: listen(cli.quic, file.listen.quic, "127.0.0.1:7102"),
+            tls: listen(cli.tls, file.listen.tls, "off"),
+            wss: listen(cli.wss, file.listen.wss, "off"),
+            tls_files: match (cli.tls_cert.or(file.tls.cert), cli.tls_key.or(file.tls.key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(GatewayError::Config(
+                        "tls: give both the certificate and the key".into(),
+                    ));
+                }
+            },
+            dev_cert_dir: cli
+                .dev_cert_dir
+                .or(file.tls.dev_cert_dir)
+                .unwrap_or_else(|| std::env::temp_dir().join("longconn-dev-cert")),
             token_keys,
             dev_secret,
             session: session_config(&file.session)?,
@@ -275,6 +348,10 @@ mod tests {
         let s = GatewaySettings::resolve(cli(&[])).unwrap();
         assert_eq!(s.tcp, Some("127.0.0.1:7100".parse().unwrap()));
         assert_eq!(s.http, Some("127.0.0.1:7180".parse().unwrap()));
+        assert_eq!(s.ws, Some("127.0.0.1:7101".parse().unwrap()));
+        assert_eq!(s.quic, Some("127.0.0.1:7102".parse().unwrap()));
+        assert_eq!((s.tls, s.wss), (None, None), "TLS listeners are opt-in");
+        assert!(s.tls_files.is_none());
         assert_eq!(s.node_id, 1);
         assert!(s.dev_secret);
         assert_eq!(s.token_keys[0].0, DEV_TOKEN_KEY_ID);

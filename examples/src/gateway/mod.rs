@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig, ShutdownReport};
 use longconn_core::{TokenKey, TokenKeys};
+use longconn_transport::cert::TlsIdentity;
+use longconn_transport::quic::QuicAcceptor;
 use longconn_transport::tcp::TcpAcceptor;
+use longconn_transport::tls::TlsAcceptor;
+use longconn_transport::ws::WsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -60,10 +64,35 @@ impl Gateway {
         let max_frame = settings.session.max_frame_size();
         let server = Server::new(config, Arc::new(keys), Arc::new(EchoHandler));
         let mut bound = Vec::new();
+        let reuse = settings.reuse_port;
         if let Some(addr) = settings.tcp {
-            let acceptor = TcpAcceptor::bind(addr, max_frame, settings.reuse_port)?;
+            let acceptor = TcpAcceptor::bind(addr, max_frame, reuse)?;
             bound.push(("tcp", acceptor.local_addr()?));
             server.serve(acceptor);
+        }
+        if let Some(addr) = settings.ws {
+            let acceptor = WsAcceptor::bind(addr, max_frame, reuse)?;
+            bound.push(("ws", acceptor.local_addr()?));
+            server.serve(acceptor);
+        }
+        if settings.quic.is_some() || settings.tls.is_some() || settings.wss.is_some() {
+            let identity = tls_identity(&settings)?;
+            if let Some(addr) = settings.quic {
+                let acceptor = QuicAcceptor::bind(addr, &identity, max_frame)?;
+                bound.push(("quic", acceptor.local_addr()?));
+                server.serve(acceptor);
+            }
+            let tcp_tls = Arc::new(identity.server_config(&[], false)?);
+            if let Some(addr) = settings.tls {
+                let acceptor = TlsAcceptor::bind(addr, tcp_tls.clone(), max_frame, reuse)?;
+                bound.push(("tls", acceptor.local_addr()?));
+                server.serve(acceptor);
+            }
+            if let Some(addr) = settings.wss {
+                let acceptor = WsAcceptor::bind_tls(addr, tcp_tls, max_frame, reuse)?;
+                bound.push(("wss", acceptor.local_addr()?));
+                server.serve(acceptor);
+            }
         }
         let stop_http = CancellationToken::new();
         let mut http_task = None;
@@ -102,6 +131,25 @@ impl Gateway {
         }
         report
     }
+}
+
+/// The configured certificate, or a freshly generated development one written to
+/// `dev_cert_dir` so that clients can trust it with `--ca`.
+fn tls_identity(settings: &GatewaySettings) -> Result<TlsIdentity, GatewayError> {
+    if let Some((cert, key)) = &settings.tls_files {
+        return Ok(TlsIdentity::from_pem_files(cert, key)?);
+    }
+    let identity = TlsIdentity::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let dir = &settings.dev_cert_dir;
+    std::fs::create_dir_all(dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    identity.write_pem_files(&cert, &key)?;
+    warn!(
+        cert = %cert.display(),
+        fingerprint = %identity.fingerprint_sha256(),
+        "USING A GENERATED DEVELOPMENT CERTIFICATE for QUIC/TLS/wss. Clients must trust          this file (--ca) or skip verification in development only (--insecure). Pass          --tls-cert and --tls-key for any real deployment."
+    );
+    Ok(identity)
 }
 
 fn token_keys(settings: &GatewaySettings) -> Result<TokenKeys, GatewayError> {
