@@ -185,6 +185,23 @@ impl WsConnection {
         }
     }
 
+    /// Upgrades `url` (`ws://host:port/ws`) over an established TCP stream (a load
+    /// generator connects from chosen source addresses this way).
+    pub async fn over_tcp(
+        stream: TcpStream,
+        url: &str,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let peer = stream.peer_addr()?;
+        stream.set_nodelay(true)?;
+        let io: Box<dyn WsIo> = Box::new(stream);
+        let (socket, _) =
+            tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
+                .await
+                .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
+        Ok(WsConnection::new(socket, peer, max_frame_size))
+    }
+
     /// Connects to `addr` and upgrades `url` (`ws://host:port/ws`, or `wss://...` with
     /// `tls` = (server name, client config)).
     pub async fn connect(

@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! cargo build --release -p longconn-examples --bin gateway
-//! cargo run --release -p longconn-benches --bin idle-memory -- --conns 15000
+//! cargo run --release -p longconn-benches --bin idle-memory -- --transport tcp --conns 15000
 //! ```
+//!
+//! `--transport` is `tcp`, `ws` or `quic` (QUIC trusts the gateway's generated
+//! development certificate from the file it writes).
 //!
 //! It starts the gateway binary itself (a separate process, so the clients' memory is
 //! not counted), opens the connections from several loopback source addresses, logs each
@@ -21,7 +24,10 @@ use bytes::Bytes;
 use clap::Parser;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
 use longconn_core::{Frame, Metadata, TokenKey, TokenKeys, Transmit};
+use longconn_transport::cert::Trust;
+use longconn_transport::quic::QuicClient;
 use longconn_transport::tcp::TcpConnection;
+use longconn_transport::ws::WsConnection;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -38,6 +44,31 @@ struct Args {
     /// Connects in flight at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// tcp, ws or quic.
+    #[arg(long, default_value = "tcp")]
+    transport: String,
+}
+
+/// A logged-in connection's halves, kept open.
+type Held = Box<dyn std::any::Any + Send>;
+
+async fn log_in<C: Connection>(conn: C, device: String, token: Bytes) -> Held {
+    let (mut reader, mut writer) = conn.split();
+    writer
+        .send(Transmit::Frame(Frame::Login {
+            id: 1,
+            app: "bench".into(),
+            device: device.clone().into(),
+            token,
+            meta: Metadata::new(),
+        }))
+        .unwrap();
+    writer.flush().await.unwrap();
+    match reader.recv().await {
+        Ok(Some(Frame::LoginAck { .. })) => {}
+        other => panic!("login {device}: {other:?}"),
+    }
+    Box::new((reader, writer))
 }
 
 const SECRET: &str = "idle-memory-bench-secret";
@@ -59,15 +90,19 @@ async fn main() {
         "[session]\nheartbeat_interval_ms = 300000\nidle_timeout_ms = 900000\n",
     )
     .unwrap();
+    let cert_dir = std::env::temp_dir().join(format!("idle-memory-cert-{}", std::process::id()));
     let mut gateway = Command::new(&args.gateway)
         .args([
             "--tcp",
             "127.0.0.1:0",
-            "--http",
-            "off",
-            "--token-secret",
-            SECRET,
+            "--ws",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
         ])
+        .args(["--http", "off", "--token-secret", SECRET])
+        .arg("--dev-cert-dir")
+        .arg(&cert_dir)
         .arg("--config")
         .arg(&config)
         .env(
@@ -81,9 +116,10 @@ async fn main() {
         .expect("start the gateway (build it with --release first)");
     let pid = gateway.id();
     let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let wanted = format!("{} listening", args.transport);
     let addr: SocketAddr = loop {
         let line = lines.next().expect("gateway exited").unwrap();
-        if line.contains("tcp listening") {
+        if line.contains(&wanted) {
             let start = line.find("addr=").unwrap() + 5;
             break line[start..]
                 .split_whitespace()
@@ -104,6 +140,17 @@ async fn main() {
         .as_secs()
         + 3600;
     let limit = Arc::new(Semaphore::new(args.concurrency));
+    // QUIC: one client endpoint (UDP socket) per source address.
+    let quic_clients: Vec<QuicClient> = if args.transport == "quic" {
+        let trust = Trust::from_pem_file(&cert_dir.join("cert.pem")).unwrap();
+        (0..args.sources)
+            .map(|s| {
+                QuicClient::new(format!("127.0.0.{}:0", 2 + s).parse().unwrap(), &trust).unwrap()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
@@ -112,27 +159,37 @@ async fn main() {
             .parse()
             .unwrap();
         let token = Bytes::from(keys.mint("bench", &format!("d{i}"), exp));
+        let device = format!("d{i}");
+        let transport = args.transport.clone();
+        let quic = quic_clients.get(i % args.sources as usize).cloned();
         tasks.push(tokio::spawn(async move {
-            let conn = TcpConnection::connect_from(source, addr, 65_536)
-                .await
-                .unwrap();
-            let (mut reader, mut writer) = conn.split();
-            writer
-                .send(Transmit::Frame(Frame::Login {
-                    id: 1,
-                    app: "bench".into(),
-                    device: format!("d{i}").into(),
-                    token,
-                    meta: Metadata::new(),
-                }))
-                .unwrap();
-            writer.flush().await.unwrap();
-            match reader.recv().await {
-                Ok(Some(Frame::LoginAck { .. })) => {}
-                other => panic!("login {i}: {other:?}"),
-            }
+            let held = match transport.as_str() {
+                "tcp" => {
+                    let conn = TcpConnection::connect_from(source, addr, 65_536)
+                        .await
+                        .unwrap();
+                    log_in(conn, device, token).await
+                }
+                "ws" => {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind(source).unwrap();
+                    let stream = socket.connect(addr).await.unwrap();
+                    let url = format!("ws://{addr}/ws");
+                    let conn = WsConnection::over_tcp(stream, &url, 65_536).await.unwrap();
+                    log_in(conn, device, token).await
+                }
+                "quic" => {
+                    let conn = quic
+                        .unwrap()
+                        .connect(addr, "localhost", 65_536)
+                        .await
+                        .unwrap();
+                    log_in(conn, device, token).await
+                }
+                other => panic!("unknown transport {other}"),
+            };
             drop(permit);
-            (reader, writer)
+            held
         }));
     }
     let mut held = Vec::with_capacity(args.conns);
@@ -144,7 +201,8 @@ async fn main() {
     let after = rss_bytes(pid);
     let per_conn = (after.saturating_sub(before)) as f64 / args.conns as f64;
     println!(
-        "transport=tcp conns={} rss_before={} rss_after={} per_conn_bytes={:.0} connect_and_login_s={:.1}",
+        "transport={} conns={} rss_before={} rss_after={} per_conn_bytes={:.0} connect_and_login_s={:.1}",
+        args.transport,
         args.conns,
         before,
         after,
@@ -157,4 +215,5 @@ async fn main() {
         .status();
     let _ = gateway.wait();
     let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&cert_dir);
 }
