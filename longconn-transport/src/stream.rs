@@ -14,6 +14,11 @@ use longconn_core::{CloseReason, Frame, FrameCodec, Result, Transmit};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
+/// A byte stream of either side, plain or TLS, boxed so that transports that accept both
+/// (WebSocket with and without TLS) have one connection type.
+pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncIo for T {}
+
 /// Bytes requested from the allocator when a read needs room.
 pub(crate) const READ_CHUNK: usize = 1024;
 

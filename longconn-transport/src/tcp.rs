@@ -26,21 +26,27 @@ impl TcpAcceptor {
     /// Binds `addr`. With `reuse_port`, several processes (or acceptors) can bind the same
     /// address and the kernel spreads connections over them (`SO_REUSEPORT`).
     pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(addr)?;
         Ok(TcpAcceptor {
-            listener: socket.listen(4096)?,
+            listener: listen(addr, reuse_port)?,
             max_frame_size,
         })
     }
+}
+
+/// Binds a TCP listener for any TCP-based transport (plain, TLS, WebSocket). With
+/// `reuse_port`, several processes can bind the same address (`SO_REUSEPORT`).
+pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> crate::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    Ok(socket.listen(4096)?)
 }
 
 impl Listener for TcpAcceptor {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use longconn_core::connection::{Connection, TransportKind};
 use longconn_core::runtime::Listener;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 
-use crate::stream::{StreamReader, StreamWriter};
+use crate::stream::{AsyncIo, StreamReader, StreamWriter};
 
 /// Accepts TLS connections: TCP accept in the accept loop, the TLS handshake on the
 /// connection's own task.
@@ -38,18 +38,8 @@ impl TlsAcceptor {
         max_frame_size: usize,
         reuse_port: bool,
     ) -> crate::Result<Self> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if reuse_port {
-            socket.set_reuseport(true)?;
-        }
-        socket.bind(addr)?;
         Ok(TlsAcceptor {
-            listener: socket.listen(4096)?,
+            listener: crate::tcp::listen(addr, reuse_port)?,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
             max_frame_size,
         })
@@ -88,13 +78,9 @@ impl Listener for TlsAcceptor {
     }
 }
 
-/// A TLS stream of either side.
-pub trait TlsIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsIo for T {}
-
 /// One TLS connection, server or client side.
 pub struct TlsConnection {
-    io: Box<dyn TlsIo>,
+    io: Box<dyn AsyncIo>,
     peer: SocketAddr,
     max_frame_size: usize,
 }
@@ -108,7 +94,7 @@ impl std::fmt::Debug for TlsConnection {
 }
 
 impl TlsConnection {
-    fn new(io: Box<dyn TlsIo>, peer: SocketAddr, max_frame_size: usize) -> Self {
+    fn new(io: Box<dyn AsyncIo>, peer: SocketAddr, max_frame_size: usize) -> Self {
         TlsConnection {
             io,
             peer,
@@ -140,8 +126,8 @@ impl TlsConnection {
 }
 
 impl Connection for TlsConnection {
-    type Reader = StreamReader<ReadHalf<Box<dyn TlsIo>>>;
-    type Writer = StreamWriter<WriteHalf<Box<dyn TlsIo>>>;
+    type Reader = StreamReader<ReadHalf<Box<dyn AsyncIo>>>;
+    type Writer = StreamWriter<WriteHalf<Box<dyn AsyncIo>>>;
 
     fn split(self) -> (Self::Reader, Self::Writer) {
         let (read, write) = tokio::io::split(self.io);

@@ -18,8 +18,9 @@ use futures::{Sink, StreamExt};
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
 use longconn_core::runtime::Listener;
 use longconn_core::{CloseReason, Code, Frame, FrameCodec, Transmit};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::stream::AsyncIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -34,11 +35,7 @@ pub const WS_PATH: &str = "/ws";
 /// read and kept; 512 bytes is enough for typical frames and grows for large ones.
 const READ_BUFFER: usize = 512;
 
-/// Any byte stream a WebSocket can run over (plain TCP or TLS).
-pub trait WsIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> WsIo for T {}
-
-type Socket = WebSocketStream<Box<dyn WsIo>>;
+type Socket = WebSocketStream<Box<dyn AsyncIo>>;
 
 fn ws_config(max_frame_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -68,7 +65,7 @@ impl WsAcceptor {
     /// Binds `addr` for plain `ws://`.
     pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
         Ok(WsAcceptor {
-            listener: listen(addr, reuse_port)?,
+            listener: crate::tcp::listen(addr, reuse_port)?,
             #[cfg(feature = "tls")]
             tls: None,
             max_frame_size,
@@ -85,25 +82,11 @@ impl WsAcceptor {
         reuse_port: bool,
     ) -> crate::Result<Self> {
         Ok(WsAcceptor {
-            listener: listen(addr, reuse_port)?,
+            listener: crate::tcp::listen(addr, reuse_port)?,
             tls: Some(tokio_rustls::TlsAcceptor::from(config)),
             max_frame_size,
         })
     }
-}
-
-fn listen(addr: SocketAddr, reuse_port: bool) -> crate::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    Ok(socket.listen(4096)?)
 }
 
 /// Refuses every path but [`WS_PATH`] with a 404 and a JSON body.
@@ -135,12 +118,12 @@ impl Listener for WsAcceptor {
         let max_frame_size = self.max_frame_size;
         Ok(Box::pin(async move {
             #[cfg(feature = "tls")]
-            let io: Box<dyn WsIo> = match tls {
+            let io: Box<dyn AsyncIo> = match tls {
                 Some(tls) => Box::new(tls.accept(stream).await?),
                 None => Box::new(stream),
             };
             #[cfg(not(feature = "tls"))]
-            let io: Box<dyn WsIo> = Box::new(stream);
+            let io: Box<dyn AsyncIo> = Box::new(stream);
             let socket = tokio_tungstenite::accept_hdr_async_with_config(
                 io,
                 only_ws_path,
@@ -194,7 +177,7 @@ impl WsConnection {
     ) -> crate::Result<Self> {
         let peer = stream.peer_addr()?;
         stream.set_nodelay(true)?;
-        let io: Box<dyn WsIo> = Box::new(stream);
+        let io: Box<dyn AsyncIo> = Box::new(stream);
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
                 .await
@@ -213,7 +196,7 @@ impl WsConnection {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         #[cfg(feature = "tls")]
-        let io: Box<dyn WsIo> = match tls {
+        let io: Box<dyn AsyncIo> = match tls {
             Some((name, config)) => {
                 let name = rustls::pki_types::ServerName::try_from(name.to_owned())
                     .map_err(|e| crate::Error::Tls(format!("server name `{name}`: {e}")))?;
@@ -226,7 +209,7 @@ impl WsConnection {
             None => Box::new(stream),
         };
         #[cfg(not(feature = "tls"))]
-        let io: Box<dyn WsIo> = Box::new(stream);
+        let io: Box<dyn AsyncIo> = Box::new(stream);
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
                 .await

@@ -50,6 +50,22 @@ impl Fixture for Tcp {
     }
 }
 
+/// A generated certificate: the server's TLS config and a client config that trusts
+/// exactly that certificate.
+#[cfg(feature = "tls")]
+fn dev_tls() -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use longconn_transport::cert::{TlsIdentity, Trust};
+    let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+    let server = identity.server_config(&[], false).unwrap();
+    let client = Trust::Roots(vec![identity.leaf().clone()])
+        .client_config(&[], false)
+        .unwrap();
+    (std::sync::Arc::new(server), std::sync::Arc::new(client))
+}
+
 /// TLS over TCP with a generated certificate the client trusts explicitly.
 #[cfg(feature = "tls")]
 pub struct Tls {
@@ -62,9 +78,7 @@ impl Fixture for Tls {
     type Conn = longconn_transport::tls::TlsConnection;
 
     async fn start(server: &Server) -> Self {
-        use longconn_transport::cert::{TlsIdentity, Trust};
-        let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
-        let config = std::sync::Arc::new(identity.server_config(&[], false).unwrap());
+        let (config, client) = dev_tls();
         let acceptor = longconn_transport::tls::TlsAcceptor::bind(
             "127.0.0.1:0".parse().unwrap(),
             config,
@@ -74,11 +88,7 @@ impl Fixture for Tls {
         .unwrap();
         let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
-        let trust = Trust::Roots(vec![identity.leaf().clone()]);
-        Tls {
-            addr,
-            client: std::sync::Arc::new(trust.client_config(&[], false).unwrap()),
-        }
+        Tls { addr, client }
     }
 
     async fn connect(&self) -> Self::Conn {
@@ -135,9 +145,7 @@ impl Fixture for Wss {
     type Conn = longconn_transport::ws::WsConnection;
 
     async fn start(server: &Server) -> Self {
-        use longconn_transport::cert::{TlsIdentity, Trust};
-        let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
-        let config = std::sync::Arc::new(identity.server_config(&[], false).unwrap());
+        let (config, client) = dev_tls();
         let acceptor = longconn_transport::ws::WsAcceptor::bind_tls(
             "127.0.0.1:0".parse().unwrap(),
             config,
@@ -147,11 +155,7 @@ impl Fixture for Wss {
         .unwrap();
         let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
-        let trust = Trust::Roots(vec![identity.leaf().clone()]);
-        Wss {
-            addr,
-            client: std::sync::Arc::new(trust.client_config(&[], false).unwrap()),
-        }
+        Wss { addr, client }
     }
 
     async fn connect(&self) -> Self::Conn {
