@@ -1,29 +1,102 @@
-//! Checks the codec against docs/protocol-vectors.json, which an independent Python
-//! encoder (docs/tools/gen_protocol_vectors.py) produced from the specification.
+//! Checks the codec against docs/protocol-vectors.json, the test vectors produced by the
+//! independent Python encoder docs/tools/gen_protocol_vectors.py.
+//!
+//! Valid vectors must decode (as a stream, whole and one byte at a time, and as one
+//! message) to exactly the frame the file describes, and canonical ones must re-encode to
+//! the same bytes. Invalid vectors must fail with the documented `Error` variant.
 
-use bytes::BytesMut;
-use longconn_core::{Error, Frame, FrameCodec, FrameType};
-use serde_json::{Value, json};
-use tokio_util::codec::Decoder;
+use std::path::Path;
+use std::process::Command;
 
-const VECTORS: &str = include_str!(concat!(
+use bytes::{Bytes, BytesMut};
+use longconn_core::Error;
+use longconn_core::protocol::{Code, Frame, FrameCodec, FrameType, Metadata, VERSION};
+use serde_json::{Map, Value, json};
+use tokio_util::codec::{Decoder, Encoder};
+
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol-vectors.json");
+const GENERATOR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../docs/protocol-vectors.json"
-));
+    "/../docs/tools/gen_protocol_vectors.py"
+);
 
-fn vectors() -> Value {
-    serde_json::from_str(VECTORS).expect("protocol-vectors.json is valid JSON")
+/// Every frame type, by the name the vectors use.
+const FRAME_TYPES: [&str; 19] = [
+    "Login",
+    "LoginAck",
+    "Ping",
+    "Pong",
+    "Request",
+    "Response",
+    "Push",
+    "PushAck",
+    "JoinGroup",
+    "JoinAck",
+    "LeaveGroup",
+    "LeaveAck",
+    "TokenExpiring",
+    "TokenRefresh",
+    "TokenRefreshAck",
+    "Kick",
+    "GoAway",
+    "Error",
+    "Close",
+];
+
+/// Every `Error` variant that `FrameCodec` decoding can return (read off
+/// protocol/codec.rs, frame.rs and fields.rs). `InvalidValue` is encoder-only;
+/// `InvalidConfig` and `Io` never come from decoding bytes.
+const DECODER_ERRORS: [&str; 10] = [
+    "BadMagic",
+    "UnsupportedVersion",
+    "FrameTooLarge",
+    "UnknownFrameType",
+    "ReservedBits",
+    "MalformedField",
+    "InvalidUtf8",
+    "DuplicateField",
+    "MissingField",
+    "Truncated",
+];
+
+struct Vectors {
+    max_frame_size: usize,
+    valid: Vec<Value>,
+    invalid: Vec<Value>,
 }
 
-fn codec(doc: &Value) -> FrameCodec {
-    FrameCodec::new(doc["max_frame_size"].as_u64().unwrap() as usize)
+fn load() -> Vectors {
+    let text = std::fs::read_to_string(VECTORS).unwrap_or_else(|e| panic!("{VECTORS}: {e}"));
+    let doc: Value = serde_json::from_str(&text).expect("protocol-vectors.json is not JSON");
+    assert_eq!(doc["protocol_version"], json!(VERSION));
+    assert!(doc["description"].as_str().is_some_and(|d| !d.is_empty()));
+    let list = |key: &str| doc[key].as_array().cloned().expect("a list of vectors");
+    Vectors {
+        max_frame_size: doc["max_frame_size"].as_u64().expect("max_frame_size") as usize,
+        valid: list("valid"),
+        invalid: list("invalid"),
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("vector field `{key}` is not a string: {v}"))
+}
+
+fn name(v: &Value) -> &str {
+    str_of(v, "name")
+}
+
+fn bytes_of(v: &Value) -> Bytes {
+    Bytes::from(unhex(str_of(v, "hex")))
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len() % 2 == 0, "odd-length hex");
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
         .collect()
 }
 
@@ -31,9 +104,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The error's kind, as the vectors name it (the `Error` variant's name).
-fn kind(err: &Error) -> &'static str {
-    match err {
+/// The `Error` variant's name, as the vectors spell it.
+fn error_kind(error: &Error) -> &'static str {
+    match error {
         Error::BadMagic { .. } => "BadMagic",
         Error::UnsupportedVersion { .. } => "UnsupportedVersion",
         Error::FrameTooLarge { .. } => "FrameTooLarge",
@@ -44,31 +117,82 @@ fn kind(err: &Error) -> &'static str {
         Error::DuplicateField { .. } => "DuplicateField",
         Error::MissingField { .. } => "MissingField",
         Error::Truncated { .. } => "Truncated",
-        other => panic!("not a decode error: {other}"),
+        Error::InvalidValue { .. } => "InvalidValue",
+        Error::InvalidConfig { .. } => "InvalidConfig",
+        Error::Io(_) => "Io",
+        other => panic!("error variant without a name in this test: {other:?}"),
     }
 }
 
-/// A decoded frame in the vectors' JSON form (every field of its type).
-fn to_json(frame: &Frame) -> Value {
-    let text = |t: &longconn_core::Text| json!(t.as_str());
-    let opt_text = |t: &Option<longconn_core::Text>| t.as_ref().map_or(Value::Null, &text);
-    let meta = |m: &longconn_core::Metadata| {
-        Value::Array(
-            m.iter()
-                .map(|(k, v)| json!({"key": k, "value_hex": hex(v)}))
-                .collect(),
-        )
-    };
-    let ty = format!("{:?}", frame.frame_type());
-    let mut v = match frame {
+/// The tag a field error carries, if it is one.
+fn error_tag(error: &Error) -> Option<u8> {
+    match error {
+        Error::MalformedField { tag, .. }
+        | Error::InvalidUtf8 { tag }
+        | Error::DuplicateField { tag }
+        | Error::MissingField { tag, .. } => Some(*tag),
+        _ => None,
+    }
+}
+
+fn meta_json(meta: &Metadata) -> Value {
+    meta.iter()
+        .map(|(key, value)| {
+            let value = match std::str::from_utf8(value) {
+                Ok(text) => json!(text),
+                Err(_) => json!({ "hex": hex(value) }),
+            };
+            json!([key, value])
+        })
+        .collect()
+}
+
+fn type_name(ty: FrameType) -> &'static str {
+    match ty {
+        FrameType::Login => "Login",
+        FrameType::LoginAck => "LoginAck",
+        FrameType::Ping => "Ping",
+        FrameType::Pong => "Pong",
+        FrameType::Request => "Request",
+        FrameType::Response => "Response",
+        FrameType::Push => "Push",
+        FrameType::PushAck => "PushAck",
+        FrameType::JoinGroup => "JoinGroup",
+        FrameType::JoinAck => "JoinAck",
+        FrameType::LeaveGroup => "LeaveGroup",
+        FrameType::LeaveAck => "LeaveAck",
+        FrameType::TokenExpiring => "TokenExpiring",
+        FrameType::TokenRefresh => "TokenRefresh",
+        FrameType::TokenRefreshAck => "TokenRefreshAck",
+        FrameType::Kick => "Kick",
+        FrameType::GoAway => "GoAway",
+        FrameType::Error => "Error",
+        FrameType::Close => "Close",
+    }
+}
+
+/// A decoded frame in the JSON form the vectors use, with every field of its variant.
+fn frame_json(frame: &Frame) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), json!(type_name(frame.frame_type())));
+    let flags = matches!(
+        frame,
+        Frame::Push {
+            ack_required: true,
+            ..
+        }
+    ) as u8;
+    m.insert("flags".into(), json!(flags));
+    let fields = match frame {
         Frame::Login {
             id,
             app,
             device,
             token,
-            meta: m,
+            meta,
         } => json!({
-            "id": id, "app": text(app), "device": text(device), "token": hex(token), "meta": meta(m)
+            "id": id, "app": app.as_str(), "device": device.as_str(),
+            "token_hex": hex(token), "meta": meta_json(meta),
         }),
         Frame::LoginAck {
             id,
@@ -76,24 +200,26 @@ fn to_json(frame: &Frame) -> Value {
             heartbeat_ms,
             expires_at_ms,
         } => json!({
-            "id": id, "conn_id": conn_id, "heartbeat_ms": heartbeat_ms, "expires_at_ms": expires_at_ms
+            "id": id, "conn_id": conn_id, "heartbeat_ms": heartbeat_ms,
+            "expires_at_ms": expires_at_ms,
         }),
         Frame::Ping { id, payload } | Frame::Pong { id, payload } => {
-            json!({"id": id, "payload_hex": hex(payload)})
+            json!({ "id": id, "payload_hex": hex(payload) })
         }
         Frame::Request {
             id,
             business,
-            meta: m,
+            meta,
             payload,
         }
         | Frame::Response {
             id,
             business,
-            meta: m,
+            meta,
             payload,
         } => json!({
-            "id": id, "business": business, "meta": meta(m), "payload_hex": hex(payload)
+            "id": id, "business": business, "meta": meta_json(meta),
+            "payload_hex": hex(payload),
         }),
         Frame::Push {
             id,
@@ -101,178 +227,370 @@ fn to_json(frame: &Frame) -> Value {
             business,
             group,
             seq,
-            meta: m,
+            meta,
             payload,
         } => json!({
-            "id": id, "ack_required": ack_required, "business": business, "group": opt_text(group),
-            "seq": seq, "meta": meta(m), "payload_hex": hex(payload)
+            "id": id, "ack_required": ack_required, "business": business,
+            "group": group.as_ref().map(|g| g.as_str()), "seq": seq,
+            "meta": meta_json(meta), "payload_hex": hex(payload),
         }),
-        Frame::PushAck { id } => json!({"id": id}),
+        Frame::PushAck { id } => json!({ "id": id }),
         Frame::JoinGroup { id, group }
         | Frame::JoinAck { id, group }
         | Frame::LeaveGroup { id, group }
-        | Frame::LeaveAck { id, group } => json!({"id": id, "group": text(group)}),
-        Frame::TokenExpiring { deadline_ms } => json!({"deadline_ms": deadline_ms}),
-        Frame::TokenRefresh { id, token } => json!({"id": id, "token": hex(token)}),
+        | Frame::LeaveAck { id, group } => json!({ "id": id, "group": group.as_str() }),
+        Frame::TokenExpiring { deadline_ms } => json!({ "deadline_ms": deadline_ms }),
+        Frame::TokenRefresh { id, token } => json!({ "id": id, "token_hex": hex(token) }),
         Frame::TokenRefreshAck { id, expires_at_ms } => {
-            json!({"id": id, "expires_at_ms": expires_at_ms})
+            json!({ "id": id, "expires_at_ms": expires_at_ms })
         }
         Frame::Kick { code, message } | Frame::Close { code, message } => {
-            json!({"code": code.as_u16(), "message": text(message)})
-        }
-        Frame::Error { id, code, message } => {
-            json!({"id": id, "code": code.as_u16(), "message": text(message)})
+            json!({ "code": code.as_u16(), "message": message.as_str() })
         }
         Frame::GoAway {
             retry_after_ms,
             message,
-        } => {
-            json!({"retry_after_ms": retry_after_ms, "message": text(message)})
+        } => json!({ "retry_after_ms": retry_after_ms, "message": message.as_str() }),
+        Frame::Error { id, code, message } => {
+            json!({ "id": id, "code": code.as_u16(), "message": message.as_str() })
         }
-        other => panic!("no JSON form for {other:?}: extend the vectors"),
+        other => panic!("frame variant without a JSON form in this test: {other:?}"),
     };
-    v["type"] = json!(ty);
-    v
+    let Value::Object(fields) = fields else {
+        unreachable!()
+    };
+    m.extend(fields);
+    Value::Object(m)
+}
+
+/// Decodes `bytes` as a stream: exactly one frame, the buffer consumed, a clean EOF after.
+fn decode_stream(codec: &mut FrameCodec, bytes: &[u8], name: &str) -> Frame {
+    let mut buf = BytesMut::from(bytes);
+    let frame = codec
+        .decode(&mut buf)
+        .unwrap_or_else(|e| panic!("{name}: stream decode failed: {e}"))
+        .unwrap_or_else(|| panic!("{name}: stream decode wants more bytes"));
+    assert!(buf.is_empty(), "{name}: {} bytes left over", buf.len());
+    assert!(matches!(codec.decode(&mut buf), Ok(None)), "{name}");
+    assert!(matches!(codec.decode_eof(&mut buf), Ok(None)), "{name}");
+    frame
+}
+
+fn encode(codec: &mut FrameCodec, frame: &Frame, name: &str) -> Bytes {
+    let mut dst = BytesMut::new();
+    codec
+        .encode(frame, &mut dst)
+        .unwrap_or_else(|e| panic!("{name}: encode failed: {e}"));
+    dst.freeze()
 }
 
 #[test]
-fn valid_vectors_decode_to_their_frames_and_encode_back() {
-    let doc = vectors();
-    let mut codec = codec(&doc);
-    let max = doc["max_frame_size"].as_u64().unwrap() as usize;
-    for vector in doc["valid"].as_array().unwrap() {
-        let name = vector["name"].as_str().unwrap();
-        let bytes = unhex(vector["hex"].as_str().unwrap());
+fn valid_vectors_decode_to_their_frames_and_reencode() {
+    let vectors = load();
+    let mut codec = FrameCodec::new(vectors.max_frame_size);
+    for v in &vectors.valid {
+        let name = name(v);
+        let bytes = bytes_of(v);
+        assert!(
+            bytes.len() <= vectors.max_frame_size,
+            "{name}: over the limit"
+        );
 
-        // As a stream: exactly one frame, everything consumed.
-        let mut buf = BytesMut::from(&bytes[..]);
-        let frame = codec
-            .decode(&mut buf)
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-            .unwrap_or_else(|| panic!("{name}: incomplete"));
-        assert!(buf.is_empty(), "{name}: bytes left over");
-        assert_eq!(to_json(&frame), vector["frame"], "{name}: decoded fields");
+        let frame = decode_stream(&mut codec, &bytes, name);
+        let message = codec
+            .decode_message(bytes.clone())
+            .unwrap_or_else(|e| panic!("{name}: decode_message failed: {e}"));
+        assert_eq!(message, frame, "{name}: stream and message decoding differ");
+        assert_eq!(
+            frame_json(&frame),
+            v["frame"],
+            "{name}: decoded frame differs"
+        );
 
-        // As one message.
-        let message = codec.decode_message(bytes.clone().into()).unwrap();
-        assert_eq!(message, frame, "{name}: message decode");
-
-        // Encoding: byte for byte when canonical, otherwise a faithful round trip.
-        let encoded = frame.to_bytes(max).unwrap();
-        if vector["canonical"] != json!(false) {
-            assert_eq!(
-                hex(&encoded),
-                vector["hex"].as_str().unwrap(),
-                "{name}: encoding"
-            );
-        } else {
-            assert_ne!(encoded.as_ref(), &bytes[..], "{name}: marked non-canonical");
-            assert_eq!(
-                codec.decode_message(encoded).unwrap(),
-                frame,
-                "{name}: round trip"
-            );
+        let encoded = encode(&mut codec, &frame, name);
+        assert_eq!(frame.encoded_len().unwrap(), encoded.len(), "{name}");
+        assert_eq!(frame.to_bytes(vectors.max_frame_size).unwrap(), encoded);
+        match v["canonical"].as_bool() {
+            Some(true) => assert_eq!(hex(&encoded), hex(&bytes), "{name}: not canonical"),
+            Some(false) => {
+                assert_ne!(
+                    encoded, bytes,
+                    "{name}: marked non-canonical but re-encodes equal"
+                );
+                let again = decode_stream(&mut codec, &encoded, name);
+                assert_eq!(again, frame, "{name}: re-encoded frame decodes differently");
+                assert_eq!(encode(&mut codec, &again, name), encoded, "{name}");
+            }
+            None => panic!("{name}: `canonical` must be true or false"),
         }
     }
 }
 
 #[test]
-fn valid_vectors_need_every_byte_before_they_decode() {
-    let doc = vectors();
-    let mut codec = codec(&doc);
-    for vector in doc["valid"].as_array().unwrap() {
-        let name = vector["name"].as_str().unwrap();
-        let bytes = unhex(vector["hex"].as_str().unwrap());
+fn valid_vectors_decode_one_byte_at_a_time() {
+    let vectors = load();
+    let mut codec = FrameCodec::new(vectors.max_frame_size);
+    for v in &vectors.valid {
+        let name = name(v);
+        let bytes = bytes_of(v);
+        let whole = codec.decode_message(bytes.clone()).unwrap();
         let mut buf = BytesMut::new();
         for (i, byte) in bytes.iter().enumerate() {
             buf.extend_from_slice(&[*byte]);
             let out = codec
                 .decode(&mut buf)
-                .unwrap_or_else(|e| panic!("{name}@{i}: {e}"));
-            assert_eq!(out.is_some(), i == bytes.len() - 1, "{name}: byte {i}");
+                .unwrap_or_else(|e| panic!("{name}: error after {} bytes: {e}", i + 1));
+            if i + 1 < bytes.len() {
+                assert!(out.is_none(), "{name}: frame after only {} bytes", i + 1);
+            } else {
+                assert_eq!(
+                    out.as_ref(),
+                    Some(&whole),
+                    "{name}: last byte gave no frame"
+                );
+            }
         }
+        assert!(buf.is_empty(), "{name}");
     }
 }
 
-#[test]
-fn invalid_vectors_fail_with_their_error() {
-    let doc = vectors();
-    let mut codec = codec(&doc);
-    for vector in doc["invalid"].as_array().unwrap() {
-        let name = vector["name"].as_str().unwrap();
-        let mut buf = BytesMut::from(&unhex(vector["hex"].as_str().unwrap())[..]);
-        let result = if vector["at_eof"] == json!(true) {
-            assert!(
-                matches!(codec.decode(&mut buf), Ok(None)),
-                "{name}: incomplete input is not an error before the end"
+fn decoders(v: &Value) -> Vec<&str> {
+    let list: Vec<&str> = v["decoders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: `decoders` is not a list", name(v)))
+        .iter()
+        .map(|d| d.as_str().expect("decoder name"))
+        .collect();
+    assert!(!list.is_empty(), "{}: no decoders", name(v));
+    for d in &list {
+        assert!(
+            matches!(*d, "stream" | "message"),
+            "{}: decoder {d}",
+            name(v)
+        );
+    }
+    list
+}
+
+/// Asserts that `error` is what the invalid vector `v` documents.
+fn check_error(v: &Value, error: &Error, how: &str) {
+    let name = name(v);
+    assert_eq!(
+        error_kind(error),
+        str_of(v, "error"),
+        "{name} ({how}): wrong error: {error}"
+    );
+    match v.get("tag") {
+        Some(tag) => {
+            let tag = tag.as_u64().expect("tag is a number");
+            assert_eq!(
+                error_tag(error).map(u64::from),
+                Some(tag),
+                "{name} ({how}): wrong tag: {error}"
             );
-            codec.decode_eof(&mut buf)
-        } else {
-            codec.decode(&mut buf)
-        };
-        match result {
-            Err(err) => assert_eq!(kind(&err), vector["error"], "{name}: {err}"),
-            Ok(frame) => panic!("{name}: decoded {frame:?}"),
+        }
+        None => assert!(
+            error_tag(error).is_none(),
+            "{name}: field error without a `tag` in the vector: {error}"
+        ),
+    }
+}
+
+#[test]
+fn invalid_vectors_fail_with_the_documented_error() {
+    let vectors = load();
+    let mut codec = FrameCodec::new(vectors.max_frame_size);
+    for v in &vectors.invalid {
+        let name = name(v);
+        let bytes = bytes_of(v);
+        let truncated = str_of(v, "error") == "Truncated";
+        assert!(
+            v["note"].as_str().is_some_and(|n| !n.is_empty()),
+            "{name}: no note"
+        );
+        for decoder in decoders(v) {
+            match decoder {
+                "message" => match codec.decode_message(bytes.clone()) {
+                    Ok(frame) => panic!("{name}: decode_message accepted it: {frame:?}"),
+                    Err(e) => check_error(v, &e, "decode_message"),
+                },
+                _ => {
+                    let mut buf = BytesMut::from(&bytes[..]);
+                    if truncated {
+                        assert!(
+                            matches!(codec.decode(&mut buf), Ok(None)),
+                            "{name}: a truncated frame must be Ok(None) before EOF"
+                        );
+                        let e = codec.decode_eof(&mut buf).expect_err(name);
+                        check_error(v, &e, "decode_eof");
+                    } else {
+                        match codec.decode(&mut buf) {
+                            Ok(out) => panic!("{name}: stream decode accepted it: {out:?}"),
+                            Err(e) => check_error(v, &e, "decode"),
+                        }
+                        let mut buf = BytesMut::from(&bytes[..]);
+                        let e = codec.decode_eof(&mut buf).expect_err(name);
+                        check_error(v, &e, "decode_eof");
+                    }
+                }
+            }
         }
     }
 }
 
 #[test]
-fn vectors_cover_every_frame_type_and_error_kind() {
-    let doc = vectors();
-    let types: Vec<&str> = doc["valid"]
-        .as_array()
-        .unwrap()
+fn invalid_vectors_fail_the_same_way_one_byte_at_a_time() {
+    let vectors = load();
+    let mut codec = FrameCodec::new(vectors.max_frame_size);
+    for v in vectors
+        .invalid
         .iter()
-        .map(|v| v["frame"]["type"].as_str().unwrap())
-        .collect();
-    for code in 0x01..=0x13u8 {
-        let ty = format!("{:?}", FrameType::from_u8(code).unwrap());
-        assert!(types.contains(&ty.as_str()), "no valid vector for {ty}");
-    }
-    let errors: Vec<&str> = doc["invalid"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["error"].as_str().unwrap())
-        .collect();
-    for kind in [
-        "BadMagic",
-        "UnsupportedVersion",
-        "FrameTooLarge",
-        "UnknownFrameType",
-        "ReservedBits",
-        "MalformedField",
-        "InvalidUtf8",
-        "DuplicateField",
-        "MissingField",
-        "Truncated",
-    ] {
-        assert!(errors.contains(&kind), "no invalid vector for {kind}");
+        .filter(|v| decoders(v).contains(&"stream"))
+    {
+        let name = name(v);
+        let bytes = bytes_of(v);
+        let mut buf = BytesMut::new();
+        let mut error = None;
+        for (i, byte) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*byte]);
+            match codec.decode(&mut buf) {
+                Ok(None) => {}
+                Ok(Some(frame)) => panic!("{name}: frame after {} bytes: {frame:?}", i + 1),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let error = match error {
+            Some(e) => {
+                assert_ne!(str_of(v, "error"), "Truncated", "{name}: error before EOF");
+                e
+            }
+            None => codec.decode_eof(&mut buf).expect_err(name),
+        };
+        check_error(v, &error, "byte at a time");
     }
 }
 
 #[test]
-fn vectors_file_matches_its_generator() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let output = match std::process::Command::new("python3")
-        .arg("docs/tools/gen_protocol_vectors.py")
-        .current_dir(root)
-        .output()
-    {
+fn vector_file_covers_every_frame_type_and_decoder_error() {
+    let vectors = load();
+    assert!(
+        vectors.valid.len() >= 19,
+        "only {} valid vectors",
+        vectors.valid.len()
+    );
+    assert!(
+        vectors.invalid.len() >= 12,
+        "only {} invalid",
+        vectors.invalid.len()
+    );
+
+    let mut names: Vec<&str> = vectors
+        .valid
+        .iter()
+        .chain(&vectors.invalid)
+        .map(name)
+        .collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "vector names must be unique");
+
+    for ty in FRAME_TYPES {
+        let n = vectors
+            .valid
+            .iter()
+            .filter(|v| v["frame"]["type"] == ty)
+            .count();
+        assert!(n >= 1, "no valid vector for frame type {ty}");
+    }
+    for kind in DECODER_ERRORS {
+        let n = vectors
+            .invalid
+            .iter()
+            .filter(|v| v["error"] == kind)
+            .count();
+        assert!(n >= 1, "no invalid vector for decoder error {kind}");
+    }
+    for v in &vectors.invalid {
+        let kind = str_of(v, "error");
+        assert!(DECODER_ERRORS.contains(&kind), "{}: {kind}", name(v));
+    }
+
+    // Features the file must keep exercising.
+    let frames: Vec<&Value> = vectors.valid.iter().map(|v| &v["frame"]).collect();
+    let any = |pred: &dyn Fn(&Value) -> bool| frames.iter().any(|f| pred(f));
+    assert!(any(&|f| f["ack_required"] == true && f["flags"] == 1));
+    assert!(any(&|f| f["id"] == u32::MAX));
+    assert!(any(&|f| f["meta"].as_array().is_some_and(|m| m.len() >= 3)));
+    assert!(any(&|f| f["payload_hex"] == ""));
+    assert!(any(&|f| f["payload_hex"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())));
+    assert!(any(
+        &|f| f["expires_at_ms"].is_null() && f["type"] == "LoginAck"
+    ));
+    assert!(any(
+        &|f| f["expires_at_ms"].is_u64() && f["type"] == "LoginAck"
+    ));
+    assert!(any(&|f| f["app"].as_str().is_some_and(|a| a.len() == 128)));
+    assert!(any(&|f| f["code"].as_u64().is_some_and(|c| matches!(
+        Code::from_u16(c as u16),
+        Code::Other(_)
+    ))));
+    assert!(vectors.valid.iter().any(|v| v["canonical"] == false));
+    assert!(
+        vectors
+            .valid
+            .iter()
+            .any(|v| unhex(str_of(v, "hex")).len() == vectors.max_frame_size),
+        "no valid vector of exactly max_frame_size bytes"
+    );
+}
+
+#[test]
+fn unknown_codes_decode_as_other() {
+    let vectors = load();
+    let codec = FrameCodec::new(vectors.max_frame_size);
+    let v = vectors
+        .valid
+        .iter()
+        .find(|v| name(v) == "error_unknown_code")
+        .expect("vector error_unknown_code");
+    let frame = codec.decode_message(bytes_of(v)).unwrap();
+    assert!(
+        matches!(
+            frame,
+            Frame::Error {
+                code: Code::Other(9999),
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+}
+
+#[test]
+fn vector_file_matches_the_python_generator() {
+    let output = match Command::new("python3").arg(GENERATOR).output() {
         Ok(output) => output,
-        Err(err) => {
-            eprintln!("SKIPPED vectors_file_matches_its_generator: python3 not runnable: {err}");
+        Err(e) => {
+            eprintln!("skipped: cannot run python3 ({e}); the vector file is not re-generated");
             return;
         }
     };
     assert!(
         output.status.success(),
-        "{}",
+        "{GENERATOR} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let on_disk = std::fs::read(VECTORS).unwrap();
     assert!(
-        output.stdout == VECTORS.as_bytes(),
-        "docs/protocol-vectors.json is stale: rerun docs/tools/gen_protocol_vectors.py"
+        output.stdout == on_disk,
+        "{} differs from the generator's output; run \
+         `python3 docs/tools/gen_protocol_vectors.py > docs/protocol-vectors.json`",
+        Path::new(VECTORS).display()
     );
 }

@@ -61,7 +61,6 @@ impl Text {
         Text(Bytes::from_static(s.as_bytes()))
     }
 
-    /// Wraps `bytes` after checking that they are UTF-8.
     /// Wraps bytes the caller has already checked to be UTF-8.
     pub(crate) fn from_validated(bytes: Bytes) -> Text {
         Text(bytes)
