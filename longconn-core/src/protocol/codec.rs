@@ -56,6 +56,7 @@ impl FrameCodec {
     }
 
     /// Checks what of the header is buffered; `Ok(None)` if the header is incomplete.
+    #[inline]
     fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>> {
         if buf.len() >= 2 {
             let magic = u16::from_be_bytes([buf[0], buf[1]]);

@@ -454,6 +454,7 @@ impl Header {
     /// Parses and validates the header at the start of `buf` (at least [`HEADER_LEN`]
     /// bytes). Checks are ordered so the most basic failure is reported: magic, then
     /// version, then size, then type and reserved bits.
+    #[inline]
     pub(crate) fn parse(buf: &[u8], max_frame_size: usize) -> Result<Header> {
         let magic = u16::from_be_bytes([buf[0], buf[1]]);
         if magic != MAGIC {
@@ -496,6 +497,7 @@ impl Header {
         })
     }
 
+    #[inline]
     pub(crate) fn frame_len(&self) -> usize {
         HEADER_LEN + self.fields_len + self.payload_len
     }
