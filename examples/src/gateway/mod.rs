@@ -147,7 +147,9 @@ fn tls_identity(settings: &GatewaySettings) -> Result<TlsIdentity, GatewayError>
     warn!(
         cert = %cert.display(),
         fingerprint = %identity.fingerprint_sha256(),
-        "USING A GENERATED DEVELOPMENT CERTIFICATE for QUIC/TLS/wss. Clients must trust          this file (--ca) or skip verification in development only (--insecure). Pass          --tls-cert and --tls-key for any real deployment."
+        "USING A GENERATED DEVELOPMENT CERTIFICATE for QUIC/TLS/wss. Clients must trust \
+         this file (--ca) or skip verification in development only (--insecure). \
+         Pass --tls-cert and --tls-key for any real deployment."
     );
     Ok(identity)
 }

@@ -1,0 +1,88 @@
+//! Reconnect delays: exponential backoff with full jitter.
+//!
+//! Attempt `n` (from 0) waits a uniformly random time in `[0, min(cap, base * 2^n)]`.
+//! Full jitter spreads clients that lost the same gateway at the same moment over the
+//! whole window, instead of bringing them back in waves (the reconnect storms that
+//! EMQX, Phoenix and NATS clients had to fix).
+
+use std::time::Duration;
+
+/// Backoff settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Upper bound of the first attempt's delay. Default 500 ms.
+    pub base: Duration,
+    /// Largest upper bound. Default 30 s.
+    pub cap: Duration,
+    /// Attempts in a row before the client gives up; `None` for never. Default `None`.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The window for attempt `attempt`: `min(cap, base * 2^attempt)`.
+    pub fn window(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// A random delay for attempt `attempt`, uniform in `[0, window]`.
+    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+        let window = self.window(attempt).as_millis() as u64;
+        Duration::from_millis(rng.u64(0..=window))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_doubles_up_to_the_cap() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            max_attempts: None,
+        };
+        let windows: Vec<u128> = (0..6).map(|n| b.window(n).as_millis()).collect();
+        assert_eq!(windows, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.window(200), Duration::from_secs(1), "no overflow");
+    }
+
+    /// 10,000 clients losing the gateway at once: their first reconnect delays must
+    /// fill the window evenly (chi-square over 10 buckets), not cluster.
+    #[test]
+    fn full_jitter_spreads_simultaneous_reconnects_evenly() {
+        let b = Backoff {
+            base: Duration::from_millis(1000),
+            cap: Duration::from_secs(30),
+            max_attempts: None,
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut buckets = [0u32; 10];
+        let n = 10_000;
+        for _ in 0..n {
+            let d = b.delay(0, &mut rng).as_millis() as usize;
+            assert!(d <= 1000);
+            buckets[(d * 10 / 1001).min(9)] += 1;
+        }
+        let expected = n as f64 / 10.0;
+        let chi2: f64 = buckets
+            .iter()
+            .map(|&o| (o as f64 - expected).powi(2) / expected)
+            .sum();
+        // 9 degrees of freedom: 27.88 is the 0.1 % critical value.
+        assert!(chi2 < 27.88, "not uniform: {buckets:?}, chi2 {chi2}");
+        // And no lockstep: the busiest bucket holds well under a fifth of the clients.
+        assert!(*buckets.iter().max().unwrap() < n / 5);
+    }
+}

@@ -1,0 +1,311 @@
+//! The SDK against the real gateway runtime, over every transport.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use longconn_client::{Backoff, Client, ClientConfig, ClientError, ConnState, StaticToken, Trust};
+use longconn_core::runtime::{
+    BackendError, BackendReply, BackendRequest, RequestHandler, Server, ServerConfig, node_of,
+};
+use longconn_core::{Code, Frame, Metadata, SessionConfig, TokenKey, TokenKeys, Transmit};
+use longconn_transport::cert::TlsIdentity;
+
+const APP: &str = "sdk-test";
+const STEP: Duration = Duration::from_secs(5);
+
+fn keys() -> TokenKeys {
+    TokenKeys::new(TokenKey::new("k", b"sdk-test-secret-0123456").unwrap())
+}
+
+fn token(device: &str) -> Arc<StaticToken> {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    Arc::new(StaticToken(Bytes::from(keys().mint(APP, device, exp))))
+}
+
+/// Echo on business 1; business 2 never answers in time (for timeouts).
+struct Backend;
+
+#[async_trait]
+impl RequestHandler for Backend {
+    async fn handle(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
+        if request.business == 2 {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        Ok(BackendReply {
+            meta: request.meta,
+            payload: request.payload,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+    Quic,
+}
+
+/// A gateway on fixed ports (so a restart binds the same ones).
+struct Gateway {
+    server: Server,
+    addr: SocketAddr,
+}
+
+fn start(transport: Transport, identity: &TlsIdentity, addr: SocketAddr, node_id: u16) -> Gateway {
+    use longconn_transport::{quic, tcp, tls, ws};
+    let session = SessionConfig::builder()
+        .heartbeat_interval(Duration::from_millis(300))
+        .idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder()
+        .node_id(node_id)
+        .session(session)
+        .shutdown_retry_after(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let server = Server::new(config, Arc::new(keys()), Arc::new(Backend));
+    let tcp_tls = || Arc::new(identity.server_config(&[], false).unwrap());
+    let bound = match transport {
+        Transport::Tcp => {
+            let a = tcp::TcpAcceptor::bind(addr, 65_536, false).unwrap();
+            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            server.serve(a);
+            bound
+        }
+        Transport::Tls => {
+            let a = tls::TlsAcceptor::bind(addr, tcp_tls(), 65_536, false).unwrap();
+            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            server.serve(a);
+            bound
+        }
+        Transport::Ws => {
+            let a = ws::WsAcceptor::bind(addr, 65_536, false).unwrap();
+            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            server.serve(a);
+            bound
+        }
+        Transport::Wss => {
+            let a = ws::WsAcceptor::bind_tls(addr, tcp_tls(), 65_536, false).unwrap();
+            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            server.serve(a);
+            bound
+        }
+        Transport::Quic => {
+            let a = quic::QuicAcceptor::bind(addr, identity, 65_536).unwrap();
+            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            server.serve(a);
+            bound
+        }
+    };
+    Gateway {
+        server,
+        addr: bound,
+    }
+}
+
+fn client(transport: Transport, identity: &TlsIdentity, addr: SocketAddr, device: &str) -> Client {
+    let url = match transport {
+        Transport::Tcp => format!("tcp://localhost:{}", addr.port()),
+        Transport::Tls => format!("tls://localhost:{}", addr.port()),
+        Transport::Ws => format!("ws://localhost:{}/ws", addr.port()),
+        Transport::Wss => format!("wss://localhost:{}/ws", addr.port()),
+        Transport::Quic => format!("quic://localhost:{}", addr.port()),
+    };
+    let mut config = ClientConfig::new(&url, APP, device, token(device)).unwrap();
+    config.trust = Trust::Roots(vec![identity.leaf().clone()]);
+    config.backoff = Backoff {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(400),
+        max_attempts: None,
+    };
+    Client::connect(config)
+}
+
+fn setup(transport: Transport) -> (TlsIdentity, Gateway) {
+    let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+    let gateway = start(transport, &identity, "127.0.0.1:0".parse().unwrap(), 1);
+    (identity, gateway)
+}
+
+async fn login_and_requests(transport: Transport) {
+    let (identity, gw) = setup(transport);
+    let c = client(transport, &identity, gw.addr, "dev-1");
+    let conn_id = c.wait_connected(STEP).await.unwrap();
+    assert!(gw.server.hub().get(conn_id).is_some());
+    // Many requests in flight on one connection, answered by id.
+    let calls = (0..20u32).map(|i| c.request(1, Bytes::from(format!("call {i}"))));
+    let answers = futures_join_all(calls).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap().payload, format!("call {i}"));
+    }
+    // A call the backend does not answer in time.
+    let slow = c
+        .request_with(2, Metadata::new(), Bytes::new(), Duration::from_millis(200))
+        .await;
+    assert!(matches!(slow, Err(ClientError::Timeout)), "{slow:?}");
+    // Groups are not served until the group layer exists: the refusal is typed.
+    match c.join("room-1").await {
+        Err(ClientError::Failed { code, .. }) => assert_eq!(code, Code::GroupForbidden),
+        other => panic!("expected a refused join, got {other:?}"),
+    }
+    c.close().await;
+    assert!(matches!(
+        &*c.state().borrow(),
+        ConnState::Disconnected { .. }
+    ));
+    let quality = c.quality();
+    assert_eq!(quality.connect_successes, 1);
+    assert!(quality.last_connect_latency.is_some());
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    calls: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = calls.map(Box::pin).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await);
+    }
+    out
+}
+
+async fn pushes_and_heartbeats(transport: Transport) {
+    let (identity, gw) = setup(transport);
+    let c = client(transport, &identity, gw.addr, "dev-1");
+    let mut pushes = c.pushes().unwrap();
+    c.wait_connected(STEP).await.unwrap();
+    let handle = gw.server.hub().find_device(APP, "dev-1").unwrap();
+    handle.push(Transmit::Frame(Frame::Push {
+        id: 9,
+        ack_required: true,
+        business: 7,
+        group: None,
+        seq: Some(1),
+        meta: Metadata::new(),
+        payload: Bytes::from_static(b"hello"),
+    }));
+    let push = tokio::time::timeout(STEP, pushes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (push.business, push.payload.as_ref()),
+        (7, b"hello".as_ref())
+    );
+    // Heartbeats at the advertised 300 ms keep the 2 s idle timeout away.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(matches!(&*c.state().borrow(), ConnState::Connected { .. }));
+    let q = c.quality();
+    assert!(q.pongs_received >= 3, "{q:?}");
+    assert!(q.last_rtt.is_some());
+}
+
+async fn reconnects_after_a_restart_with_go_away(transport: Transport) {
+    let (identity, gw) = setup(transport);
+    let addr = gw.addr;
+    let c = client(transport, &identity, addr, "dev-1");
+    let first = c.wait_connected(STEP).await.unwrap();
+    let report = gw.server.shutdown(STEP).await;
+    assert_eq!(report.connections, 1);
+    // The gateway comes back on the same port (a QUIC endpoint lets go of its UDP port
+    // once its closed connections have drained); the client returns after the hint.
+    let deadline = tokio::time::Instant::now() + STEP;
+    while std::net::UdpSocket::bind(addr).is_err() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The restarted gateway is node 2, so its connection ids differ from the first's.
+    let gw2 = start(transport, &identity, addr, 2);
+    let mut state = c.state();
+    let second = tokio::time::timeout(STEP, async {
+        loop {
+            if let ConnState::Connected { conn_id } = &*state.borrow_and_update()
+                && node_of(*conn_id) == 2
+            {
+                return *conn_id;
+            }
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("reconnected");
+    assert_eq!(node_of(first), 1);
+    assert!(gw2.server.hub().get(second).is_some());
+    assert_eq!(
+        c.request(1, Bytes::from_static(b"again"))
+            .await
+            .unwrap()
+            .payload,
+        "again"
+    );
+}
+
+async fn replaced_kick_does_not_loop(transport: Transport) {
+    let (identity, gw) = setup(transport);
+    let a = client(transport, &identity, gw.addr, "dev-1");
+    a.wait_connected(STEP).await.unwrap();
+    let b = client(transport, &identity, gw.addr, "dev-1");
+    let b_id = b.wait_connected(STEP).await.unwrap();
+    let mut state = a.state();
+    tokio::time::timeout(STEP, async {
+        while !matches!(&*state.borrow_and_update(), ConnState::Disconnected { .. }) {
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the replaced client stops");
+    match &*a.state().borrow() {
+        ConnState::Disconnected { reason } => assert!(reason.contains("replaced"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // It stays stopped, and the newer session keeps the device.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(a.quality().connect_attempts, 1, "no reconnect loop");
+    assert_eq!(
+        gw.server.hub().find_device(APP, "dev-1").unwrap().id(),
+        b_id
+    );
+    assert!(matches!(
+        a.request(1, Bytes::new()).await,
+        Err(ClientError::Closed(_))
+    ));
+}
+
+macro_rules! sdk_suite {
+    ($name:ident, $transport:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn login_and_requests() {
+                super::login_and_requests($transport).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pushes_and_heartbeats() {
+                super::pushes_and_heartbeats($transport).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reconnects_after_a_restart_with_go_away() {
+                super::reconnects_after_a_restart_with_go_away($transport).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn replaced_kick_does_not_loop() {
+                super::replaced_kick_does_not_loop($transport).await;
+            }
+        }
+    };
+}
+
+sdk_suite!(tcp, Transport::Tcp);
+sdk_suite!(tls, Transport::Tls);
+sdk_suite!(ws, Transport::Ws);
+sdk_suite!(wss, Transport::Wss);
+sdk_suite!(quic, Transport::Quic);
