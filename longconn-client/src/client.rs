@@ -1,5 +1,5 @@
 //! [`Client`]: the handle business code holds. It talks to a background task (the
-//! driver, [`crate::driver`]) that owns the connection and keeps it alive.
+//! driver, in the private `driver` module) that owns the connection and keeps it alive.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
