@@ -258,23 +258,19 @@ fn every_listener_accepts_a_login() {
         let client_tls = Arc::new(trust.client_config(&[], false).unwrap());
         let ws = gw.bound["ws"];
         login(
-            longconn_transport::ws::WsConnection::connect(
-                ws,
-                &format!("ws://{ws}/ws"),
-                None,
-                65_536,
-            )
-            .await
-            .unwrap(),
+            longconn_transport::ws::WsConnection::connect(ws, &format!("ws://{ws}/ws"), 65_536)
+                .await
+                .unwrap(),
             "over-ws",
         )
         .await;
         let wss = gw.bound["wss"];
         login(
-            longconn_transport::ws::WsConnection::connect(
+            longconn_transport::ws::WsConnection::connect_tls(
                 wss,
                 &format!("wss://localhost:{}/ws", wss.port()),
-                Some(("localhost", client_tls.clone())),
+                "localhost",
+                client_tls.clone(),
                 65_536,
             )
             .await

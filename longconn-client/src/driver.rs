@@ -159,12 +159,12 @@ async fn connect_and_serve(ctx: &mut Ctx<'_>, quic: &mut Option<QuicClient>) -> 
                     .map_err(s)?,
             ),
             Scheme::Ws => Conn::Ws(Box::new(
-                WsConnection::connect(addr, &endpoint.url, None, max)
+                WsConnection::connect(addr, &endpoint.url, max)
                     .await
                     .map_err(s)?,
             )),
             Scheme::Wss => Conn::Ws(Box::new(
-                WsConnection::connect(addr, &endpoint.url, Some((&endpoint.host, tls()?)), max)
+                WsConnection::connect_tls(addr, &endpoint.url, &endpoint.host, tls()?, max)
                     .await
                     .map_err(s)?,
             )),

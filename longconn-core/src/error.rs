@@ -77,6 +77,13 @@ pub enum Error {
         /// How many bytes of the unfinished frame were buffered.
         buffered: usize,
     },
+    /// The transport delivered a message that cannot carry a frame, such as a WebSocket
+    /// text message.
+    #[error("unsupported message: {what}")]
+    UnsupportedMessage {
+        /// What was received.
+        what: &'static str,
+    },
     /// A value given to an encoder or constructor does not fit the protocol's limits.
     #[error("invalid value for {what}: {reason}")]
     InvalidValue {
@@ -129,6 +136,7 @@ impl Error {
             | Error::MissingField { .. }
             | Error::Truncated { .. }
             | Error::InvalidValue { .. } => Code::MalformedFrame,
+            Error::UnsupportedMessage { .. } => Code::UnsupportedMessage,
             Error::InvalidToken { .. } => Code::InvalidToken,
             Error::ExpiredToken { .. } => Code::ExpiredToken,
             Error::InvalidConfig { .. } | Error::Io(_) => Code::Internal,

@@ -13,8 +13,10 @@
 //!   development certificate) and client [`cert::Trust`], shared by TLS, `wss` and QUIC.
 //! - [`tls`] (feature `tls`): [`tls::TlsAcceptor`] and [`tls::TlsConnection`], TCP
 //!   with TLS 1.2/1.3.
-//! - [`ws`] (feature `ws`; `wss` with `tls` too): [`ws::WsAcceptor`] and
-//!   [`ws::WsConnection`], tokio-tungstenite at path `/ws`, one binary message per frame.
+//! - [`ws`] (feature `ws`; `wss://` when `tls` is enabled too, or with feature `wss`):
+//!   [`ws::WsAcceptor`] and [`ws::WsConnection`], tokio-tungstenite at path `/ws` (other
+//!   paths get HTTP 404, a request that is not a valid upgrade 400), one binary message
+//!   per frame, a WebSocket close status derived from the session's close code.
 //! - [`quic`] (feature `quic`): [`quic::QuicAcceptor`], [`quic::QuicClient`] and
 //!   [`quic::QuicConnection`], quinn with ALPN `longconn` and one bidirectional stream.
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].

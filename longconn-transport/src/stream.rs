@@ -104,6 +104,10 @@ pub struct StreamWriter<W> {
     io: W,
     buf: BytesMut,
     max_frame_size: usize,
+    /// Frames were sent since the last completed flush. Stays set after `buf` is written
+    /// out until the stream's own flush completes too: a TLS stream takes the bytes but
+    /// may still hold records it could not write yet.
+    unflushed: bool,
 }
 
 impl<W> StreamWriter<W> {
@@ -113,6 +117,7 @@ impl<W> StreamWriter<W> {
             io,
             buf: BytesMut::new(),
             max_frame_size,
+            unflushed: false,
         }
     }
 }
@@ -139,6 +144,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         self.buf = BytesMut::new();
+        self.unflushed = false;
         Poll::Ready(Ok(()))
     }
 }
@@ -146,16 +152,17 @@ impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
     fn send(&mut self, frame: Transmit) -> Result<()> {
         match frame {
-            Transmit::Frame(frame) => frame.encode(&mut self.buf, self.max_frame_size),
-            Transmit::Encoded(bytes) => {
-                self.buf.extend_from_slice(&bytes);
-                Ok(())
-            }
+            Transmit::Frame(frame) => frame.encode(&mut self.buf, self.max_frame_size)?,
+            Transmit::Encoded(bytes) => self.buf.extend_from_slice(&bytes),
         }
+        self.unflushed = true;
+        Ok(())
     }
 
+    /// True from the first [`FrameWriter::send`] until a [`FrameWriter::flush`]
+    /// completes, including while the stream itself still flushes bytes it has taken.
     fn has_pending_writes(&self) -> bool {
-        !self.buf.is_empty()
+        self.unflushed
     }
 
     fn flush(&mut self) -> impl Future<Output = Result<()>> + Send {
@@ -166,5 +173,73 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
         self.flush().await?;
         self.io.shutdown().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use longconn_core::connection::FrameWriter;
+    use longconn_core::{Frame, Transmit};
+    use tokio::io::AsyncWrite;
+
+    use super::StreamWriter;
+
+    /// Takes every byte at once, like a TLS stream with room in its buffer, but its
+    /// flush stays pending (the socket under it is full) until `flushable`.
+    #[derive(Default)]
+    struct SlowFlush {
+        written: Vec<u8>,
+        flushable: bool,
+    }
+
+    impl AsyncWrite for SlowFlush {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.flushable {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_cancelled_flush_leaves_the_writes_pending() {
+        let mut writer = StreamWriter::new(SlowFlush::default(), 1024);
+        assert!(!writer.has_pending_writes());
+        let ping = Frame::Ping {
+            id: 1,
+            payload: Bytes::new(),
+        };
+        writer.send(Transmit::Frame(ping)).unwrap();
+        assert!(writer.has_pending_writes());
+
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The bytes are taken but the stream's flush is pending: the caller drops the
+        // flush here (another select! branch won) and must still see pending writes.
+        assert!(writer.poll_flush(&mut cx).is_pending());
+        assert!(!writer.get_mut().written.is_empty());
+        assert!(writer.has_pending_writes());
+
+        writer.get_mut().flushable = true;
+        assert!(matches!(writer.poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(!writer.has_pending_writes());
     }
 }

@@ -110,19 +110,29 @@ impl TlsConnection {
         config: Arc<rustls::ClientConfig>,
         max_frame_size: usize,
     ) -> crate::Result<Self> {
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|e| crate::Error::Tls(format!("server name `{server_name}`: {e}")))?;
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await?;
+        let tls = handshake(stream, server_name, config).await?;
         Ok(TlsConnection::new(
             Box::new(tokio_rustls::TlsStream::Client(tls)),
             addr,
             max_frame_size,
         ))
     }
+}
+
+/// The client side of a TLS handshake over `stream` for `server_name` (shared with
+/// `wss://`).
+pub(crate) async fn handshake(
+    stream: TcpStream,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> crate::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| crate::Error::Tls(format!("server name `{server_name}`: {e}")))?;
+    Ok(tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await?)
 }
 
 impl Connection for TlsConnection {

@@ -1,16 +1,35 @@
 //! WebSocket (`ws://`, and `wss://` with the `tls` feature): path `/ws`, one binary
 //! message carries exactly one frame (docs/PROTOCOL.md, "Transport mappings").
 //!
-//! Built on tokio-tungstenite, configured for many idle connections: a 512-byte read
-//! buffer and messages no larger than the session's maximum frame size (see
-//! docs/BENCHMARKS.md for the memory figures behind the choice).
+//! Built on tokio-tungstenite. The server reads the HTTP upgrade request itself so that
+//! it can answer every refusal (tungstenite's handshake only lets a callback refuse a
+//! request that is already a valid upgrade, and drops the others without a response):
+//!
+//! | request | answer |
+//! |---|---|
+//! | a valid WebSocket upgrade of `GET /ws` (a query string is allowed) | `101`, then frames |
+//! | a `GET` for any other path | `404` with a short JSON body |
+//! | `GET /ws` without a valid upgrade; anything that is not an HTTP/1.1 `GET` | `400` |
+//!
+//! # Memory
+//! [`WebSocketConfig`] is set for many idle connections rather than bulk transfer:
+//! - `read_buffer_size` 512 B (tungstenite's default is 128 KiB, allocated on the first
+//!   read and kept for the connection's life: ~138 KB per idle connection, against
+//!   ~2.1 KB with 512 B; see ../shared/GUIDE.md and docs/BENCHMARKS.md). The buffer grows
+//!   for a larger message and reads at most 512 B per call, which costs a few more reads
+//!   for large frames only.
+//! - `write_buffer_size` 0: each message goes to the socket when it is queued.
+//!   tungstenite's write buffer is a `Vec` that never shrinks, so a larger target would
+//!   keep up to that many bytes per connection after its first burst; a frame is
+//!   usually one push, so there is little to coalesce on this transport anyway.
+//! - `max_message_size` and `max_frame_size` = the session's maximum frame size: one
+//!   message is one longconn frame, and tungstenite refuses a larger one from its header,
+//!   before buffering it (reported as `frame_too_large`).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use futures::stream::{SplitSink, SplitStream};
@@ -18,22 +37,29 @@ use futures::{Sink, StreamExt};
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
 use longconn_core::runtime::Listener;
 use longconn_core::{CloseReason, Code, Frame, FrameCodec, Transmit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use crate::stream::AsyncIo;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::stream::AsyncIo;
 
 /// The only path that upgrades.
 pub const WS_PATH: &str = "/ws";
 
-/// Read buffer per connection. tungstenite's default (128 KiB) is allocated on the first
-/// read and kept; 512 bytes is enough for typical frames and grows for large ones.
+/// Read buffer per connection (see the module docs).
 const READ_BUFFER: usize = 512;
+
+/// The largest HTTP request head (request line and headers) the server reads.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// Bytes added to the request-head buffer when it is full.
+const REQUEST_HEAD_CHUNK: usize = 1024;
 
 type Socket = WebSocketStream<Box<dyn AsyncIo>>;
 
@@ -62,7 +88,8 @@ impl std::fmt::Debug for WsAcceptor {
 }
 
 impl WsAcceptor {
-    /// Binds `addr` for plain `ws://`.
+    /// Binds `addr` for plain `ws://`. With `reuse_port`, several processes can bind the
+    /// same address (`SO_REUSEPORT`).
     pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
         Ok(WsAcceptor {
             listener: crate::tcp::listen(addr, reuse_port)?,
@@ -77,7 +104,7 @@ impl WsAcceptor {
     #[cfg(feature = "tls")]
     pub fn bind_tls(
         addr: SocketAddr,
-        config: Arc<rustls::ServerConfig>,
+        config: std::sync::Arc<rustls::ServerConfig>,
         max_frame_size: usize,
         reuse_port: bool,
     ) -> crate::Result<Self> {
@@ -89,20 +116,8 @@ impl WsAcceptor {
     }
 }
 
-/// Refuses every path but [`WS_PATH`] with a 404 and a JSON body.
-#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
-fn only_ws_path(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-    if request.uri().path() == WS_PATH {
-        return Ok(response);
-    }
-    let mut refusal = ErrorResponse::new(Some(format!(
-        r#"{{"error":"not_found","message":"WebSocket endpoint is {WS_PATH}"}}"#
-    )));
-    *refusal.status_mut() = StatusCode::NOT_FOUND;
-    Err(refusal)
-}
-
-/// The handshake future [`WsAcceptor`] hands to the runtime.
+/// The handshake future [`WsAcceptor`] hands to the runtime: TLS (for `wss`), then the
+/// HTTP upgrade. The runtime bounds it with its handshake timeout.
 pub type WsHandshake =
     Pin<Box<dyn Future<Output = longconn_core::Result<WsConnection>> + Send + 'static>>;
 
@@ -118,19 +133,16 @@ impl Listener for WsAcceptor {
         let max_frame_size = self.max_frame_size;
         Ok(Box::pin(async move {
             #[cfg(feature = "tls")]
-            let io: Box<dyn AsyncIo> = match tls {
+            let mut io: Box<dyn AsyncIo> = match tls {
                 Some(tls) => Box::new(tls.accept(stream).await?),
                 None => Box::new(stream),
             };
             #[cfg(not(feature = "tls"))]
-            let io: Box<dyn AsyncIo> = Box::new(stream);
-            let socket = tokio_tungstenite::accept_hdr_async_with_config(
-                io,
-                only_ws_path,
-                Some(ws_config(max_frame_size)),
-            )
-            .await
-            .map_err(ws_error)?;
+            let mut io: Box<dyn AsyncIo> = Box::new(stream);
+            accept_upgrade(&mut io).await?;
+            let socket =
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max_frame_size)))
+                    .await;
             Ok(WsConnection::new(socket, peer, max_frame_size))
         }))
     }
@@ -142,6 +154,92 @@ impl Listener for WsAcceptor {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
+}
+
+/// Reads the HTTP request and answers it: `101 Switching Protocols` for a valid upgrade
+/// of [`WS_PATH`], otherwise the refusal in the module docs, after which it fails.
+///
+/// The request head is read into a buffer that is dropped on return; it may not exceed
+/// [`MAX_REQUEST_HEAD`] bytes, and the client may not send anything after it before the
+/// response (RFC 6455, section 4.1).
+async fn accept_upgrade(io: &mut Box<dyn AsyncIo>) -> longconn_core::Result<()> {
+    let mut head = Vec::with_capacity(REQUEST_HEAD_CHUNK);
+    let request = loop {
+        if head.len() == head.capacity() {
+            head.reserve(REQUEST_HEAD_CHUNK);
+        }
+        if io.read_buf(&mut head).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed during the WebSocket upgrade request",
+            )
+            .into());
+        }
+        match Request::try_parse(&head) {
+            Ok(Some((len, request))) if len == head.len() => break request,
+            Ok(Some(_)) => {
+                return refuse(io, StatusCode::BAD_REQUEST, "data after the request").await;
+            }
+            Ok(None) if head.len() >= MAX_REQUEST_HEAD => {
+                return refuse(io, StatusCode::BAD_REQUEST, "request head too large").await;
+            }
+            Ok(None) => {}
+            // Not HTTP/1.1, not a GET, or not HTTP at all.
+            Err(_) => {
+                return refuse(io, StatusCode::BAD_REQUEST, "expected GET /ws HTTP/1.1").await;
+            }
+        }
+    };
+    drop(head);
+    if request.uri().path() != WS_PATH {
+        return refuse(io, StatusCode::NOT_FOUND, "the WebSocket endpoint is /ws").await;
+    }
+    let response = match create_response(&request) {
+        Ok(response) => response,
+        Err(_) => {
+            return refuse(
+                io,
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Version: 13)",
+            )
+            .await;
+        }
+    };
+    let mut bytes = Vec::new();
+    write_response(&mut bytes, &response).map_err(ws_error)?;
+    io.write_all(&bytes).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Answers with `status` and a JSON body `{"error": <status name>, "message": message}`,
+/// closes the stream and returns the error that ends the handshake. `message` is a
+/// constant without characters that JSON would need escaped.
+async fn refuse(
+    io: &mut Box<dyn AsyncIo>,
+    status: StatusCode,
+    message: &'static str,
+) -> longconn_core::Result<()> {
+    // A 400 names the WebSocket version this server speaks (RFC 6455, section 4.4).
+    let (error, extra_header) = match status {
+        StatusCode::NOT_FOUND => ("not_found", ""),
+        _ => ("bad_request", "Sec-WebSocket-Version: 13\r\n"),
+    };
+    let body = format!(r#"{{"error":"{error}","message":"{message}"}}"#);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         {extra_header}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Best effort: the peer may already be gone, and the handshake fails either way.
+    if io.write_all(response.as_bytes()).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("WebSocket upgrade refused with {status}: {message}"),
+    )
+    .into())
 }
 
 /// One WebSocket connection, server or client side.
@@ -177,44 +275,48 @@ impl WsConnection {
     ) -> crate::Result<Self> {
         let peer = stream.peer_addr()?;
         stream.set_nodelay(true)?;
-        let io: Box<dyn AsyncIo> = Box::new(stream);
+        Self::upgrade(Box::new(stream), url, peer, max_frame_size).await
+    }
+
+    /// Connects to `addr` and upgrades `url` (`ws://host:port/ws`).
+    pub async fn connect(
+        addr: SocketAddr,
+        url: &str,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Self::upgrade(Box::new(stream), url, addr, max_frame_size).await
+    }
+
+    /// Connects to `addr`, completes a TLS handshake for `server_name` with `config`
+    /// (from [`crate::cert::Trust::client_config`]) and upgrades `url`
+    /// (`wss://host:port/ws`).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        url: &str,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let tls = crate::tls::handshake(stream, server_name, config).await?;
+        Self::upgrade(Box::new(tls), url, addr, max_frame_size).await
+    }
+
+    async fn upgrade(
+        io: Box<dyn AsyncIo>,
+        url: &str,
+        peer: SocketAddr,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
                 .await
                 .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
         Ok(WsConnection::new(socket, peer, max_frame_size))
-    }
-
-    /// Connects to `addr` and upgrades `url` (`ws://host:port/ws`, or `wss://...` with
-    /// `tls` = (server name, client config)).
-    pub async fn connect(
-        addr: SocketAddr,
-        url: &str,
-        #[cfg(feature = "tls")] tls: Option<(&str, Arc<rustls::ClientConfig>)>,
-        max_frame_size: usize,
-    ) -> crate::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        #[cfg(feature = "tls")]
-        let io: Box<dyn AsyncIo> = match tls {
-            Some((name, config)) => {
-                let name = rustls::pki_types::ServerName::try_from(name.to_owned())
-                    .map_err(|e| crate::Error::Tls(format!("server name `{name}`: {e}")))?;
-                Box::new(
-                    tokio_rustls::TlsConnector::from(config)
-                        .connect(name, stream)
-                        .await?,
-                )
-            }
-            None => Box::new(stream),
-        };
-        #[cfg(not(feature = "tls"))]
-        let io: Box<dyn AsyncIo> = Box::new(stream);
-        let (socket, _) =
-            tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
-                .await
-                .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
-        Ok(WsConnection::new(socket, addr, max_frame_size))
     }
 }
 
@@ -224,18 +326,16 @@ impl Connection for WsConnection {
 
     fn split(self) -> (WsReader, WsWriter) {
         let (sink, stream) = self.socket.split();
-        let text_received = Arc::new(AtomicBool::new(false));
         (
             WsReader {
                 stream,
                 codec: FrameCodec::new(self.max_frame_size),
-                text_received: text_received.clone(),
             },
             WsWriter {
                 sink,
                 pending: VecDeque::new(),
                 max_frame_size: self.max_frame_size,
-                text_received,
+                unflushed: false,
             },
         )
     }
@@ -253,8 +353,6 @@ impl Connection for WsConnection {
 pub struct WsReader {
     stream: SplitStream<Socket>,
     codec: FrameCodec,
-    /// Set when a text message arrived, so the writer closes with status 1003.
-    text_received: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for WsReader {
@@ -264,24 +362,39 @@ impl std::fmt::Debug for WsReader {
 }
 
 impl FrameReader for WsReader {
+    /// The next binary message, decoded as exactly one frame (zero-copy: the frame's
+    /// fields and payload are slices of the message). A text message is
+    /// [`longconn_core::Error::UnsupportedMessage`]; a binary message that is not exactly
+    /// one frame is the codec's error. WebSocket ping and pong are answered by
+    /// tungstenite and skipped here.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: `StreamExt::next` either returns a whole message or leaves it in
+    /// tungstenite's buffer for the next call.
     async fn recv(&mut self) -> longconn_core::Result<Option<Frame>> {
         loop {
-            // `StreamExt::next` is cancel safe: a message is either returned or kept.
             match self.stream.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
                     return self.codec.decode_message(bytes).map(Some);
                 }
                 Some(Ok(Message::Text(_))) => {
-                    self.text_received.store(true, Ordering::Relaxed);
-                    return Err(longconn_core::Error::MalformedField {
-                        tag: 0,
-                        reason: "a WebSocket text message cannot carry a frame",
+                    return Err(longconn_core::Error::UnsupportedMessage {
+                        what: "a WebSocket text message",
                     });
                 }
-                Some(Ok(Message::Close(_))) | None => return Ok(None),
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite has queued its reply to the peer's close; one more poll
+                    // writes it. Best effort, never waits: the session ends either way.
+                    let _ = std::future::poll_fn(|cx| {
+                        Poll::Ready(self.stream.poll_next_unpin(cx).is_ready())
+                    })
+                    .await;
+                    return Ok(None);
+                }
+                None => return Ok(None),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                // tungstenite refuses a message over the frame size limit before it
-                // reads it: report it as the frame-size error it is.
+                // tungstenite refuses a message over the size limit from its header,
+                // before reading it: report it as the frame-size error it is.
                 Some(Err(WsError::Capacity(_))) => {
                     return Err(longconn_core::Error::FrameTooLarge {
                         len: self.codec.max_frame_size() as u64 + 1,
@@ -297,9 +410,13 @@ impl FrameReader for WsReader {
 /// The sending half of a [`WsConnection`]: each frame becomes one binary message.
 pub struct WsWriter {
     sink: SplitSink<Socket, Message>,
+    /// Messages from [`FrameWriter::send`] that the socket has not taken yet.
     pending: VecDeque<Message>,
     max_frame_size: usize,
-    text_received: Arc<AtomicBool>,
+    /// Messages were sent since the last completed flush. Stays set once `pending` is
+    /// empty until the socket's flush completes too (tungstenite or TLS may still hold
+    /// bytes it has taken).
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for WsWriter {
@@ -324,7 +441,9 @@ impl WsWriter {
             }
         }
         ready!(Pin::new(&mut self.sink).poll_flush(cx)).map_err(ws_error)?;
+        self.unflushed = false;
         if self.pending.capacity() > 0 {
+            // An idle connection keeps no queue memory.
             self.pending = VecDeque::new();
         }
         Poll::Ready(Ok(()))
@@ -338,26 +457,31 @@ impl FrameWriter for WsWriter {
             Transmit::Encoded(bytes) => bytes,
         };
         self.pending.push_back(Message::Binary(bytes));
+        self.unflushed = true;
         Ok(())
     }
 
+    /// True from the first [`FrameWriter::send`] until a [`FrameWriter::flush`]
+    /// completes, including while the socket still flushes messages it has taken.
     fn has_pending_writes(&self) -> bool {
-        !self.pending.is_empty()
+        self.unflushed
     }
 
+    /// # Cancel safety
+    /// Cancel safe: poll-based, see [`FrameWriter::flush`]. A message moves from the
+    /// local queue into tungstenite only when the socket is ready for it, and tungstenite
+    /// keeps what it has taken until a later flush writes it.
     fn flush(&mut self) -> impl Future<Output = longconn_core::Result<()>> + Send {
         std::future::poll_fn(|cx| self.poll_flush_pending(cx))
     }
 
+    /// Flushes the pending messages, then sends a WebSocket close whose status is
+    /// [`close_status`] of the reason's code, with the code's name as the reason text.
     async fn close(&mut self, reason: CloseReason) -> longconn_core::Result<()> {
-        let status = if self.text_received.load(Ordering::Relaxed) {
-            CloseCode::Unsupported
-        } else {
-            close_status(reason.code())
-        };
+        let code = reason.code();
         self.pending.push_back(Message::Close(Some(CloseFrame {
-            code: status,
-            reason: reason.code().name().into(),
+            code: close_status(code),
+            reason: code.name().into(),
         })));
         std::future::poll_fn(|cx| self.poll_flush_pending(cx)).await?;
         std::future::poll_fn(|cx| Pin::new(&mut self.sink).poll_close(cx))
@@ -366,15 +490,19 @@ impl FrameWriter for WsWriter {
     }
 }
 
-/// The WebSocket close status for a longconn close code (docs/PROTOCOL.md, section 9).
+/// The WebSocket close status for a longconn close code (docs/PROTOCOL.md, section 9):
+/// 1000 normal (also when the transport ended), 1001 going away, 1002 for protocol
+/// errors, 1003 for an unsupported (text) message, 1009 for an oversized frame, and
+/// 4000 + the code for everything else (kicks, timeouts, authentication failures).
 pub fn close_status(code: Code) -> CloseCode {
     match code {
         Code::Normal => CloseCode::Normal,
-        Code::GoingAway => CloseCode::Away,
+        Code::GoingAway | Code::Draining => CloseCode::Away,
         Code::BadMagic
         | Code::UnsupportedVersion
         | Code::MalformedFrame
         | Code::UnexpectedFrame => CloseCode::Protocol,
+        Code::UnsupportedMessage => CloseCode::Unsupported,
         Code::FrameTooLarge => CloseCode::Size,
         other => CloseCode::from(4000u16.saturating_add(other.as_u16()).min(4999)),
     }
@@ -384,5 +512,97 @@ fn ws_error(err: WsError) -> longconn_core::Error {
     match err {
         WsError::Io(io) => longconn_core::Error::Io(io),
         other => longconn_core::Error::Io(std::io::Error::other(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use longconn_core::connection::{Connection, FrameWriter};
+    use longconn_core::{Frame, Transmit};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::{WsConnection, ws_config};
+
+    /// Never readable; takes every byte at once, but its flush stays pending (like a TLS
+    /// stream over a full socket) until `flushable` is set.
+    struct SlowFlush {
+        flushable: Arc<AtomicBool>,
+    }
+
+    impl AsyncRead for SlowFlush {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for SlowFlush {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.flushable.load(Ordering::Relaxed) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_flush_leaves_the_writes_pending() {
+        let flushable = Arc::new(AtomicBool::new(false));
+        let io = SlowFlush {
+            flushable: flushable.clone(),
+        };
+        let socket = WebSocketStream::from_raw_socket(
+            Box::new(io) as _,
+            Role::Server,
+            Some(ws_config(1024)),
+        )
+        .await;
+        let conn = WsConnection::new(socket, "127.0.0.1:1".parse().unwrap(), 1024);
+        let (_reader, mut writer) = conn.split();
+        let ping = Frame::Ping {
+            id: 1,
+            payload: Bytes::new(),
+        };
+        writer.send(Transmit::Frame(ping)).unwrap();
+        assert!(writer.has_pending_writes());
+
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The message left the local queue, but the socket's flush is pending: the
+        // caller drops the flush here and must still see pending writes.
+        assert!(writer.poll_flush_pending(&mut cx).is_pending());
+        assert!(writer.pending.is_empty());
+        assert!(writer.has_pending_writes());
+
+        flushable.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            writer.poll_flush_pending(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(!writer.has_pending_writes());
     }
 }

@@ -12,6 +12,7 @@ use longconn_transport::ws::WsAcceptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const MAX: usize = 16 * 1024;
@@ -70,7 +71,7 @@ async fn text_message_closes_with_1003() {
     let mut ws = client(addr).await;
     ws.send(Message::text("hello")).await.unwrap();
     let (frames, status) = until_close(&mut ws).await;
-    assert_eq!(close_code(&frames), Some(Code::MalformedFrame));
+    assert_eq!(close_code(&frames), Some(Code::UnsupportedMessage));
     assert_eq!(status, Some(CloseCode::Unsupported));
 }
 
@@ -104,22 +105,130 @@ async fn half_a_frame_closes_with_1002() {
     assert_eq!(status, Some(CloseCode::Protocol));
 }
 
-#[tokio::test]
-async fn other_paths_get_404() {
-    let addr = start();
+/// Sends `request` on a raw TCP connection and returns everything the server sends
+/// before it closes.
+async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    stream.write_all(request).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
         .await
-        .unwrap()
+        .expect("the server answers and closes within 5 s")
         .unwrap();
+    response
+}
+
+const UPGRADE_HEADERS: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test]
+async fn other_paths_get_404() {
+    let addr = start();
+    let response = raw_http(
+        addr,
+        format!("GET /chat HTTP/1.1\r\n{UPGRADE_HEADERS}").as_bytes(),
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
-    assert!(response.contains("not_found"), "{response}");
+    assert!(response.contains(r#""error":"not_found""#), "{response}");
+    // Without an upgrade too (a browser opening the address).
+    let response = raw_http(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_an_upgrade_gets_400() {
+    let addr = start();
+    let response = raw_http(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains(r#""error":"bad_request""#), "{response}");
+    assert!(response.contains("Sec-WebSocket-Version: 13"), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{response}"
+    );
+    // A wrong WebSocket version, a POST and a request that is not HTTP.
+    let old_version = format!("GET /ws HTTP/1.1\r\n{UPGRADE_HEADERS}")
+        .replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    for request in [
+        old_version.as_bytes(),
+        b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello\r\n\r\n",
+    ] {
+        let response = raw_http(addr, request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_upgrade_with_a_query_string_is_accepted() {
+    let addr = start();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws?v=1"), stream)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::binary(
+        Frame::Ping {
+            id: 7,
+            payload: bytes::Bytes::new(),
+        }
+        .to_bytes(MAX)
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    match pong {
+        Some(Ok(Message::Binary(bytes))) => assert!(matches!(
+            FrameCodec::new(MAX).decode_message(bytes).unwrap(),
+            Frame::Pong { id: 7, .. }
+        )),
+        other => panic!("expected a Pong, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered() {
+    let addr = start();
+    let mut ws = client(addr).await;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let (frames, status) = until_close(&mut ws).await;
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(status, Some(CloseCode::Normal));
+}
+
+#[test]
+fn close_statuses_follow_the_spec() {
+    use longconn_transport::ws::close_status;
+    let cases = [
+        (Code::Normal, 1000),
+        (Code::GoingAway, 1001),
+        (Code::Draining, 1001),
+        (Code::BadMagic, 1002),
+        (Code::UnsupportedVersion, 1002),
+        (Code::MalformedFrame, 1002),
+        (Code::UnexpectedFrame, 1002),
+        (Code::UnsupportedMessage, 1003),
+        (Code::FrameTooLarge, 1009),
+        (Code::Replaced, 4002),
+        (Code::Kicked, 4003),
+        (Code::LoginTimeout, 4004),
+        (Code::IdleTimeout, 4005),
+        (Code::InvalidToken, 4200),
+        (Code::Internal, 4500),
+        (Code::Other(999), 4999),
+        (Code::Other(60_000), 4999),
+    ];
+    for (code, status) in cases {
+        assert_eq!(u16::from(close_status(code)), status, "{code}");
+    }
 }

@@ -39,6 +39,9 @@ pub enum Code {
     MalformedFrame,
     /// 104: a valid frame that is not allowed in the session's state or from this side.
     UnexpectedFrame,
+    /// 105: a transport message that cannot carry a frame, such as a WebSocket text
+    /// message.
+    UnsupportedMessage,
     /// 200: the login or refresh token failed verification.
     InvalidToken,
     /// 201: the token is well formed but expired.
@@ -84,6 +87,7 @@ impl Code {
             Code::FrameTooLarge => 102,
             Code::MalformedFrame => 103,
             Code::UnexpectedFrame => 104,
+            Code::UnsupportedMessage => 105,
             Code::InvalidToken => 200,
             Code::ExpiredToken => 201,
             Code::Forbidden => 202,
@@ -116,6 +120,7 @@ impl Code {
             102 => Code::FrameTooLarge,
             103 => Code::MalformedFrame,
             104 => Code::UnexpectedFrame,
+            105 => Code::UnsupportedMessage,
             200 => Code::InvalidToken,
             201 => Code::ExpiredToken,
             202 => Code::Forbidden,
@@ -148,6 +153,7 @@ impl Code {
             Code::FrameTooLarge => "frame_too_large",
             Code::MalformedFrame => "malformed_frame",
             Code::UnexpectedFrame => "unexpected_frame",
+            Code::UnsupportedMessage => "unsupported_message",
             Code::InvalidToken => "invalid_token",
             Code::ExpiredToken => "expired_token",
             Code::Forbidden => "forbidden",

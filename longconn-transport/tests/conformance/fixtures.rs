@@ -127,7 +127,7 @@ impl Fixture for Ws {
 
     async fn connect(&self) -> Self::Conn {
         let url = format!("ws://{}/ws", self.addr);
-        longconn_transport::ws::WsConnection::connect(self.addr, &url, None, MAX_FRAME)
+        longconn_transport::ws::WsConnection::connect(self.addr, &url, MAX_FRAME)
             .await
             .unwrap()
     }
@@ -160,10 +160,11 @@ impl Fixture for Wss {
 
     async fn connect(&self) -> Self::Conn {
         let url = format!("wss://localhost:{}/ws", self.addr.port());
-        longconn_transport::ws::WsConnection::connect(
+        longconn_transport::ws::WsConnection::connect_tls(
             self.addr,
             &url,
-            Some(("localhost", self.client.clone())),
+            "localhost",
+            self.client.clone(),
             MAX_FRAME,
         )
         .await
