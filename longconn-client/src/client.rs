@@ -1,6 +1,7 @@
 //! [`Client`]: the handle business code holds. It talks to a background task (the
 //! driver, in the private `driver` module) that owns the connection and keeps it alive.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +105,9 @@ pub(crate) enum ClientCommand {
 /// Pushes waiting for the application before new ones are dropped (and counted).
 pub(crate) const PUSH_BUFFER: usize = 1024;
 
+/// Per-business push listeners, shared by the handle and the driver.
+pub(crate) type Listeners = Arc<Mutex<HashMap<u32, mpsc::Sender<Push>>>>;
+
 /// A connection to a longconn gateway that keeps itself alive: it logs in, sends
 /// heartbeats, answers token refreshes, and reconnects with jittered backoff.
 ///
@@ -114,6 +118,7 @@ pub struct Client {
     state: watch::Receiver<ConnState>,
     pushes: Mutex<Option<mpsc::Receiver<Push>>>,
     quality: Arc<Mutex<Quality>>,
+    listeners: Listeners,
     request_timeout: Duration,
 }
 
@@ -136,12 +141,14 @@ impl Client {
         let (state_tx, state) = watch::channel(ConnState::Connecting { attempt: 0 });
         let (push_tx, push_rx) = mpsc::channel(PUSH_BUFFER);
         let quality = Arc::new(Mutex::new(Quality::default()));
+        let listeners = Listeners::default();
         let request_timeout = config.request_timeout;
         tokio::spawn(crate::driver::run(
             config,
             command_rx,
             state_tx,
             push_tx,
+            listeners.clone(),
             quality.clone(),
         ));
         Client {
@@ -149,6 +156,7 @@ impl Client {
             state,
             pushes: Mutex::new(Some(push_rx)),
             quality,
+            listeners,
             request_timeout,
         }
     }
@@ -237,6 +245,19 @@ impl Client {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
+    }
+
+    /// A stream of the pushes for one business id. Those pushes go here instead of to
+    /// [`Client::pushes`]; subscribing again replaces the previous stream (which then
+    /// ends). Dropping the receiver sends that business's pushes to the general stream
+    /// again.
+    pub fn subscribe(&self, business: u32) -> mpsc::Receiver<Push> {
+        let (tx, rx) = mpsc::channel(PUSH_BUFFER);
+        self.listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(business, tx);
+        rx
     }
 
     /// What the client has measured so far.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::client::{ClientCommand, ConnState, Push, Quality, Response};
+use crate::client::{ClientCommand, ConnState, Listeners, Push, Quality, Response};
 use crate::config::{ClientConfig, Scheme};
 use crate::error::ClientError;
 
@@ -38,6 +38,7 @@ struct Ctx<'a> {
     commands: &'a mut mpsc::Receiver<ClientCommand>,
     state: &'a watch::Sender<ConnState>,
     pushes: &'a mpsc::Sender<Push>,
+    listeners: &'a Listeners,
     quality: &'a Mutex<Quality>,
     groups: &'a mut BTreeSet<String>,
 }
@@ -47,6 +48,7 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<ClientCommand>,
     state: watch::Sender<ConnState>,
     pushes: mpsc::Sender<Push>,
+    listeners: Listeners,
     quality: Arc<Mutex<Quality>>,
 ) {
     let mut rng = fastrand::Rng::new();
@@ -60,6 +62,7 @@ pub(crate) async fn run(
             commands: &mut commands,
             state: &state,
             pushes: &pushes,
+            listeners: &listeners,
             quality: &quality,
             groups: &mut groups,
         };
@@ -451,9 +454,7 @@ async fn on_frame<W: FrameWriter>(
                 meta,
                 payload,
             };
-            if ctx.pushes.try_send(push).is_err() {
-                bump(ctx.quality, |q| q.pushes_dropped += 1);
-            }
+            deliver(ctx, push);
         }
         Frame::Pong { id, .. } => {
             if let Some((sent_id, at)) = *ping_sent
@@ -503,4 +504,22 @@ async fn on_frame<W: FrameWriter>(
         _ => {}
     }
     None
+}
+
+/// Hands a push to its business's listener, or to the general stream.
+fn deliver(ctx: &Ctx<'_>, push: Push) {
+    let listener = ctx
+        .listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&push.business)
+        .filter(|tx| !tx.is_closed())
+        .cloned();
+    let sent = match listener {
+        Some(tx) => tx.try_send(push).is_ok(),
+        None => ctx.pushes.try_send(push).is_ok(),
+    };
+    if !sent {
+        bump(ctx.quality, |q| q.pushes_dropped += 1);
+    }
 }

@@ -65,6 +65,7 @@ fn start(transport: Transport, identity: &TlsIdentity, addr: SocketAddr, node_id
     let session = SessionConfig::builder()
         .heartbeat_interval(Duration::from_millis(300))
         .idle_timeout(Duration::from_secs(2))
+        .token_refresh_grace(Duration::from_secs(1))
         .build()
         .unwrap();
     let config = ServerConfig::builder()
@@ -202,6 +203,29 @@ async fn pushes_and_heartbeats(transport: Transport) {
         (push.business, push.payload.as_ref()),
         (7, b"hello".as_ref())
     );
+    // A listener for business 8 takes its pushes; others still reach the stream.
+    let mut eights = c.subscribe(8);
+    for (id, business) in [(10, 8), (11, 7)] {
+        handle.push(Transmit::Frame(Frame::Push {
+            id,
+            ack_required: false,
+            business,
+            group: Some("room".into()),
+            seq: Some(u64::from(id)),
+            meta: Metadata::new(),
+            payload: Bytes::from(format!("to {business}")),
+        }));
+    }
+    let eight = tokio::time::timeout(STEP, eights.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((eight.business, eight.group.as_deref()), (8, Some("room")));
+    let seven = tokio::time::timeout(STEP, pushes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((seven.business, seven.seq), (7, Some(11)));
     // Heartbeats at the advertised 300 ms keep the 2 s idle timeout away.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(matches!(&*c.state().borrow(), ConnState::Connected { .. }));
@@ -309,3 +333,49 @@ sdk_suite!(tls, Transport::Tls);
 sdk_suite!(ws, Transport::Ws);
 sdk_suite!(wss, Transport::Wss);
 sdk_suite!(quic, Transport::Quic);
+
+/// Mints a token that expires `ttl` seconds from each call, and counts the calls.
+struct ShortLivedTokens {
+    device: String,
+    ttl: u64,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl longconn_client::TokenProvider for ShortLivedTokens {
+    async fn token(&self) -> Result<Bytes, ClientError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + self.ttl;
+        Ok(Bytes::from(keys().mint(APP, &self.device, exp)))
+    }
+}
+
+/// The gateway asks for a fresh token when the old one expires; the SDK answers through
+/// its provider and the session goes on without a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_tokens_are_refreshed_through_the_provider() {
+    let (identity, gw) = setup(Transport::Tcp);
+    let tokens = Arc::new(ShortLivedTokens {
+        device: "dev-1".into(),
+        ttl: 2,
+        calls: Default::default(),
+    });
+    let url = format!("tcp://127.0.0.1:{}", gw.addr.port());
+    let mut config = ClientConfig::new(&url, APP, "dev-1", tokens.clone()).unwrap();
+    config.trust = Trust::Roots(vec![identity.leaf().clone()]);
+    let c = Client::connect(config);
+    let conn_id = c.wait_connected(STEP).await.unwrap();
+    // Past the first token's expiry (2 s) plus the gateway's 1 s grace, the session
+    // would have been closed with token_expired had the refresh not been accepted.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(*c.state().borrow(), ConnState::Connected { conn_id });
+    assert!(
+        tokens.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the provider was asked again for the refresh"
+    );
+    assert_eq!(c.quality().connect_attempts, 1, "no reconnect");
+}
