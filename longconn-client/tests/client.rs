@@ -61,6 +61,24 @@ struct Gateway {
 }
 
 fn start(transport: Transport, identity: &TlsIdentity, addr: SocketAddr, node_id: u16) -> Gateway {
+    start_full(
+        transport,
+        identity,
+        addr,
+        node_id,
+        Duration::from_millis(200),
+        Arc::new(keys()),
+    )
+}
+
+fn start_full(
+    transport: Transport,
+    identity: &TlsIdentity,
+    addr: SocketAddr,
+    node_id: u16,
+    retry_after: Duration,
+    authenticator: Arc<dyn longconn_core::Authenticator>,
+) -> Gateway {
     use longconn_transport::{quic, tcp, tls, ws};
     let session = SessionConfig::builder()
         .heartbeat_interval(Duration::from_millis(300))
@@ -71,10 +89,10 @@ fn start(transport: Transport, identity: &TlsIdentity, addr: SocketAddr, node_id
     let config = ServerConfig::builder()
         .node_id(node_id)
         .session(session)
-        .shutdown_retry_after(Duration::from_millis(200))
+        .shutdown_retry_after(retry_after)
         .build()
         .unwrap();
-    let server = Server::new(config, Arc::new(keys()), Arc::new(Backend));
+    let server = Server::new(config, authenticator, Arc::new(Backend));
     let tcp_tls = || Arc::new(identity.server_config(&[], false).unwrap());
     let bound = match transport {
         Transport::Tcp => {
@@ -378,4 +396,95 @@ async fn expiring_tokens_are_refreshed_through_the_provider() {
         "the provider was asked again for the refresh"
     );
     assert_eq!(c.quality().connect_attempts, 1, "no reconnect");
+}
+
+/// Checks tokens with the test keys and records when each login arrived.
+struct ArrivalLog {
+    keys: TokenKeys,
+    arrivals: std::sync::Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait]
+impl longconn_core::Authenticator for ArrivalLog {
+    async fn authenticate(
+        &self,
+        login: &longconn_core::LoginRequest,
+        now_unix_s: u64,
+    ) -> Result<longconn_core::AuthGrant, Code> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        self.keys.authenticate(login, now_unix_s).await
+    }
+}
+
+/// Many clients lose the gateway at the same moment (a drain with a 1 s hint): they
+/// come back spread over the jitter window (hint .. 1.5 x hint), not in lockstep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_reconnects_come_back_spread_out() {
+    const CLIENTS: usize = 200;
+    let hint = Duration::from_secs(1);
+    let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
+    let gw = start_full(
+        Transport::Tcp,
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        1,
+        hint,
+        Arc::new(keys()),
+    );
+    let addr = gw.addr;
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| client(Transport::Tcp, &identity, addr, &format!("storm-{i}")))
+        .collect();
+    for c in &clients {
+        c.wait_connected(STEP).await.unwrap();
+    }
+    let log = Arc::new(ArrivalLog {
+        keys: keys(),
+        arrivals: Default::default(),
+    });
+    let lost_at = tokio::time::Instant::now();
+    gw.server.shutdown(STEP).await;
+    let gw2 = start_full(Transport::Tcp, &identity, addr, 2, hint, log.clone());
+    tokio::time::timeout(STEP, async {
+        while gw2.server.hub().len() < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every client comes back");
+
+    let mut after: Vec<Duration> = log
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(lost_at))
+        .collect();
+    after.sort_unstable();
+    assert_eq!(after.len(), CLIENTS);
+    assert!(
+        after[0] >= hint - Duration::from_millis(50),
+        "nobody before the hint: {:?}",
+        after[0]
+    );
+    // The jitter window is hint/2 = 500 ms wide. Uniform arrivals have an interquartile
+    // range of half of it; lockstep would have none.
+    let iqr = after[CLIENTS * 3 / 4] - after[CLIENTS / 4];
+    assert!(
+        iqr >= Duration::from_millis(150),
+        "arrivals bunched: IQR {iqr:?}"
+    );
+    // No 100 ms slice of the window takes more than 40 % of the clients (uniform: 20 %).
+    let mut buckets = [0usize; 5];
+    for a in &after {
+        let offset = a.saturating_sub(hint).as_millis() as usize;
+        buckets[(offset / 100).min(4)] += 1;
+    }
+    assert!(
+        buckets.iter().all(|&n| n < CLIENTS * 2 / 5),
+        "arrivals per 100 ms: {buckets:?}"
+    );
 }
