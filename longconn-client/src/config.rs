@@ -102,7 +102,7 @@ pub struct ClientConfig {
     pub device: String,
     /// Source of login tokens.
     pub tokens: Arc<dyn TokenProvider>,
-    /// Which servers to trust for `tls`, `wss` and `quic`.
+    /// Which servers to trust for `tls`, `wss` and `quic`. Default: the system's roots.
     pub trust: Trust,
     /// Reconnect delays.
     pub backoff: Backoff,
@@ -138,7 +138,7 @@ impl ClientConfig {
             app: app.to_owned(),
             device: device.to_owned(),
             tokens,
-            trust: Trust::Roots(Vec::new()),
+            trust: Trust::System,
             backoff: Backoff::default(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),

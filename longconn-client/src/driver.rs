@@ -54,6 +54,7 @@ pub(crate) async fn run(
     let mut rng = fastrand::Rng::new();
     let mut groups = BTreeSet::new();
     let mut quic: Option<QuicClient> = None;
+    let mut tls: Option<Arc<rustls::ClientConfig>> = None;
     let mut attempt = 0u32;
     let reason = loop {
         state.send_replace(ConnState::Connecting { attempt });
@@ -66,7 +67,7 @@ pub(crate) async fn run(
             quality: &quality,
             groups: &mut groups,
         };
-        let end = connect_and_serve(&mut ctx, &mut quic).await;
+        let end = connect_and_serve(&mut ctx, &mut quic, &mut tls).await;
         debug!(?end, "session ended");
         let delay = match end {
             SessionEnd::ClosedByApp => break "closed by the application".to_owned(),
@@ -129,7 +130,14 @@ fn refuse(command: ClientCommand, error: ClientError) {
     }
 }
 
-async fn connect_and_serve(ctx: &mut Ctx<'_>, quic: &mut Option<QuicClient>) -> SessionEnd {
+/// Connects by the endpoint's scheme and serves the session. The TLS config and the
+/// QUIC endpoint are built on first use and kept across reconnects (loading system root
+/// certificates is not cheap).
+async fn connect_and_serve(
+    ctx: &mut Ctx<'_>,
+    quic: &mut Option<QuicClient>,
+    tls_cache: &mut Option<Arc<rustls::ClientConfig>>,
+) -> SessionEnd {
     let config = ctx.config;
     let lost = |why: String| SessionEnd::Lost {
         logged_in: false,
@@ -146,12 +154,12 @@ async fn connect_and_serve(ctx: &mut Ctx<'_>, quic: &mut Option<QuicClient>) -> 
         Err(err) => return lost(format!("resolving {}: {err}", endpoint.host)),
     };
     let max = config.max_frame_size;
-    let tls = || {
-        config
-            .trust
-            .client_config(&[], false)
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+    let mut tls = || -> Result<Arc<rustls::ClientConfig>, String> {
+        if tls_cache.is_none() {
+            let built = config.trust.client_config(&[], false).map_err(s)?;
+            *tls_cache = Some(Arc::new(built));
+        }
+        Ok(tls_cache.clone().expect("set above"))
     };
     let connecting = async {
         Ok(match endpoint.scheme {

@@ -135,6 +135,10 @@ impl TlsIdentity {
 /// Which servers a client believes.
 #[derive(Debug, Clone)]
 pub enum Trust {
+    /// The operating system's root certificates (on Linux the distribution's CA bundle;
+    /// `SSL_CERT_FILE` overrides it). Loaded each time a config is built, so build one
+    /// config and reuse it.
+    System,
     /// Certificates signed by one of these (or these exact self-signed certificates).
     Roots(Vec<CertificateDer<'static>>),
     /// Anything at all. Development only: it defeats TLS against an active attacker, and
@@ -167,6 +171,19 @@ impl Trust {
         }
         .map_err(tls)?;
         let mut config = match self {
+            Trust::System => {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = rustls::RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+                    return Err(Error::Certificate(format!(
+                        "no usable system root certificates ({})",
+                        why.join("; ")
+                    )));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
             Trust::Roots(certs) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in certs {
@@ -266,5 +283,11 @@ mod tests {
             "a key is no certificate"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+        // The machine's CA bundle loads as system roots.
+        if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+            assert!(Trust::System.client_config(&[], false).is_ok());
+        } else {
+            eprintln!("SKIPPED system roots: no /etc/ssl/certs/ca-certificates.crt here");
+        }
     }
 }
