@@ -8,19 +8,33 @@
 //! `longconn-core`'s codec and the transports of `longconn-transport`: there is no
 //! second parser.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), longconn_client::ClientError> {
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use longconn_client::{Client, ClientConfig, StaticToken};
+//! use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig};
+//! use longconn_core::{TokenKey, TokenKeys};
+//! use longconn_transport::tcp::TcpAcceptor;
 //!
-//! let token = Arc::new(StaticToken(Bytes::from("lc1.dev....")));
-//! let client = Client::connect(ClientConfig::new("tcp://127.0.0.1:7100", "demo", "phone-1", token)?);
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // A gateway in this process (normally the `gateway` binary, elsewhere).
+//! let keys = TokenKeys::new(TokenKey::new("k1", b"a secret of 16+ bytes").unwrap());
+//! let token = Bytes::from(keys.mint("demo", "phone-1", u64::MAX / 2));
+//! let server = Server::new(ServerConfig::default(), Arc::new(keys), Arc::new(EchoHandler));
+//! let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 65_536, false).unwrap();
+//! let url = format!("tcp://{}", acceptor.local_addr().unwrap());
+//! server.serve(acceptor);
+//!
+//! // The client: connect, log in, call the echo backend (business 1).
+//! let config = ClientConfig::new(&url, "demo", "phone-1", Arc::new(StaticToken(token)))?;
+//! let client = Client::connect(config);
 //! client.wait_connected(Duration::from_secs(5)).await?;
 //! let answer = client.request(1, Bytes::from_static(b"hello")).await?;
 //! assert_eq!(answer.payload, "hello");
-//! # Ok(()) }
+//! client.close().await;
+//! # Ok::<(), longconn_client::ClientError>(())
+//! # }).unwrap();
 //! ```
 //!
 //! # Layout

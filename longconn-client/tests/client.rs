@@ -488,3 +488,77 @@ async fn simultaneous_reconnects_come_back_spread_out() {
         "arrivals per 100 ms: {buckets:?}"
     );
 }
+
+/// A scripted gateway that accepts logins and joins, so rejoining can be checked before
+/// the group layer exists: after a lost connection the client joins its groups again
+/// on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_joined_again_after_a_reconnect() {
+    use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+    use longconn_core::runtime::Listener;
+    use longconn_transport::tcp::TcpAcceptor;
+
+    let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 65_536, false).unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let (joins_tx, mut joins) = tokio::sync::mpsc::unbounded_channel::<(u64, String)>();
+    tokio::spawn(async move {
+        for session in 1..=2u64 {
+            let conn = acceptor.accept().await.unwrap().await.unwrap();
+            let (mut reader, mut writer) = conn.split();
+            let mut joined = 0;
+            loop {
+                let reply = match reader.recv().await {
+                    Ok(Some(Frame::Login { id, .. })) => Frame::LoginAck {
+                        id,
+                        conn_id: session,
+                        heartbeat_ms: 30_000,
+                        expires_at_ms: None,
+                    },
+                    Ok(Some(Frame::JoinGroup { id, group })) => {
+                        joins_tx.send((session, group.as_str().to_owned())).unwrap();
+                        joined += 1;
+                        Frame::JoinAck { id, group }
+                    }
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                };
+                writer.send(Transmit::Frame(reply)).unwrap();
+                writer.flush().await.unwrap();
+                // The first session is lost after its two joins.
+                if session == 1 && joined == 2 {
+                    break;
+                }
+            }
+        }
+    });
+    let url = format!("tcp://127.0.0.1:{}", addr.port());
+    let mut config = ClientConfig::new(&url, APP, "dev-1", token("dev-1")).unwrap();
+    config.backoff = Backoff {
+        base: Duration::from_millis(20),
+        cap: Duration::from_millis(100),
+        max_attempts: None,
+    };
+    let c = Client::connect(config);
+    c.wait_connected(STEP).await.unwrap();
+    c.join("room-2").await.unwrap();
+    c.join("room-1").await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(
+            tokio::time::timeout(STEP, joins.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, "room-2".to_owned()),
+            (1, "room-1".to_owned()),
+            (2, "room-1".to_owned()),
+            (2, "room-2".to_owned()),
+        ],
+        "both groups joined again on the second session, without the application asking"
+    );
+}
