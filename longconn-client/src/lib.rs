@@ -13,7 +13,7 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use longconn_client::{Client, ClientConfig, StaticToken};
-//! use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig};
+//! use longconn_core::runtime::{Router, Listener, Server, ServerConfig};
 //! use longconn_core::{TokenKey, TokenKeys};
 //! use longconn_transport::tcp::TcpAcceptor;
 //!
@@ -21,7 +21,7 @@
 //! // A gateway in this process (normally the `gateway` binary, elsewhere).
 //! let keys = TokenKeys::new(TokenKey::new("k1", b"a secret of 16+ bytes").unwrap());
 //! let token = Bytes::from(keys.mint("demo", "phone-1", u64::MAX / 2));
-//! let server = Server::new(ServerConfig::default(), Arc::new(keys), Arc::new(EchoHandler));
+//! let server = Server::new(ServerConfig::default(), Arc::new(keys), Arc::new(Router::echo()));
 //! let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 65_536, false).unwrap();
 //! let url = format!("tcp://{}", acceptor.local_addr().unwrap());
 //! server.serve(acceptor);

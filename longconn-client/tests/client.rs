@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use longconn_client::{Backoff, Client, ClientConfig, ClientError, ConnState, StaticToken, Trust};
 use longconn_core::runtime::{
-    BackendError, BackendReply, BackendRequest, RequestHandler, Server, ServerConfig, node_of,
+    Backend, BackendError, BackendLimits, BackendReply, BackendRequest, Router, Server,
+    ServerConfig, node_of,
 };
 use longconn_core::{Code, Frame, Metadata, SessionConfig, TokenKey, TokenKeys, Transmit};
 use longconn_transport::cert::TlsIdentity;
@@ -30,11 +31,11 @@ fn token(device: &str) -> Arc<StaticToken> {
 }
 
 /// Echo on business 1; business 2 never answers in time (for timeouts).
-struct Backend;
+struct TestBackend;
 
 #[async_trait]
-impl RequestHandler for Backend {
-    async fn handle(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
+impl Backend for TestBackend {
+    async fn call(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
         if request.business == 2 {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -92,7 +93,12 @@ fn start_full(
         .shutdown_retry_after(retry_after)
         .build()
         .unwrap();
-    let server = Server::new(config, authenticator, Arc::new(Backend));
+    let router = Router::builder()
+        .backend("test", TestBackend, BackendLimits::default())
+        .default_route("test")
+        .build()
+        .unwrap();
+    let server = Server::new(config, authenticator, Arc::new(router));
     let tcp_tls = || Arc::new(identity.server_config(&[], false).unwrap());
     let bound = match transport {
         Transport::Tcp => {

@@ -115,6 +115,9 @@ pub enum Error {
     /// An I/O error from the stream a codec reads or writes.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The route store failed during a batched push.
+    #[error(transparent)]
+    RouteStore(#[from] crate::runtime::RouteStoreError),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.
@@ -139,7 +142,7 @@ impl Error {
             Error::UnsupportedMessage { .. } => Code::UnsupportedMessage,
             Error::InvalidToken { .. } => Code::InvalidToken,
             Error::ExpiredToken { .. } => Code::ExpiredToken,
-            Error::InvalidConfig { .. } | Error::Io(_) => Code::Internal,
+            Error::InvalidConfig { .. } | Error::Io(_) | Error::RouteStore(_) => Code::Internal,
         }
     }
 }

@@ -41,7 +41,9 @@
 //!   implementation, [`connection::memory`].
 //! - [`runtime`]: [`runtime::Server`] (listeners, admission limit, two-phase shutdown),
 //!   [`runtime::Hub`] (connections by id and by device), the per-connection driver and
-//!   the [`runtime::RequestHandler`] seam with its built-in echo backend.
+//!   the forwarding [`runtime::Router`] with its [`runtime::Backend`]s, the push API
+//!   ([`runtime::Pusher`]), device routes ([`runtime::RouteStore`]) and the seam to the
+//!   group layer ([`runtime::GroupMembership`]).
 //! - [`auth`]: the [`Authenticator`] trait and the default HMAC-SHA256 token scheme,
 //!   [`TokenKeys`].
 //! - [`error`]: the crate's one error type, [`Error`].

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig};
+use longconn_core::runtime::{Listener, Router, Server, ServerConfig};
 use longconn_core::{Code, Frame, FrameCodec, TokenKey, TokenKeys};
 use longconn_transport::ws::WsAcceptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ fn start() -> SocketAddr {
     let server = Server::new(
         ServerConfig::default(),
         Arc::new(keys),
-        Arc::new(EchoHandler),
+        Arc::new(Router::echo()),
     );
     let acceptor = WsAcceptor::bind("127.0.0.1:0".parse().unwrap(), MAX, false).unwrap();
     let addr = acceptor.local_addr().unwrap();

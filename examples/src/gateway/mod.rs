@@ -7,7 +7,7 @@ pub mod http;
 
 use std::sync::Arc;
 
-use longconn_core::runtime::{EchoHandler, Listener, Server, ServerConfig, ShutdownReport};
+use longconn_core::runtime::{Listener, Router, Server, ServerConfig, ShutdownReport};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_transport::cert::TlsIdentity;
 use longconn_transport::quic::QuicAcceptor;
@@ -62,7 +62,7 @@ impl Gateway {
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let max_frame = settings.session.max_frame_size();
-        let server = Server::new(config, Arc::new(keys), Arc::new(EchoHandler));
+        let server = Server::new(config, Arc::new(keys), Arc::new(Router::echo()));
         let mut bound = Vec::new();
         let reuse = settings.reuse_port;
         if let Some(addr) = settings.tcp {

@@ -2,7 +2,7 @@
 //! [`Session`], applies queued commands and pushes, and answers session events.
 //!
 //! All protocol decisions stay in the session; this file only does I/O, timers and
-//! hand-offs to the authenticator and the request handler.
+//! hand-offs to the authenticator, the router, the group layer and the route store.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,11 +12,11 @@ use tracing::{Instrument, debug, debug_span};
 
 use super::Shared;
 use super::hub::{ConnHandle, DeviceKey};
+use super::router::{BackendRequest, ConnectionEvent};
 use crate::auth::LoginRequest;
-use crate::connection::{Connection, FrameReader, FrameWriter};
+use crate::connection::{Connection, FrameReader, FrameWriter, TransportKind};
 use crate::error::Error;
 use crate::protocol::{Code, Text};
-use crate::runtime::handler::BackendRequest;
 use crate::session::{
     CloseReason, Command, Event, PushOutcome, Session, TokenExpiry, TransportEnd,
 };
@@ -60,6 +60,7 @@ pub(crate) fn drive<C: Connection>(
         writer,
         handle,
         shared,
+        kind,
         identity: None,
         bound: false,
         drained: false,
@@ -76,6 +77,7 @@ struct Driver<R, W> {
     writer: W,
     handle: ConnHandle,
     shared: Arc<Shared>,
+    kind: TransportKind,
     /// (app, device) from `Login`, copied out of the read buffer.
     identity: Option<DeviceKey>,
     /// Whether the hub maps `identity` to this connection.
@@ -96,11 +98,26 @@ fn unix_now() -> Duration {
 }
 
 impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
-    /// Runs the session, then takes the connection out of the hub.
+    /// Runs the session, then takes the connection out of the hub, its groups and the
+    /// route store, and reports the close to subscribed backends.
     async fn run_to_end(&mut self) -> CloseReason {
         let reason = self.run().await;
+        let conn_id = self.handle.id();
+        // The inbox is closed by now, so a concurrent server-side join either finished
+        // before this or sees the connection closed and undoes itself.
+        self.shared.groups.leave_all(conn_id);
         let device = self.bound.then_some(()).and(self.identity.as_ref());
-        self.shared.hub.remove(self.handle.id(), device);
+        self.shared.hub.remove(conn_id, device);
+        if let Some(device) = device {
+            self.shared.routes.unregister(device.clone(), conn_id);
+            if self.shared.router.has_subscribers() {
+                self.shared.router.publish(ConnectionEvent::Disconnected {
+                    conn_id,
+                    device: device.clone(),
+                    reason,
+                });
+            }
+        }
         reason
     }
 
@@ -250,17 +267,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     };
                     self.spawn_auth(login, None);
                 }
-                Event::LoggedIn { .. } => {
-                    if let Some(identity) = self.identity.clone() {
-                        if let Some(old) = self.shared.hub.bind_device(identity, self.handle.id()) {
-                            old.command(Command::Kick {
-                                code: Code::Replaced,
-                                message: Text::from_static("logged in elsewhere"),
-                            });
-                        }
-                        self.bound = true;
-                    }
-                }
+                Event::LoggedIn { .. } => self.on_logged_in(),
                 Event::RefreshToken { id, token } => {
                     if let Some(identity) = &self.identity {
                         let login = LoginRequest {
@@ -278,20 +285,52 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     meta,
                     payload,
                 } => self.spawn_request(id, business, meta, payload),
-                Event::JoinGroup { id, .. } | Event::LeaveGroup { id, .. } => {
-                    // Groups arrive with longconn-group; until then joins are refused
-                    // with a documented code rather than acknowledged falsely.
-                    self.session.handle_command(
-                        now(),
-                        Command::GroupRejected {
-                            id,
-                            code: Code::GroupForbidden,
-                        },
-                    );
+                Event::JoinGroup { id, group } => {
+                    let Some(identity) = &self.identity else {
+                        continue;
+                    };
+                    let groups = &self.shared.groups;
+                    let command = match groups.join(&self.handle, identity, group.as_str()) {
+                        Ok(()) => Command::GroupJoined { id, group },
+                        Err(code) => Command::GroupRejected { id, code },
+                    };
+                    self.session.handle_command(now(), command);
                 }
-                Event::PushAcked { .. } | Event::PeerError { .. } => {}
+                Event::LeaveGroup { id, group } => {
+                    let command = match self.shared.groups.leave(self.handle.id(), group.as_str()) {
+                        Ok(()) => Command::GroupLeft { id, group },
+                        Err(code) => Command::GroupRejected { id, code },
+                    };
+                    self.session.handle_command(now(), command);
+                }
+                Event::PushAcked { id } => self.shared.acks.acked(self.handle.id(), id),
+                Event::PeerError { .. } => {}
                 Event::Closed(reason) => debug!(?reason, "session closed"),
             }
+        }
+    }
+
+    /// Maps the device to this connection (kicking the one it replaces), registers its
+    /// route and tells subscribed backends.
+    fn on_logged_in(&mut self) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        let conn_id = self.handle.id();
+        if let Some(old) = self.shared.hub.bind_device(identity.clone(), conn_id) {
+            old.command(Command::Kick {
+                code: Code::Replaced,
+                message: Text::from_static("logged in elsewhere"),
+            });
+        }
+        self.bound = true;
+        self.shared.routes.register(identity.clone(), conn_id);
+        if self.shared.router.has_subscribers() {
+            self.shared.router.publish(ConnectionEvent::Connected {
+                conn_id,
+                device: identity,
+                protocol: self.kind,
+            });
         }
     }
 
@@ -340,10 +379,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             meta,
             payload,
         };
-        let handler = self.shared.handler.clone();
+        let shared = self.shared.clone();
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            let command = match handler.handle(request).await {
+            let command = match shared.router.dispatch(request).await {
                 Ok(reply) => Command::Respond {
                     id,
                     business,

@@ -5,18 +5,17 @@
 //! only way other tasks reach a connection: it queues commands and pushes for the
 //! connection's driver task and wakes it.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::task::AtomicWaker;
 
+use super::shard::{ShardedMap, lock};
 use crate::config::SlowConsumerPolicy;
 use crate::protocol::{Code, Text};
 use crate::session::{Command, PushOutcome, Transmit};
 
-const SHARDS: usize = 64;
 /// Bits of a connection id that hold the per-node counter; the node id sits above them.
 pub const CONN_ID_COUNTER_BITS: u32 = 48;
 
@@ -25,43 +24,13 @@ pub fn node_of(conn_id: u64) -> u16 {
     (conn_id >> CONN_ID_COUNTER_BITS) as u16
 }
 
-/// A map split into independently locked shards.
-#[derive(Debug)]
-struct Sharded<K, V> {
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<K, V>>]>,
-}
-
-impl<K: Hash + Eq, V> Sharded<K, V> {
-    fn new() -> Self {
-        Sharded {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
-    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-        let index = self.hasher.hash_one(key) as usize % SHARDS;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
-    }
-}
-
 /// This node's connections. Cheap to share (`Arc<Hub>`).
 #[derive(Debug)]
 pub struct Hub {
     node_id: u16,
     next_counter: AtomicU64,
-    conns: Sharded<u64, ConnHandle>,
-    devices: Sharded<DeviceKey, u64>,
+    conns: ShardedMap<u64, ConnHandle>,
+    devices: ShardedMap<DeviceKey, u64>,
 }
 
 impl Hub {
@@ -70,8 +39,8 @@ impl Hub {
         Hub {
             node_id,
             next_counter: AtomicU64::new(1),
-            conns: Sharded::new(),
-            devices: Sharded::new(),
+            conns: ShardedMap::new(),
+            devices: ShardedMap::new(),
         }
     }
 
@@ -135,15 +104,23 @@ impl Hub {
         self.len() == 0
     }
 
-    /// Calls `f` on every connection (a snapshot per shard; used for shutdown).
+    /// Calls `f` on every connection (a snapshot taken shard by shard; used for shutdown).
     pub fn for_each(&self, mut f: impl FnMut(&ConnHandle)) {
-        for shard in self.conns.shards.iter() {
-            let handles: Vec<ConnHandle> = shard
-                .lock()
-                .map(|m| m.values().cloned().collect())
-                .unwrap_or_default();
-            handles.iter().for_each(&mut f);
-        }
+        let mut handles = Vec::new();
+        self.conns
+            .for_each_shard(|shard| handles.extend(shard.values().cloned()));
+        // Called outside the shard locks, so `f` may use the hub.
+        handles.iter().for_each(&mut f);
+    }
+
+    /// Every logged-in device with its connection id (one shard at a time; used to
+    /// refresh routes).
+    pub fn devices(&self) -> Vec<(DeviceKey, u64)> {
+        let mut out = Vec::new();
+        self.devices.for_each_shard(|shard| {
+            out.extend(shard.iter().map(|(k, &v)| (k.clone(), v)));
+        });
+        out
     }
 }
 
@@ -230,7 +207,10 @@ impl PartialEq for ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(id: u64, max_queued_pushes: usize, policy: SlowConsumerPolicy) -> ConnHandle {
+    /// A handle for connection `id` whose queue takes up to `max_queued_pushes` before
+    /// `policy` applies. The runtime makes one per connection; tests, benchmarks and
+    /// custom drivers make their own and empty the queue with [`ConnHandle::take_pushes`].
+    pub fn new(id: u64, max_queued_pushes: usize, policy: SlowConsumerPolicy) -> ConnHandle {
         ConnHandle {
             shared: Arc::new(Shared {
                 id,
@@ -306,11 +286,14 @@ impl ConnHandle {
         true
     }
 
+    /// Whether the connection has finished (or is closing for its slow-consumer policy):
+    /// pushes and commands other than kick and close are refused from then on.
+    pub fn is_closed(&self) -> bool {
+        self.inbox().closed
+    }
+
     pub(crate) fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
-        self.shared
-            .inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared.inbox)
     }
 
     fn wake(&self) {
@@ -327,6 +310,11 @@ impl ConnHandle {
         } else {
             std::task::Poll::Pending
         }
+    }
+
+    /// Takes every queued push, oldest first (what a driver does on each wake-up).
+    pub fn take_pushes(&self) -> VecDeque<Transmit> {
+        std::mem::take(&mut self.inbox().pushes)
     }
 
     pub(crate) fn count_dropped(&self, n: u64) {

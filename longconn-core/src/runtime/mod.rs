@@ -4,23 +4,37 @@
 //! ```text
 //! Listener::accept ──► admission permit ──► handshake ──► driver task (Session + Connection)
 //!                                                              ▲   │
-//!                         ConnHandle::push / command ──────────┘   └──► Authenticator, RequestHandler
+//!       Pusher / group fan-out ──► ConnHandle::push / command ──┘   ├──► Authenticator
+//!                                                                  ├──► Router ──► Backend
+//!                                                                  ├──► GroupMembership
+//!                                                                  └──► RouteSync ──► RouteStore
 //! ```
 
 mod driver;
-mod handler;
+mod groups;
 mod hub;
+mod push;
+mod route;
+mod router;
 mod server;
+mod shard;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use handler::{
-    BackendError, BackendReply, BackendRequest, ECHO_BUSINESS, EchoHandler, RequestHandler,
-};
+pub use groups::{GroupMembership, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
-pub use server::{Listener, Server, ServerConfig, ServerConfigBuilder, ShutdownReport};
+pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
+pub use route::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
+pub use router::{
+    Backend, BackendError, BackendLimits, BackendReply, BackendRequest, ConnectionEvent,
+    ECHO_BUSINESS, EVENT_QUEUE, EchoBackend, FnBackend, Router, RouterBuilder,
+};
+pub use server::{
+    Listener, Server, ServerBuilder, ServerConfig, ServerConfigBuilder, ShutdownReport,
+};
+pub use shard::ShardedMap;
 
 use crate::auth::Authenticator;
 use crate::config::SessionConfig;
@@ -30,7 +44,10 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) session_config: Arc<SessionConfig>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
-    pub(crate) handler: Arc<dyn RequestHandler>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) groups: Arc<dyn GroupMembership>,
+    pub(crate) routes: route::RouteSync,
+    pub(crate) acks: push::PendingAcks,
     pub(crate) close_linger: Duration,
     pub(crate) stats: Stats,
     /// Cancelled when shutdown begins; connections admitted after that drain at once.

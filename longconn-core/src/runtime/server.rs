@@ -12,7 +12,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::driver::drive;
-use super::{Hub, RequestHandler, Shared, Stats};
+use super::groups::{GroupMembership, NoGroups};
+use super::push::{PendingAcks, Pusher};
+use super::route::{MemoryRouteStore, RouteStore, RouteSync};
+use super::{Hub, Router, Shared, Stats};
 use crate::auth::Authenticator;
 use crate::config::SessionConfig;
 use crate::connection::{Connection, TransportKind};
@@ -179,6 +182,72 @@ pub struct ShutdownReport {
     pub forced: usize,
 }
 
+/// Builder for [`Server`]: the parts a server plugs together.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    authenticator: Arc<dyn Authenticator>,
+    router: Option<Arc<Router>>,
+    groups: Arc<dyn GroupMembership>,
+    route_store: Arc<dyn RouteStore>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("router", &self.router)
+            .field("groups", &self.groups)
+            .field("route_store", &self.route_store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Where upstream requests go, and who hears connection events. Default
+    /// [`Router::echo`].
+    pub fn router(mut self, router: Arc<Router>) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// The group layer (`longconn_group::GroupRegistry`). Default [`NoGroups`]: joins are
+    /// refused with `group_forbidden`.
+    pub fn groups(mut self, groups: Arc<dyn GroupMembership>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Where device routes are registered. Default [`MemoryRouteStore`].
+    pub fn route_store(mut self, store: Arc<dyn RouteStore>) -> Self {
+        self.route_store = store;
+        self
+    }
+
+    /// The server, not yet serving: call [`Server::serve`] for each listener.
+    pub fn build(self) -> Server {
+        let hub = Arc::new(Hub::new(self.config.node_id));
+        let shared = Arc::new(Shared {
+            routes: RouteSync::new(self.route_store, hub.clone()),
+            hub,
+            session_config: self.config.session.clone(),
+            authenticator: self.authenticator,
+            router: self.router.unwrap_or_else(|| Arc::new(Router::echo())),
+            groups: self.groups,
+            acks: PendingAcks::default(),
+            close_linger: self.config.close_linger,
+            stats: Stats::default(),
+            shutting_down: CancellationToken::new(),
+        });
+        Server {
+            admission: Arc::new(Semaphore::new(self.config.max_connections)),
+            shared,
+            config: self.config,
+            accepting: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
 /// The access-layer server: owns the hub, the admission semaphore and every task it
 /// spawned. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -191,28 +260,39 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server that checks logins with `authenticator` and routes requests to `handler`.
+    /// A server that checks logins with `authenticator` and forwards requests with
+    /// `router`, without groups, routes kept in memory. [`Server::builder`] sets the rest.
     pub fn new(
         config: ServerConfig,
         authenticator: Arc<dyn Authenticator>,
-        handler: Arc<dyn RequestHandler>,
+        router: Arc<Router>,
     ) -> Server {
-        let shared = Arc::new(Shared {
-            hub: Arc::new(Hub::new(config.node_id)),
-            session_config: config.session.clone(),
-            authenticator,
-            handler,
-            close_linger: config.close_linger,
-            stats: Stats::default(),
-            shutting_down: CancellationToken::new(),
-        });
-        Server {
-            admission: Arc::new(Semaphore::new(config.max_connections)),
-            shared,
+        Server::builder(config, authenticator)
+            .router(router)
+            .build()
+    }
+
+    /// A builder for a server checking logins with `authenticator`.
+    pub fn builder(config: ServerConfig, authenticator: Arc<dyn Authenticator>) -> ServerBuilder {
+        ServerBuilder {
             config,
-            accepting: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            authenticator,
+            router: None,
+            groups: Arc::new(NoGroups),
+            route_store: Arc::new(MemoryRouteStore::new()),
         }
+    }
+
+    /// The push API for this server's connections.
+    pub fn pusher(&self) -> Pusher {
+        Pusher {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The forwarding router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.shared.router
     }
 
     /// The hub of this server's connections (for pushes and kicks).

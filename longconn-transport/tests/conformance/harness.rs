@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
-use longconn_core::runtime::{EchoHandler, Server, ServerConfig};
+use longconn_core::runtime::{Router, Server, ServerConfig};
 use longconn_core::{
     Code, Frame, Metadata, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
 };
@@ -61,7 +61,7 @@ pub fn server(policy: SlowConsumerPolicy) -> Server {
         .shutdown_retry_after(Duration::from_millis(1500))
         .build()
         .unwrap();
-    Server::new(config, Arc::new(keys()), Arc::new(EchoHandler))
+    Server::new(config, Arc::new(keys()), Arc::new(Router::echo()))
 }
 
 /// A bare client: sends and receives frames, checks what arrives. No reconnects, no

@@ -1,0 +1,42 @@
+//! The seam between connection drivers and a group layer. `longconn-group`'s registry
+//! implements [`GroupMembership`]; without one, the server refuses joins with
+//! `group_forbidden` ([`NoGroups`]).
+//!
+//! Joins and leaves run on the connection's own task, synchronously, so a client's
+//! `JoinGroup` then `LeaveGroup` are applied in the order sent, and a connection's
+//! [`GroupMembership::leave_all`] runs after its last join.
+
+use super::hub::{ConnHandle, DeviceKey};
+use crate::protocol::Code;
+
+/// Group membership as the driver needs it. Implementations must be quick (no I/O): they
+/// run on the connection's task.
+pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
+    /// Adds `conn` (logged in as `device`) to `group`. Joining a group twice succeeds.
+    ///
+    /// # Errors
+    /// The wire code for the client: `group_limit`, `group_full` or `group_forbidden`.
+    fn join(&self, conn: &ConnHandle, device: &DeviceKey, group: &str) -> Result<(), Code>;
+
+    /// Removes connection `conn_id` from `group`. Leaving a group it is not in succeeds.
+    fn leave(&self, conn_id: u64, group: &str) -> Result<(), Code>;
+
+    /// Removes connection `conn_id` from every group (it closed).
+    fn leave_all(&self, conn_id: u64);
+}
+
+/// No group layer: every join is refused with `group_forbidden`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGroups;
+
+impl GroupMembership for NoGroups {
+    fn join(&self, _conn: &ConnHandle, _device: &DeviceKey, _group: &str) -> Result<(), Code> {
+        Err(Code::GroupForbidden)
+    }
+
+    fn leave(&self, _conn_id: u64, _group: &str) -> Result<(), Code> {
+        Ok(())
+    }
+
+    fn leave_all(&self, _conn_id: u64) {}
+}

@@ -1,0 +1,302 @@
+//! The in-process push API: [`Pusher`], from [`super::Server::pusher`].
+//!
+//! - one connection or one device: [`Pusher::push`], and with delivery confirmation,
+//!   [`Pusher::push_acked`];
+//! - a batch of devices with one payload, encoded once: [`Pusher::push_devices`];
+//! - a batch with a payload per device: [`Pusher::push_each`].
+//!
+//! Group pushes are `longconn-group`'s `GroupRegistry::publish`. Every push is queued
+//! without waiting; a full queue is a [`PushResult::Dropped`] (or a disconnect, under
+//! that slow-consumer policy), never a stall.
+//!
+//! Batches look each device up in this node's hub first, then ask the [`RouteStore`]
+//! for the rest. A route to another node counts as offline until cross-node delivery
+//! exists (the routing-layer issue).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::Shared;
+use super::hub::ConnHandle;
+use super::shard::ShardedMap;
+use crate::error::Result;
+use crate::protocol::{Frame, Metadata};
+use crate::session::{PushOutcome, Transmit};
+
+/// What to push: a business id, metadata and an opaque payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PushMessage {
+    /// Business id the client routes the push by.
+    pub business: u32,
+    /// Push metadata.
+    pub meta: Metadata,
+    /// Opaque payload.
+    pub payload: Bytes,
+}
+
+impl PushMessage {
+    /// A push of `payload` for `business`, without metadata.
+    pub fn new(business: u32, payload: impl Into<Bytes>) -> PushMessage {
+        PushMessage {
+            business,
+            meta: Metadata::new(),
+            payload: payload.into(),
+        }
+    }
+
+    /// The `Push` frame for this message (id 0, no ack, no group).
+    pub fn frame(&self) -> Frame {
+        Frame::Push {
+            id: 0,
+            ack_required: false,
+            business: self.business,
+            group: None,
+            seq: None,
+            meta: self.meta.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// Who a single push goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A connection of this node, by id.
+    Conn(u64),
+    /// The connection logged in as (app, device) on this node.
+    Device {
+        /// App id.
+        app: &'a str,
+        /// Device id.
+        device: &'a str,
+    },
+}
+
+/// What became of one push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushResult {
+    /// In the connection's queue.
+    Queued,
+    /// No such connection or device on this node.
+    Offline,
+    /// The connection's queue was full: dropped by its slow-consumer policy.
+    Dropped,
+    /// The client acknowledged it (acked pushes only).
+    Delivered,
+    /// Queued, but no `PushAck` came within the timeout (acked pushes only).
+    TimedOut,
+}
+
+impl PushResult {
+    fn from_outcome(outcome: PushOutcome) -> PushResult {
+        match outcome {
+            PushOutcome::Queued => PushResult::Queued,
+            PushOutcome::Dropped | PushOutcome::Disconnected => PushResult::Dropped,
+            PushOutcome::NotActive => PushResult::Offline,
+        }
+    }
+}
+
+/// Per-device results of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Pushes queued.
+    pub queued: usize,
+    /// Devices with no connection (on this node).
+    pub offline: Vec<String>,
+    /// Devices whose queue was full.
+    pub dropped: Vec<String>,
+}
+
+impl BatchReport {
+    fn record(&mut self, device: &str, result: PushResult) {
+        match result {
+            PushResult::Queued | PushResult::Delivered => self.queued += 1,
+            PushResult::Offline | PushResult::TimedOut => self.offline.push(device.to_owned()),
+            PushResult::Dropped => self.dropped.push(device.to_owned()),
+        }
+    }
+}
+
+/// Pushes to this node's connections. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Pusher {
+    fn find(&self, target: Target<'_>) -> Option<ConnHandle> {
+        match target {
+            Target::Conn(id) => self.shared.hub.get(id),
+            Target::Device { app, device } => self.shared.hub.find_device(app, device),
+        }
+    }
+
+    /// Queues `message` for one connection or device.
+    pub fn push(&self, target: Target<'_>, message: &PushMessage) -> PushResult {
+        match self.find(target) {
+            Some(conn) => PushResult::from_outcome(conn.push(Transmit::Frame(message.frame()))),
+            None => PushResult::Offline,
+        }
+    }
+
+    /// Queues `message` with the ack flag set and waits up to `timeout` for the client's
+    /// `PushAck`: [`PushResult::Delivered`] or [`PushResult::TimedOut`] (also when the
+    /// connection closes first), or at once `Offline` / `Dropped`.
+    pub async fn push_acked(
+        &self,
+        target: Target<'_>,
+        message: &PushMessage,
+        timeout: Duration,
+    ) -> PushResult {
+        let Some(conn) = self.find(target) else {
+            return PushResult::Offline;
+        };
+        let id = self.shared.acks.next_id();
+        let acked = self.shared.acks.expect(conn.id(), id);
+        let frame = Frame::Push {
+            id,
+            ack_required: true,
+            business: message.business,
+            group: None,
+            seq: None,
+            meta: message.meta.clone(),
+            payload: message.payload.clone(),
+        };
+        let result = PushResult::from_outcome(conn.push(Transmit::Frame(frame)));
+        if result != PushResult::Queued {
+            self.shared.acks.forget(conn.id(), id);
+            return result;
+        }
+        match tokio::time::timeout(timeout, acked).await {
+            Ok(Ok(())) => PushResult::Delivered,
+            _ => {
+                self.shared.acks.forget(conn.id(), id);
+                PushResult::TimedOut
+            }
+        }
+    }
+
+    /// Queues one `message`, encoded once, for each of `devices` of `app`.
+    ///
+    /// # Errors
+    /// The message does not fit the maximum frame size, or the route store failed.
+    pub async fn push_devices<S: AsRef<str>>(
+        &self,
+        app: &str,
+        devices: &[S],
+        message: &PushMessage,
+    ) -> Result<BatchReport> {
+        let encoded = message
+            .frame()
+            .to_bytes(self.shared.session_config.max_frame_size())?;
+        self.deliver(app, devices, |_| Transmit::Encoded(encoded.clone()))
+            .await
+    }
+
+    /// Queues a message per device: `messages` holds (device id, message) pairs of `app`.
+    ///
+    /// # Errors
+    /// A message does not fit the maximum frame size (nothing is sent then), or the route
+    /// store failed.
+    pub async fn push_each<S: AsRef<str>>(
+        &self,
+        app: &str,
+        messages: &[(S, PushMessage)],
+    ) -> Result<BatchReport> {
+        let max = self.shared.session_config.max_frame_size();
+        for (_, message) in messages {
+            message.frame().encoded_len().and_then(|len| {
+                if len > max {
+                    Err(crate::Error::FrameTooLarge {
+                        len: len as u64,
+                        max,
+                    })
+                } else {
+                    Ok(())
+                }
+            })?;
+        }
+        let devices: Vec<&str> = messages.iter().map(|(d, _)| d.as_ref()).collect();
+        self.deliver(app, &devices, |i| Transmit::Frame(messages[i].1.frame()))
+            .await
+    }
+
+    /// Pushes `transmit(i)` to device `devices[i]`: local hub first, then the route store.
+    async fn deliver<S: AsRef<str>>(
+        &self,
+        app: &str,
+        devices: &[S],
+        transmit: impl Fn(usize) -> Transmit,
+    ) -> Result<BatchReport> {
+        let hub = &self.shared.hub;
+        let mut report = BatchReport::default();
+        let mut unresolved = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            match hub.find_device(app, device.as_ref()) {
+                Some(conn) => {
+                    let result = PushResult::from_outcome(conn.push(transmit(i)));
+                    report.record(device.as_ref(), result);
+                }
+                None => unresolved.push(i),
+            }
+        }
+        if unresolved.is_empty() {
+            return Ok(report);
+        }
+        let names: Vec<&str> = unresolved.iter().map(|&i| devices[i].as_ref()).collect();
+        let routes = self.shared.routes.store().lookup(app, &names).await?;
+        for (&i, route) in unresolved.iter().zip(routes) {
+            let conn = route
+                .filter(|route| route.node == hub.node_id())
+                .and_then(|route| hub.get(route.conn_id));
+            let result = match conn {
+                Some(conn) => PushResult::from_outcome(conn.push(transmit(i))),
+                None => PushResult::Offline,
+            };
+            report.record(devices[i].as_ref(), result);
+        }
+        Ok(report)
+    }
+}
+
+/// Acked pushes waiting for their `PushAck`, by (connection id, push id).
+#[derive(Debug, Default)]
+pub(crate) struct PendingAcks {
+    next_id: AtomicU32,
+    waiting: ShardedMap<(u64, u32), oneshot::Sender<()>>,
+}
+
+impl PendingAcks {
+    /// A non-zero push id (ids only need to be unique among one connection's pending
+    /// acks; the counter wraps after 2^32 - 1 pushes).
+    fn next_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    fn expect(&self, conn_id: u64, id: u32) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.shard(&(conn_id, id)).insert((conn_id, id), tx);
+        rx
+    }
+
+    fn forget(&self, conn_id: u64, id: u32) {
+        self.waiting.shard(&(conn_id, id)).remove(&(conn_id, id));
+    }
+
+    /// Called by the driver when `PushAck { id }` arrives on `conn_id`.
+    pub(crate) fn acked(&self, conn_id: u64, id: u32) {
+        if let Some(tx) = self.waiting.shard(&(conn_id, id)).remove(&(conn_id, id)) {
+            let _ = tx.send(());
+        }
+    }
+}

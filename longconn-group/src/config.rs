@@ -1,0 +1,175 @@
+//! [`GroupConfig`]: every limit of the group layer, with its default and range.
+
+use crate::error::{Error, Result};
+
+/// Group limits and fan-out sizing. Build with [`GroupConfig::builder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    max_groups_per_connection: usize,
+    max_members_per_group: usize,
+    max_group_id_len: usize,
+    max_frame_size: usize,
+    fanout_chunk: usize,
+    fanout_workers: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            max_groups_per_connection: 64,
+            max_members_per_group: 1_000_000,
+            max_group_id_len: 128,
+            max_frame_size: longconn_core::SessionConfig::default().max_frame_size(),
+            fanout_chunk: 1024,
+            fanout_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+impl GroupConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> GroupConfigBuilder {
+        GroupConfigBuilder {
+            config: GroupConfig::default(),
+        }
+    }
+
+    /// Groups one connection may be in at once; one more join gets `group_limit`.
+    /// Default 64; 1 to 65,536.
+    pub fn max_groups_per_connection(&self) -> usize {
+        self.max_groups_per_connection
+    }
+
+    /// Members one group may have on this node; one more join gets `group_full`.
+    /// Default 1,000,000; at least 1.
+    pub fn max_members_per_group(&self) -> usize {
+        self.max_members_per_group
+    }
+
+    /// Longest group id in bytes; longer ids (and empty ones) get `group_forbidden`.
+    /// Default 128; 1 to 1,024.
+    pub fn max_group_id_len(&self) -> usize {
+        self.max_group_id_len
+    }
+
+    /// Largest encoded group push; set it to the sessions' `max_frame_size`. Default
+    /// `SessionConfig`'s default, 64 KiB.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Members pushed per fan-out chunk. Groups up to this size are pushed inline by the
+    /// publisher; larger ones are split into chunks for the worker pool. Default 1,024;
+    /// 16 to 1,048,576.
+    pub fn fanout_chunk(&self) -> usize {
+        self.fanout_chunk
+    }
+
+    /// Fan-out worker tasks (the bounded pool large groups share). Default: the number of
+    /// CPUs; 1 to 256.
+    pub fn fanout_workers(&self) -> usize {
+        self.fanout_workers
+    }
+}
+
+/// Builder for [`GroupConfig`].
+#[derive(Debug, Clone)]
+pub struct GroupConfigBuilder {
+    config: GroupConfig,
+}
+
+impl GroupConfigBuilder {
+    /// See [`GroupConfig::max_groups_per_connection`].
+    pub fn max_groups_per_connection(mut self, value: usize) -> Self {
+        self.config.max_groups_per_connection = value;
+        self
+    }
+    /// See [`GroupConfig::max_members_per_group`].
+    pub fn max_members_per_group(mut self, value: usize) -> Self {
+        self.config.max_members_per_group = value;
+        self
+    }
+    /// See [`GroupConfig::max_group_id_len`].
+    pub fn max_group_id_len(mut self, value: usize) -> Self {
+        self.config.max_group_id_len = value;
+        self
+    }
+    /// See [`GroupConfig::max_frame_size`].
+    pub fn max_frame_size(mut self, value: usize) -> Self {
+        self.config.max_frame_size = value;
+        self
+    }
+    /// See [`GroupConfig::fanout_chunk`].
+    pub fn fanout_chunk(mut self, value: usize) -> Self {
+        self.config.fanout_chunk = value;
+        self
+    }
+    /// See [`GroupConfig::fanout_workers`].
+    pub fn fanout_workers(mut self, value: usize) -> Self {
+        self.config.fanout_workers = value;
+        self
+    }
+
+    /// Checks every value against its documented range.
+    pub fn build(self) -> Result<GroupConfig> {
+        let c = self.config;
+        let check = |ok: bool, field, reason| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig { field, reason })
+            }
+        };
+        check(
+            (1..=65_536).contains(&c.max_groups_per_connection),
+            "max_groups_per_connection",
+            "must be 1 to 65536",
+        )?;
+        check(
+            c.max_members_per_group >= 1,
+            "max_members_per_group",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=1024).contains(&c.max_group_id_len),
+            "max_group_id_len",
+            "must be 1 to 1024",
+        )?;
+        check(
+            c.max_frame_size >= 64,
+            "max_frame_size",
+            "must be at least 64",
+        )?;
+        check(
+            (16..=1 << 20).contains(&c.fanout_chunk),
+            "fanout_chunk",
+            "must be 16 to 1048576",
+        )?;
+        check(
+            (1..=256).contains(&c.fanout_workers),
+            "fanout_workers",
+            "must be 1 to 256",
+        )?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(GroupConfig::builder().build().is_ok());
+        for builder in [
+            GroupConfig::builder().max_groups_per_connection(0),
+            GroupConfig::builder().max_members_per_group(0),
+            GroupConfig::builder().max_group_id_len(0),
+            GroupConfig::builder().fanout_chunk(8),
+            GroupConfig::builder().fanout_workers(0),
+            GroupConfig::builder().max_frame_size(10),
+        ] {
+            assert!(matches!(builder.build(), Err(Error::InvalidConfig { .. })));
+        }
+    }
+}

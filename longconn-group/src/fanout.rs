@@ -1,0 +1,125 @@
+//! The bounded fan-out pool: a fixed number of worker tasks, each with a bounded queue of
+//! chunks, shared by every large group's publish (the seed's "goroutine reuse"). A
+//! publisher that outruns the workers waits for queue space: backpressure lands on the
+//! publisher, never on a member.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use longconn_core::runtime::ConnHandle;
+use longconn_core::{PushOutcome, Transmit};
+use tokio::sync::{mpsc, oneshot};
+
+/// Chunks waiting per worker before a publisher waits.
+const WORKER_QUEUE: usize = 64;
+
+/// What became of one fan-out's pushes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) queued: usize,
+    pub(crate) dropped: usize,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+    }
+}
+
+/// Pushes `frame` to each member without waiting. A full queue is handled by that
+/// member's slow-consumer policy; a member that closed meanwhile counts as dropped.
+pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
+    let mut tally = Tally::default();
+    for member in members {
+        match member.push(Transmit::Encoded(frame.clone())) {
+            PushOutcome::Queued => tally.queued += 1,
+            PushOutcome::Dropped | PushOutcome::Disconnected | PushOutcome::NotActive => {
+                tally.dropped += 1
+            }
+        }
+    }
+    tally
+}
+
+struct Chunk {
+    members: Arc<[ConnHandle]>,
+    range: Range<usize>,
+    frame: Bytes,
+    done: oneshot::Sender<Tally>,
+}
+
+/// The worker pool. Workers start on first use (so the registry can be built outside a
+/// runtime) and stop when the pool is dropped.
+#[derive(Debug)]
+pub(crate) struct FanoutPool {
+    workers: usize,
+    queues: OnceLock<Vec<mpsc::Sender<Chunk>>>,
+    next: AtomicUsize,
+}
+
+impl FanoutPool {
+    pub(crate) fn new(workers: usize) -> FanoutPool {
+        FanoutPool {
+            workers,
+            queues: OnceLock::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pushes `frame` to every member, `chunk` members per job, spread over the workers,
+    /// and waits until all are done.
+    pub(crate) async fn push_all(
+        &self,
+        members: Arc<[ConnHandle]>,
+        frame: Bytes,
+        chunk: usize,
+    ) -> Tally {
+        let queues = self.queues.get_or_init(|| {
+            (0..self.workers)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(WORKER_QUEUE);
+                    tokio::spawn(work(rx));
+                    tx
+                })
+                .collect()
+        });
+        let mut pending = Vec::with_capacity(members.len().div_ceil(chunk));
+        for start in (0..members.len()).step_by(chunk) {
+            let range = start..(start + chunk).min(members.len());
+            let (done, result) = oneshot::channel();
+            let worker = self.next.fetch_add(1, Ordering::Relaxed) % queues.len();
+            let job = Chunk {
+                members: members.clone(),
+                range: range.clone(),
+                frame: frame.clone(),
+                done,
+            };
+            if queues[worker].send(job).await.is_err() {
+                // The worker is gone (the runtime is shutting down): push inline.
+                let (done, result_inline) = oneshot::channel();
+                let _ = done.send(push_all(&members[range], &frame));
+                pending.push((0, result_inline));
+                continue;
+            }
+            pending.push((range.len(), result));
+        }
+        let mut tally = Tally::default();
+        for (len, result) in pending {
+            tally += result.await.unwrap_or(Tally {
+                queued: 0,
+                dropped: len,
+            });
+        }
+        tally
+    }
+}
+
+async fn work(mut chunks: mpsc::Receiver<Chunk>) {
+    while let Some(chunk) = chunks.recv().await {
+        let tally = push_all(&chunk.members[chunk.range], &chunk.frame);
+        let _ = chunk.done.send(tally);
+    }
+}

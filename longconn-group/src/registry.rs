@@ -1,0 +1,506 @@
+//! [`GroupRegistry`]: which of this node's connections are in which group, and
+//! [`GroupRegistry::publish`].
+//!
+//! Locks are always taken in one order: the connection's membership shard, then the
+//! group's shard, then the group's member list. Publishing takes only the last two, and
+//! briefly: it works on a snapshot of the members (an `Arc<[ConnHandle]>` kept until the
+//! membership changes), so joins and leaves never wait for a fan-out.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use longconn_core::runtime::{
+    ConnHandle, DeviceKey, GroupMembership, Hub, PushMessage, ShardedMap,
+};
+use longconn_core::{Code, Frame, Text};
+
+use crate::config::GroupConfig;
+use crate::error::{Error, Result};
+use crate::fanout::{self, FanoutPool};
+
+/// Decides whether a client may join a group (client-initiated joins only; server-side
+/// joins through [`GroupRegistry::join`] are trusted). Runs on the connection's task:
+/// keep it quick and free of I/O.
+pub trait JoinAuthorizer: Send + Sync + 'static {
+    /// Whether `device` may join `group`.
+    fn may_join(&self, device: &DeviceKey, group: &str) -> bool;
+}
+
+impl<F: Fn(&DeviceKey, &str) -> bool + Send + Sync + 'static> JoinAuthorizer for F {
+    fn may_join(&self, device: &DeviceKey, group: &str) -> bool {
+        self(device, group)
+    }
+}
+
+/// Lets every client join every group (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl JoinAuthorizer for AllowAll {
+    fn may_join(&self, _device: &DeviceKey, _group: &str) -> bool {
+        true
+    }
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Members when the push was sent.
+    pub members: usize,
+    /// Pushes queued.
+    pub queued: usize,
+    /// Members whose queue was full (or that closed meanwhile): `members - queued`.
+    pub dropped: usize,
+    /// The push's sequence number in its group (from 1); 0 when the group has no
+    /// members here and nothing was sent.
+    pub seq: u64,
+}
+
+struct Group {
+    id: Arc<str>,
+    /// The last sequence number used.
+    seq: AtomicU64,
+    members: Mutex<Members>,
+    /// Held for a whole publish, so one group's pushes reach every member in `seq` order.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Members {
+    list: Vec<ConnHandle>,
+    /// Connection id -> position in `list`.
+    index: HashMap<u64, usize>,
+    /// `list` as of the last publish, until the membership changes.
+    snapshot: Option<Arc<[ConnHandle]>>,
+}
+
+impl Group {
+    fn new(id: &str) -> Group {
+        Group {
+            id: id.into(),
+            seq: AtomicU64::new(0),
+            members: Mutex::new(Members::default()),
+            publishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn members(&self) -> MutexGuard<'_, Members> {
+        self.members
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot(&self) -> Arc<[ConnHandle]> {
+        let mut members = self.members();
+        if let Some(snapshot) = &members.snapshot {
+            return snapshot.clone();
+        }
+        let snapshot: Arc<[ConnHandle]> = members.list.as_slice().into();
+        members.snapshot = Some(snapshot.clone());
+        snapshot
+    }
+}
+
+impl Members {
+    fn insert(&mut self, conn: &ConnHandle) {
+        self.index.insert(conn.id(), self.list.len());
+        self.list.push(conn.clone());
+        self.snapshot = None;
+    }
+
+    fn remove(&mut self, conn_id: u64) {
+        if let Some(pos) = self.index.remove(&conn_id) {
+            self.list.swap_remove(pos);
+            if let Some(moved) = self.list.get(pos) {
+                self.index.insert(moved.id(), pos);
+            }
+            self.snapshot = None;
+        }
+    }
+}
+
+/// This node's groups. Share it as an `Arc`: the server uses it as its
+/// [`GroupMembership`], the push API publishes through it.
+pub struct GroupRegistry {
+    config: GroupConfig,
+    authorizer: Arc<dyn JoinAuthorizer>,
+    groups: ShardedMap<Arc<str>, Arc<Group>>,
+    /// Connection id -> the groups it is in.
+    memberships: ShardedMap<u64, Vec<Arc<Group>>>,
+    pool: FanoutPool,
+}
+
+impl std::fmt::Debug for GroupRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRegistry")
+            .field("config", &self.config)
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupRegistry {
+    /// A registry that lets every client join every group.
+    pub fn new(config: GroupConfig) -> GroupRegistry {
+        GroupRegistry::with_authorizer(config, AllowAll)
+    }
+
+    /// A registry whose client-initiated joins `authorizer` checks.
+    pub fn with_authorizer(config: GroupConfig, authorizer: impl JoinAuthorizer) -> GroupRegistry {
+        GroupRegistry {
+            pool: FanoutPool::new(config.fanout_workers()),
+            config,
+            authorizer: Arc::new(authorizer),
+            groups: ShardedMap::new(),
+            memberships: ShardedMap::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Adds `conn` to `group` on the server's behalf (no authorizer; limits apply).
+    /// Joining twice succeeds. The client is not told; pushes to the group carry its id.
+    ///
+    /// # Errors
+    /// [`Error::GroupLimit`], [`Error::GroupFull`], [`Error::InvalidGroupId`], or
+    /// [`Error::Closed`] if the connection closed before the join took effect.
+    pub fn join(&self, conn: &ConnHandle, group: &str) -> Result<()> {
+        self.check_id(group)?;
+        self.insert(conn, group)?;
+        // The driver closes the inbox before it calls `leave_all`: if it has closed, the
+        // join may have come after that and must be undone here.
+        if conn.is_closed() {
+            self.leave(conn.id(), group);
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Adds the connection logged in as (app, device) on `hub` to `group`.
+    ///
+    /// # Errors
+    /// As [`GroupRegistry::join`], and [`Error::Closed`] if the device is not connected.
+    pub fn join_device(&self, hub: &Hub, app: &str, device: &str, group: &str) -> Result<()> {
+        let conn = hub.find_device(app, device).ok_or(Error::Closed)?;
+        self.join(&conn, group)
+    }
+
+    /// Removes connection `conn_id` from `group`. Returns whether it was a member.
+    pub fn leave(&self, conn_id: u64, group: &str) -> bool {
+        let removed = {
+            let mut memberships = self.memberships.shard(&conn_id);
+            let Some(groups) = memberships.get_mut(&conn_id) else {
+                return false;
+            };
+            let Some(pos) = groups.iter().position(|g| &*g.id == group) else {
+                return false;
+            };
+            let removed = groups.swap_remove(pos);
+            if groups.is_empty() {
+                memberships.remove(&conn_id);
+            }
+            self.remove_member(&removed, conn_id);
+            removed
+        };
+        drop(removed);
+        true
+    }
+
+    /// Removes connection `conn_id` from all its groups. Returns how many it was in.
+    pub fn leave_all(&self, conn_id: u64) -> usize {
+        let groups = self.memberships.shard(&conn_id).remove(&conn_id);
+        let groups = groups.unwrap_or_default();
+        for group in &groups {
+            self.remove_member(group, conn_id);
+        }
+        groups.len()
+    }
+
+    /// Members of `group` on this node (one shard lock and one group lock).
+    pub fn members(&self, group: &str) -> usize {
+        let group = self.groups.shard(group).get(group).cloned();
+        group.map_or(0, |g| g.members().list.len())
+    }
+
+    /// Groups with at least one member on this node.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The groups connection `conn_id` is in.
+    pub fn groups_of(&self, conn_id: u64) -> Vec<String> {
+        self.memberships
+            .shard(&conn_id)
+            .get(&conn_id)
+            .map(|groups| groups.iter().map(|g| g.id.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Pushes `message` to every member of `group` on this node: numbered with the
+    /// group's next `seq`, encoded once, each member's queue given a shared copy. Groups
+    /// larger than [`GroupConfig::fanout_chunk`] are pushed in chunks by the worker pool.
+    /// Publishes to one group are applied one after another, so members see `seq` in
+    /// order.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`].
+    pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
+        let Some(entry) = self.groups.shard(group).get(group).cloned() else {
+            return Ok(PublishReport::default());
+        };
+        let _in_order = entry.publishing.lock().await;
+        let seq = entry.seq.load(Ordering::Relaxed) + 1;
+        let frame = Frame::Push {
+            id: 0,
+            ack_required: false,
+            business: message.business,
+            group: Some(Text::from(group)),
+            seq: Some(seq),
+            meta: message.meta.clone(),
+            payload: message.payload.clone(),
+        }
+        .to_bytes(self.config.max_frame_size())?;
+        entry.seq.store(seq, Ordering::Relaxed);
+        let members = entry.snapshot();
+        let chunk = self.config.fanout_chunk();
+        let tally = if members.len() <= chunk {
+            fanout::push_all(&members, &frame)
+        } else {
+            self.pool.push_all(members.clone(), frame, chunk).await
+        };
+        Ok(PublishReport {
+            members: members.len(),
+            queued: tally.queued,
+            dropped: tally.dropped,
+            seq,
+        })
+    }
+
+    fn check_id(&self, group: &str) -> Result<()> {
+        if group.is_empty() {
+            return Err(Error::InvalidGroupId { reason: "empty" });
+        }
+        if group.len() > self.config.max_group_id_len() {
+            return Err(Error::InvalidGroupId {
+                reason: "longer than max_group_id_len",
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds the membership under the lock order (membership shard, group shard, members).
+    fn insert(&self, conn: &ConnHandle, group: &str) -> Result<()> {
+        let conn_id = conn.id();
+        let mut memberships = self.memberships.shard(&conn_id);
+        let joined = memberships.get(&conn_id);
+        if joined.is_some_and(|groups| groups.iter().any(|g| &*g.id == group)) {
+            return Ok(());
+        }
+        let max_groups = self.config.max_groups_per_connection();
+        if joined.is_some_and(|groups| groups.len() >= max_groups) {
+            return Err(Error::GroupLimit { max: max_groups });
+        }
+        let entry = {
+            let mut groups = self.groups.shard(group);
+            let entry = match groups.get(group) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let entry = Arc::new(Group::new(group));
+                    groups.insert(entry.id.clone(), entry.clone());
+                    entry
+                }
+            };
+            let mut members = entry.members();
+            let max_members = self.config.max_members_per_group();
+            if members.list.len() >= max_members {
+                return Err(Error::GroupFull { max: max_members });
+            }
+            members.insert(conn);
+            drop(members);
+            entry
+        };
+        memberships.entry(conn_id).or_default().push(entry);
+        Ok(())
+    }
+
+    /// Removes one member; the group goes when its last member does.
+    fn remove_member(&self, group: &Arc<Group>, conn_id: u64) {
+        let mut groups = self.groups.shard(&*group.id);
+        let mut members = group.members();
+        members.remove(conn_id);
+        if members.list.is_empty()
+            && groups
+                .get(&*group.id)
+                .is_some_and(|current| Arc::ptr_eq(current, group))
+        {
+            groups.remove(&*group.id);
+        }
+    }
+}
+
+impl GroupMembership for GroupRegistry {
+    fn join(&self, conn: &ConnHandle, device: &DeviceKey, group: &str) -> Result<(), Code> {
+        self.check_id(group).map_err(|e| e.code())?;
+        if !self.authorizer.may_join(device, group) {
+            return Err(Error::Forbidden.code());
+        }
+        GroupRegistry::join(self, conn, group).map_err(|e| e.code())
+    }
+
+    fn leave(&self, conn_id: u64, group: &str) -> Result<(), Code> {
+        GroupRegistry::leave(self, conn_id, group);
+        Ok(())
+    }
+
+    fn leave_all(&self, conn_id: u64) {
+        GroupRegistry::leave_all(self, conn_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use longconn_core::SlowConsumerPolicy;
+
+    fn conn(id: u64) -> ConnHandle {
+        ConnHandle::new(id, 4, SlowConsumerPolicy::DropNewest)
+    }
+
+    fn registry(config: GroupConfig) -> GroupRegistry {
+        GroupRegistry::new(config)
+    }
+
+    #[test]
+    fn join_leave_and_presence() {
+        let groups = registry(GroupConfig::default());
+        let (a, b) = (conn(1), conn(2));
+        groups.join(&a, "room").unwrap();
+        groups.join(&a, "room").unwrap(); // idempotent
+        groups.join(&b, "room").unwrap();
+        groups.join(&a, "lobby").unwrap();
+        assert_eq!(groups.members("room"), 2);
+        assert_eq!(groups.members("lobby"), 1);
+        assert_eq!(groups.group_count(), 2);
+        let mut of_a = groups.groups_of(1);
+        of_a.sort();
+        assert_eq!(of_a, ["lobby", "room"]);
+
+        assert!(groups.leave(1, "room"));
+        assert!(!groups.leave(1, "room"));
+        assert_eq!(groups.members("room"), 1);
+        assert_eq!(groups.leave_all(1), 1);
+        assert_eq!(groups.group_count(), 1, "empty `lobby` is gone");
+        assert_eq!(groups.leave_all(2), 1);
+        assert_eq!(groups.group_count(), 0);
+        assert_eq!(groups.members("room"), 0);
+    }
+
+    #[test]
+    fn limits_are_enforced_with_their_codes() {
+        let config = GroupConfig::builder()
+            .max_groups_per_connection(2)
+            .max_members_per_group(2)
+            .max_group_id_len(8)
+            .build()
+            .unwrap();
+        let groups = registry(config);
+        let (a, b, c) = (conn(1), conn(2), conn(3));
+        groups.join(&a, "g1").unwrap();
+        groups.join(&a, "g2").unwrap();
+        let err = groups.join(&a, "g3").unwrap_err();
+        assert_eq!(err.code(), Code::GroupLimit);
+        groups.join(&b, "g1").unwrap();
+        assert_eq!(groups.join(&c, "g1").unwrap_err().code(), Code::GroupFull);
+        assert_eq!(
+            groups.join(&c, "").unwrap_err().code(),
+            Code::GroupForbidden
+        );
+        assert_eq!(
+            groups.join(&c, "much-too-long").unwrap_err().code(),
+            Code::GroupForbidden
+        );
+        assert_eq!(groups.groups_of(3), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_authorizer_decides_client_joins() {
+        let groups = GroupRegistry::with_authorizer(
+            GroupConfig::default(),
+            |device: &DeviceKey, group: &str| group.starts_with(device.app()),
+        );
+        let a = conn(1);
+        let device = DeviceKey::new("shop", "d1");
+        assert_eq!(
+            GroupMembership::join(&groups, &a, &device, "chat:1"),
+            Err(Code::GroupForbidden)
+        );
+        assert_eq!(
+            GroupMembership::join(&groups, &a, &device, "shop:1"),
+            Ok(())
+        );
+        assert_eq!(groups.members("shop:1"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_join_racing_a_close_is_undone() {
+        let groups = registry(GroupConfig::default());
+        // A slow-consumer disconnect closes the inbox, as the driver does at close.
+        let a = ConnHandle::new(1, 4, SlowConsumerPolicy::Disconnect);
+        for _ in 0..5 {
+            a.push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        assert!(a.is_closed());
+        assert!(matches!(groups.join(&a, "room"), Err(Error::Closed)));
+        assert_eq!(groups.members("room"), 0);
+    }
+
+    #[tokio::test]
+    async fn publish_numbers_encodes_once_and_counts_full_queues() {
+        let config = GroupConfig::builder().fanout_chunk(16).build().unwrap();
+        let groups = registry(config);
+        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        // Fill member 7's queue (capacity 4): its next push is dropped, nobody else's.
+        for _ in 0..4 {
+            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        let message = PushMessage::new(9, &b"hello"[..]);
+        let report = groups.publish("room", &message).await.unwrap();
+        assert_eq!(
+            report,
+            PublishReport {
+                members: 100,
+                queued: 99,
+                dropped: 1,
+                seq: 1
+            }
+        );
+        let second = groups.publish("room", &message).await.unwrap();
+        assert_eq!(second.seq, 2);
+        let first_push = |m: &ConnHandle| m.take_pushes().into_iter().next();
+        let a = first_push(&members[0]).unwrap();
+        let b = first_push(&members[99]).unwrap();
+        let (longconn_core::Transmit::Encoded(a), longconn_core::Transmit::Encoded(b)) = (a, b)
+        else {
+            panic!("group pushes are pre-encoded");
+        };
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding shared by all members");
+        let frame = longconn_core::FrameCodec::new(1 << 16)
+            .decode_message(a)
+            .unwrap();
+        assert!(matches!(
+            frame,
+            Frame::Push { business: 9, seq: Some(1), group: Some(ref g), .. } if g.as_str() == "room"
+        ));
+        assert_eq!(
+            groups.publish("nobody-here", &message).await.unwrap(),
+            PublishReport::default()
+        );
+    }
+}
