@@ -98,10 +98,26 @@ fn unix_now() -> Duration {
 }
 
 impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
-    /// Runs the session, then takes the connection out of the hub, its groups and the
-    /// route store, and reports the close to subscribed backends.
+    /// Runs the session until it closes; the connection leaves the hub, its groups and
+    /// the route store before its last frames are flushed, so nothing is routed to it
+    /// while it lingers.
     async fn run_to_end(&mut self) -> CloseReason {
         let reason = self.run().await;
+        self.discard_inbox();
+        self.depart(reason);
+        if !matches!(
+            reason,
+            CloseReason::TransportEnded | CloseReason::TransportFailed
+        ) {
+            let _ = tokio::time::timeout(self.shared.close_linger, self.writer.close(reason)).await;
+        }
+        debug!(reason = ?reason, "connection closed");
+        reason
+    }
+
+    /// Takes the closed connection out of its groups, the hub and the route store, and
+    /// reports the close to subscribed backends.
+    fn depart(&mut self, reason: CloseReason) {
         let conn_id = self.handle.id();
         // The inbox is closed by now, so a concurrent server-side join either finished
         // before this or sees the connection closed and undoes itself.
@@ -118,7 +134,6 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 });
             }
         }
-        reason
     }
 
     async fn run(&mut self) -> CloseReason {
@@ -157,19 +172,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
             }
         }
-        let reason = self
-            .session
+        self.session
             .close_reason()
-            .unwrap_or(CloseReason::TransportFailed);
-        self.discard_inbox();
-        if !matches!(
-            reason,
-            CloseReason::TransportEnded | CloseReason::TransportFailed
-        ) {
-            let _ = tokio::time::timeout(self.shared.close_linger, self.writer.close(reason)).await;
-        }
-        debug!(reason = ?reason, "connection closed");
-        reason
+            .unwrap_or(CloseReason::TransportFailed)
     }
 
     fn on_received(&mut self, received: crate::Result<Option<crate::Frame>>) {

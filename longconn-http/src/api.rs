@@ -1,0 +1,366 @@
+//! The push HTTP API, as an axum [`Router`] over a [`PushApi`].
+//!
+//! | method and path | body | reply |
+//! |---|---|---|
+//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}` |
+//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"seq":s}` |
+//! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
+//! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` or `{"kicked":false}` (not connected here) |
+//!
+//! Every error is a JSON body `{"error":"<code>","message":"<detail>"}`:
+//!
+//! | status | `error` | when |
+//! |---|---|---|
+//! | 400 | `bad_json` | the body is not JSON |
+//! | 422 | `bad_json` | the body is JSON of the wrong shape (a missing or unknown field, a wrong type) |
+//! | 400 | `bad_request` | both or neither of `devices` and `messages`; an empty app or device; a bad group id; bad metadata |
+//! | 400 | `bad_base64` | a payload is not standard base64 |
+//! | 413 | `payload_too_large` | a payload over [`ApiLimits::max_payload`], a batch over [`ApiLimits::max_batch`], or a body over [`ApiLimits::max_body`] |
+//! | 415 | `bad_json` | the request is not `content-type: application/json` |
+//! | 503 | `unavailable` | the route store failed |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use longconn_core::runtime::{PushMessage, Server};
+use longconn_core::{Code, Command, Metadata, Text};
+use longconn_group::GroupRegistry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Request-size limits of the push API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Largest decoded payload. Default 60 KiB, which leaves room for the frame's
+    /// header and fields inside the default 64 KiB frame.
+    pub max_payload: usize,
+    /// Most devices (or messages) in one batched push. Default 10,000.
+    pub max_batch: usize,
+    /// Largest request body. Default 16 MiB.
+    pub max_body: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_payload: 60 * 1024,
+            max_batch: 10_000,
+            max_body: 16 << 20,
+        }
+    }
+}
+
+/// What the API works on: the server's push API and hub, and the group registry.
+#[derive(Debug, Clone)]
+pub struct PushApi {
+    server: Server,
+    groups: Arc<GroupRegistry>,
+    limits: ApiLimits,
+}
+
+impl PushApi {
+    /// The API for `server` and `groups` with `limits`.
+    pub fn new(server: Server, groups: Arc<GroupRegistry>, limits: ApiLimits) -> PushApi {
+        PushApi {
+            server,
+            groups,
+            limits,
+        }
+    }
+}
+
+/// The routes of the [module docs](self), ready to serve or to merge into a bigger router.
+pub fn push_api(api: PushApi) -> Router {
+    let max_body = api.limits.max_body;
+    Router::new()
+        .route("/v1/push/devices", post(push_devices))
+        .route("/v1/push/groups/{group}", post(push_group))
+        .route("/v1/groups/{group}", get(group_presence))
+        .route("/v1/kick", post(kick))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api)
+}
+
+/// A JSON error reply.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.code, "message": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "bad_json"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The body, or the rejection as a JSON error.
+fn body<T>(extracted: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    extracted.map(|Json(value)| value).map_err(ApiError::from)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesPush {
+    app: String,
+    business: u32,
+    #[serde(default)]
+    devices: Option<Vec<String>>,
+    #[serde(default)]
+    payload_b64: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<DeviceMessage>>,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceMessage {
+    device: String,
+    payload_b64: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupPush {
+    business: u32,
+    payload_b64: String,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Kick {
+    app: String,
+    device: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl PushApi {
+    fn payload(&self, b64: &str, what: &str) -> Result<Bytes, ApiError> {
+        let payload = STANDARD.decode(b64).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_base64",
+                format!("{what}: {e}"),
+            )
+        })?;
+        if payload.len() > self.limits.max_payload {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "{what}: {} bytes, the limit is {}",
+                    payload.len(),
+                    self.limits.max_payload
+                ),
+            ));
+        }
+        Ok(payload.into())
+    }
+
+    fn check_batch(&self, len: usize) -> Result<(), ApiError> {
+        if len > self.limits.max_batch {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("{len} devices, the limit is {}", self.limits.max_batch),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn metadata(meta: &BTreeMap<String, String>) -> Result<Metadata, ApiError> {
+    Metadata::from_pairs(meta.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+        .map_err(|e| ApiError::bad_request(format!("meta: {e}")))
+}
+
+/// A push that failed for a reason the caller could not have avoided.
+fn push_failed(err: longconn_core::Error) -> ApiError {
+    match err {
+        longconn_core::Error::FrameTooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            err.to_string(),
+        ),
+        longconn_core::Error::RouteStore(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+async fn push_devices(
+    State(api): State<PushApi>,
+    request: Result<Json<DevicesPush>, JsonRejection>,
+) -> ApiResult {
+    let request = body(request)?;
+    if request.app.is_empty() {
+        return Err(ApiError::bad_request("`app` is empty"));
+    }
+    let meta = metadata(&request.meta)?;
+    let pusher = api.server.pusher();
+    let report = match (request.devices, request.payload_b64, request.messages) {
+        (Some(devices), Some(payload_b64), None) => {
+            api.check_batch(devices.len())?;
+            if devices.iter().any(String::is_empty) {
+                return Err(ApiError::bad_request("a device id is empty"));
+            }
+            let message = PushMessage {
+                business: request.business,
+                meta,
+                payload: api.payload(&payload_b64, "payload_b64")?,
+            };
+            pusher
+                .push_devices(&request.app, &devices, &message)
+                .await
+                .map_err(push_failed)?
+        }
+        (None, None, Some(messages)) => {
+            api.check_batch(messages.len())?;
+            let mut batch = Vec::with_capacity(messages.len());
+            for (i, m) in messages.into_iter().enumerate() {
+                if m.device.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "messages[{i}]: empty device"
+                    )));
+                }
+                let payload = api.payload(&m.payload_b64, &format!("messages[{i}]"))?;
+                let message = PushMessage {
+                    business: request.business,
+                    meta: meta.clone(),
+                    payload,
+                };
+                batch.push((m.device, message));
+            }
+            pusher
+                .push_each(&request.app, &batch)
+                .await
+                .map_err(push_failed)?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either `devices` with `payload_b64`, or `messages`",
+            ));
+        }
+    };
+    Ok(Json(json!({
+        "queued": report.queued,
+        "offline": report.offline,
+        "dropped": report.dropped,
+    })))
+}
+
+async fn push_group(
+    State(api): State<PushApi>,
+    Path(group): Path<String>,
+    request: Result<Json<GroupPush>, JsonRejection>,
+) -> ApiResult {
+    let request = body(request)?;
+    let message = PushMessage {
+        business: request.business,
+        meta: metadata(&request.meta)?,
+        payload: api.payload(&request.payload_b64, "payload_b64")?,
+    };
+    check_group(&api, &group)?;
+    let report = api
+        .groups
+        .publish(&group, &message)
+        .await
+        .map_err(|e| match e {
+            longconn_group::Error::Encode(e) => push_failed(e),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+    Ok(Json(json!({
+        "members": report.members,
+        "queued": report.queued,
+        "dropped": report.dropped,
+        "seq": report.seq,
+    })))
+}
+
+fn check_group(api: &PushApi, group: &str) -> Result<(), ApiError> {
+    let max = api.groups.config().max_group_id_len();
+    if group.is_empty() || group.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "group id must be 1 to {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+async fn group_presence(State(api): State<PushApi>, Path(group): Path<String>) -> ApiResult {
+    check_group(&api, &group)?;
+    Ok(Json(
+        json!({"group": group, "members": api.groups.members(&group)}),
+    ))
+}
+
+async fn kick(State(api): State<PushApi>, request: Result<Json<Kick>, JsonRejection>) -> ApiResult {
+    let request = body(request)?;
+    if request.app.is_empty() || request.device.is_empty() {
+        return Err(ApiError::bad_request("`app` and `device` are required"));
+    }
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "kicked by an operator".into());
+    if reason.len() > longconn_core::protocol::MAX_MESSAGE_LEN {
+        return Err(ApiError::bad_request(format!(
+            "`reason` is longer than {} bytes",
+            longconn_core::protocol::MAX_MESSAGE_LEN
+        )));
+    }
+    let Some(conn) = api.server.hub().find_device(&request.app, &request.device) else {
+        return Ok(Json(json!({"kicked": false})));
+    };
+    let kicked = conn.command(Command::Kick {
+        code: Code::Kicked,
+        message: Text::from(reason),
+    });
+    Ok(Json(json!({"kicked": kicked, "conn_id": conn.id()})))
+}
