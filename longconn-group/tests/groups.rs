@@ -6,13 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use longconn_client::{Client, ClientConfig, ClientError, StaticToken};
-use longconn_core::connection::memory::{MemoryReader, MemoryWriter, pair};
-use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+use longconn_core::connection::memory::{MemoryClient, pair};
 use longconn_core::runtime::{DeviceKey, PushMessage, Server, ServerConfig};
-use longconn_core::{
-    Code, Command, Frame, Metadata, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys,
-    Transmit,
-};
+use longconn_core::{Code, Command, Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry};
 
 const APP: &str = "group-test";
@@ -43,39 +39,25 @@ fn server(groups: GroupConfig, session: SessionConfig) -> (Server, Arc<GroupRegi
     (server, registry)
 }
 
-/// A raw in-memory client: frames in, frames out, no SDK.
-struct MemClient {
-    reader: MemoryReader,
-    writer: MemoryWriter,
-}
+/// A raw in-memory client with the test's timeouts.
+struct MemClient(MemoryClient);
 
 impl MemClient {
     async fn login(server: &Server, device: &str, capacity: usize) -> MemClient {
         let (client, served) = pair(capacity, 65_536);
         assert!(server.serve_connection(served));
-        let (reader, writer) = client.split();
-        let mut client = MemClient { reader, writer };
-        client
-            .send(Frame::Login {
-                id: 1,
-                app: APP.into(),
-                device: device.into(),
-                token: token(device),
-                meta: Metadata::new(),
-            })
-            .await;
-        let ack = client.next().await;
-        assert!(matches!(ack, Frame::LoginAck { .. }), "{ack:?}");
-        client
+        let mut client = MemoryClient::new(client);
+        let logged_in = client.login(APP, device, token(device)).await.unwrap();
+        assert!(logged_in.is_ok(), "{logged_in:?}");
+        MemClient(client)
     }
 
     async fn send(&mut self, frame: Frame) {
-        self.writer.send(Transmit::Frame(frame)).unwrap();
-        self.writer.flush().await.unwrap();
+        self.0.send(frame).await.unwrap();
     }
 
     async fn next(&mut self) -> Frame {
-        tokio::time::timeout(STEP, self.reader.recv())
+        tokio::time::timeout(STEP, self.0.recv())
             .await
             .expect("a frame in time")
             .unwrap()
@@ -334,8 +316,7 @@ async fn a_slow_member_loses_its_own_pushes_and_stalls_nobody() {
                 .await;
                 // What it had in its pipe, then the kick.
                 let mut frames = Vec::new();
-                while let Ok(Ok(Some(frame))) = tokio::time::timeout(STEP, slow.reader.recv()).await
-                {
+                while let Ok(Ok(Some(frame))) = tokio::time::timeout(STEP, slow.0.recv()).await {
                     frames.push(frame);
                 }
                 assert!(

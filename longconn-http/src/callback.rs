@@ -240,11 +240,9 @@ mod tests {
 
     #[test]
     fn metadata_survives_the_header_format() {
-        let meta = Metadata::from_pairs([
-            ("trace id", &b"a&b=c"[..]),
-            ("lang", "zh-汉".as_bytes()),
-        ])
-        .unwrap();
+        let meta =
+            Metadata::from_pairs([("trace id", &b"a&b=c"[..]), ("lang", "zh-汉".as_bytes())])
+                .unwrap();
         let header = encode_meta(&meta);
         assert!(header.is_ascii(), "{header}");
         assert_eq!(decode_meta(header.as_bytes()).unwrap(), meta);

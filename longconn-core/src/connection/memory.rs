@@ -120,3 +120,65 @@ impl FrameWriter for MemoryWriter {
 fn closed() -> Error {
     Error::Io(std::io::ErrorKind::BrokenPipe.into())
 }
+
+/// A client speaking the protocol directly over one side of a [`pair`]: for tests and
+/// in-process integrations that need no SDK. It does nothing on its own (no heartbeats,
+/// no acks): what it sends and receives is exactly what the caller does.
+#[derive(Debug)]
+pub struct MemoryClient {
+    reader: MemoryReader,
+    writer: MemoryWriter,
+}
+
+impl MemoryClient {
+    /// A client on `conn`, the side of a [`pair`] the server does not serve.
+    pub fn new(conn: MemoryConnection) -> MemoryClient {
+        MemoryClient {
+            reader: conn.reader,
+            writer: conn.writer,
+        }
+    }
+
+    /// Sends one frame and waits until it is in the pipe.
+    ///
+    /// # Errors
+    /// The frame does not encode, or the server side has gone.
+    pub async fn send(&mut self, frame: Frame) -> Result<()> {
+        self.writer.send(Transmit::Frame(frame))?;
+        self.writer.flush().await
+    }
+
+    /// The next frame from the server; `Ok(None)` once the server side has gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a frame is taken from the pipe only when this returns it.
+    pub async fn recv(&mut self) -> Result<Option<Frame>> {
+        self.reader.recv().await
+    }
+
+    /// Sends `Login` and waits for the answer: the connection id from `LoginAck`, or the
+    /// frame that came instead (`Close` with the refusal code, say).
+    ///
+    /// # Errors
+    /// The pipe closed, or a frame could not be decoded.
+    pub async fn login(
+        &mut self,
+        app: &str,
+        device: &str,
+        token: Bytes,
+    ) -> Result<Result<u64, Frame>> {
+        self.send(Frame::Login {
+            id: 1,
+            app: app.into(),
+            device: device.into(),
+            token,
+            meta: crate::protocol::Metadata::new(),
+        })
+        .await?;
+        match self.recv().await? {
+            Some(Frame::LoginAck { conn_id, .. }) => Ok(Ok(conn_id)),
+            Some(other) => Ok(Err(other)),
+            None => Err(closed()),
+        }
+    }
+}
