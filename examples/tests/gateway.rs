@@ -125,6 +125,66 @@ impl Client {
     }
 }
 
+fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).expect("a JSON reply"))
+}
+
+/// A one-route HTTP service on a thread: answers every request with `reply`.
+fn callback_service(reply: &'static str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // Read the head and the body announced by Content-Length, then answer.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            let head_end = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(at + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < head_end + len {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    addr
+}
+
 fn dev_token(device: &str) -> Bytes {
     let keys =
         TokenKeys::new(TokenKey::new(DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET.as_bytes()).unwrap());
@@ -302,4 +362,172 @@ fn every_listener_accepts_a_login() {
         .await;
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The push API and HTTP callback rules of the real binary, configured from a file.
+#[test]
+fn push_api_and_callback_rules_from_the_config_file() {
+    let service = callback_service("from the callback");
+    let dir = std::env::temp_dir().join(format!("lc-gw-push-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[groups]
+max_groups_per_connection = 1
+[[backends]]
+name = "orders"
+url = "http://{service}/rpc"
+businesses = [7]
+timeout_ms = 2000
+"#
+        ),
+    )
+    .unwrap();
+    let gw = start(&[
+        "--ws",
+        "off",
+        "--quic",
+        "off",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    let mut c = Client::connect(gw.tcp);
+    c.send(&Frame::Login {
+        id: 1,
+        app: "demo".into(),
+        device: "phone-1".into(),
+        token: dev_token("phone-1"),
+        meta: Metadata::new(),
+    });
+    assert!(matches!(c.recv(), Some(Frame::LoginAck { id: 1, .. })));
+
+    // Business 7 goes to the callback, 1 still echoes, 8 has no rule.
+    for (id, business, expect) in [(2, 7, "from the callback"), (3, 1, "ping")] {
+        c.send(&Frame::Request {
+            id,
+            business,
+            meta: Metadata::new(),
+            payload: Bytes::from_static(b"ping"),
+        });
+        match c.recv() {
+            Some(Frame::Response { payload, .. }) => assert_eq!(payload, expect),
+            other => panic!("business {business}: {other:?}"),
+        }
+    }
+    c.send(&Frame::Request {
+        id: 4,
+        business: 8,
+        meta: Metadata::new(),
+        payload: Bytes::new(),
+    });
+    assert!(matches!(
+        c.recv(),
+        Some(Frame::Error {
+            id: 4,
+            code: longconn_core::Code::UnknownBusiness,
+            ..
+        })
+    ));
+
+    // Groups: one join allowed by the file, the second refused with group_limit.
+    c.send(&Frame::JoinGroup {
+        id: 5,
+        group: "room".into(),
+    });
+    assert!(matches!(c.recv(), Some(Frame::JoinAck { id: 5, .. })));
+    c.send(&Frame::JoinGroup {
+        id: 6,
+        group: "other".into(),
+    });
+    assert!(matches!(
+        c.recv(),
+        Some(Frame::Error {
+            id: 6,
+            code: longconn_core::Code::GroupLimit,
+            ..
+        })
+    ));
+
+    let (status, reply) = http_post(
+        gw.http,
+        "/v1/push/groups/room",
+        r#"{"business":9,"payload_b64":"aGk="}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["members"], 1);
+    assert_eq!(reply["seq"], 1);
+    match c.recv() {
+        Some(Frame::Push {
+            business: 9,
+            group: Some(group),
+            seq: Some(1),
+            payload,
+            ..
+        }) => {
+            assert_eq!(group.as_str(), "room");
+            assert_eq!(payload, "hi");
+        }
+        other => panic!("expected the group push, got {other:?}"),
+    }
+    let (status, reply) = http_post(
+        gw.http,
+        "/v1/push/devices",
+        r#"{"app":"demo","business":9,"devices":["phone-1","tablet"],"payload_b64":"eW8="}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply,
+        serde_json::json!({"queued": 1, "offline": ["tablet"], "dropped": []})
+    );
+    assert!(matches!(c.recv(), Some(Frame::Push { group: None, .. })));
+    let (_, body) = http_get(gw.http, "/v1/groups/room");
+    assert!(body.contains("\"members\":1"), "{body}");
+    let (status, reply) = http_post(gw.http, "/v1/push/devices", "{oops");
+    assert_eq!((status, reply["error"].as_str()), (400, Some("bad_json")));
+
+    let (status, reply) = http_post(
+        gw.http,
+        "/v1/kick",
+        r#"{"app":"demo","device":"phone-1","reason":"bye"}"#,
+    );
+    assert_eq!((status, reply["kicked"].as_bool()), (200, Some(true)));
+    assert!(matches!(
+        c.recv(),
+        Some(Frame::Kick {
+            code: longconn_core::Code::Kicked,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_bad_backend_rule_exits_with_a_message() {
+    let dir = std::env::temp_dir().join(format!("lc-gw-badrule-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        "[[backends]]\nname = \"x\"\nurl = \"https://example.com/\"\nbusinesses = [7]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--ws",
+            "off",
+            "--quic",
+            "off",
+        ])
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backend `x`"), "{stderr}");
 }

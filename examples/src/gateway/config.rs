@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use longconn_core::{SessionConfig, SlowConsumerPolicy};
+use longconn_group::GroupConfig;
 use serde::Deserialize;
 
 use super::GatewayError;
@@ -49,7 +50,8 @@ pub struct Cli {
     /// Where the development certificate is written [default: $TMPDIR/longconn-dev-cert].
     #[arg(long, value_name = "DIR")]
     pub dev_cert_dir: Option<PathBuf>,
-    /// HTTP listen address for /healthz, or `off` [default: 127.0.0.1:7180].
+    /// HTTP listen address for /healthz and the push API, or `off`
+    /// [default: 127.0.0.1:7180].
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<Listen>,
     /// Node id carried in every connection id, 0..=65535 [default: 1].
@@ -114,6 +116,55 @@ pub struct FileConfig {
     pub session: FileSession,
     /// Graceful shutdown.
     pub shutdown: FileShutdown,
+    /// Group limits.
+    pub groups: FileGroups,
+    /// Forwarding rules to HTTP callbacks (business 1 stays on the echo backend unless
+    /// a rule claims it).
+    pub backends: Vec<FileBackend>,
+}
+
+/// `[groups]`: see `longconn_group::GroupConfig` for each value's meaning and range.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileGroups {
+    /// Groups one connection may be in.
+    pub max_groups_per_connection: Option<usize>,
+    /// Members one group may have on this node.
+    pub max_members_per_group: Option<usize>,
+    /// Longest group id, bytes.
+    pub max_group_id_len: Option<usize>,
+    /// Members per fan-out chunk.
+    pub fanout_chunk: Option<usize>,
+    /// Fan-out worker tasks.
+    pub fanout_workers: Option<usize>,
+}
+
+/// One `[[backends]]` entry: an HTTP callback and the business ids it serves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    /// Name, for logs and errors.
+    pub name: String,
+    /// Where requests are POSTed (`http://`).
+    pub url: String,
+    /// Where connection events are POSTed; setting it subscribes the backend.
+    #[serde(default)]
+    pub events_url: Option<String>,
+    /// Per-call timeout, milliseconds. Default 5000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Calls in flight at once. Default 1024.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Exact business ids.
+    #[serde(default)]
+    pub businesses: Vec<u32>,
+    /// Inclusive business id ranges, `[[100, 199]]`.
+    #[serde(default)]
+    pub ranges: Vec<[u32; 2]>,
+    /// Serves every business id no other rule matches.
+    #[serde(default)]
+    pub default: bool,
 }
 
 /// `[listen]`.
@@ -225,6 +276,10 @@ pub struct GatewaySettings {
     pub shutdown_retry_after: Duration,
     /// Drain deadline.
     pub shutdown_deadline: Duration,
+    /// Group limits.
+    pub groups: GroupConfig,
+    /// HTTP callback rules.
+    pub backends: Vec<FileBackend>,
 }
 
 impl GatewaySettings {
@@ -281,6 +336,8 @@ impl GatewaySettings {
                 .unwrap_or_else(|| std::env::temp_dir().join("longconn-dev-cert")),
             token_keys,
             dev_secret,
+            groups: group_config(&file.groups, file.session.max_frame_size)?,
+            backends: file.backends,
             session: session_config(&file.session)?,
             shutdown_retry_after: Duration::from_millis(shutdown.retry_after_ms.unwrap_or(5_000)),
             shutdown_deadline: Duration::from_millis(shutdown.deadline_ms.unwrap_or(15_000)),
@@ -292,6 +349,33 @@ fn load(path: &Path) -> Result<FileConfig, GatewayError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| GatewayError::Config(format!("reading {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))
+}
+
+fn group_config(
+    file: &FileGroups,
+    max_frame_size: Option<usize>,
+) -> Result<GroupConfig, GatewayError> {
+    let mut b = GroupConfig::builder();
+    if let Some(v) = file.max_groups_per_connection {
+        b = b.max_groups_per_connection(v);
+    }
+    if let Some(v) = file.max_members_per_group {
+        b = b.max_members_per_group(v);
+    }
+    if let Some(v) = file.max_group_id_len {
+        b = b.max_group_id_len(v);
+    }
+    if let Some(v) = file.fanout_chunk {
+        b = b.fanout_chunk(v);
+    }
+    if let Some(v) = file.fanout_workers {
+        b = b.fanout_workers(v);
+    }
+    if let Some(v) = max_frame_size {
+        b = b.max_frame_size(v);
+    }
+    b.build()
+        .map_err(|e| GatewayError::Config(format!("groups: {e}")))
 }
 
 fn session_config(file: &FileSession) -> Result<SessionConfig, GatewayError> {

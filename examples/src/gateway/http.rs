@@ -1,4 +1,5 @@
-//! The gateway's HTTP side: `GET /healthz`, and JSON errors for everything else.
+//! The gateway's HTTP side: `GET /healthz`, the push API of `longconn-http`
+//! (`/v1/...`), and JSON errors for everything else.
 
 use std::net::SocketAddr;
 
@@ -8,16 +9,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use longconn_core::runtime::Server;
+use longconn_http::{PushApi, push_api};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// The router: `/healthz` answers 200 with the connection count; anything else is a
-/// JSON 404 (or 405 for a wrong method).
-pub fn router(server: Server) -> Router {
+/// The router: `/healthz` answers 200 with the connection count, the push API serves
+/// `/v1/...`; anything else is a JSON 404 (or 405 for a wrong method).
+pub fn router(server: Server, api: PushApi) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .fallback(not_found)
         .with_state(server)
+        .merge(push_api(api))
+        .fallback(not_found)
 }
 
 async fn healthz(State(server): State<Server>) -> Json<serde_json::Value> {
@@ -40,9 +43,10 @@ async fn not_found() -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Server,
+    api: PushApi,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(server))
+    axum::serve(listener, router(server, api))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }

@@ -1,14 +1,20 @@
 //! The reference gateway: every transport of `longconn-transport` in front of one
-//! `longconn_core::runtime::Server`, an HTTP health endpoint, and graceful shutdown on
-//! SIGTERM or Ctrl-C.
+//! `longconn_core::runtime::Server` with a group registry and a forwarding router (echo
+//! on business 1, HTTP callbacks from the config), the HTTP push API and health
+//! endpoint, and graceful shutdown on SIGTERM or Ctrl-C.
 
 pub mod config;
 pub mod http;
 
 use std::sync::Arc;
 
-use longconn_core::runtime::{Listener, Router, Server, ServerConfig, ShutdownReport};
+use longconn_core::runtime::{
+    BackendLimits, ECHO_BUSINESS, EchoBackend, Listener, Router, Server, ServerConfig,
+    ShutdownReport,
+};
 use longconn_core::{TokenKey, TokenKeys};
+use longconn_group::GroupRegistry;
+use longconn_http::{ApiLimits, HttpBackend, HttpBackendConfig, PushApi};
 use longconn_transport::cert::TlsIdentity;
 use longconn_transport::quic::QuicAcceptor;
 use longconn_transport::tcp::TcpAcceptor;
@@ -17,7 +23,7 @@ use longconn_transport::ws::WsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{Cli, GatewaySettings};
+pub use config::{Cli, FileBackend, GatewaySettings};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,7 @@ pub enum GatewayError {
 #[derive(Debug)]
 pub struct Gateway {
     server: Server,
+    groups: Arc<GroupRegistry>,
     stop_http: CancellationToken,
     http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     settings: GatewaySettings,
@@ -62,7 +69,11 @@ impl Gateway {
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let max_frame = settings.session.max_frame_size();
-        let server = Server::new(config, Arc::new(keys), Arc::new(Router::echo()));
+        let groups = Arc::new(GroupRegistry::new(settings.groups.clone()));
+        let server = Server::builder(config, Arc::new(keys))
+            .router(Arc::new(router(&settings.backends)?))
+            .groups(groups.clone())
+            .build();
         let mut bound = Vec::new();
         let reuse = settings.reuse_port;
         if let Some(addr) = settings.tcp {
@@ -99,9 +110,16 @@ impl Gateway {
         if let Some(addr) = settings.http {
             let listener = http::bind(addr).await?;
             bound.push(("http", listener.local_addr()?));
+            let limits = ApiLimits {
+                // Room for the header and fields inside one frame.
+                max_payload: max_frame.saturating_sub(1024),
+                ..ApiLimits::default()
+            };
+            let api = PushApi::new(server.clone(), groups.clone(), limits);
             http_task = Some(tokio::spawn(http::serve(
                 listener,
                 server.clone(),
+                api,
                 stop_http.clone(),
             )));
         }
@@ -110,6 +128,7 @@ impl Gateway {
         }
         Ok(Gateway {
             server,
+            groups,
             stop_http,
             http_task,
             settings,
@@ -122,6 +141,11 @@ impl Gateway {
         &self.server
     }
 
+    /// The group registry (for server-side joins and publishes).
+    pub fn groups(&self) -> &Arc<GroupRegistry> {
+        &self.groups
+    }
+
     /// Graceful shutdown: drains every session, then stops the HTTP side.
     pub async fn shutdown(mut self) -> ShutdownReport {
         let report = self.server.shutdown(self.settings.shutdown_deadline).await;
@@ -131,6 +155,54 @@ impl Gateway {
         }
         report
     }
+}
+
+/// The forwarding rules: the echo backend on business 1 (unless a configured rule claims
+/// it), then one HTTP callback backend per `[[backends]]` entry.
+fn router(backends: &[FileBackend]) -> Result<Router, GatewayError> {
+    let claims_echo = backends.iter().any(|b| {
+        b.businesses.contains(&ECHO_BUSINESS)
+            || b.ranges
+                .iter()
+                .any(|[lo, hi]| (*lo..=*hi).contains(&ECHO_BUSINESS))
+    });
+    let mut builder = Router::builder();
+    if !claims_echo {
+        builder = builder
+            .backend("echo", EchoBackend, BackendLimits::default())
+            .route(ECHO_BUSINESS, "echo");
+    }
+    for b in backends {
+        let config = GatewayError::Config;
+        let http = HttpBackend::new(HttpBackendConfig {
+            events_url: b.events_url.clone(),
+            ..HttpBackendConfig::new(b.url.clone())
+        })
+        .map_err(|e| config(format!("backend `{}`: {e}", b.name)))?;
+        let defaults = BackendLimits::default();
+        let limits = BackendLimits {
+            timeout: b
+                .timeout_ms
+                .map_or(defaults.timeout, std::time::Duration::from_millis),
+            max_concurrency: b.max_concurrency.unwrap_or(defaults.max_concurrency),
+        };
+        builder = builder.backend(&b.name, http, limits);
+        for &business in &b.businesses {
+            builder = builder.route(business, &b.name);
+        }
+        for &[lo, hi] in &b.ranges {
+            builder = builder.route_range(lo..=hi, &b.name);
+        }
+        if b.default {
+            builder = builder.default_route(&b.name);
+        }
+        if b.events_url.is_some() {
+            builder = builder.subscribe(&b.name);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| GatewayError::Config(format!("backends: {e}")))
 }
 
 /// The configured certificate, or a freshly generated development one written to
