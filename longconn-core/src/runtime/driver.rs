@@ -201,7 +201,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             return;
         }
         while let Some(push) = inbox.pushes.pop_front() {
-            match self.session.push(push) {
+            match self.session.push(push.into()) {
                 PushOutcome::Queued => {}
                 PushOutcome::Dropped | PushOutcome::NotActive => self.handle.count_dropped(1),
                 PushOutcome::Disconnected => break,
