@@ -248,6 +248,11 @@ impl GroupRegistry {
     ///
     /// # Errors
     /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe in what it reports: if the future is dropped mid-fan-out (an HTTP
+    /// caller hung up), chunks already handed to the pool are still delivered, the
+    /// sequence number stays used, and the report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
         let Some(entry) = self.groups.shard(group).get(group).cloned() else {
             return Ok(PublishReport::default());

@@ -29,7 +29,7 @@ pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
 pub use route::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
 pub use router::{
     Backend, BackendError, BackendLimits, BackendReply, BackendRequest, ConnectionEvent,
-    ECHO_BUSINESS, EVENT_QUEUE, EchoBackend, FnBackend, Router, RouterBuilder,
+    ECHO_BUSINESS, EVENT_QUEUE, EchoBackend, FnBackend, Router, RouterBuilder, ServiceBackend,
 };
 pub use server::{
     Listener, Server, ServerBuilder, ServerConfig, ServerConfigBuilder, ShutdownReport,

@@ -97,6 +97,9 @@ pub enum ConnectionEvent {
 /// Where requests for some business ids go: in-process code, an HTTP callback, an RPC
 /// client. One `call` runs per request, on a task of its own, so a backend may be as slow
 /// as its timeout allows without holding up the connection.
+///
+/// The shape is tower's `Service::call` without `poll_ready` (readiness is the router's
+/// concurrency limit); [`ServiceBackend`] adapts any tower service.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Answers one request. The router applies the timeout and the concurrency limit;
@@ -157,6 +160,38 @@ where
 {
     async fn call(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
         (self.f)(request).await
+    }
+}
+
+/// A backend made from a [`tower_service::Service`], so tower middleware stacks (and
+/// anything else written against tower) can serve business ids. The service is cloned
+/// per call, as tower services usually are, and asked for readiness before each call.
+#[derive(Debug, Clone)]
+pub struct ServiceBackend<S> {
+    service: S,
+}
+
+impl<S> ServiceBackend<S> {
+    /// Wraps `service`.
+    pub fn new(service: S) -> ServiceBackend<S> {
+        ServiceBackend { service }
+    }
+}
+
+#[async_trait]
+impl<S> Backend for ServiceBackend<S>
+where
+    S: tower_service::Service<BackendRequest, Response = BackendReply, Error = BackendError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
+    async fn call(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
+        let mut service = self.service.clone();
+        std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+        service.call(request).await
     }
 }
 
@@ -495,6 +530,45 @@ mod tests {
             .default_route("c")
             .build()
             .unwrap()
+    }
+
+    /// A tower service that uppercases the payload.
+    #[derive(Clone)]
+    struct Upper;
+
+    impl tower_service::Service<BackendRequest> for Upper {
+        type Response = BackendReply;
+        type Error = BackendError;
+        type Future = std::future::Ready<Result<BackendReply, BackendError>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BackendError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: BackendRequest) -> Self::Future {
+            std::future::ready(Ok(BackendReply {
+                meta: request.meta,
+                payload: Bytes::from(request.payload.to_ascii_uppercase()),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn tower_services_serve_as_backends() {
+        let router = Router::builder()
+            .backend(
+                "upper",
+                ServiceBackend::new(Upper),
+                BackendLimits::default(),
+            )
+            .default_route("upper")
+            .build()
+            .unwrap();
+        let reply = router.dispatch(request(42)).await.unwrap();
+        assert_eq!(reply.payload, Bytes::from_static(b"X"));
     }
 
     #[test]
