@@ -86,6 +86,7 @@ impl FanoutPool {
                 })
                 .collect()
         });
+        let mut tally = Tally::default();
         let mut pending = Vec::with_capacity(members.len().div_ceil(chunk));
         for start in (0..members.len()).step_by(chunk) {
             let range = start..(start + chunk).min(members.len());
@@ -97,17 +98,15 @@ impl FanoutPool {
                 frame: frame.clone(),
                 done,
             };
-            if queues[worker].send(job).await.is_err() {
+            match queues[worker].send(job).await {
+                Ok(()) => pending.push((range.len(), result)),
                 // The worker is gone (the runtime is shutting down): push inline.
-                let (done, result_inline) = oneshot::channel();
-                let _ = done.send(push_all(&members[range], &frame));
-                pending.push((0, result_inline));
-                continue;
+                Err(_) => tally += push_all(&members[range], &frame),
             }
-            pending.push((range.len(), result));
         }
-        let mut tally = Tally::default();
         for (len, result) in pending {
+            // A worker that died mid-chunk delivered an unknown part of it: count it all
+            // as dropped.
             tally += result.await.unwrap_or(Tally {
                 queued: 0,
                 dropped: len,

@@ -170,9 +170,14 @@ impl GroupRegistry {
     /// [`Error::Closed`] if the connection closed before the join took effect.
     pub fn join(&self, conn: &ConnHandle, group: &str) -> Result<()> {
         self.check_id(group)?;
+        self.insert_live(conn, group)
+    }
+
+    /// Inserts the membership, then undoes it if the connection has closed meanwhile:
+    /// the driver closes the inbox before it calls `leave_all`, so a join that lands
+    /// after that must clean up after itself.
+    fn insert_live(&self, conn: &ConnHandle, group: &str) -> Result<()> {
         self.insert(conn, group)?;
-        // The driver closes the inbox before it calls `leave_all`: if it has closed, the
-        // join may have come after that and must be undone here.
         if conn.is_closed() {
             self.leave(conn.id(), group);
             return Err(Error::Closed);
@@ -191,22 +196,18 @@ impl GroupRegistry {
 
     /// Removes connection `conn_id` from `group`. Returns whether it was a member.
     pub fn leave(&self, conn_id: u64, group: &str) -> bool {
-        let removed = {
-            let mut memberships = self.memberships.shard(&conn_id);
-            let Some(groups) = memberships.get_mut(&conn_id) else {
-                return false;
-            };
-            let Some(pos) = groups.iter().position(|g| &*g.id == group) else {
-                return false;
-            };
-            let removed = groups.swap_remove(pos);
-            if groups.is_empty() {
-                memberships.remove(&conn_id);
-            }
-            self.remove_member(&removed, conn_id);
-            removed
+        let mut memberships = self.memberships.shard(&conn_id);
+        let Some(groups) = memberships.get_mut(&conn_id) else {
+            return false;
         };
-        drop(removed);
+        let Some(pos) = groups.iter().position(|g| &*g.id == group) else {
+            return false;
+        };
+        let removed = groups.swap_remove(pos);
+        if groups.is_empty() {
+            memberships.remove(&conn_id);
+        }
+        self.remove_member(&removed, conn_id);
         true
     }
 
@@ -353,7 +354,7 @@ impl GroupMembership for GroupRegistry {
         if !self.authorizer.may_join(device, group) {
             return Err(Error::Forbidden.code());
         }
-        GroupRegistry::join(self, conn, group).map_err(|e| e.code())
+        self.insert_live(conn, group).map_err(|e| e.code())
     }
 
     fn leave(&self, conn_id: u64, group: &str) -> Result<(), Code> {

@@ -6,10 +6,13 @@
 //! | header | value |
 //! |---|---|
 //! | `x-longconn-conn-id` | connection id, decimal |
-//! | `x-longconn-app` | app id, percent-encoded (form-urlencoded) |
+//! | `x-longconn-app` | app id, percent-encoded |
 //! | `x-longconn-device` | device id, percent-encoded |
 //! | `x-longconn-business` | business id, decimal |
-//! | `x-longconn-meta` | request metadata as `k1=v1&k2=v2`, form-urlencoded; absent if empty |
+//! | `x-longconn-meta` | request metadata as `k1=v1&k2=v2`, keys and values percent-encoded; absent if empty |
+//!
+//! Percent-encoded means every byte other than `A-Z a-z 0-9 - . _ ~` is written `%XX`,
+//! so values may be any bytes and every query-string parser reads them back.
 //!
 //! # Reply (callback -> gateway)
 //! A 2xx status: the body becomes the `Response` payload and an `x-longconn-meta`
@@ -32,6 +35,7 @@ use longconn_core::runtime::{
     Backend, BackendError, BackendReply, BackendRequest, ConnectionEvent,
 };
 use longconn_core::{CloseReason, Metadata};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use reqwest::Url;
 use serde_json::json;
 use tracing::debug;
@@ -112,27 +116,45 @@ impl HttpBackend {
     }
 }
 
-/// `value` percent-encoded as in a form (`application/x-www-form-urlencoded`).
-fn form_encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+/// Bytes left as they are: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn percent(value: &[u8]) -> String {
+    percent_encode(value, UNRESERVED).to_string()
 }
 
-/// Metadata as `k1=v1&k2=v2`, form-urlencoded.
+/// Metadata as `k1=v1&k2=v2`, keys and values percent-encoded (any bytes survive).
 pub fn encode_meta(meta: &Metadata) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in meta.iter() {
-        out.append_pair(key, &String::from_utf8_lossy(value));
-    }
-    out.finish()
+    let pairs: Vec<String> = meta
+        .iter()
+        .map(|(key, value)| format!("{}={}", percent(key.as_bytes()), percent(value)))
+        .collect();
+    pairs.join("&")
 }
 
 /// The inverse of [`encode_meta`].
 ///
 /// # Errors
-/// An entry with an empty or over-long key, or too much metadata for one field.
+/// A key that is empty, over 255 bytes or not UTF-8, or too much metadata for one field.
 pub fn decode_meta(header: &[u8]) -> longconn_core::Result<Metadata> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(header).into_owned().collect();
-    Metadata::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+    let mut pairs = Vec::new();
+    for pair in header.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        let key: Vec<u8> = percent_decode(key).collect();
+        let key = String::from_utf8(key).map_err(|_| longconn_core::Error::InvalidValue {
+            what: "metadata key",
+            reason: "not UTF-8",
+        })?;
+        pairs.push((key, percent_decode(value).collect::<Vec<u8>>()));
+    }
+    Metadata::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v)))
 }
 
 #[async_trait]
@@ -143,8 +165,11 @@ impl Backend for HttpBackend {
             .post(self.url.clone())
             .header("content-type", "application/octet-stream")
             .header("x-longconn-conn-id", request.conn_id)
-            .header("x-longconn-app", form_encode(request.device.app()))
-            .header("x-longconn-device", form_encode(request.device.device()))
+            .header("x-longconn-app", percent(request.device.app().as_bytes()))
+            .header(
+                "x-longconn-device",
+                percent(request.device.device().as_bytes()),
+            )
             .header("x-longconn-business", request.business);
         if !request.meta.is_empty() {
             post = post.header(META_HEADER, encode_meta(&request.meta));

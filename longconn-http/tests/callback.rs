@@ -74,7 +74,9 @@ async fn business_service(events: mpsc::UnboundedSender<serde_json::Value>) -> S
 }
 
 fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    longconn_http::callback::encode_meta(&Metadata::from_pairs([("v", s)]).unwrap())
+        .trim_start_matches("v=")
+        .to_owned()
 }
 
 /// Records connection events in-process.
