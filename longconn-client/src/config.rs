@@ -112,6 +112,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest frame sent or accepted. Default 65,536.
     pub max_frame_size: usize,
+    /// Local IP to connect from (the kernel picks the port). Default `None`: the
+    /// system's choice. Load generators spread clients over 127.0.0.x with it.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -143,6 +146,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_frame_size: 64 * 1024,
+            local_ip: None,
         })
     }
 }

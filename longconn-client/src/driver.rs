@@ -2,13 +2,14 @@
 //! and reconnect with backoff until told to stop.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
 use longconn_core::{Code, Frame, Metadata, Text, Transmit};
 use longconn_transport::quic::QuicClient;
-use longconn_transport::tcp::TcpConnection;
+use longconn_transport::tcp::{self, TcpConnection};
 use longconn_transport::tls::TlsConnection;
 use longconn_transport::ws::WsConnection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -161,35 +162,43 @@ async fn connect_and_serve(
         }
         Ok(tls_cache.clone().expect("set above"))
     };
+    let from = config.local_ip;
+    let dial = || async move { tcp::dial(addr, from).await.map_err(s) };
     let connecting = async {
         Ok(match endpoint.scheme {
-            Scheme::Tcp => Conn::Tcp(TcpConnection::connect(addr, max).await.map_err(s)?),
+            Scheme::Tcp => {
+                Conn::Tcp(TcpConnection::from_stream(dial().await?, addr, max).map_err(s)?)
+            }
             Scheme::Tls => Conn::Tls(
-                TlsConnection::connect(addr, &endpoint.host, tls()?, max)
+                TlsConnection::over_tcp(dial().await?, &endpoint.host, tls()?, max)
                     .await
                     .map_err(s)?,
             ),
             Scheme::Ws => Conn::Ws(Box::new(
-                WsConnection::connect(addr, &endpoint.url, max)
+                WsConnection::over_tcp(dial().await?, &endpoint.url, max)
                     .await
                     .map_err(s)?,
             )),
             Scheme::Wss => Conn::Ws(Box::new(
-                WsConnection::connect_tls(addr, &endpoint.url, &endpoint.host, tls()?, max)
-                    .await
-                    .map_err(s)?,
+                WsConnection::over_tls_tcp(
+                    dial().await?,
+                    &endpoint.url,
+                    &endpoint.host,
+                    tls()?,
+                    max,
+                )
+                .await
+                .map_err(s)?,
             )),
             Scheme::Quic => {
                 if quic.is_none() {
-                    let bind = if addr.is_ipv4() {
-                        "0.0.0.0:0"
+                    let unspecified = if addr.is_ipv4() {
+                        std::net::Ipv4Addr::UNSPECIFIED.into()
                     } else {
-                        "[::]:0"
+                        std::net::Ipv6Addr::UNSPECIFIED.into()
                     };
-                    *quic = Some(
-                        QuicClient::new(bind.parse().expect("valid address"), &config.trust)
-                            .map_err(s)?,
-                    );
+                    let bind = SocketAddr::new(from.unwrap_or(unspecified), 0);
+                    *quic = Some(QuicClient::new(bind, &config.trust).map_err(s)?);
                 }
                 let client = quic.as_ref().expect("set above");
                 Conn::Quic(client.connect(addr, &endpoint.host, max).await.map_err(s)?)

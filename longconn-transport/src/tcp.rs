@@ -79,6 +79,23 @@ pub struct TcpConnection {
     max_frame_size: usize,
 }
 
+/// Opens a TCP stream to `addr`, from the local IP `from` if given (port chosen by the
+/// kernel). Load generators spread their connections over several source addresses this
+/// way; every client transport can be built over the stream (`TcpConnection::from_stream`,
+/// `TlsConnection::over_tcp`, `WsConnection::over_tcp`, `WsConnection::over_tls_tcp`).
+pub async fn dial(addr: SocketAddr, from: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 impl TcpConnection {
     /// Connects to `addr` (client side).
     pub async fn connect(addr: SocketAddr, max_frame_size: usize) -> crate::Result<Self> {
@@ -182,5 +199,24 @@ impl TcpReader {
 impl FrameReader for TcpReader {
     fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>>> + Send {
         std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dial_connects_from_the_given_source_ip() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for from in [None, Some("127.0.0.3".parse().unwrap())] {
+            let (dialed, accepted) = tokio::join!(dial(addr, from), listener.accept());
+            let (_stream, peer) = accepted.unwrap();
+            assert_eq!(dialed.unwrap().local_addr().unwrap().ip(), peer.ip());
+            if let Some(ip) = from {
+                assert_eq!(peer.ip(), ip);
+            }
+        }
     }
 }

@@ -111,6 +111,18 @@ impl TlsConnection {
         max_frame_size: usize,
     ) -> crate::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
+        Self::over_tcp(stream, server_name, config, max_frame_size).await
+    }
+
+    /// Completes the handshake for `server_name` over an established TCP stream (see
+    /// [`crate::tcp::dial`]).
+    pub async fn over_tcp(
+        stream: TcpStream,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let addr = stream.peer_addr()?;
         stream.set_nodelay(true)?;
         let tls = handshake(stream, server_name, config).await?;
         Ok(TlsConnection::new(

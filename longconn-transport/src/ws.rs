@@ -301,6 +301,20 @@ impl WsConnection {
         max_frame_size: usize,
     ) -> crate::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
+        Self::over_tls_tcp(stream, url, server_name, config, max_frame_size).await
+    }
+
+    /// [`WsConnection::connect_tls`] over an established TCP stream (see
+    /// [`crate::tcp::dial`]).
+    #[cfg(feature = "tls")]
+    pub async fn over_tls_tcp(
+        stream: TcpStream,
+        url: &str,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        max_frame_size: usize,
+    ) -> crate::Result<Self> {
+        let addr = stream.peer_addr()?;
         stream.set_nodelay(true)?;
         let tls = crate::tls::handshake(stream, server_name, config).await?;
         Self::upgrade(Box::new(tls), url, addr, max_frame_size).await
