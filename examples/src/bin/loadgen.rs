@@ -1,0 +1,36 @@
+//! `loadgen`: simulated users against a longconn gateway. See
+//! `longconn_examples::loadgen` and docs/LOADGEN.md.
+//!
+//! ```text
+//! cargo run --release --bin loadgen -- multicast --members 1000 --groups 1 --messages 20 --rate 10
+//! ```
+
+use clap::Parser;
+use longconn_examples::loadgen::{self, cli::Cli};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match loadgen::run(Cli::parse()).await {
+        Ok(Some(summary)) => {
+            match serde_json::to_string(&summary) {
+                Ok(json) => println!("{json}"),
+                Err(err) => {
+                    eprintln!("loadgen: {err}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(None) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Command line of `loadgen`: options shared by every mode, and one subcommand per mode.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::scenario::{Phase, Scenario};
+use crate::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+
+/// `loadgen`: simulated users against a longconn gateway. The last line of stdout is a
+/// JSON summary; progress and a readable summary go to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about = "longconn load and scenario tool")]
+pub struct Cli {
+    /// Options shared by every mode.
+    #[command(flatten)]
+    pub common: Common,
+    /// What to run.
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+/// Options shared by every mode.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Gateway endpoint: tcp://, tls://, ws://, wss:// or quic://host:port[/ws].
+    #[arg(long, global = true, default_value = "tcp://127.0.0.1:7100")]
+    pub target: String,
+    /// The gateway's HTTP API, where pushes are sent.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7180")]
+    pub api: String,
+    /// Secret to mint login tokens with [default: the gateway's development secret].
+    #[arg(long, global = true)]
+    pub token_secret: Option<String>,
+    /// Key id of --token-secret [default: k1, or dev for the development secret].
+    #[arg(long, global = true)]
+    pub token_key_id: Option<String>,
+    /// App id of every simulated device.
+    #[arg(long, global = true, default_value = "load")]
+    pub app: String,
+    /// Device ids are this prefix plus a number.
+    #[arg(long, global = true, default_value = "lg-")]
+    pub device_prefix: String,
+    /// Source addresses to spread clients over, `127.0.0.2-127.0.0.40` or one address.
+    #[arg(long, global = true, value_name = "FIRST-LAST")]
+    pub source_ips: Option<IpRange>,
+    /// PEM file of the certificate (or CA) to trust for tls, wss and quic targets.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Skip certificate verification. DEVELOPMENT ONLY.
+    #[arg(long, global = true, conflicts_with = "ca")]
+    pub insecure: bool,
+    /// Worker processes; their results are merged. One process holds at most ~19k
+    /// connections (the open-file limit is 20,000).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub procs: u16,
+    /// Serve live Prometheus metrics on this address (`/metrics`).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub prometheus: Option<SocketAddr>,
+    /// Payload size of pushes and requests in bytes (at least 16: the timestamp).
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=60_000))]
+    pub payload_size: u32,
+    /// Seconds to wait for the last deliveries after the last send.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub drain: f64,
+    /// No progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Internal: run as worker `I/K` of a `--procs K` run, controlled over stdin/stdout.
+    #[arg(long, global = true, hide = true, value_name = "I/K")]
+    pub worker: Option<WorkerSlot>,
+}
+
+impl Common {
+    /// (key id, secret) for minting tokens.
+    pub fn token_key(&self) -> (String, String) {
+        match &self.token_secret {
+            Some(secret) => (
+                self.token_key_id.clone().unwrap_or_else(|| "k1".into()),
+                secret.clone(),
+            ),
+            None => (DEV_TOKEN_KEY_ID.into(), DEV_TOKEN_SECRET.into()),
+        }
+    }
+}
+
+/// One mode per subcommand.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Mode {
+    /// Ramp up connections, hold them idle (heartbeats only), then close.
+    Connect {
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: u32,
+        /// Connects per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to hold them.
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+    },
+    /// Connect devices, then push to them through `POST /v1/push/devices`.
+    Unicast {
+        /// Devices to connect.
+        #[arg(long, default_value_t = 1000)]
+        devices: u32,
+        /// Pushes per device.
+        #[arg(long, default_value_t = 10)]
+        messages: u32,
+        /// Pushes per second, over all devices.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+    },
+    /// Join members to groups, then publish through `POST /v1/push/groups/{group}`.
+    Multicast {
+        /// Members (one connection each).
+        #[arg(long, default_value_t = 1000)]
+        members: u32,
+        /// Groups; member i joins group i mod G.
+        #[arg(long, default_value_t = 1)]
+        groups: u32,
+        /// Publishes per group.
+        #[arg(long, default_value_t = 10)]
+        messages: u32,
+        /// Publishes per second, over all groups.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+    },
+    /// Upstream requests through the forwarding router.
+    Request {
+        /// Connections.
+        #[arg(long, default_value_t = 100)]
+        connections: u32,
+        /// Requests per connection, one at a time.
+        #[arg(long, default_value_t = 100)]
+        requests: u32,
+        /// Business id.
+        #[arg(long, default_value_t = 1)]
+        business: u32,
+    },
+    /// Phases from a TOML file (see examples/scenarios/).
+    Scenario {
+        /// The scenario file.
+        file: PathBuf,
+    },
+}
+
+impl Mode {
+    /// The scenario this mode runs: one phase, or the file's.
+    ///
+    /// # Errors
+    /// The scenario file cannot be read or is invalid.
+    pub fn scenario(&self) -> Result<Scenario, String> {
+        let phase = match self.clone() {
+            Mode::Connect {
+                connections,
+                rate,
+                hold,
+            } => Phase::Connect {
+                connections,
+                rate,
+                hold,
+            },
+            Mode::Unicast {
+                devices,
+                messages,
+                rate,
+            } => Phase::Unicast {
+                devices,
+                messages,
+                rate,
+            },
+            Mode::Multicast {
+                members,
+                groups,
+                messages,
+                rate,
+            } => Phase::Multicast {
+                members,
+                groups,
+                messages,
+                rate,
+                churn: Default::default(),
+            },
+            Mode::Request {
+                connections,
+                requests,
+                business,
+            } => Phase::Request {
+                connections,
+                requests,
+                business,
+            },
+            Mode::Scenario { file } => return Scenario::load(&file),
+        };
+        let scenario = Scenario {
+            name: phase.kind().to_owned(),
+            phases: vec![phase],
+        };
+        scenario.validate()?;
+        Ok(scenario)
+    }
+}
+
+/// An inclusive range of IPv4 source addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    first: u32,
+    last: u32,
+}
+
+impl IpRange {
+    /// The `n`th address, cycling through the range.
+    pub fn pick(&self, n: u64) -> IpAddr {
+        let len = u64::from(self.last - self.first) + 1;
+        IpAddr::V4(Ipv4Addr::from(self.first + (n % len) as u32))
+    }
+
+    /// How many addresses the range holds.
+    pub fn len(&self) -> u32 {
+        self.last - self.first + 1
+    }
+
+    /// Never: a range holds at least one address.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| {
+            part.trim()
+                .parse::<Ipv4Addr>()
+                .map(u32::from)
+                .map_err(|e| format!("`{part}` is not an IPv4 address: {e}"))
+        };
+        let (first, last) = match s.split_once('-') {
+            Some((a, b)) => (parse(a)?, parse(b)?),
+            None => (parse(s)?, parse(s)?),
+        };
+        if first > last {
+            return Err(format!("`{s}`: the first address is after the last"));
+        }
+        Ok(IpRange { first, last })
+    }
+}
+
+/// Which share of the load a worker process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSlot {
+    /// This worker, from 0.
+    pub index: u16,
+    /// Workers in all.
+    pub count: u16,
+}
+
+impl WorkerSlot {
+    /// The whole load in one process.
+    pub const ALONE: WorkerSlot = WorkerSlot { index: 0, count: 1 };
+
+    /// The global indices `0..total` this worker takes: every `count`th from `index`.
+    pub fn share(&self, total: u32) -> impl Iterator<Item = u32> + use<> {
+        (u32::from(self.index)..total).step_by(usize::from(self.count))
+    }
+}
+
+impl std::str::FromStr for WorkerSlot {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (i, k) = s.split_once('/').ok_or("expected I/K")?;
+        let index: u16 = i.parse().map_err(|_| "bad worker index")?;
+        let count: u16 = k.parse().map_err(|_| "bad worker count")?;
+        if count == 0 || index >= count {
+            return Err("worker index out of range".into());
+        }
+        Ok(WorkerSlot { index, count })
+    }
+}
+
+impl std::fmt::Display for WorkerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn every_mode_parses_with_shared_options_anywhere() {
+        let cli = parse(&[
+            "multicast",
+            "--members",
+            "500",
+            "--groups",
+            "5",
+            "--target",
+            "ws://127.0.0.1:7101/ws",
+            "--source-ips",
+            "127.0.0.2-127.0.0.40",
+            "--procs",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.target, "ws://127.0.0.1:7101/ws");
+        assert_eq!(cli.common.procs, 3);
+        let ips = cli.common.source_ips.unwrap();
+        assert_eq!(ips.len(), 39);
+        assert_eq!(ips.pick(0), "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ips.pick(39), "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert!(matches!(
+            cli.mode,
+            Mode::Multicast {
+                members: 500,
+                groups: 5,
+                messages: 10,
+                ..
+            }
+        ));
+        for args in [
+            &["connect", "--connections", "10", "--hold", "0.5"][..],
+            &["unicast", "--devices", "10", "--messages", "2"],
+            &["request", "--business", "7", "--insecure"],
+            &["scenario", "x.toml"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_a_reason() {
+        for (args, needle) in [
+            (
+                &["connect", "--source-ips", "127.0.0.9-127.0.0.2"][..],
+                "after",
+            ),
+            (&["connect", "--source-ips", "localhost"], "IPv4"),
+            (&["connect", "--procs", "0"], "procs"),
+            (&["connect", "--payload-size", "8"], "payload-size"),
+            (&["unicast", "--devices", "-1"], "-1"),
+            (&["request", "--ca", "a.pem", "--insecure"], "insecure"),
+            (&["nonsense"], "nonsense"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn worker_shares_cover_everything_once() {
+        let mut all: Vec<u32> = (0..3)
+            .flat_map(|index| WorkerSlot { index, count: 3 }.share(10))
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert!("3/3".parse::<WorkerSlot>().is_err());
+    }
+}

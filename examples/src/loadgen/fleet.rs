@@ -1,0 +1,426 @@
+//! The load side of a phase: this process's share of the clients, driven through
+//! `longconn-client`. Clients connect at the phase's rate, join their group, count what
+//! they receive, and do the phase's activity between `Go` and `End`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use longconn_client::{Client, ClientConfig, ConnState, StaticToken, Trust};
+use longconn_core::{TokenKey, TokenKeys};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::cli::{Common, WorkerSlot};
+use super::link::{LoadLink, Notice, Order};
+use super::scenario::{Churn, Phase};
+use super::stats::{Recorder, unix_us};
+
+/// Connects per second per process for phases without their own rate.
+const DEFAULT_CONNECT_RATE: f64 = 2000.0;
+/// How long one connect and login may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the load side of every phase shares.
+#[derive(Debug)]
+pub struct LoadCtx {
+    /// Shared options.
+    pub common: Common,
+    /// This process's share.
+    pub slot: WorkerSlot,
+    /// Live counters.
+    pub recorder: Arc<Recorder>,
+    keys: TokenKeys,
+    trust: Trust,
+    /// When the last push arrived, µs since the epoch.
+    last_receive_us: Arc<AtomicU64>,
+}
+
+/// One simulated device.
+struct Member {
+    index: u32,
+    client: Arc<Client>,
+    group: Option<String>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl LoadCtx {
+    /// The context for `common` as worker `slot`.
+    ///
+    /// # Errors
+    /// A bad token secret or CA file.
+    pub fn new(
+        common: Common,
+        slot: WorkerSlot,
+        recorder: Arc<Recorder>,
+    ) -> Result<LoadCtx, String> {
+        let (id, secret) = common.token_key();
+        let keys =
+            TokenKeys::new(TokenKey::new(&id, secret.as_bytes()).map_err(|e| e.to_string())?);
+        let trust = match (&common.ca, common.insecure) {
+            (Some(path), _) => Trust::from_pem_file(path).map_err(|e| e.to_string())?,
+            (None, true) => Trust::InsecureSkipVerify,
+            (None, false) => Trust::System,
+        };
+        Ok(LoadCtx {
+            common,
+            slot,
+            recorder,
+            keys,
+            trust,
+            last_receive_us: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The device id of global index `i`.
+    pub fn device(&self, i: u32) -> String {
+        format!("{}{i}", self.common.device_prefix)
+    }
+
+    fn client_config(&self, index: u32) -> Result<ClientConfig, String> {
+        let device = self.device(index);
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs()
+            + 24 * 3600;
+        let token = Bytes::from(self.keys.mint(&self.common.app, &device, exp));
+        let mut config = ClientConfig::new(
+            &self.common.target,
+            &self.common.app,
+            &device,
+            Arc::new(StaticToken(token)),
+        )
+        .map_err(|e| e.to_string())?;
+        config.trust = self.trust.clone();
+        config.connect_timeout = CONNECT_TIMEOUT;
+        config.local_ip = self.common.source_ips.map(|ips| ips.pick(u64::from(index)));
+        Ok(config)
+    }
+
+    /// Connects one device, counts it, starts its push counter and joins its group.
+    async fn connect(&self, index: u32, group: Option<String>) -> Option<Member> {
+        let rec = &self.recorder;
+        rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
+        let config = match self.client_config(index) {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::warn!(error = %err, "client config");
+                rec.bump(&rec.failed, "loadgen_connects_failed_total");
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let client = Client::connect(config);
+        if client.wait_connected(CONNECT_TIMEOUT).await.is_err() {
+            rec.bump(&rec.failed, "loadgen_connects_failed_total");
+            client.close().await;
+            return None;
+        }
+        rec.connect_latency
+            .record(index as usize, started.elapsed().as_micros() as u64);
+        rec.bump(&rec.established, "loadgen_connects_established_total");
+        metrics::gauge!("loadgen_connected").increment(1.0);
+        let receiver = self.count_pushes(&client, index);
+        if let Some(group) = &group {
+            if client.join(group).await.is_err() {
+                rec.bump(&rec.errors, "loadgen_errors_total");
+            }
+        }
+        Some(Member {
+            index,
+            client: Arc::new(client),
+            group,
+            receiver,
+        })
+    }
+
+    /// Counts every push the client receives, with its latency from the timestamp in
+    /// the payload's first 8 bytes.
+    fn count_pushes(&self, client: &Client, index: u32) -> tokio::task::JoinHandle<()> {
+        let mut pushes = client.pushes().expect("a fresh client's push stream");
+        let rec = self.recorder.clone();
+        let last = self.last_receive_us.clone();
+        tokio::spawn(async move {
+            while let Some(push) = pushes.recv().await {
+                let now = unix_us();
+                if let Some(sent) = push.payload.get(..8) {
+                    let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
+                    rec.latency.record(index as usize, now.saturating_sub(sent));
+                }
+                rec.bump(&rec.received, "loadgen_received_total");
+                last.fetch_max(now, Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Runs this process's part of `phase`, talking to the driver over `link`.
+    ///
+    /// # Errors
+    /// The link broke.
+    pub async fn run_phase(
+        self: &Arc<Self>,
+        phase: &Phase,
+        link: &mut LoadLink,
+    ) -> Result<(), String> {
+        let groups = match phase {
+            Phase::Multicast { groups, .. } => Some(*groups),
+            _ => None,
+        };
+        let rate = match phase {
+            Phase::Connect { rate, .. } => *rate / f64::from(self.slot.count),
+            _ => DEFAULT_CONNECT_RATE,
+        };
+        let members = self.connect_all(phase.connections(), rate, groups).await;
+        link.notify(Notice::Ready).await?;
+        expect_order(link, Order::Go).await?;
+        let go_us = unix_us();
+        let go = Instant::now();
+        let mut report_extra = (0u64, 0.0f64); // (expected, active seconds)
+        match *phase {
+            Phase::Connect { hold, .. } => {
+                tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+                expect_order(link, Order::End).await?;
+                report_extra.1 = go.elapsed().as_secs_f64();
+            }
+            Phase::Request {
+                requests, business, ..
+            } => {
+                let expected = self.run_requests(&members, requests, business).await;
+                report_extra = (expected, go.elapsed().as_secs_f64());
+                expect_order(link, Order::End).await?;
+            }
+            Phase::Unicast { messages, .. } => {
+                expect_order(link, Order::End).await?;
+                let expected = u64::from(messages) * members.len() as u64;
+                self.drain(expected).await;
+            }
+            Phase::Multicast {
+                messages, churn, ..
+            } => {
+                let members = Arc::new(members.into_iter().map(Mutex::new).collect::<Vec<_>>());
+                let churning = self.churn(members.clone(), churn);
+                expect_order(link, Order::End).await?;
+                churning.abort();
+                // Wait until the task is gone, and its share of `members` with it.
+                let _ = churning.await;
+                let expected = u64::from(messages) * members.len() as u64;
+                self.drain(expected).await;
+                let members = Arc::try_unwrap(members)
+                    .map_err(|_| "churn still holds members")?
+                    .into_iter()
+                    .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+                    .collect();
+                return self.finish(members, go_us, report_extra, link).await;
+            }
+        }
+        self.finish(members, go_us, report_extra, link).await
+    }
+
+    /// Counts who is still connected, closes everyone and sends the report.
+    async fn finish(
+        &self,
+        members: Vec<Member>,
+        go_us: u64,
+        (expected, active_s): (u64, f64),
+        link: &mut LoadLink,
+    ) -> Result<(), String> {
+        let connected_at_end = members
+            .iter()
+            .filter(|m| matches!(*m.client.state().borrow(), ConnState::Connected { .. }))
+            .count() as u64;
+        let reconnects: u64 = members
+            .iter()
+            .map(|m| m.client.quality().connect_successes.saturating_sub(1))
+            .sum();
+        let mut closing = JoinSet::new();
+        for member in members {
+            member.receiver.abort();
+            closing.spawn(async move { member.client.close().await });
+            metrics::gauge!("loadgen_connected").decrement(1.0);
+        }
+        while closing.join_next().await.is_some() {}
+        let mut report = self.recorder.take();
+        report.connected_at_end = connected_at_end;
+        report.reconnects += reconnects;
+        report.expected = expected;
+        report.active_s = if active_s > 0.0 {
+            active_s
+        } else {
+            let last = self.last_receive_us.swap(0, Ordering::Relaxed);
+            last.saturating_sub(go_us) as f64 / 1e6
+        };
+        link.notify(Notice::Done(report)).await
+    }
+
+    /// Connects this process's share of `total` at `rate` per second.
+    async fn connect_all(
+        self: &Arc<Self>,
+        total: u32,
+        rate: f64,
+        groups: Option<u32>,
+    ) -> Vec<Member> {
+        let share: Vec<u32> = self.slot.share(total).collect();
+        let progress = self.progress(share.len() as u64, "connecting");
+        let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (n, index) in share.into_iter().enumerate() {
+            let this = self.clone();
+            tokio::time::sleep_until(start + interval * n as u32).await;
+            let group = groups.map(|g| format!("{}g{}", self.common.device_prefix, index % g));
+            tasks.spawn(async move { this.connect(index, group).await });
+            progress.set_position(self.recorder.established.load(Ordering::Relaxed));
+        }
+        let mut members = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(member)) = done {
+                members.push(member);
+            }
+            progress.set_position(members.len() as u64);
+        }
+        progress.finish_and_clear();
+        members.sort_by_key(|m| m.index);
+        members
+    }
+
+    /// Each member sends `requests` requests, one at a time; returns how many were sent.
+    async fn run_requests(&self, members: &[Member], requests: u32, business: u32) -> u64 {
+        let size = self.common.payload_size as usize;
+        let mut tasks = JoinSet::new();
+        for member in members {
+            let client = member.client.clone();
+            let rec = self.recorder.clone();
+            let index = member.index as usize;
+            tasks.spawn(async move {
+                for n in 0..requests {
+                    let payload = stamped(size, u64::from(n));
+                    rec.bump(&rec.sent, "loadgen_sent_total");
+                    let started = Instant::now();
+                    match client.request(business, payload).await {
+                        Ok(_) => {
+                            rec.latency
+                                .record(index, started.elapsed().as_micros() as u64);
+                            rec.bump(&rec.received, "loadgen_received_total");
+                        }
+                        Err(_) => rec.bump(&rec.errors, "loadgen_errors_total"),
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.recorder.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `expected` pushes arrived, or `--drain` seconds passed without any.
+    async fn drain(&self, expected: u64) {
+        let quiet_for = Duration::from_secs_f64(self.common.drain);
+        let mut last_count = self.recorder.received.load(Ordering::Relaxed);
+        let mut last_change = Instant::now();
+        loop {
+            let count = self.recorder.received.load(Ordering::Relaxed);
+            if count >= expected || last_change.elapsed() >= quiet_for {
+                return;
+            }
+            if count != last_count {
+                last_count = count;
+                last_change = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Leaves and rejoins, and reconnects, random members at the churn's rates until
+    /// aborted.
+    fn churn(
+        self: &Arc<Self>,
+        members: Arc<Vec<Mutex<Member>>>,
+        churn: Churn,
+    ) -> tokio::task::JoinHandle<()> {
+        let per_proc = f64::from(self.slot.count);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if members.is_empty() {
+                return;
+            }
+            let tick = Duration::from_millis(100);
+            let (mut leave_join, mut reconnect) = (0.0, 0.0);
+            let mut rng = fastrand::Rng::new();
+            loop {
+                tokio::time::sleep(tick).await;
+                leave_join += churn.leave_join_per_s / per_proc * tick.as_secs_f64();
+                reconnect += churn.reconnect_per_s / per_proc * tick.as_secs_f64();
+                while leave_join >= 1.0 {
+                    leave_join -= 1.0;
+                    let (client, group) = {
+                        let m = members[rng.usize(..members.len())]
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        (m.client.clone(), m.group.clone())
+                    };
+                    if let Some(group) = group {
+                        let _ = client.leave(&group).await;
+                        let _ = client.join(&group).await;
+                    }
+                }
+                while reconnect >= 1.0 {
+                    reconnect -= 1.0;
+                    let slot = &members[rng.usize(..members.len())];
+                    let (index, group, old) = {
+                        let m = slot.lock().unwrap_or_else(|p| p.into_inner());
+                        (m.index, m.group.clone(), m.client.clone())
+                    };
+                    old.close().await;
+                    this.recorder
+                        .bump(&this.recorder.reconnects, "loadgen_reconnects_total");
+                    // `connect` counts an attempt; churn reconnects are not new
+                    // connections, so take it back out.
+                    let fresh = this.connect(index, group).await;
+                    this.recorder.attempted.fetch_sub(1, Ordering::Relaxed);
+                    this.recorder.established.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(fresh) = fresh {
+                        let mut m = slot.lock().unwrap_or_else(|p| p.into_inner());
+                        m.receiver.abort();
+                        *m = fresh;
+                    }
+                }
+            }
+        })
+    }
+
+    fn progress(&self, len: u64, what: &'static str) -> indicatif::ProgressBar {
+        if self.common.quiet || self.common.worker.is_some() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what);
+        bar
+    }
+}
+
+/// A payload of `size` bytes: the send time (µs since the epoch) and `n`, big-endian,
+/// then padding.
+pub fn stamped(size: usize, n: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size.max(16));
+    buf.put_u64(unix_us());
+    buf.put_u64(n);
+    buf.resize(size.max(16), b'.');
+    buf.freeze()
+}
+
+async fn expect_order(link: &mut LoadLink, want: Order) -> Result<(), String> {
+    let got = link.order().await?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("expected {want:?} from the driver, got {got:?}"))
+    }
+}

@@ -1,0 +1,280 @@
+//! `loadgen`: simulated users against a longconn gateway, through the client SDK.
+//!
+//! ```text
+//! driver (the process you start)                 load (same process, or --procs workers)
+//!   for each phase:                                 connect this share of the clients
+//!     wait for Ready from every load   ◄──────────  (and join groups), then Ready
+//!     Go  ─────────────────────────────────────────► hold / send requests / churn
+//!     publish through the HTTP API (push phases)     count pushes and their latency
+//!     End ─────────────────────────────────────────► drain, close, Done(report)
+//!     merge the reports into a Summary  ◄──────────
+//!   print the summaries; the last stdout line is the run's JSON
+//! ```
+//!
+//! # Layout
+//! - [`cli`]: flags and subcommands; [`scenario`]: phases and scenario files.
+//! - [`fleet`]: the load side (clients); [`publish`]: the driver's HTTP sends.
+//! - [`link`]: driver-load messages, over channels or a worker's stdin/stdout.
+//! - [`stats`]: live counters, per-process reports, merged summaries.
+
+pub mod cli;
+pub mod fleet;
+pub mod link;
+pub mod publish;
+pub mod scenario;
+pub mod stats;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use cli::{Cli, WorkerSlot};
+use fleet::LoadCtx;
+use link::{DriverLink, LoadLink, Notice, Order};
+use scenario::{Phase, Scenario};
+use stats::Summary;
+
+/// Runs the command line. Returns the run's summary (`None` in a worker process, which
+/// reports to its driver instead).
+///
+/// # Errors
+/// Bad options or scenario, a load that could not start, a worker that died.
+pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
+    let scenario = cli.mode.scenario()?;
+    if let Some(slot) = cli.common.worker {
+        if let Some(addr) = cli.common.prometheus {
+            let port = addr.port().wrapping_add(1 + slot.index);
+            install_prometheus(std::net::SocketAddr::new(addr.ip(), port))?;
+        }
+        let ctx = Arc::new(LoadCtx::new(cli.common, slot, Arc::default())?);
+        let mut link = LoadLink::Stdio {
+            lines: BufReader::new(tokio::io::stdin()).lines(),
+        };
+        for phase in &scenario.phases {
+            ctx.run_phase(phase, &mut link).await?;
+        }
+        return Ok(None);
+    }
+    if let Some(addr) = cli.common.prometheus {
+        install_prometheus(addr)?;
+    }
+    drive(cli, scenario).await.map(Some)
+}
+
+fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("prometheus exporter on {addr}: {e}"))
+}
+
+/// The driver: starts the load (in process or as workers), runs every phase, merges.
+async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
+    let common = cli.common.clone();
+    let started = Instant::now();
+    let mut links = Vec::new();
+    let mut local_load = None;
+    if common.procs == 1 {
+        let (driver, mut load) = DriverLink::local_pair();
+        let ctx = Arc::new(LoadCtx::new(
+            common.clone(),
+            WorkerSlot::ALONE,
+            Arc::default(),
+        )?);
+        let phases = scenario.phases.clone();
+        local_load = Some(tokio::spawn(async move {
+            for phase in &phases {
+                ctx.run_phase(phase, &mut load).await?;
+            }
+            Ok::<(), String>(())
+        }));
+        links.push(driver);
+    } else {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        for index in 0..common.procs {
+            let slot = WorkerSlot {
+                index,
+                count: common.procs,
+            };
+            let mut child = tokio::process::Command::new(&exe)
+                .args(&args)
+                .args(["--worker", &slot.to_string(), "--quiet"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting worker {slot}: {e}"))?;
+            let stdin = child.stdin.take().expect("piped");
+            let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+            links.push(DriverLink::Child {
+                stdin,
+                lines,
+                child: Box::new(child),
+            });
+        }
+    }
+    let publisher =
+        publish::Publisher::new(&common.api, &common.app, common.payload_size as usize)?;
+    let mut summaries = Vec::new();
+    let mut worker_cpu = vec![0.0; links.len()];
+    for (number, phase) in scenario.phases.iter().enumerate() {
+        let phase_started = Instant::now();
+        if !common.quiet {
+            eprintln!(
+                "loadgen: phase {}/{} {} ({} connections over {} process(es))",
+                number + 1,
+                scenario.phases.len(),
+                phase.kind(),
+                phase.connections(),
+                links.len()
+            );
+        }
+        for link in &mut links {
+            expect_notice_ready(link).await?;
+        }
+        for link in &mut links {
+            link.order(Order::Go).await?;
+        }
+        let published = publish_phase(&publisher, &common, phase).await;
+        for link in &mut links {
+            link.order(Order::End).await?;
+        }
+        let mut reports = Vec::new();
+        for (i, link) in links.iter_mut().enumerate() {
+            match link.notice().await? {
+                Notice::Done(report) => reports.push(report),
+                Notice::Ready => return Err("a load sent Ready twice".into()),
+            }
+            if let DriverLink::Child { child, .. } = link {
+                if let Some(cpu) = child.id().and_then(process_cpu_s) {
+                    worker_cpu[i] = cpu;
+                }
+            }
+        }
+        let mut summary = stats::merge(
+            &scenario.name,
+            phase.kind(),
+            &common.target,
+            &reports,
+            phase_started.elapsed().as_secs_f64(),
+        )?;
+        if let Some(published) = published {
+            summary.sent = published.sent;
+            summary.expected = published.expected;
+            summary.errors += published.errors;
+            summary.reach_rate = if published.expected == 0 {
+                1.0
+            } else {
+                summary.received as f64 / published.expected as f64
+            };
+        }
+        if phase.kind() == "connect" {
+            // Reach of a connect phase: the connections still up at the end.
+            summary.reach_rate = if summary.connections == 0 {
+                1.0
+            } else {
+                summary.connected_at_end as f64 / summary.connections as f64
+            };
+        }
+        summary.procs = common.procs;
+        if !common.quiet {
+            eprintln!("loadgen: {}", summary.human());
+        }
+        summaries.push(summary);
+    }
+    if let Some(load) = local_load {
+        load.await.map_err(|e| e.to_string())??;
+    }
+    for link in &mut links {
+        if let DriverLink::Child { child, .. } = link {
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err(format!("a worker exited with {status}"));
+            }
+        }
+    }
+    let mut total = Summary::total(
+        &scenario.name,
+        &common.target,
+        summaries,
+        started.elapsed().as_secs_f64(),
+    );
+    total.procs = common.procs;
+    total.load_cpu_s = stats::own_cpu_s() + worker_cpu.iter().sum::<f64>();
+    Ok(total)
+}
+
+async fn expect_notice_ready(link: &mut DriverLink) -> Result<(), String> {
+    match link.notice().await? {
+        Notice::Ready => Ok(()),
+        Notice::Done(_) => Err("a load reported before it was ready".into()),
+    }
+}
+
+/// The HTTP side of a push phase (nothing for other phases).
+async fn publish_phase(
+    publisher: &publish::Publisher,
+    common: &cli::Common,
+    phase: &Phase,
+) -> Option<publish::Published> {
+    let bar = |len: u64| {
+        if common.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message("sending");
+            bar
+        }
+    };
+    let published = match *phase {
+        Phase::Unicast {
+            devices,
+            messages,
+            rate,
+        } => {
+            let ids: Vec<String> = (0..devices)
+                .map(|i| format!("{}{i}", common.device_prefix))
+                .collect();
+            let progress = bar(u64::from(devices) * u64::from(messages));
+            let out = publisher.unicast(&ids, messages, rate, &progress).await;
+            progress.finish_and_clear();
+            out
+        }
+        Phase::Multicast {
+            groups,
+            messages,
+            rate,
+            ..
+        } => {
+            let progress = bar(u64::from(groups) * u64::from(messages));
+            let out = publisher
+                .multicast(&common.device_prefix, groups, messages, rate, &progress)
+                .await;
+            progress.finish_and_clear();
+            out
+        }
+        Phase::Connect { .. } | Phase::Request { .. } => return None,
+    };
+    Some(published)
+}
+
+/// CPU seconds (user + system) of process `pid`, from /proc.
+fn process_cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

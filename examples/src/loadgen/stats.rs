@@ -1,0 +1,444 @@
+//! Counting what happened: [`Recorder`] (live, shared by a process's tasks), [`Report`]
+//! (one phase of one process, serialisable so worker processes can hand it over) and
+//! [`Summary`] (the merged result, printed as the last line of stdout).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde::{Deserialize, Serialize};
+
+/// Histogram shards: tasks record into `shard % SHARDS`, so they rarely share a lock.
+const SHARDS: usize = 32;
+/// Largest latency recorded, microseconds (larger values are clamped): 10 minutes.
+const MAX_US: u64 = 600_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds")
+}
+
+/// A histogram split into locked shards.
+#[derive(Debug)]
+pub struct ShardedHistogram {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Default for ShardedHistogram {
+    fn default() -> Self {
+        ShardedHistogram {
+            shards: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
+        }
+    }
+}
+
+impl ShardedHistogram {
+    /// Records `us` microseconds from task `shard`.
+    pub fn record(&self, shard: usize, us: u64) {
+        let mut h = self.shards[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        h.saturating_record(us.clamp(1, MAX_US));
+    }
+
+    /// All shards in one histogram, emptying them.
+    pub fn take(&self) -> Histogram<u64> {
+        let mut all = histogram();
+        for shard in &self.shards {
+            let mut h = shard.lock().unwrap_or_else(|p| p.into_inner());
+            all.add(&*h).expect("same bounds");
+            h.reset();
+        }
+        all
+    }
+}
+
+/// Live counters of one process for the phase that runs, mirrored to Prometheus.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Connections attempted.
+    pub attempted: AtomicU64,
+    /// Connections logged in (first time).
+    pub established: AtomicU64,
+    /// Connections that never logged in.
+    pub failed: AtomicU64,
+    /// Messages sent (pushes, publishes or requests).
+    pub sent: AtomicU64,
+    /// Messages received (pushes, or request answers).
+    pub received: AtomicU64,
+    /// Requests answered with an error, or pushes the gateway reported dropped.
+    pub errors: AtomicU64,
+    /// Reconnects (connections that came back after a loss, and churn reconnects).
+    pub reconnects: AtomicU64,
+    /// Push-to-receive or request latency, microseconds.
+    pub latency: ShardedHistogram,
+    /// Connect-and-login latency, microseconds.
+    pub connect_latency: ShardedHistogram,
+}
+
+impl Recorder {
+    /// Adds 1 to `counter` and to its Prometheus twin.
+    pub fn bump(&self, counter: &AtomicU64, name: &'static str) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(name).increment(1);
+    }
+
+    /// Takes the phase's figures, leaving the recorder empty for the next phase.
+    pub fn take(&self) -> Report {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        Report {
+            connections: take(&self.attempted),
+            established: take(&self.established),
+            failed: take(&self.failed),
+            sent: take(&self.sent),
+            received: take(&self.received),
+            errors: take(&self.errors),
+            reconnects: take(&self.reconnects),
+            latency: encode(&self.latency.take()),
+            connect_latency: encode(&self.connect_latency.take()),
+            ..Report::default()
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, the timestamp carried in payloads.
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn encode(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    let mut out = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut out)
+        .expect("in-memory serialisation");
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+fn decode(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine;
+    if text.is_empty() {
+        return Ok(histogram());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())?;
+    Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| format!("histogram: {e:?}"))
+}
+
+/// One phase of one process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Connections attempted.
+    pub connections: u64,
+    /// Logged in.
+    pub established: u64,
+    /// Never logged in.
+    pub failed: u64,
+    /// Sent.
+    pub sent: u64,
+    /// Received.
+    pub received: u64,
+    /// Deliveries expected (pushes) or answers expected (requests).
+    pub expected: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Reconnects.
+    pub reconnects: u64,
+    /// Connected when the phase ended.
+    pub connected_at_end: u64,
+    /// From the first send (or connect) to the last receive, seconds.
+    pub active_s: f64,
+    /// Latency histogram, V2-serialised, base64.
+    pub latency: String,
+    /// Connect latency histogram, V2-serialised, base64.
+    pub connect_latency: String,
+}
+
+/// Percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// The merged figures of one phase (or of a whole run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Scenario name (or the mode).
+    pub scenario: String,
+    /// Phase kind, or `total`.
+    pub phase: String,
+    /// Target URL.
+    pub target: String,
+    /// Connections attempted.
+    pub connections: u64,
+    /// Logged in.
+    pub established: u64,
+    /// Never logged in.
+    pub failed: u64,
+    /// Sent.
+    pub sent: u64,
+    /// Received.
+    pub received: u64,
+    /// Expected.
+    pub expected: u64,
+    /// received / expected (1.0 when nothing was expected).
+    pub reach_rate: f64,
+    /// Errors.
+    pub errors: u64,
+    /// Push-to-receive or request latency.
+    pub latency_us: Percentiles,
+    /// Connect-and-login latency.
+    pub connect_latency_us: Percentiles,
+    /// received (or established, for connect phases) per active second.
+    pub throughput_per_s: f64,
+    /// Reconnects.
+    pub reconnects: u64,
+    /// Connected when the phase ended.
+    pub connected_at_end: u64,
+    /// Wall-clock seconds of the phase (or run).
+    pub duration_s: f64,
+    /// Worker processes.
+    pub procs: u16,
+    /// CPU seconds the load generator used (all its processes).
+    pub load_cpu_s: f64,
+    /// Per-phase summaries (in the run total only).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub phases: Vec<Summary>,
+}
+
+/// Merges reports of one phase from every process.
+///
+/// # Errors
+/// A report's histogram does not decode.
+pub fn merge(
+    scenario: &str,
+    phase: &str,
+    target: &str,
+    reports: &[Report],
+    duration_s: f64,
+) -> Result<Summary, String> {
+    let mut latency = histogram();
+    let mut connect = histogram();
+    let mut s = Summary {
+        scenario: scenario.to_owned(),
+        phase: phase.to_owned(),
+        target: target.to_owned(),
+        duration_s,
+        procs: reports.len() as u16,
+        ..Summary::default()
+    };
+    let mut active_s: f64 = 0.0;
+    for r in reports {
+        s.connections += r.connections;
+        s.established += r.established;
+        s.failed += r.failed;
+        s.sent += r.sent;
+        s.received += r.received;
+        s.expected += r.expected;
+        s.errors += r.errors;
+        s.reconnects += r.reconnects;
+        s.connected_at_end += r.connected_at_end;
+        active_s = active_s.max(r.active_s);
+        latency
+            .add(decode(&r.latency)?)
+            .map_err(|e| e.to_string())?;
+        connect
+            .add(decode(&r.connect_latency)?)
+            .map_err(|e| e.to_string())?;
+    }
+    s.reach_rate = if s.expected == 0 {
+        1.0
+    } else {
+        s.received as f64 / s.expected as f64
+    };
+    s.latency_us = Percentiles::of(&latency);
+    s.connect_latency_us = Percentiles::of(&connect);
+    let done = if phase == "connect" {
+        s.established
+    } else {
+        s.received
+    };
+    s.throughput_per_s = if active_s > 0.0 {
+        done as f64 / active_s
+    } else {
+        0.0
+    };
+    Ok(s)
+}
+
+impl Summary {
+    /// The run's total over its phases: sums, the worst reach, the slowest latencies.
+    pub fn total(scenario: &str, target: &str, phases: Vec<Summary>, duration_s: f64) -> Summary {
+        let mut t = Summary {
+            scenario: scenario.to_owned(),
+            phase: "total".into(),
+            target: target.to_owned(),
+            duration_s,
+            reach_rate: 1.0,
+            ..Summary::default()
+        };
+        for p in &phases {
+            t.connections += p.connections;
+            t.established += p.established;
+            t.failed += p.failed;
+            t.sent += p.sent;
+            t.received += p.received;
+            t.expected += p.expected;
+            t.errors += p.errors;
+            t.reconnects += p.reconnects;
+            t.connected_at_end = p.connected_at_end;
+            t.procs = t.procs.max(p.procs);
+            t.reach_rate = t.reach_rate.min(p.reach_rate);
+            t.throughput_per_s = t.throughput_per_s.max(p.throughput_per_s);
+            let worst = |a: Percentiles, b: Percentiles| Percentiles {
+                p50: a.p50.max(b.p50),
+                p90: a.p90.max(b.p90),
+                p99: a.p99.max(b.p99),
+                p999: a.p999.max(b.p999),
+                max: a.max.max(b.max),
+            };
+            t.latency_us = worst(t.latency_us, p.latency_us);
+            t.connect_latency_us = worst(t.connect_latency_us, p.connect_latency_us);
+        }
+        t.phases = phases;
+        t
+    }
+
+    /// A few readable lines (for stderr).
+    pub fn human(&self) -> String {
+        let l = &self.latency_us;
+        format!(
+            "{phase:<9} conns {est}/{conns} (failed {failed}), sent {sent}, received \
+             {recv}/{exp} (reach {reach:.4}), {tp:.0}/s, latency p50 {p50} us p99 {p99} us \
+             max {max} us, reconnects {rc}, connected at end {end}, {dur:.1} s",
+            phase = self.phase,
+            est = self.established,
+            conns = self.connections,
+            failed = self.failed,
+            sent = self.sent,
+            recv = self.received,
+            exp = self.expected,
+            reach = self.reach_rate,
+            tp = self.throughput_per_s,
+            p50 = l.p50,
+            p99 = l.p99,
+            max = l.max,
+            rc = self.reconnects,
+            end = self.connected_at_end,
+            dur = self.duration_s,
+        )
+    }
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat.
+pub fn own_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of those, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_merge_across_processes_and_keep_their_shape() {
+        let recorder = Recorder::default();
+        for (shard, us) in [(0, 100), (1, 200), (2, 300), (3, 10_000)] {
+            recorder.latency.record(shard, us);
+            recorder.bump(&recorder.received, "test_received");
+        }
+        recorder.established.store(2, Ordering::Relaxed);
+        let mut a = recorder.take();
+        a.expected = 4;
+        a.active_s = 2.0;
+        assert_eq!(recorder.take().received, 0, "taking empties the recorder");
+        let b = Report {
+            expected: 4,
+            received: 3,
+            latency: a.latency.clone(),
+            ..Report::default()
+        };
+        // Through JSON, as a worker process hands it over.
+        let a: Report = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let s = merge("sc", "multicast", "tcp://x", &[a, b], 3.0).unwrap();
+        assert_eq!((s.received, s.expected), (7, 8));
+        assert!((s.reach_rate - 0.875).abs() < 1e-9);
+        assert_eq!(
+            s.latency_us.max, 10_007,
+            "hdr rounding at 3 digits: {:?}",
+            s.latency_us
+        );
+        assert!(
+            s.latency_us.p50 >= 200 && s.latency_us.p50 <= 201,
+            "{:?}",
+            s.latency_us
+        );
+        assert!((s.throughput_per_s - 3.5).abs() < 1e-9);
+
+        let total = Summary::total("sc", "tcp://x", vec![s], 3.5);
+        let json = serde_json::to_value(&total).unwrap();
+        for key in [
+            "scenario",
+            "target",
+            "connections",
+            "established",
+            "failed",
+            "sent",
+            "received",
+            "reach_rate",
+            "latency_us",
+            "throughput_per_s",
+            "reconnects",
+            "connected_at_end",
+            "duration_s",
+        ] {
+            assert!(json.get(key).is_some(), "summary lacks `{key}`: {json}");
+        }
+        for key in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(json["latency_us"][key].is_u64(), "latency_us.{key}");
+        }
+        assert_eq!(json["phases"].as_array().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,215 @@
+//! `loadgen` end to end: every subcommand, a scenario file and a two-process run, each
+//! a few hundred connections against a gateway started in this test.
+
+use std::process::Command;
+
+use clap::Parser;
+use longconn_examples::gateway::{Cli, Gateway, GatewaySettings};
+use serde_json::Value;
+
+async fn gateway() -> (Gateway, String, String) {
+    let cli = Cli::try_parse_from([
+        "gateway",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--quic",
+        "off",
+    ])
+    .unwrap();
+    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
+        .await
+        .unwrap();
+    let addr = |label| {
+        gateway
+            .bound
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, a)| *a)
+            .unwrap()
+    };
+    let target = format!("tcp://{}", addr("tcp"));
+    let api = format!("http://{}", addr("http"));
+    (gateway, target, api)
+}
+
+/// Runs loadgen to completion on a blocking thread; returns the JSON of the last stdout
+/// line.
+async fn loadgen(target: &str, api: &str, args: &[&str]) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command
+        .args(["--target", target, "--api", api, "--quiet", "--drain", "3"])
+        .args(["--source-ips", "127.0.0.2-127.0.0.5"])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?} failed: {stderr}");
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{args:?}: last line not JSON ({e}): {last}"))
+}
+
+fn assert_complete(summary: &Value, connections: u64) {
+    for key in [
+        "scenario",
+        "target",
+        "connections",
+        "established",
+        "failed",
+        "sent",
+        "received",
+        "reach_rate",
+        "latency_us",
+        "throughput_per_s",
+        "reconnects",
+        "connected_at_end",
+        "duration_s",
+    ] {
+        assert!(
+            summary.get(key).is_some(),
+            "summary lacks `{key}`: {summary}"
+        );
+    }
+    assert_eq!(summary["reach_rate"], 1.0, "{summary}");
+    assert_eq!(summary["established"], connections, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_reaches_everyone() {
+    let (gateway, target, api) = gateway().await;
+
+    let s = loadgen(
+        &target,
+        &api,
+        &[
+            "connect",
+            "--connections",
+            "300",
+            "--rate",
+            "2000",
+            "--hold",
+            "0.5",
+        ],
+    )
+    .await;
+    assert_complete(&s, 300);
+    assert_eq!(s["connected_at_end"], 300);
+
+    let s = loadgen(
+        &target,
+        &api,
+        &[
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "3",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    assert_complete(&s, 300);
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(900), Some(900))
+    );
+    assert!(s["latency_us"]["p50"].as_u64().unwrap() > 0, "{s}");
+
+    let s = loadgen(
+        &target,
+        &api,
+        &[
+            "multicast",
+            "--members",
+            "300",
+            "--groups",
+            "3",
+            "--messages",
+            "4",
+            "--rate",
+            "100",
+        ],
+    )
+    .await;
+    assert_complete(&s, 300);
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(12), Some(1200))
+    );
+
+    let s = loadgen(
+        &target,
+        &api,
+        &["request", "--connections", "50", "--requests", "20"],
+    )
+    .await;
+    assert_complete(&s, 50);
+    assert_eq!(s["received"], 1000);
+
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/small-scenario.toml");
+    let s = loadgen(&target, &api, &["--procs", "2", "scenario", scenario]).await;
+    assert_eq!(s["procs"], 2);
+    assert_eq!(s["scenario"], "small");
+    assert_eq!(s["phases"].as_array().unwrap().len(), 3, "{s}");
+    for phase in s["phases"].as_array().unwrap() {
+        assert_eq!(phase["reach_rate"], 1.0, "{phase}");
+    }
+    assert!(s["load_cpu_s"].as_f64().unwrap() > 0.0);
+
+    // A request to an unrouted business is an error, not a reach.
+    let s = loadgen(
+        &target,
+        &api,
+        &[
+            "request",
+            "--connections",
+            "5",
+            "--requests",
+            "2",
+            "--business",
+            "999",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s["errors"].as_u64(), s["received"].as_u64()),
+        (Some(10), Some(0))
+    );
+    assert_eq!(s["reach_rate"], 0.0);
+
+    gateway.shutdown().await;
+}
+
+#[test]
+fn a_bad_scenario_file_fails_with_its_reason() {
+    let dir = std::env::temp_dir().join(format!("lc-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"bad\"\n[[phases]]\nkind = \"connect\"\nconnections = 0\nrate = 1\nhold = 1\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["scenario", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("connections"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "no summary for a run that never started"
+    );
+}
