@@ -24,7 +24,8 @@ pub struct Cli {
 /// Options shared by every mode.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Gateway endpoint: tcp://, tls://, ws://, wss:// or quic://host:port[/ws].
+    /// Gateway endpoint: tcp://, tls://, ws://, wss:// or quic://host:port[/ws]; or a
+    /// peer broker for multicast comparisons: nats://ip:port, mqtt://ip:port.
     #[arg(long, global = true, default_value = "tcp://127.0.0.1:7100")]
     pub target: String,
     /// The gateway's HTTP API, where pushes are sent.
@@ -64,6 +65,10 @@ pub struct Common {
     /// Seconds to wait for the last deliveries after the last send.
     #[arg(long, global = true, default_value_t = 5.0)]
     pub drain: f64,
+    /// Process id of the server under test: its CPU seconds from `Go` to the end of
+    /// each phase (after the drain) are reported as `server_cpu_s`.
+    #[arg(long, global = true, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// No progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::cli::{Common, WorkerSlot};
 use super::link::{LoadLink, Notice, Order};
+use super::peer::Peer;
 use super::scenario::{Churn, Phase};
 use super::stats::{Recorder, unix_us};
 
@@ -71,6 +72,11 @@ impl LoadCtx {
             trust,
             last_receive_us: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// When the last push arrived, µs since the epoch.
+    pub fn last_receive_us(&self) -> &AtomicU64 {
+        &self.last_receive_us
     }
 
     /// The device id of global index `i`.
@@ -164,6 +170,9 @@ impl LoadCtx {
         phase: &Phase,
         link: &mut LoadLink,
     ) -> Result<(), String> {
+        if let Some((peer, addr)) = Peer::from_target(&self.common.target)? {
+            return self.run_peer_phase(peer, addr, phase, link).await;
+        }
         let groups = match phase {
             Phase::Multicast { groups, .. } => Some(*groups),
             _ => None,
@@ -172,7 +181,9 @@ impl LoadCtx {
             Phase::Connect { rate, .. } => *rate / f64::from(self.slot.count),
             _ => DEFAULT_CONNECT_RATE,
         };
+        let ramp = Instant::now();
         let members = self.connect_all(phase.connections(), rate, groups).await;
+        let ramp_s = ramp.elapsed().as_secs_f64();
         link.notify(Notice::Ready).await?;
         expect_order(link, Order::Go).await?;
         let go_us = unix_us();
@@ -182,7 +193,8 @@ impl LoadCtx {
             Phase::Connect { hold, .. } => {
                 tokio::time::sleep(Duration::from_secs_f64(hold)).await;
                 expect_order(link, Order::End).await?;
-                report_extra.1 = go.elapsed().as_secs_f64();
+                // A connect phase's rate is logins per second of the ramp.
+                report_extra.1 = ramp_s;
             }
             Phase::Request {
                 requests, business, ..
@@ -216,6 +228,43 @@ impl LoadCtx {
             }
         }
         self.finish(members, go_us, report_extra, link).await
+    }
+
+    /// A multicast phase against a peer broker (see [`super::peer`]).
+    async fn run_peer_phase(
+        self: &Arc<Self>,
+        peer: Peer,
+        addr: std::net::SocketAddr,
+        phase: &Phase,
+        link: &mut LoadLink,
+    ) -> Result<(), String> {
+        let Phase::Multicast {
+            members,
+            groups,
+            messages,
+            ..
+        } = *phase
+        else {
+            return Err(format!(
+                "{} phases need a longconn target; peers take multicast only",
+                phase.kind()
+            ));
+        };
+        let readers = self.subscribe_peers(peer, addr, members, groups).await;
+        link.notify(Notice::Ready).await?;
+        expect_order(link, Order::Go).await?;
+        let go_us = unix_us();
+        expect_order(link, Order::End).await?;
+        self.drain(u64::from(messages) * readers.len() as u64).await;
+        let connected_at_end = readers.iter().filter(|r| !r.is_finished()).count() as u64;
+        for reader in &readers {
+            reader.abort();
+        }
+        let mut report = self.recorder.take();
+        report.connected_at_end = connected_at_end;
+        let last = self.last_receive_us.swap(0, Ordering::Relaxed);
+        report.active_s = last.saturating_sub(go_us) as f64 / 1e6;
+        link.notify(Notice::Done(report)).await
     }
 
     /// Counts who is still connected, closes everyone and sends the report.

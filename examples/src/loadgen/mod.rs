@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod fleet;
 pub mod link;
+pub mod peer;
 pub mod publish;
 pub mod scenario;
 pub mod stats;
@@ -136,6 +137,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         for link in &mut links {
             expect_notice_ready(link).await?;
         }
+        let server_cpu_at_go = common.server_pid.and_then(process_cpu_s);
         for link in &mut links {
             link.order(Order::Go).await?;
         }
@@ -179,6 +181,11 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
             } else {
                 summary.connected_at_end as f64 / summary.connections as f64
             };
+        }
+        if let (Some(before), Some(after)) =
+            (server_cpu_at_go, common.server_pid.and_then(process_cpu_s))
+        {
+            summary.server_cpu_s = Some(after - before);
         }
         summary.procs = common.procs;
         if !common.quiet {
@@ -252,11 +259,29 @@ async fn publish_phase(
             out
         }
         Phase::Multicast {
+            members,
             groups,
             messages,
             rate,
             ..
         } => {
+            if let Ok(Some((peer, addr))) = peer::Peer::from_target(&common.target) {
+                let published = peer::publish(peer::PeerPublish {
+                    peer,
+                    addr,
+                    prefix: &common.device_prefix,
+                    members,
+                    groups,
+                    messages,
+                    rate,
+                    payload_size: common.payload_size as usize,
+                })
+                .await;
+                return Some(published.unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "peer publish failed");
+                    publish::Published::default()
+                }));
+            }
             let progress = bar(u64::from(groups) * u64::from(messages));
             let out = publisher
                 .multicast(&common.device_prefix, groups, messages, rate, &progress)

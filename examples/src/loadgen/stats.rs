@@ -231,6 +231,9 @@ pub struct Summary {
     pub procs: u16,
     /// CPU seconds the load generator used (all its processes).
     pub load_cpu_s: f64,
+    /// CPU seconds the server (`--server-pid`) used from `Go` to the end of the phase.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server_cpu_s: Option<f64>,
     /// Per-phase summaries (in the run total only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub phases: Vec<Summary>,

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Reproduces the benchmark report in docs/BENCHMARKS.md ("Report against peers"):
+#   1. idle memory per connection at 15,000 connections (TCP, WS, QUIC) and the baseline;
+#   2. connect and login rate;
+#   3. group fan-out, 1 publisher, 10,000 members, 100-byte payloads, publish rate stepped
+#      1..200 msgs/s, against the longconn gateway, nats-server and mosquitto;
+#   4. batched unicast pushes/s; 5. upstream request RPS through the echo backend.
+# The server under test runs on core 0 (taskset -c 0), the load on core 1.
+# Needs nats-server and mosquitto (apt-get install -y nats-server mosquitto).
+# Environment: OUT (target/report), STEPS ("1 5 10 20 50 100 200"), STEP_S (10),
+# MEMBERS (10000), SKIP_IDLE=1 to skip part 1, SYSTEMS ("longconn nats mosquitto").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-target/report}
+STEPS=${STEPS:-"1 5 10 20 50 100 200"}
+STEP_S=${STEP_S:-10}
+MEMBERS=${MEMBERS:-10000}
+SYSTEMS=${SYSTEMS:-"longconn nats mosquitto"}
+mkdir -p "$OUT"
+rm -f "$OUT"/*.jsonl
+cargo build --release -p longconn-examples --bin gateway --bin loadgen \
+    -p longconn-benches --bin idle-memory
+LG=(taskset -c 1 target/release/loadgen --quiet --source-ips 127.0.0.2-127.0.0.40)
+PID=""
+
+stop_server() {
+    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+    PID=""
+}
+trap stop_server EXIT
+
+wait_port() { # host port
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "server did not listen on $1:$2" >&2
+    exit 1
+}
+
+start_server() { # system
+    case "$1" in
+        longconn)
+            taskset -c 0 target/release/gateway --ws off --quic off >"$OUT/gateway.log" 2>&1 &
+            PID=$!; wait_port 127.0.0.1 7180; TARGET=tcp://127.0.0.1:7100 ;;
+        nats)
+            taskset -c 0 nats-server -a 127.0.0.1 -p 4222 >"$OUT/nats.log" 2>&1 &
+            PID=$!; wait_port 127.0.0.1 4222; TARGET=nats://127.0.0.1:4222 ;;
+        mosquitto)
+            printf 'listener 1883 127.0.0.1\nallow_anonymous true\nallow_duplicate_messages true\nmax_queued_messages 100000\n' \
+                >"$OUT/mosquitto.conf"
+            taskset -c 0 mosquitto -c "$OUT/mosquitto.conf" >"$OUT/mosquitto.log" 2>&1 &
+            PID=$!; wait_port 127.0.0.1 1883; TARGET=mqtt://127.0.0.1:1883 ;;
+    esac
+}
+
+date -u +"%Y-%m-%dT%H:%M:%SZ" >"$OUT/date"
+echo "$STEP_S" >"$OUT/step_s"
+
+if [ "${SKIP_IDLE:-0}" != 1 ]; then
+    echo "== 1. idle memory" >&2
+    for transport in tcp ws quic; do
+        target/release/idle-memory --transport "$transport" --conns 15000 | tee -a "$OUT/idle.txt"
+        sleep 60 # TIME_WAIT
+    done
+fi
+
+echo "== 2. connect rate, 4. unicast, 5. requests (longconn)" >&2
+start_server longconn
+"${LG[@]}" --server-pid "$PID" connect --connections 10000 --rate 20000 --hold 1 \
+    | tail -1 >>"$OUT/connect.jsonl"
+"${LG[@]}" --server-pid "$PID" unicast --devices 10000 --messages 10 --rate 200000 \
+    | tail -1 >>"$OUT/unicast.jsonl"
+"${LG[@]}" --server-pid "$PID" request --connections 200 --requests 500 --business 1 \
+    | tail -1 >>"$OUT/request.jsonl"
+stop_server
+
+echo "== 3. fan-out steps" >&2
+for system in $SYSTEMS; do
+    start_server "$system"
+    for rate in $STEPS; do
+        echo "   $system at $rate msgs/s" >&2
+        "${LG[@]}" --target "$TARGET" --server-pid "$PID" multicast --members "$MEMBERS" \
+            --groups 1 --messages $((rate * STEP_S)) --rate "$rate" \
+            | tail -1 >>"$OUT/fanout-$system.jsonl"
+    done
+    stop_server
+    sleep 20
+done
+
+python3 benches/report.py "$OUT"

@@ -1,0 +1,412 @@
+//! Minimal subscribers and publishers for the peers the benchmark report compares
+//! against: NATS (`nats://host:port`, one subject per group) and MQTT 3.1.1
+//! (`mqtt://host:port`, one topic per group, QoS 0). Multicast phases only.
+//!
+//! They are written by hand on purpose: a subscriber here is one task and one small read
+//! buffer per connection, no more than a longconn SDK client costs, so the load side
+//! never makes a peer look slower than it is. The full client crates (async-nats,
+//! rumqttc) carry far more per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::fleet::{LoadCtx, stamped};
+use super::publish::Published;
+use super::stats::unix_us;
+
+/// A peer broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// nats-server.
+    Nats,
+    /// An MQTT 3.1.1 broker (mosquitto).
+    Mqtt,
+}
+
+impl Peer {
+    /// The peer a target URL names, and its address; `None` for longconn targets.
+    ///
+    /// # Errors
+    /// A peer URL without a valid `host:port` (IP addresses only).
+    pub fn from_target(target: &str) -> Result<Option<(Peer, SocketAddr)>, String> {
+        let (peer, rest) = if let Some(rest) = target.strip_prefix("nats://") {
+            (Peer::Nats, rest)
+        } else if let Some(rest) = target.strip_prefix("mqtt://") {
+            (Peer::Mqtt, rest)
+        } else {
+            return Ok(None);
+        };
+        let addr = rest
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("`{target}`: expected ip:port ({e})"))?;
+        Ok(Some((peer, addr)))
+    }
+}
+
+/// MQTT's variable-length "remaining length".
+fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+fn mqtt_packet(kind: u8, body: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(body.len() + 5);
+    buf.put_u8(kind);
+    put_remaining_length(&mut buf, body.len());
+    buf.put_slice(body);
+    buf
+}
+
+fn mqtt_string(buf: &mut BytesMut, s: &str) {
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s.as_bytes());
+}
+
+/// CONNECT (clean session, no keep-alive) for `client_id`.
+fn mqtt_connect(client_id: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    mqtt_string(&mut body, "MQTT");
+    body.put_u8(4); // protocol level 3.1.1
+    body.put_u8(0x02); // clean session
+    body.put_u16(0); // keep-alive off
+    mqtt_string(&mut body, client_id);
+    mqtt_packet(0x10, &body)
+}
+
+/// A complete MQTT packet at the front of `buf`: (first byte, header length, body length).
+fn mqtt_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let byte = *buf.get(1 + i)?;
+        len |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let header = 2 + i;
+            return (buf.len() >= header + len).then_some((buf[0], header, len));
+        }
+    }
+    None
+}
+
+/// Connects one subscriber of `group` and waits until the subscription is in place.
+async fn subscribe(
+    peer: Peer,
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    client_id: &str,
+    group: &str,
+) -> Result<(TcpStream, BytesMut), String> {
+    let mut stream = longconn_transport::tcp::dial(addr, from)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(256);
+    match peer {
+        Peer::Nats => {
+            let hello = format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false}}\r\nSUB {group} 1\r\nPING\r\n"
+            );
+            stream
+                .write_all(hello.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            // INFO first, then PONG once CONNECT and SUB are processed.
+            loop {
+                if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("nats closed during subscribe".into());
+                }
+                if let Some(at) = find(&buf, b"PONG\r\n") {
+                    buf.advance(at + 6);
+                    return Ok((stream, buf));
+                }
+                if find(&buf, b"-ERR").is_some() {
+                    return Err(String::from_utf8_lossy(&buf).into_owned());
+                }
+            }
+        }
+        Peer::Mqtt => {
+            let mut hello = mqtt_connect(client_id);
+            let mut body = BytesMut::new();
+            body.put_u16(1); // packet id
+            mqtt_string(&mut body, group);
+            body.put_u8(0); // QoS 0
+            hello.extend_from_slice(&mqtt_packet(0x82, &body));
+            stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+            // CONNACK, then SUBACK.
+            let mut acks = 0;
+            while acks < 2 {
+                match mqtt_frame(&buf) {
+                    Some((kind, header, len)) => {
+                        if kind == 0x20 && buf.get(header + 1) != Some(&0) {
+                            return Err("mqtt refused the connection".into());
+                        }
+                        buf.advance(header + len);
+                        acks += 1;
+                    }
+                    None => {
+                        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                            return Err("mqtt closed during subscribe".into());
+                        }
+                    }
+                }
+            }
+            Ok((stream, buf))
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads messages until the stream ends, counting each with its latency.
+async fn receive(
+    peer: Peer,
+    mut stream: TcpStream,
+    mut buf: BytesMut,
+    ctx: Arc<LoadCtx>,
+    index: usize,
+) {
+    let rec = &ctx.recorder;
+    let record = |payload: &[u8]| {
+        let now = unix_us();
+        if let Some(sent) = payload.get(..8) {
+            let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
+            rec.latency.record(index, now.saturating_sub(sent));
+        }
+        rec.bump(&rec.received, "loadgen_received_total");
+        ctx.last_receive_us().fetch_max(now, Ordering::Relaxed);
+    };
+    loop {
+        // Take every complete message in the buffer.
+        loop {
+            match peer {
+                Peer::Nats => {
+                    let Some(eol) = find(&buf, b"\r\n") else {
+                        break;
+                    };
+                    let line = &buf[..eol];
+                    if line.starts_with(b"MSG ") {
+                        let len: usize = std::str::from_utf8(line)
+                            .ok()
+                            .and_then(|l| l.rsplit(' ').next())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() < eol + 2 + len + 2 {
+                            break;
+                        }
+                        record(&buf[eol + 2..eol + 2 + len]);
+                        buf.advance(eol + 2 + len + 2);
+                    } else {
+                        if line.starts_with(b"PING") && stream.write_all(b"PONG\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                        buf.advance(eol + 2);
+                    }
+                }
+                Peer::Mqtt => {
+                    let Some((kind, header, len)) = mqtt_frame(&buf) else {
+                        break;
+                    };
+                    if kind & 0xf0 == 0x30 {
+                        let topic_len =
+                            usize::from(u16::from_be_bytes([buf[header], buf[header + 1]]));
+                        let qos = (kind >> 1) & 0x03;
+                        let skip = 2 + topic_len + if qos > 0 { 2 } else { 0 };
+                        record(&buf[header + skip..header + len]);
+                    }
+                    buf.advance(header + len);
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+impl LoadCtx {
+    /// Connects this process's share of `members` peer subscribers (member i to group
+    /// i mod `groups`) at the default connect rate. Returns their reader tasks.
+    pub async fn subscribe_peers(
+        self: &Arc<Self>,
+        peer: Peer,
+        addr: SocketAddr,
+        members: u32,
+        groups: u32,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let share: Vec<u32> = self.slot.share(members).collect();
+        let interval = Duration::from_secs_f64(1.0 / 4000.0);
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (n, index) in share.into_iter().enumerate() {
+            tokio::time::sleep_until(start + interval * n as u32).await;
+            let ctx = self.clone();
+            tasks.spawn(async move {
+                let rec = &ctx.recorder;
+                rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
+                let started = Instant::now();
+                let group = format!("{}g{}", ctx.common.device_prefix, index % groups);
+                let id = ctx.device(index);
+                let from = ctx.common.source_ips.map(|ips| ips.pick(u64::from(index)));
+                match subscribe(peer, addr, from, &id, &group).await {
+                    Ok((stream, buf)) => {
+                        rec.connect_latency
+                            .record(index as usize, started.elapsed().as_micros() as u64);
+                        rec.bump(&rec.established, "loadgen_connects_established_total");
+                        Some(tokio::spawn(receive(
+                            peer,
+                            stream,
+                            buf,
+                            ctx.clone(),
+                            index as usize,
+                        )))
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "peer subscribe failed");
+                        rec.bump(&rec.failed, "loadgen_connects_failed_total");
+                        None
+                    }
+                }
+            });
+        }
+        let mut readers = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(reader)) = done {
+                readers.push(reader);
+            }
+        }
+        readers
+    }
+}
+
+/// A multicast phase's publishing, for a peer.
+#[derive(Debug, Clone)]
+pub struct PeerPublish<'a> {
+    /// Which broker.
+    pub peer: Peer,
+    /// Where.
+    pub addr: SocketAddr,
+    /// Group names are `{prefix}g{n}`.
+    pub prefix: &'a str,
+    /// Members over all groups.
+    pub members: u32,
+    /// Groups.
+    pub groups: u32,
+    /// Publishes per group.
+    pub messages: u32,
+    /// Publishes per second.
+    pub rate: f64,
+    /// Bytes per payload.
+    pub payload_size: usize,
+}
+
+/// Publishes `messages` per group at `rate` publishes per second. The expected
+/// deliveries are the group's members per publish (every member subscribed before Go).
+///
+/// # Errors
+/// The broker could not be reached or closed the connection.
+pub async fn publish(p: PeerPublish<'_>) -> Result<Published, String> {
+    let PeerPublish {
+        peer,
+        addr,
+        prefix,
+        members,
+        groups,
+        messages,
+        rate,
+        payload_size,
+    } = p;
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    match peer {
+        Peer::Nats => stream
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .await
+            .map_err(|e| e.to_string())?,
+        Peer::Mqtt => {
+            stream
+                .write_all(&mqtt_connect(&format!("{prefix}publisher")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ack = [0u8; 4];
+            stream
+                .read_exact(&mut ack)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // Members per group, as loadgen assigns them (i mod groups).
+    let per_group = |g: u32| (members - g).div_ceil(groups);
+    let mut out = Published::default();
+    let start = Instant::now();
+    let total = u64::from(groups) * u64::from(messages);
+    let mut buf = BytesMut::new();
+    for n in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate)).await;
+        let group_n = (n % u64::from(groups)) as u32;
+        let group = format!("{prefix}g{group_n}");
+        let payload = stamped(payload_size, n);
+        buf.clear();
+        match peer {
+            Peer::Nats => {
+                buf.put_slice(format!("PUB {group} {}\r\n", payload.len()).as_bytes());
+                buf.put_slice(&payload);
+                buf.put_slice(b"\r\n");
+            }
+            Peer::Mqtt => {
+                let mut body = BytesMut::new();
+                mqtt_string(&mut body, &group);
+                body.put_slice(&payload);
+                buf.extend_from_slice(&mqtt_packet(0x30, &body));
+            }
+        }
+        stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+        out.sent += 1;
+        out.expected += u64::from(per_group(group_n));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_lengths_and_frames_round_trip() {
+        for len in [0, 127, 128, 16_383, 16_384, 300_000] {
+            let body = vec![7u8; len];
+            let packet = mqtt_packet(0x30, &body);
+            assert_eq!(mqtt_frame(&packet), Some((0x30, packet.len() - len, len)));
+            assert_eq!(mqtt_frame(&packet[..packet.len() - 1]), None);
+        }
+        assert_eq!(
+            Peer::from_target("nats://127.0.0.1:4222").unwrap(),
+            Some((Peer::Nats, "127.0.0.1:4222".parse().unwrap()))
+        );
+        assert_eq!(Peer::from_target("tcp://127.0.0.1:1").unwrap(), None);
+        assert!(Peer::from_target("mqtt://localhost").is_err());
+    }
+}
