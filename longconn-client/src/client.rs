@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use longconn_core::Metadata;
+use longconn_core::{Metadata, Text};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::ClientConfig;
@@ -56,8 +56,8 @@ pub struct Response {
 pub struct Push {
     /// Business id.
     pub business: u32,
-    /// The group it was sent to, if any.
-    pub group: Option<String>,
+    /// The group it was sent to, if any (a slice of the received frame: no copy).
+    pub group: Option<Text>,
     /// The group's sequence number, if any.
     pub seq: Option<u64>,
     /// Metadata.

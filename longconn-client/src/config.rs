@@ -91,6 +91,9 @@ impl TokenProvider for StaticToken {
     }
 }
 
+/// A push callback; see [`ClientConfig::on_push`].
+pub type PushHandler = Arc<dyn Fn(crate::Push) + Send + Sync>;
+
 /// Everything a [`crate::Client`] needs.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -112,6 +115,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest frame sent or accepted. Default 65,536.
     pub max_frame_size: usize,
+    /// Called with every push, on the client's own task, instead of queueing it for
+    /// [`crate::Client::pushes`] and [`crate::Client::subscribe`]: the cheapest way to
+    /// take pushes (no channel, no task wake-up per push). It must return quickly; slow
+    /// work belongs on a task of the handler's own. Default `None`.
+    pub on_push: Option<PushHandler>,
     /// Local IP to connect from (the kernel picks the port). Default `None`: the
     /// system's choice. Load generators spread clients over 127.0.0.x with it.
     pub local_ip: Option<std::net::IpAddr>,
@@ -147,6 +155,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             max_frame_size: 64 * 1024,
             local_ip: None,
+            on_push: None,
         })
     }
 }

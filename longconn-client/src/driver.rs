@@ -466,7 +466,7 @@ async fn on_frame<W: FrameWriter>(
             }
             let push = Push {
                 business,
-                group: group.map(|g| g.as_str().to_owned()),
+                group,
                 seq,
                 meta,
                 payload,
@@ -523,8 +523,13 @@ async fn on_frame<W: FrameWriter>(
     None
 }
 
-/// Hands a push to its business's listener, or to the general stream.
+/// Hands a push to the config's push handler, or its business's listener, or the
+/// general stream.
 fn deliver(ctx: &Ctx<'_>, push: Push) {
+    if let Some(handler) = &ctx.config.on_push {
+        handler(push);
+        return;
+    }
     let listener = ctx
         .listeners
         .lock()

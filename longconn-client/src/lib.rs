@@ -54,6 +54,6 @@ pub mod error;
 
 pub use backoff::Backoff;
 pub use client::{Client, ConnState, Push, Quality, Response};
-pub use config::{ClientConfig, Endpoint, Scheme, StaticToken, TokenProvider};
+pub use config::{ClientConfig, Endpoint, PushHandler, Scheme, StaticToken, TokenProvider};
 pub use error::ClientError;
 pub use longconn_transport::cert::Trust;

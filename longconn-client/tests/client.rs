@@ -568,3 +568,39 @@ async fn groups_are_joined_again_after_a_reconnect() {
         "both groups joined again on the second session, without the application asking"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_handler_takes_every_push_inline() {
+    let (identity, gw) = setup(Transport::Tcp);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = format!("tcp://localhost:{}", gw.addr.port());
+    let mut config = ClientConfig::new(&url, APP, "handled", token("handled")).unwrap();
+    config.trust = Trust::Roots(vec![identity.leaf().clone()]);
+    config.on_push = Some(Arc::new(move |push| {
+        let _ = tx.send(push);
+    }));
+    let c = Client::connect(config);
+    let conn_id = c.wait_connected(STEP).await.unwrap();
+    let mut stream = c.pushes().unwrap();
+    let handle = gw.server.hub().get(conn_id).unwrap();
+    for seq in 1..=3 {
+        handle.push(Transmit::Frame(Frame::Push {
+            id: 0,
+            ack_required: false,
+            business: 5,
+            group: Some("g".into()),
+            seq: Some(seq),
+            meta: Metadata::new(),
+            payload: Bytes::from_static(b"p"),
+        }));
+    }
+    for seq in 1..=3 {
+        let push = tokio::time::timeout(STEP, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((push.group.as_deref(), push.seq), (Some("g"), Some(seq)));
+    }
+    assert!(stream.try_recv().is_err(), "the handler took them all");
+    c.close().await;
+}

@@ -62,9 +62,14 @@ pub struct Common {
     /// Payload size of pushes and requests in bytes (at least 16: the timestamp).
     #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=60_000))]
     pub payload_size: u32,
-    /// Seconds to wait for the last deliveries after the last send.
+    /// After the last send, wait until everything arrived, or nothing arrived for this
+    /// many seconds.
     #[arg(long, global = true, default_value_t = 5.0)]
     pub drain: f64,
+    /// ... but never longer than this many seconds after the last send: a server that
+    /// cannot keep up is cut off (and its reach shows it).
+    #[arg(long, global = true, default_value_t = 30.0)]
+    pub drain_limit: f64,
     /// Process id of the server under test: its CPU seconds from `Go` to the end of
     /// each phase (after the drain) are reported as `server_cpu_s`.
     #[arg(long, global = true, value_name = "PID")]

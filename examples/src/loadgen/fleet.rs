@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use longconn_client::{Client, ClientConfig, ConnState, StaticToken, Trust};
+use longconn_client::{Client, ClientConfig, ConnState, PushHandler, StaticToken, Trust};
 use longconn_core::{TokenKey, TokenKeys};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -43,7 +43,6 @@ struct Member {
     index: u32,
     client: Arc<Client>,
     group: Option<String>,
-    receiver: tokio::task::JoinHandle<()>,
 }
 
 impl LoadCtx {
@@ -110,7 +109,10 @@ impl LoadCtx {
         let rec = &self.recorder;
         rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
         let config = match self.client_config(index) {
-            Ok(config) => config,
+            Ok(mut config) => {
+                config.on_push = Some(self.count_pushes(index));
+                config
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "client config");
                 rec.bump(&rec.failed, "loadgen_connects_failed_total");
@@ -128,7 +130,6 @@ impl LoadCtx {
             .record(index as usize, started.elapsed().as_micros() as u64);
         rec.bump(&rec.established, "loadgen_connects_established_total");
         metrics::gauge!("loadgen_connected").increment(1.0);
-        let receiver = self.count_pushes(&client, index);
         if let Some(group) = &group {
             if client.join(group).await.is_err() {
                 rec.bump(&rec.errors, "loadgen_errors_total");
@@ -138,26 +139,23 @@ impl LoadCtx {
             index,
             client: Arc::new(client),
             group,
-            receiver,
         })
     }
 
-    /// Counts every push the client receives, with its latency from the timestamp in
-    /// the payload's first 8 bytes.
-    fn count_pushes(&self, client: &Client, index: u32) -> tokio::task::JoinHandle<()> {
-        let mut pushes = client.pushes().expect("a fresh client's push stream");
+    /// A push handler that counts every push with its latency from the timestamp in the
+    /// payload's first 8 bytes. It runs on the client's own task: no channel and no
+    /// extra task per push, so the load side stays cheap.
+    fn count_pushes(&self, index: u32) -> PushHandler {
         let rec = self.recorder.clone();
         let last = self.last_receive_us.clone();
-        tokio::spawn(async move {
-            while let Some(push) = pushes.recv().await {
-                let now = unix_us();
-                if let Some(sent) = push.payload.get(..8) {
-                    let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
-                    rec.latency.record(index as usize, now.saturating_sub(sent));
-                }
-                rec.bump(&rec.received, "loadgen_received_total");
-                last.fetch_max(now, Ordering::Relaxed);
+        Arc::new(move |push| {
+            let now = unix_us();
+            if let Some(sent) = push.payload.get(..8) {
+                let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
+                rec.latency.record(index as usize, now.saturating_sub(sent));
             }
+            rec.bump(&rec.received, "loadgen_received_total");
+            last.fetch_max(now, Ordering::Relaxed);
         })
     }
 
@@ -285,7 +283,6 @@ impl LoadCtx {
             .sum();
         let mut closing = JoinSet::new();
         for member in members {
-            member.receiver.abort();
             closing.spawn(async move { member.client.close().await });
             metrics::gauge!("loadgen_connected").decrement(1.0);
         }
@@ -362,14 +359,16 @@ impl LoadCtx {
         self.recorder.sent.load(Ordering::Relaxed)
     }
 
-    /// Waits until `expected` pushes arrived, or `--drain` seconds passed without any.
-    async fn drain(&self, expected: u64) {
+    /// Waits until `expected` pushes arrived, `--drain` seconds passed without any, or
+    /// `--drain-limit` seconds passed in all.
+    pub(crate) async fn drain(&self, expected: u64) {
         let quiet_for = Duration::from_secs_f64(self.common.drain);
+        let limit = Instant::now() + Duration::from_secs_f64(self.common.drain_limit);
         let mut last_count = self.recorder.received.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
         loop {
             let count = self.recorder.received.load(Ordering::Relaxed);
-            if count >= expected || last_change.elapsed() >= quiet_for {
+            if count >= expected || last_change.elapsed() >= quiet_for || Instant::now() >= limit {
                 return;
             }
             if count != last_count {
@@ -429,9 +428,7 @@ impl LoadCtx {
                     this.recorder.attempted.fetch_sub(1, Ordering::Relaxed);
                     this.recorder.established.fetch_sub(1, Ordering::Relaxed);
                     if let Some(fresh) = fresh {
-                        let mut m = slot.lock().unwrap_or_else(|p| p.into_inner());
-                        m.receiver.abort();
-                        *m = fresh;
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
                     }
                 }
             }
