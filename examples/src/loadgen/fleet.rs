@@ -16,7 +16,7 @@ use super::cli::{Common, WorkerSlot};
 use super::link::{LoadLink, Notice, Order};
 use super::peer::Peer;
 use super::scenario::{Churn, Phase};
-use super::stats::{Recorder, unix_us};
+use super::stats::{Recorder, progress_bar, unix_us};
 
 /// Connects per second per process for phases without their own rate.
 const DEFAULT_CONNECT_RATE: f64 = 2000.0;
@@ -436,19 +436,7 @@ impl LoadCtx {
     }
 
     fn progress(&self, len: u64, what: &'static str) -> indicatif::ProgressBar {
-        if self.common.quiet || self.common.worker.is_some() {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new(len);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(what);
-        bar
+        progress_bar(len, what, self.common.quiet || self.common.worker.is_some())
     }
 }
 

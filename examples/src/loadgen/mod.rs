@@ -137,7 +137,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         for link in &mut links {
             expect_notice_ready(link).await?;
         }
-        let server_cpu_at_go = common.server_pid.and_then(process_cpu_s);
+        let server_cpu_at_go = common.server_pid.and_then(stats::process_cpu_s);
         for link in &mut links {
             link.order(Order::Go).await?;
         }
@@ -152,7 +152,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
                 Notice::Ready => return Err("a load sent Ready twice".into()),
             }
             if let DriverLink::Child { child, .. } = link {
-                if let Some(cpu) = child.id().and_then(process_cpu_s) {
+                if let Some(cpu) = child.id().and_then(stats::process_cpu_s) {
                     worker_cpu[i] = cpu;
                 }
             }
@@ -182,9 +182,10 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
                 summary.connected_at_end as f64 / summary.connections as f64
             };
         }
-        if let (Some(before), Some(after)) =
-            (server_cpu_at_go, common.server_pid.and_then(process_cpu_s))
-        {
+        if let (Some(before), Some(after)) = (
+            server_cpu_at_go,
+            common.server_pid.and_then(stats::process_cpu_s),
+        ) {
             summary.server_cpu_s = Some(after - before);
         }
         summary.procs = common.procs;
@@ -211,7 +212,8 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         started.elapsed().as_secs_f64(),
     );
     total.procs = common.procs;
-    total.load_cpu_s = stats::own_cpu_s() + worker_cpu.iter().sum::<f64>();
+    total.load_cpu_s =
+        stats::process_cpu_s(std::process::id()).unwrap_or(0.0) + worker_cpu.iter().sum::<f64>();
     Ok(total)
 }
 
@@ -228,22 +230,7 @@ async fn publish_phase(
     common: &cli::Common,
     phase: &Phase,
 ) -> Option<publish::Published> {
-    let bar = |len: u64| {
-        if common.quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            let bar = indicatif::ProgressBar::new(len);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_message("sending");
-            bar
-        }
-    };
+    let bar = |len: u64| stats::progress_bar(len, "sending", common.quiet);
     let published = match *phase {
         Phase::Unicast {
             devices,
@@ -292,14 +279,4 @@ async fn publish_phase(
         Phase::Connect { .. } | Phase::Request { .. } => return None,
     };
     Some(published)
-}
-
-/// CPU seconds (user + system) of process `pid`, from /proc.
-fn process_cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
