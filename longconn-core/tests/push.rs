@@ -135,6 +135,31 @@ async fn acked_pushes_report_delivery_or_timeout() {
     ));
     assert_eq!(result, PushResult::TimedOut);
 
+    // The client reads it and hangs up without acking: the caller learns at once, not
+    // at the timeout.
+    let started = tokio::time::Instant::now();
+    let (result, frame) = tokio::join!(
+        pusher.push_acked(Target::Conn(conn_id), &message, Duration::from_secs(30)),
+        async {
+            let frame = next(&mut client).await;
+            drop(client);
+            frame
+        }
+    );
+    assert!(matches!(
+        frame,
+        Frame::Push {
+            ack_required: true,
+            ..
+        }
+    ));
+    assert_eq!(result, PushResult::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
     let missing = Target::Device {
         app: APP,
         device: "nobody",

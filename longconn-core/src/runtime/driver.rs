@@ -122,6 +122,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         // The inbox is closed by now, so a concurrent server-side join either finished
         // before this or sees the connection closed and undoes itself.
         self.shared.groups.leave_all(conn_id);
+        self.shared.acks.closed(conn_id);
         let device = self.bound.then_some(()).and(self.identity.as_ref());
         self.shared.hub.remove(conn_id, device);
         if let Some(device) = device {

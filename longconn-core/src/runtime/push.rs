@@ -145,8 +145,9 @@ impl Pusher {
     }
 
     /// Queues `message` with the ack flag set and waits up to `timeout` for the client's
-    /// `PushAck`: [`PushResult::Delivered`] or [`PushResult::TimedOut`] (also when the
-    /// connection closes first), or at once `Offline` / `Dropped`.
+    /// `PushAck`: [`PushResult::Delivered`], or [`PushResult::TimedOut`] (at the timeout,
+    /// or as soon as the connection closes without acking), or at once `Offline` /
+    /// `Dropped`.
     pub async fn push_acked(
         &self,
         target: Target<'_>,
@@ -264,11 +265,11 @@ impl Pusher {
     }
 }
 
-/// Acked pushes waiting for their `PushAck`, by (connection id, push id).
+/// Acked pushes waiting for their `PushAck`: connection id -> (push id, waiter).
 #[derive(Debug, Default)]
 pub(crate) struct PendingAcks {
     next_id: AtomicU32,
-    waiting: ShardedMap<(u64, u32), oneshot::Sender<()>>,
+    waiting: ShardedMap<u64, Vec<(u32, oneshot::Sender<()>)>>,
 }
 
 impl PendingAcks {
@@ -285,18 +286,39 @@ impl PendingAcks {
 
     fn expect(&self, conn_id: u64, id: u32) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.shard(&(conn_id, id)).insert((conn_id, id), tx);
+        self.waiting
+            .shard(&conn_id)
+            .entry(conn_id)
+            .or_default()
+            .push((id, tx));
         rx
     }
 
+    /// Removes the waiter for (`conn_id`, `id`), if it is still there.
+    fn take(&self, conn_id: u64, id: u32) -> Option<oneshot::Sender<()>> {
+        let mut shard = self.waiting.shard(&conn_id);
+        let waiters = shard.get_mut(&conn_id)?;
+        let pos = waiters.iter().position(|(pending, _)| *pending == id)?;
+        let (_, tx) = waiters.swap_remove(pos);
+        if waiters.is_empty() {
+            shard.remove(&conn_id);
+        }
+        Some(tx)
+    }
+
     fn forget(&self, conn_id: u64, id: u32) {
-        self.waiting.shard(&(conn_id, id)).remove(&(conn_id, id));
+        self.take(conn_id, id);
     }
 
     /// Called by the driver when `PushAck { id }` arrives on `conn_id`.
     pub(crate) fn acked(&self, conn_id: u64, id: u32) {
-        if let Some(tx) = self.waiting.shard(&(conn_id, id)).remove(&(conn_id, id)) {
+        if let Some(tx) = self.take(conn_id, id) {
             let _ = tx.send(());
         }
+    }
+
+    /// Called by the driver when `conn_id` closes: its waiters stop waiting at once.
+    pub(crate) fn closed(&self, conn_id: u64) {
+        self.waiting.shard(&conn_id).remove(&conn_id);
     }
 }
