@@ -16,7 +16,7 @@ use super::cli::{Common, WorkerSlot};
 use super::link::{LoadLink, Notice, Order};
 use super::peer::Peer;
 use super::scenario::{Churn, Phase};
-use super::stats::{Recorder, progress_bar, unix_us};
+use super::stats::{Recorder, Report, progress_bar, unix_us};
 
 /// Connects per second per process for phases without their own rate.
 const DEFAULT_CONNECT_RATE: f64 = 2000.0;
@@ -258,11 +258,19 @@ impl LoadCtx {
         for reader in &readers {
             reader.abort();
         }
-        let mut report = self.recorder.take();
-        report.connected_at_end = connected_at_end;
-        let last = self.last_receive_us.swap(0, Ordering::Relaxed);
-        report.active_s = last.saturating_sub(go_us) as f64 / 1e6;
+        let report = self.take_report(go_us, connected_at_end, None);
         link.notify(Notice::Done(report)).await
+    }
+
+    /// The phase's report, leaving the counters empty for the next phase. The active
+    /// time is `active_s`, or else from `Go` (`go_us`) to the last push received.
+    fn take_report(&self, go_us: u64, connected_at_end: u64, active_s: Option<f64>) -> Report {
+        let last_receive = self.last_receive_us.swap(0, Ordering::Relaxed);
+        let mut report = self.recorder.take();
+        report.counts.connected_at_end = connected_at_end;
+        report.active_s =
+            active_s.unwrap_or_else(|| last_receive.saturating_sub(go_us) as f64 / 1e6);
+        report
     }
 
     /// Counts who is still connected, closes everyone and sends the report.
@@ -287,16 +295,13 @@ impl LoadCtx {
             metrics::gauge!("loadgen_connected").decrement(1.0);
         }
         while closing.join_next().await.is_some() {}
-        let mut report = self.recorder.take();
-        report.connected_at_end = connected_at_end;
-        report.reconnects += reconnects;
-        report.expected = expected;
-        report.active_s = if active_s > 0.0 {
-            active_s
-        } else {
-            let last = self.last_receive_us.swap(0, Ordering::Relaxed);
-            last.saturating_sub(go_us) as f64 / 1e6
-        };
+        let mut report = self.take_report(
+            go_us,
+            connected_at_end,
+            (active_s > 0.0).then_some(active_s),
+        );
+        report.counts.reconnects += reconnects;
+        report.counts.expected = expected;
         link.notify(Notice::Done(report)).await
     }
 

@@ -165,21 +165,18 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
             phase_started.elapsed().as_secs_f64(),
         )?;
         if let Some(published) = published {
-            summary.sent = published.sent;
-            summary.expected = published.expected;
-            summary.errors += published.errors;
-            summary.reach_rate = if published.expected == 0 {
-                1.0
-            } else {
-                summary.received as f64 / published.expected as f64
-            };
+            summary.counts.sent = published.sent;
+            summary.counts.expected = published.expected;
+            summary.counts.errors += published.errors;
+            summary.reach_rate = summary.counts.reach();
         }
         if phase.kind() == "connect" {
             // Reach of a connect phase: the connections still up at the end.
-            summary.reach_rate = if summary.connections == 0 {
+            let c = &summary.counts;
+            summary.reach_rate = if c.connections == 0 {
                 1.0
             } else {
-                summary.connected_at_end as f64 / summary.connections as f64
+                c.connected_at_end as f64 / c.connections as f64
             };
         }
         if let (Some(before), Some(after)) = (

@@ -88,13 +88,16 @@ impl Recorder {
     pub fn take(&self) -> Report {
         let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
         Report {
-            connections: take(&self.attempted),
-            established: take(&self.established),
-            failed: take(&self.failed),
-            sent: take(&self.sent),
-            received: take(&self.received),
-            errors: take(&self.errors),
-            reconnects: take(&self.reconnects),
+            counts: Counts {
+                connections: take(&self.attempted),
+                established: take(&self.established),
+                failed: take(&self.failed),
+                sent: take(&self.sent),
+                received: take(&self.received),
+                errors: take(&self.errors),
+                reconnects: take(&self.reconnects),
+                ..Counts::default()
+            },
             latency: encode(&self.latency.take()),
             connect_latency: encode(&self.connect_latency.take()),
             ..Report::default()
@@ -131,9 +134,10 @@ fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("histogram: {e:?}"))
 }
 
-/// One phase of one process.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Report {
+/// What a phase counted: the same fields in a process's [`Report`] and in a merged
+/// [`Summary`] (flattened into both, so the JSON keys stay at the top level).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
     /// Connections attempted.
     pub connections: u64,
     /// Logged in.
@@ -152,6 +156,38 @@ pub struct Report {
     pub reconnects: u64,
     /// Connected when the phase ended.
     pub connected_at_end: u64,
+}
+
+impl Counts {
+    /// received / expected (1.0 when nothing was expected).
+    pub fn reach(&self) -> f64 {
+        if self.expected == 0 {
+            1.0
+        } else {
+            self.received as f64 / self.expected as f64
+        }
+    }
+
+    /// Adds every count of `other`.
+    pub fn add(&mut self, other: &Counts) {
+        self.connections += other.connections;
+        self.established += other.established;
+        self.failed += other.failed;
+        self.sent += other.sent;
+        self.received += other.received;
+        self.expected += other.expected;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        self.connected_at_end += other.connected_at_end;
+    }
+}
+
+/// One phase of one process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The counts.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// From the first send (or connect) to the last receive, seconds.
     pub active_s: f64,
     /// Latency histogram, V2-serialised, base64.
@@ -199,32 +235,17 @@ pub struct Summary {
     pub phase: String,
     /// Target URL.
     pub target: String,
-    /// Connections attempted.
-    pub connections: u64,
-    /// Logged in.
-    pub established: u64,
-    /// Never logged in.
-    pub failed: u64,
-    /// Sent.
-    pub sent: u64,
-    /// Received.
-    pub received: u64,
-    /// Expected.
-    pub expected: u64,
+    /// The counts (summed over processes, and over phases in a run's total).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// received / expected (1.0 when nothing was expected).
     pub reach_rate: f64,
-    /// Errors.
-    pub errors: u64,
     /// Push-to-receive or request latency.
     pub latency_us: Percentiles,
     /// Connect-and-login latency.
     pub connect_latency_us: Percentiles,
     /// received (or established, for connect phases) per active second.
     pub throughput_per_s: f64,
-    /// Reconnects.
-    pub reconnects: u64,
-    /// Connected when the phase ended.
-    pub connected_at_end: u64,
     /// Wall-clock seconds of the phase (or run).
     pub duration_s: f64,
     /// Worker processes.
@@ -262,15 +283,7 @@ pub fn merge(
     };
     let mut active_s: f64 = 0.0;
     for r in reports {
-        s.connections += r.connections;
-        s.established += r.established;
-        s.failed += r.failed;
-        s.sent += r.sent;
-        s.received += r.received;
-        s.expected += r.expected;
-        s.errors += r.errors;
-        s.reconnects += r.reconnects;
-        s.connected_at_end += r.connected_at_end;
+        s.counts.add(&r.counts);
         active_s = active_s.max(r.active_s);
         latency
             .add(decode(&r.latency)?)
@@ -279,17 +292,13 @@ pub fn merge(
             .add(decode(&r.connect_latency)?)
             .map_err(|e| e.to_string())?;
     }
-    s.reach_rate = if s.expected == 0 {
-        1.0
-    } else {
-        s.received as f64 / s.expected as f64
-    };
+    s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);
     let done = if phase == "connect" {
-        s.established
+        s.counts.established
     } else {
-        s.received
+        s.counts.received
     };
     s.throughput_per_s = if active_s > 0.0 {
         done as f64 / active_s
@@ -311,15 +320,9 @@ impl Summary {
             ..Summary::default()
         };
         for p in &phases {
-            t.connections += p.connections;
-            t.established += p.established;
-            t.failed += p.failed;
-            t.sent += p.sent;
-            t.received += p.received;
-            t.expected += p.expected;
-            t.errors += p.errors;
-            t.reconnects += p.reconnects;
-            t.connected_at_end = p.connected_at_end;
+            t.counts.add(&p.counts);
+            // Connected at the end of the run: the last phase's figure, not a sum.
+            t.counts.connected_at_end = p.counts.connected_at_end;
             t.procs = t.procs.max(p.procs);
             t.reach_rate = t.reach_rate.min(p.reach_rate);
             t.throughput_per_s = t.throughput_per_s.max(p.throughput_per_s);
@@ -345,19 +348,19 @@ impl Summary {
              {recv}/{exp} (reach {reach:.4}), {tp:.0}/s, latency p50 {p50} us p99 {p99} us \
              max {max} us, reconnects {rc}, connected at end {end}, {dur:.1} s",
             phase = self.phase,
-            est = self.established,
-            conns = self.connections,
-            failed = self.failed,
-            sent = self.sent,
-            recv = self.received,
-            exp = self.expected,
+            est = self.counts.established,
+            conns = self.counts.connections,
+            failed = self.counts.failed,
+            sent = self.counts.sent,
+            recv = self.counts.received,
+            exp = self.counts.expected,
             reach = self.reach_rate,
             tp = self.throughput_per_s,
             p50 = l.p50,
             p99 = l.p99,
             max = l.max,
-            rc = self.reconnects,
-            end = self.connected_at_end,
+            rc = self.counts.reconnects,
+            end = self.counts.connected_at_end,
             dur = self.duration_s,
         )
     }
@@ -405,19 +408,26 @@ mod tests {
         }
         recorder.established.store(2, Ordering::Relaxed);
         let mut a = recorder.take();
-        a.expected = 4;
+        a.counts.expected = 4;
         a.active_s = 2.0;
-        assert_eq!(recorder.take().received, 0, "taking empties the recorder");
+        assert_eq!(
+            recorder.take().counts.received,
+            0,
+            "taking empties the recorder"
+        );
         let b = Report {
-            expected: 4,
-            received: 3,
+            counts: Counts {
+                expected: 4,
+                received: 3,
+                ..Counts::default()
+            },
             latency: a.latency.clone(),
             ..Report::default()
         };
         // Through JSON, as a worker process hands it over.
         let a: Report = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         let s = merge("sc", "multicast", "tcp://x", &[a, b], 3.0).unwrap();
-        assert_eq!((s.received, s.expected), (7, 8));
+        assert_eq!((s.counts.received, s.counts.expected), (7, 8));
         assert!((s.reach_rate - 0.875).abs() < 1e-9);
         assert_eq!(
             s.latency_us.max, 10_007,
