@@ -7,7 +7,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use longconn_benches::{push_frame_128, request_frame_128};
 use longconn_core::FrameCodec;
 use std::hint::black_box;
-use tokio_util::codec::{Decoder, Encoder};
 
 const MAX: usize = 64 * 1024;
 /// Frames in one read buffer: about 5 KiB, one socket read's worth.

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use longconn_core::runtime::{ConnHandle, PushMessage};
 use longconn_core::{SlowConsumerPolicy, Transmit};
 use longconn_group::{GroupConfig, GroupRegistry};
+use longconn_server::{ConnHandle, PushMessage};
 
 const MEMBERS: usize = 10_000;
 const MAX_FRAME: usize = 64 * 1024;

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use longconn_core::runtime::ECHO_BUSINESS;
 use longconn_core::{Frame, FrameCodec, Metadata, TokenKey, TokenKeys};
 use longconn_examples::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
-use tokio_util::codec::Decoder;
+use longconn_server::ECHO_BUSINESS;
 
 struct Running {
     child: Child,

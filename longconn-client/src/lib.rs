@@ -13,7 +13,7 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use longconn_client::{Client, ClientConfig, StaticToken};
-//! use longconn_core::runtime::{Router, Listener, Server, ServerConfig};
+//! use longconn_server::{Router, Listener, Server, ServerConfig};
 //! use longconn_core::{TokenKey, TokenKeys};
 //! use longconn_transport::tcp::TcpAcceptor;
 //!

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use longconn_client::{Backoff, Client, ClientConfig, ClientError, ConnState, StaticToken, Trust};
-use longconn_core::runtime::{
+use longconn_core::{Code, Frame, Metadata, SessionConfig, TokenKey, TokenKeys, Transmit};
+use longconn_server::{
     Backend, BackendError, BackendLimits, BackendReply, BackendRequest, Router, Server,
     ServerConfig, node_of,
 };
-use longconn_core::{Code, Frame, Metadata, SessionConfig, TokenKey, TokenKeys, Transmit};
 use longconn_transport::cert::TlsIdentity;
 
 const APP: &str = "sdk-test";
@@ -78,7 +78,7 @@ fn start_full(
     addr: SocketAddr,
     node_id: u16,
     retry_after: Duration,
-    authenticator: Arc<dyn longconn_core::Authenticator>,
+    authenticator: Arc<dyn longconn_server::Authenticator>,
 ) -> Gateway {
     use longconn_transport::{quic, tcp, tls, ws};
     let session = SessionConfig::builder()
@@ -103,31 +103,31 @@ fn start_full(
     let bound = match transport {
         Transport::Tcp => {
             let a = tcp::TcpAcceptor::bind(addr, 65_536, false).unwrap();
-            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            let bound = longconn_server::Listener::local_addr(&a).unwrap();
             server.serve(a);
             bound
         }
         Transport::Tls => {
             let a = tls::TlsAcceptor::bind(addr, tcp_tls(), 65_536, false).unwrap();
-            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            let bound = longconn_server::Listener::local_addr(&a).unwrap();
             server.serve(a);
             bound
         }
         Transport::Ws => {
             let a = ws::WsAcceptor::bind(addr, 65_536, false).unwrap();
-            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            let bound = longconn_server::Listener::local_addr(&a).unwrap();
             server.serve(a);
             bound
         }
         Transport::Wss => {
             let a = ws::WsAcceptor::bind_tls(addr, tcp_tls(), 65_536, false).unwrap();
-            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            let bound = longconn_server::Listener::local_addr(&a).unwrap();
             server.serve(a);
             bound
         }
         Transport::Quic => {
             let a = quic::QuicAcceptor::bind(addr, identity, 65_536).unwrap();
-            let bound = longconn_core::runtime::Listener::local_addr(&a).unwrap();
+            let bound = longconn_server::Listener::local_addr(&a).unwrap();
             server.serve(a);
             bound
         }
@@ -411,12 +411,12 @@ struct ArrivalLog {
 }
 
 #[async_trait]
-impl longconn_core::Authenticator for ArrivalLog {
+impl longconn_server::Authenticator for ArrivalLog {
     async fn authenticate(
         &self,
-        login: &longconn_core::LoginRequest,
+        login: &longconn_server::LoginRequest,
         now_unix_s: u64,
-    ) -> Result<longconn_core::AuthGrant, Code> {
+    ) -> Result<longconn_server::AuthGrant, Code> {
         self.arrivals
             .lock()
             .unwrap()
@@ -501,7 +501,7 @@ async fn simultaneous_reconnects_come_back_spread_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_joined_again_after_a_reconnect() {
     use longconn_core::connection::{Connection, FrameReader, FrameWriter};
-    use longconn_core::runtime::Listener;
+    use longconn_server::Listener;
     use longconn_transport::tcp::TcpAcceptor;
 
     let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 65_536, false).unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::ConfigError;
 use crate::protocol::HEADER_LEN;
 
 /// What a session does when its queue of unsent pushes is full.
@@ -156,9 +156,9 @@ impl SessionConfigBuilder {
     }
 
     /// Checks every value against its documented range.
-    pub fn build(self) -> Result<SessionConfig> {
+    pub fn build(self) -> Result<SessionConfig, ConfigError> {
         let c = self.config;
-        let invalid = |field, reason| Err(Error::InvalidConfig { field, reason });
+        let invalid = |field, reason| Err(ConfigError { field, reason });
         if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&c.max_frame_size) {
             return invalid("max_frame_size", "must be 256..=16777216 bytes");
         }
@@ -205,7 +205,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            Error::InvalidConfig {
+            ConfigError {
                 field: "idle_timeout",
                 ..
             }

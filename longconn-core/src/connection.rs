@@ -1,5 +1,5 @@
 //! The [`Connection`] trait: what the session runtime needs from a transport, and nothing
-//! more. TCP, TLS, WebSocket and QUIC implement it in `longconn-transport`; [`memory`]
+//! more; and the [`Listener`] trait that yields them on the server side. TCP, TLS, WebSocket and QUIC implement it in `longconn-transport`; [`memory`]
 //! holds an in-memory pair for tests and for embedding.
 
 pub mod memory;
@@ -7,7 +7,7 @@ pub mod memory;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use crate::error::Result;
+use crate::error::ConnectionError;
 use crate::protocol::Frame;
 use crate::session::{CloseReason, Transmit};
 
@@ -68,8 +68,8 @@ pub trait Connection: Send + 'static {
 /// The receiving half of a [`Connection`].
 pub trait FrameReader: Send + 'static {
     /// The next frame from the peer; `Ok(None)` at a clean end of stream. A decode error
-    /// is returned as the codec's [`crate::Error`] (its `wire_code` goes into the
-    /// session's `Close`); an I/O failure as [`crate::Error::Io`].
+    /// is returned as [`ConnectionError::Decode`] (its `wire_code` goes into the
+    /// session's `Close`); an I/O failure as [`ConnectionError::Io`].
     ///
     /// # Backpressure
     /// Nothing is read from the transport until this is called, so a peer that sends
@@ -80,7 +80,7 @@ pub trait FrameReader: Send + 'static {
     /// Cancel safe: the runtime selects it against timers and wake-ups. Dropping the
     /// future before it completes loses no received byte; the next call continues where
     /// the dropped one stopped.
-    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>>> + Send;
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>, ConnectionError>> + Send;
 }
 
 /// The sending half of a [`Connection`].
@@ -94,7 +94,7 @@ pub trait FrameWriter: Send + 'static {
     /// bounds it by not sending more while [`FrameWriter::has_pending_writes`] is true.
     /// The runtime does exactly that, so a slow peer fills that session's bounded push
     /// queue, where the slow-consumer policy applies.
-    fn send(&mut self, frame: Transmit) -> Result<()>;
+    fn send(&mut self, frame: Transmit) -> Result<(), ConnectionError>;
 
     /// Whether [`FrameWriter::send`] has buffered frames that [`FrameWriter::flush`] has
     /// not written yet.
@@ -109,7 +109,7 @@ pub trait FrameWriter: Send + 'static {
     /// # Cancel safety
     /// Cancel safe: dropping the future loses no buffered byte; the next call continues
     /// where the dropped one stopped.
-    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send;
+    fn flush(&mut self) -> impl Future<Output = Result<(), ConnectionError>> + Send;
 
     /// Flushes what is buffered and closes the link (TCP FIN, a WebSocket close frame
     /// whose status is derived from `reason`, QUIC stream finish). Called at most once;
@@ -117,5 +117,33 @@ pub trait FrameWriter: Send + 'static {
     ///
     /// # Cancel safety
     /// Not cancel safe; the runtime bounds it with a timeout and then drops the writer.
-    fn close(&mut self, reason: CloseReason) -> impl Future<Output = Result<()>> + Send;
+    fn close(
+        &mut self,
+        reason: CloseReason,
+    ) -> impl Future<Output = Result<(), ConnectionError>> + Send;
+}
+
+/// A source of incoming connections for one transport (a bound socket or endpoint).
+///
+/// `accept` returns as soon as a peer is there; the returned handshake (TLS, WebSocket
+/// upgrade, QUIC stream open) runs on the connection's own task, so one slow peer never
+/// holds up the accept loop.
+pub trait Listener: Send + 'static {
+    /// The connection type this listener yields.
+    type Conn: Connection;
+    /// Completes the transport handshake.
+    type Handshake: Future<Output = Result<Self::Conn, ConnectionError>> + Send + 'static;
+
+    /// Waits for the next peer. Errors are accept errors (too many open files, resets);
+    /// the server retries them with backoff.
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: the server selects it against shutdown.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Handshake>> + Send;
+
+    /// The transport, as a label for logs and metrics.
+    fn kind(&self) -> TransportKind;
+
+    /// The bound address.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
 }

@@ -1,15 +1,28 @@
-//! The crate's one error type.
+//! Errors, one type per thing that can fail.
+//!
+//! longconn-core is several small layers (a codec, a token scheme, config builders, the
+//! `Connection` trait), and a caller of one of them can only meet that layer's failures.
+//! So each API returns its own enum instead of one crate-wide one: a decode handler
+//! matches [`DecodeError`] and nothing else.
+//!
+//! | error | returned by |
+//! |---|---|
+//! | [`DecodeError`] | [`crate::FrameCodec`] decode, [`crate::protocol::decode_message`], [`crate::Frame::from_parts`] |
+//! | [`EncodeError`] | encoders and field constructors whose value does not fit the protocol |
+//! | [`TokenError`] | [`crate::TokenKeys::verify`], [`crate::TokenKey::new`] |
+//! | [`ConfigError`] | every `*ConfigBuilder::build` |
+//! | [`ConnectionError`] | the [`crate::Connection`] halves and listener handshakes: a decode, encode or I/O failure |
 
 use crate::protocol::{Code, FrameType};
 
-/// Everything that can go wrong in `longconn-core`.
+/// A byte sequence that is not a valid frame.
 ///
-/// Decoding never reports "need more bytes" as an error: the codec returns `Ok(None)` for
-/// that. Every decode error is fatal for the connection it came from, and
-/// [`Error::wire_code`] names the code the receiver sends in its `Close` frame.
-#[derive(Debug, thiserror::Error)]
+/// "Need more bytes" is never an error: the codec returns `Ok(None)` for that. Every
+/// decode error is fatal for the connection it came from, and [`DecodeError::wire_code`]
+/// names the code the receiver sends in its `Close` frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum DecodeError {
     /// The first two bytes were not the magic `4C 43` ("LC").
     #[error("bad magic 0x{found:04x}, expected 0x4c43")]
     BadMagic {
@@ -84,7 +97,42 @@ pub enum Error {
         /// What was received.
         what: &'static str,
     },
-    /// A value given to an encoder or constructor does not fit the protocol's limits.
+}
+
+impl DecodeError {
+    /// The wire code a receiver sends (in a `Close` frame) when this error ends a
+    /// connection.
+    pub fn wire_code(&self) -> Code {
+        match self {
+            DecodeError::BadMagic { .. } => Code::BadMagic,
+            DecodeError::UnsupportedVersion { .. } => Code::UnsupportedVersion,
+            DecodeError::FrameTooLarge { .. } => Code::FrameTooLarge,
+            DecodeError::UnknownFrameType(_)
+            | DecodeError::ReservedBits { .. }
+            | DecodeError::MalformedField { .. }
+            | DecodeError::InvalidUtf8 { .. }
+            | DecodeError::DuplicateField { .. }
+            | DecodeError::MissingField { .. }
+            | DecodeError::Truncated { .. } => Code::MalformedFrame,
+            DecodeError::UnsupportedMessage { .. } => Code::UnsupportedMessage,
+        }
+    }
+}
+
+/// A value that does not fit the protocol: a frame larger than the maximum, or a field
+/// value out of its documented range. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded frame would exceed the maximum frame size.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// Encoded length.
+        len: u64,
+        /// The configured maximum frame size.
+        max: usize,
+    },
+    /// A field value is out of range.
     #[error("invalid value for {what}: {reason}")]
     InvalidValue {
         /// Which value.
@@ -92,57 +140,82 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// A login token is malformed, signed by an unknown key, or its signature is wrong.
+}
+
+/// A login token that does not verify, or a token key that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token is malformed, signed by an unknown key, or its signature is wrong.
     #[error("invalid token: {reason}")]
-    InvalidToken {
+    Invalid {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A login token was valid but has expired.
+    /// The token was valid but has expired.
     #[error("token expired at {expires_unix_s} (Unix seconds)")]
-    ExpiredToken {
+    Expired {
         /// When it expired, Unix seconds.
         expires_unix_s: u64,
     },
-    /// A configuration value is out of its documented range.
-    #[error("invalid config `{field}`: {reason}")]
-    InvalidConfig {
-        /// The config field.
-        field: &'static str,
-        /// Why it was rejected.
+    /// A key id or secret is not acceptable.
+    #[error("invalid token key: {reason}")]
+    BadKey {
+        /// Why.
         reason: &'static str,
     },
-    /// An I/O error from the stream a codec reads or writes.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The route store failed during a batched push.
-    #[error(transparent)]
-    RouteStore(#[from] crate::runtime::RouteStoreError),
 }
 
-/// `Result` with this crate's [`Error`] as the default error type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The wire code a receiver sends (in a `Close` frame) when this error ends a
-    /// connection.
+impl TokenError {
+    /// The wire code a login refused for this reason is closed with.
     pub fn wire_code(&self) -> Code {
         match self {
-            Error::BadMagic { .. } => Code::BadMagic,
-            Error::UnsupportedVersion { .. } => Code::UnsupportedVersion,
-            Error::FrameTooLarge { .. } => Code::FrameTooLarge,
-            Error::UnknownFrameType(_)
-            | Error::ReservedBits { .. }
-            | Error::MalformedField { .. }
-            | Error::InvalidUtf8 { .. }
-            | Error::DuplicateField { .. }
-            | Error::MissingField { .. }
-            | Error::Truncated { .. }
-            | Error::InvalidValue { .. } => Code::MalformedFrame,
-            Error::UnsupportedMessage { .. } => Code::UnsupportedMessage,
-            Error::InvalidToken { .. } => Code::InvalidToken,
-            Error::ExpiredToken { .. } => Code::ExpiredToken,
-            Error::InvalidConfig { .. } | Error::Io(_) | Error::RouteStore(_) => Code::Internal,
+            TokenError::Invalid { .. } | TokenError::BadKey { .. } => Code::InvalidToken,
+            TokenError::Expired { .. } => Code::ExpiredToken,
+        }
+    }
+}
+
+/// A configuration value outside its documented range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The config field.
+    pub field: &'static str,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
+
+/// What ends an established connection's read or write: a frame that does not decode, a
+/// frame that cannot be encoded, or the transport's I/O failing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A frame handed to the writer cannot be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The transport failed (reset, broken pipe, TLS or WebSocket protocol error).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ConnectionError {
+    /// The wire code to close with when this error ends a connection.
+    pub fn wire_code(&self) -> Code {
+        match self {
+            ConnectionError::Decode(e) => e.wire_code(),
+            ConnectionError::Encode(_) | ConnectionError::Io(_) => Code::Internal,
+        }
+    }
+
+    /// The decode error inside, if this is one.
+    pub fn as_decode(&self) -> Option<&DecodeError> {
+        match self {
+            ConnectionError::Decode(e) => Some(e),
+            _ => None,
         }
     }
 }

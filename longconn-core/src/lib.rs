@@ -1,9 +1,10 @@
 //! Core of the longconn gateway framework: the wire protocol, the sans-IO session state
-//! machine, and the access-layer runtime that drives sessions over any transport.
+//! machine, and the traits a transport implements. No runtime: nothing here spawns, reads
+//! a clock or touches a socket, and tokio is not a dependency.
 //!
 //! [`protocol`] and [`session`] do no I/O and read no clock: the session is a pure state
-//! machine, driven by whoever owns the socket. [`runtime`] is that owner for a server: it
-//! runs one task per connection over the [`Connection`] trait, which
+//! machine, driven by whoever owns the socket. `longconn-server` is that owner for a
+//! server: it runs one task per connection over the [`Connection`] trait, which
 //! `longconn-transport` implements for TCP, TLS, WebSocket and QUIC (and anyone can
 //! implement for another transport).
 //!
@@ -37,31 +38,25 @@
 //!   ([`Command`]), outputs ([`Event`], [`Transmit`]) and [`CloseReason`].
 //! - [`config`]: [`SessionConfig`], every per-connection limit and timer.
 //! - [`connection`]: the [`Connection`] trait (a transport, split into a
-//!   [`connection::FrameReader`] and a [`connection::FrameWriter`]) and an in-memory
-//!   implementation, [`connection::memory`].
-//! - [`runtime`]: [`runtime::Server`] (listeners, admission limit, two-phase shutdown),
-//!   [`runtime::Hub`] (connections by id and by device), the per-connection driver and
-//!   the forwarding [`runtime::Router`] with its [`runtime::Backend`]s, the push API
-//!   ([`runtime::Pusher`]), device routes ([`runtime::RouteStore`]) and the seam to the
-//!   group layer ([`runtime::GroupMembership`]).
-//! - [`auth`]: the [`Authenticator`] trait and the default HMAC-SHA256 token scheme,
-//!   [`TokenKeys`].
-//! - [`error`]: the crate's one error type, [`Error`].
+//!   [`connection::FrameReader`] and a [`connection::FrameWriter`]), the server-side
+//!   [`Listener`] trait, and an in-memory implementation, [`connection::memory`].
+//! - [`token`]: the default HMAC-SHA256 token scheme, [`TokenKeys`].
+//! - [`error`]: one error type per API: [`DecodeError`], [`EncodeError`], [`TokenError`],
+//!   [`ConfigError`], [`ConnectionError`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod protocol;
-pub mod runtime;
 pub mod session;
+pub mod token;
 
-pub use auth::{AuthGrant, Authenticator, LoginRequest, TokenClaims, TokenKey, TokenKeys};
 pub use config::{SessionConfig, SessionConfigBuilder, SlowConsumerPolicy};
-pub use connection::{Connection, TransportKind};
-pub use error::{Error, Result};
+pub use connection::{Connection, Listener, TransportKind};
+pub use error::{ConfigError, ConnectionError, DecodeError, EncodeError, TokenError};
 pub use protocol::{Code, Frame, FrameCodec, FrameType, Metadata, Text};
 pub use session::{
     CloseReason, Command, Event, PushOutcome, Session, State, TokenExpiry, Transmit, TransportEnd,
 };
+pub use token::{TokenClaims, TokenKey, TokenKeys};

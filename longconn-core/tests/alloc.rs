@@ -10,7 +10,6 @@ use std::cell::Cell;
 
 use bytes::{Bytes, BytesMut};
 use longconn_core::{Frame, FrameCodec, Metadata, Text};
-use tokio_util::codec::{Decoder, Encoder};
 
 struct Counting;
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use longconn_core::protocol::FrameCodec;
 use longconn_core::{
-    CloseReason, Code, Command, Error, Event, Frame, Metadata, PushOutcome, Session, SessionConfig,
-    SlowConsumerPolicy, State, Text, TokenExpiry, Transmit, TransportEnd,
+    CloseReason, Code, Command, DecodeError as Error, Event, Frame, Metadata, PushOutcome, Session,
+    SessionConfig, SlowConsumerPolicy, State, Text, TokenExpiry, Transmit, TransportEnd,
 };
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -41,7 +41,7 @@ pub enum Error {
     },
     /// The push could not be encoded (larger than the maximum frame size).
     #[error(transparent)]
-    Encode(#[from] longconn_core::Error),
+    Encode(#[from] longconn_core::EncodeError),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

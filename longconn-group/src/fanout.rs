@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use longconn_core::runtime::ConnHandle;
 use longconn_core::{PushOutcome, Transmit};
+use longconn_server::ConnHandle;
 use tokio::sync::{mpsc, oneshot};
 
 /// Chunks waiting per worker before a publisher waits.

@@ -10,10 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use longconn_core::runtime::{
-    ConnHandle, DeviceKey, GroupMembership, Hub, PushMessage, ShardedMap,
-};
 use longconn_core::{Code, Frame, Text};
+use longconn_server::{ConnHandle, DeviceKey, GroupMembership, Hub, PushMessage, ShardedMap};
 
 use crate::config::GroupConfig;
 use crate::error::{Error, Result};

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use longconn_client::{Client, ClientConfig, ClientError, StaticToken};
 use longconn_core::connection::memory::{MemoryClient, pair};
-use longconn_core::runtime::{DeviceKey, PushMessage, Server, ServerConfig};
 use longconn_core::{Code, Command, Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry};
+use longconn_server::{DeviceKey, PushMessage, Server, ServerConfig};
 
 const APP: &str = "group-test";
 const STEP: Duration = Duration::from_secs(10);
@@ -118,7 +118,7 @@ async fn join_leave_close_and_rejoin_over_tcp() {
     let acceptor =
         longconn_transport::tcp::TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 65_536, false)
             .unwrap();
-    let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+    let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
     server.serve(acceptor);
 
     let a = sdk_client(addr, "a");

@@ -31,9 +31,9 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use longconn_core::runtime::{PushMessage, Server};
 use longconn_core::{Code, Command, Metadata, Text};
 use longconn_group::GroupRegistry;
+use longconn_server::{PushMessage, Server};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -219,14 +219,16 @@ fn metadata(meta: &BTreeMap<String, String>) -> Result<Metadata, ApiError> {
 }
 
 /// A push that failed for a reason the caller could not have avoided.
-fn push_failed(err: longconn_core::Error) -> ApiError {
+fn push_failed(err: longconn_server::Error) -> ApiError {
     match err {
-        longconn_core::Error::FrameTooLarge { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            err.to_string(),
-        ),
-        longconn_core::Error::RouteStore(_) => ApiError::new(
+        longconn_server::Error::Encode(longconn_core::EncodeError::FrameTooLarge { .. }) => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                err.to_string(),
+            )
+        }
+        longconn_server::Error::RouteStore(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             err.to_string(),
@@ -313,7 +315,7 @@ async fn push_group(
         .publish(&group, &message)
         .await
         .map_err(|e| match e {
-            longconn_group::Error::Encode(e) => push_failed(e),
+            longconn_group::Error::Encode(e) => push_failed(e.into()),
             other => ApiError::bad_request(other.to_string()),
         })?;
     Ok(Json(json!({

@@ -31,10 +31,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use longconn_core::runtime::{
-    Backend, BackendError, BackendReply, BackendRequest, ConnectionEvent,
-};
 use longconn_core::{CloseReason, Metadata};
+use longconn_server::{Backend, BackendError, BackendReply, BackendRequest, ConnectionEvent};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use reqwest::Url;
 use serde_json::json;
@@ -140,7 +138,7 @@ pub fn encode_meta(meta: &Metadata) -> String {
 ///
 /// # Errors
 /// A key that is empty, over 255 bytes or not UTF-8, or too much metadata for one field.
-pub fn decode_meta(header: &[u8]) -> longconn_core::Result<Metadata> {
+pub fn decode_meta(header: &[u8]) -> Result<Metadata, longconn_core::EncodeError> {
     let mut pairs = Vec::new();
     for pair in header.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
@@ -148,7 +146,7 @@ pub fn decode_meta(header: &[u8]) -> longconn_core::Result<Metadata> {
             None => (pair, &[][..]),
         };
         let key: Vec<u8> = percent_decode(key).collect();
-        let key = String::from_utf8(key).map_err(|_| longconn_core::Error::InvalidValue {
+        let key = String::from_utf8(key).map_err(|_| longconn_core::EncodeError::InvalidValue {
             what: "metadata key",
             reason: "not UTF-8",
         })?;

@@ -1,6 +1,6 @@
 //! HTTP integrations of the longconn gateway framework, kept out of `longconn-core`:
 //!
-//! - [`callback::HttpBackend`]: a forwarding-router [`Backend`](longconn_core::runtime::Backend)
+//! - [`callback::HttpBackend`]: a forwarding-router [`Backend`](longconn_server::Backend)
 //!   that POSTs each request to a URL (common parameters in headers, the payload as the
 //!   body) and turns the reply into the `Response` frame; it can also POST connection
 //!   events (connected, disconnected with the close reason) as JSON.

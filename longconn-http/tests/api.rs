@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use longconn_client::ConnState;
-use longconn_core::runtime::Router;
 use longconn_http::ApiLimits;
+use longconn_server::Router;
 use serde_json::json;
 use support::{STEP, Setup, next_push};
 

@@ -10,12 +10,12 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use longconn_client::ClientError;
-use longconn_core::runtime::{
+use longconn_core::{CloseReason, Code, Metadata, TransportKind};
+use longconn_http::{ApiLimits, HttpBackend, HttpBackendConfig};
+use longconn_server::{
     Backend, BackendError, BackendLimits, BackendReply, BackendRequest, ConnectionEvent,
     EchoBackend, Router,
 };
-use longconn_core::{CloseReason, Code, Metadata, TransportKind};
-use longconn_http::{ApiLimits, HttpBackend, HttpBackendConfig};
 use support::{APP, STEP, Setup};
 use tokio::sync::mpsc;
 

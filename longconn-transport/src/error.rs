@@ -2,7 +2,7 @@
 
 /// Everything that can go wrong while setting a transport up (binding, loading
 /// certificates, connecting). Errors of an established connection are
-/// [`longconn_core::Error`]s, as the `Connection` trait requires.
+/// [`longconn_core::ConnectionError`]s, as the `Connection` trait requires.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -21,9 +21,10 @@ pub enum Error {
     /// A QUIC connection could not be set up.
     #[error("quic: {0}")]
     Quic(String),
-    /// The protocol layer refused a value (for example a frame size limit).
+    /// An established connection failed (a frame did not decode, or its I/O failed), for
+    /// example while a client waits for its first frame.
     #[error(transparent)]
-    Core(#[from] longconn_core::Error),
+    Connection(#[from] longconn_core::ConnectionError),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

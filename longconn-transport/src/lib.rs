@@ -1,7 +1,7 @@
 //! Transports of the longconn gateway framework: thin adapters that move frames between a
 //! socket and the runtime in `longconn_core`. Session logic lives only in the core; each
 //! module here implements [`longconn_core::connection::Connection`] and
-//! [`longconn_core::runtime::Listener`] for one transport, server and client side.
+//! [`longconn_core::Listener`] for one transport, server and client side.
 //!
 //! The byte-level mappings are specified in docs/PROTOCOL.md ("Transport mappings").
 //!

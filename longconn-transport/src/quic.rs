@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
-use longconn_core::runtime::Listener;
 use longconn_core::{CloseReason, Frame, Transmit};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
@@ -75,8 +75,13 @@ impl QuicAcceptor {
 }
 
 /// The handshake future [`QuicAcceptor`] hands to the runtime.
-pub type QuicHandshake =
-    Pin<Box<dyn Future<Output = longconn_core::Result<QuicConnection>> + Send + 'static>>;
+pub type QuicHandshake = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<QuicConnection, longconn_core::ConnectionError>>
+            + Send
+            + 'static,
+    >,
+>;
 
 impl Listener for QuicAcceptor {
     type Conn = QuicConnection;
@@ -217,7 +222,7 @@ pub struct QuicReader {
 }
 
 impl FrameReader for QuicReader {
-    async fn recv(&mut self) -> longconn_core::Result<Option<Frame>> {
+    async fn recv(&mut self) -> std::result::Result<Option<Frame>, longconn_core::ConnectionError> {
         self.inner.recv().await
     }
 }
@@ -231,7 +236,7 @@ pub struct QuicWriter {
 }
 
 impl FrameWriter for QuicWriter {
-    fn send(&mut self, frame: Transmit) -> longconn_core::Result<()> {
+    fn send(&mut self, frame: Transmit) -> std::result::Result<(), longconn_core::ConnectionError> {
         self.inner.send(frame)
     }
 
@@ -239,11 +244,16 @@ impl FrameWriter for QuicWriter {
         self.inner.has_pending_writes()
     }
 
-    fn flush(&mut self) -> impl Future<Output = longconn_core::Result<()>> + Send {
+    fn flush(
+        &mut self,
+    ) -> impl Future<Output = std::result::Result<(), longconn_core::ConnectionError>> + Send {
         self.inner.flush()
     }
 
-    async fn close(&mut self, reason: CloseReason) -> longconn_core::Result<()> {
+    async fn close(
+        &mut self,
+        reason: CloseReason,
+    ) -> std::result::Result<(), longconn_core::ConnectionError> {
         let flushed = self.inner.flush().await;
         // Finish the stream and wait until the peer has it all, so closing the
         // connection does not discard the last frames (the runtime bounds this wait).
@@ -259,6 +269,6 @@ impl FrameWriter for QuicWriter {
     }
 }
 
-fn io(err: impl std::error::Error + Send + Sync + 'static) -> longconn_core::Error {
-    longconn_core::Error::Io(std::io::Error::other(err))
+fn io(err: impl std::error::Error + Send + Sync + 'static) -> longconn_core::ConnectionError {
+    longconn_core::ConnectionError::Io(std::io::Error::other(err))
 }

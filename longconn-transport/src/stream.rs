@@ -10,9 +10,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use longconn_core::connection::{FrameReader, FrameWriter};
-use longconn_core::{CloseReason, Frame, FrameCodec, Result, Transmit};
+use longconn_core::{CloseReason, ConnectionError, Frame, FrameCodec, Transmit};
+
+type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::Decoder;
 
 /// A byte stream of either side, plain or TLS, boxed so that transports that accept both
 /// (WebSocket with and without TLS) have one connection type.
@@ -47,9 +48,9 @@ impl ReadBuffer {
         Ok(frame)
     }
 
-    /// The stream ended: fine between frames, [`longconn_core::Error::Truncated`] inside one.
+    /// The stream ended: fine between frames, [`longconn_core::DecodeError::Truncated`] inside one.
     pub(crate) fn decode_eof(&mut self) -> Result<Option<Frame>> {
-        self.codec.decode_eof(&mut self.buf)
+        Ok(self.codec.decode_eof(&mut self.buf)?)
     }
 
     /// Whether no byte is buffered (no frame is partly received).

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, TransportKind};
-use longconn_core::runtime::Listener;
-use longconn_core::{Frame, Result};
+use longconn_core::{ConnectionError, Frame};
+
+type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -15,7 +17,7 @@ use tokio_util::io::poll_read_buf;
 
 use crate::stream::{ReadBuffer, StreamWriter};
 
-/// Accepts TCP connections for a [`longconn_core::runtime::Server`].
+/// Accepts TCP connections for a `longconn_server::Server`.
 #[derive(Debug)]
 pub struct TcpAcceptor {
     listener: tokio::net::TcpListener,

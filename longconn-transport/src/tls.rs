@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use longconn_core::Listener;
 use longconn_core::connection::{Connection, TransportKind};
-use longconn_core::runtime::Listener;
 use rustls::pki_types::ServerName;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -47,8 +47,13 @@ impl TlsAcceptor {
 }
 
 /// The handshake future [`TlsAcceptor`] hands to the runtime.
-pub type TlsHandshake =
-    Pin<Box<dyn Future<Output = longconn_core::Result<TlsConnection>> + Send + 'static>>;
+pub type TlsHandshake = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<TlsConnection, longconn_core::ConnectionError>>
+            + Send
+            + 'static,
+    >,
+>;
 
 impl Listener for TlsAcceptor {
     type Conn = TlsConnection;

@@ -34,8 +34,8 @@ use std::task::{Context, Poll, ready};
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, StreamExt};
+use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
-use longconn_core::runtime::Listener;
 use longconn_core::{CloseReason, Code, Frame, FrameCodec, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -118,8 +118,13 @@ impl WsAcceptor {
 
 /// The handshake future [`WsAcceptor`] hands to the runtime: TLS (for `wss`), then the
 /// HTTP upgrade. The runtime bounds it with its handshake timeout.
-pub type WsHandshake =
-    Pin<Box<dyn Future<Output = longconn_core::Result<WsConnection>> + Send + 'static>>;
+pub type WsHandshake = Pin<
+    Box<
+        dyn Future<Output = std::result::Result<WsConnection, longconn_core::ConnectionError>>
+            + Send
+            + 'static,
+    >,
+>;
 
 impl Listener for WsAcceptor {
     type Conn = WsConnection;
@@ -162,7 +167,9 @@ impl Listener for WsAcceptor {
 /// The request head is read into a buffer that is dropped on return; it may not exceed
 /// [`MAX_REQUEST_HEAD`] bytes, and the client may not send anything after it before the
 /// response (RFC 6455, section 4.1).
-async fn accept_upgrade(io: &mut Box<dyn AsyncIo>) -> longconn_core::Result<()> {
+async fn accept_upgrade(
+    io: &mut Box<dyn AsyncIo>,
+) -> std::result::Result<(), longconn_core::ConnectionError> {
     let mut head = Vec::with_capacity(REQUEST_HEAD_CHUNK);
     let request = loop {
         if head.len() == head.capacity() {
@@ -219,7 +226,7 @@ async fn refuse(
     io: &mut Box<dyn AsyncIo>,
     status: StatusCode,
     message: &'static str,
-) -> longconn_core::Result<()> {
+) -> std::result::Result<(), longconn_core::ConnectionError> {
     // A 400 names the WebSocket version this server speaks (RFC 6455, section 4.4).
     let (error, extra_header) = match status {
         StatusCode::NOT_FOUND => ("not_found", ""),
@@ -378,23 +385,24 @@ impl std::fmt::Debug for WsReader {
 impl FrameReader for WsReader {
     /// The next binary message, decoded as exactly one frame (zero-copy: the frame's
     /// fields and payload are slices of the message). A text message is
-    /// [`longconn_core::Error::UnsupportedMessage`]; a binary message that is not exactly
+    /// [`longconn_core::DecodeError::UnsupportedMessage`]; a binary message that is not exactly
     /// one frame is the codec's error. WebSocket ping and pong are answered by
     /// tungstenite and skipped here.
     ///
     /// # Cancel safety
     /// Cancel safe: `StreamExt::next` either returns a whole message or leaves it in
     /// tungstenite's buffer for the next call.
-    async fn recv(&mut self) -> longconn_core::Result<Option<Frame>> {
+    async fn recv(&mut self) -> std::result::Result<Option<Frame>, longconn_core::ConnectionError> {
         loop {
             match self.stream.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    return self.codec.decode_message(bytes).map(Some);
+                    return Ok(Some(self.codec.decode_message(bytes)?));
                 }
                 Some(Ok(Message::Text(_))) => {
-                    return Err(longconn_core::Error::UnsupportedMessage {
+                    return Err(longconn_core::DecodeError::UnsupportedMessage {
                         what: "a WebSocket text message",
-                    });
+                    }
+                    .into());
                 }
                 Some(Ok(Message::Close(_))) => {
                     // tungstenite has queued its reply to the peer's close; one more poll
@@ -410,10 +418,11 @@ impl FrameReader for WsReader {
                 // tungstenite refuses a message over the size limit from its header,
                 // before reading it: report it as the frame-size error it is.
                 Some(Err(WsError::Capacity(_))) => {
-                    return Err(longconn_core::Error::FrameTooLarge {
+                    return Err(longconn_core::DecodeError::FrameTooLarge {
                         len: self.codec.max_frame_size() as u64 + 1,
                         max: self.codec.max_frame_size(),
-                    });
+                    }
+                    .into());
                 }
                 Some(Err(err)) => return Err(ws_error(err)),
             }
@@ -445,7 +454,10 @@ impl WsWriter {
     /// Polls the pending messages into the socket and flushes it. A message leaves
     /// `pending` only once the sink is ready to take it, so nothing is lost when the
     /// caller stops polling.
-    fn poll_flush_pending(&mut self, cx: &mut Context<'_>) -> Poll<longconn_core::Result<()>> {
+    fn poll_flush_pending(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), longconn_core::ConnectionError>> {
         while !self.pending.is_empty() {
             ready!(Pin::new(&mut self.sink).poll_ready(cx)).map_err(ws_error)?;
             if let Some(message) = self.pending.pop_front() {
@@ -465,7 +477,7 @@ impl WsWriter {
 }
 
 impl FrameWriter for WsWriter {
-    fn send(&mut self, frame: Transmit) -> longconn_core::Result<()> {
+    fn send(&mut self, frame: Transmit) -> std::result::Result<(), longconn_core::ConnectionError> {
         let bytes = match frame {
             Transmit::Frame(frame) => frame.to_bytes(self.max_frame_size)?,
             Transmit::Encoded(bytes) => bytes,
@@ -485,13 +497,18 @@ impl FrameWriter for WsWriter {
     /// Cancel safe: poll-based, see [`FrameWriter::flush`]. A message moves from the
     /// local queue into tungstenite only when the socket is ready for it, and tungstenite
     /// keeps what it has taken until a later flush writes it.
-    fn flush(&mut self) -> impl Future<Output = longconn_core::Result<()>> + Send {
+    fn flush(
+        &mut self,
+    ) -> impl Future<Output = std::result::Result<(), longconn_core::ConnectionError>> + Send {
         std::future::poll_fn(|cx| self.poll_flush_pending(cx))
     }
 
     /// Flushes the pending messages, then sends a WebSocket close whose status is
     /// [`close_status`] of the reason's code, with the code's name as the reason text.
-    async fn close(&mut self, reason: CloseReason) -> longconn_core::Result<()> {
+    async fn close(
+        &mut self,
+        reason: CloseReason,
+    ) -> std::result::Result<(), longconn_core::ConnectionError> {
         let code = reason.code();
         self.pending.push_back(Message::Close(Some(CloseFrame {
             code: close_status(code),
@@ -522,10 +539,10 @@ pub fn close_status(code: Code) -> CloseCode {
     }
 }
 
-fn ws_error(err: WsError) -> longconn_core::Error {
+fn ws_error(err: WsError) -> longconn_core::ConnectionError {
     match err {
-        WsError::Io(io) => longconn_core::Error::Io(io),
-        other => longconn_core::Error::Io(std::io::Error::other(other)),
+        WsError::Io(io) => longconn_core::ConnectionError::Io(io),
+        other => longconn_core::ConnectionError::Io(std::io::Error::other(other)),
     }
 }
 

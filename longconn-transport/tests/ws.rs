@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use longconn_core::runtime::{Listener, Router, Server, ServerConfig};
+use longconn_core::Listener;
 use longconn_core::{Code, Frame, FrameCodec, TokenKey, TokenKeys};
+use longconn_server::{Router, Server, ServerConfig};
 use longconn_transport::ws::WsAcceptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

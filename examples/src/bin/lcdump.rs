@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use bytes::BytesMut;
 use longconn_core::FrameCodec;
 use longconn_core::config::MAX_FRAME_SIZE;
-use tokio_util::codec::Decoder;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

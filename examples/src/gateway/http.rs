@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use longconn_core::runtime::Server;
 use longconn_http::{PushApi, push_api};
+use longconn_server::Server;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -1,5 +1,5 @@
 //! The reference gateway: every transport of `longconn-transport` in front of one
-//! `longconn_core::runtime::Server` with a group registry and a forwarding router (echo
+//! `longconn_server::Server` with a group registry and a forwarding router (echo
 //! on business 1, HTTP callbacks from the config), the HTTP push API and health
 //! endpoint, and graceful shutdown on SIGTERM or Ctrl-C.
 
@@ -8,13 +8,13 @@ pub mod http;
 
 use std::sync::Arc;
 
-use longconn_core::runtime::{
-    BackendLimits, ECHO_BUSINESS, EchoBackend, Listener, Router, Server, ServerConfig,
-    ShutdownReport,
-};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::GroupRegistry;
 use longconn_http::{ApiLimits, HttpBackend, HttpBackendConfig, PushApi};
+use longconn_server::{
+    BackendLimits, ECHO_BUSINESS, EchoBackend, Listener, Router, Server, ServerConfig,
+    ShutdownReport,
+};
 use longconn_transport::cert::TlsIdentity;
 use longconn_transport::quic::QuicAcceptor;
 use longconn_transport::tcp::TcpAcceptor;

@@ -8,10 +8,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures::StreamExt as _;
+use futures::channel::mpsc;
 
 use super::{Connection, FrameReader, FrameWriter, TransportKind};
-use crate::error::{Error, Result};
+use crate::error::ConnectionError;
 use crate::protocol::{Frame, FrameCodec};
 use crate::session::{CloseReason, Transmit};
 
@@ -64,10 +65,10 @@ pub struct MemoryReader {
 }
 
 impl FrameReader for MemoryReader {
-    async fn recv(&mut self) -> Result<Option<Frame>> {
-        // `mpsc::Receiver::recv` is cancel safe, and decoding happens after it returns.
-        match self.rx.recv().await {
-            Some(bytes) => self.codec.decode_message(bytes).map(Some),
+    async fn recv(&mut self) -> Result<Option<Frame>, ConnectionError> {
+        // `Receiver::next` is cancel safe, and decoding happens after it returns.
+        match self.rx.next().await {
+            Some(bytes) => Ok(Some(self.codec.decode_message(bytes)?)),
             None => Ok(None),
         }
     }
@@ -84,7 +85,7 @@ pub struct MemoryWriter {
 impl FrameWriter for MemoryWriter {
     /// [`Transmit::Encoded`] bytes travel as one message whatever they hold, so tests can
     /// send invalid frames.
-    fn send(&mut self, frame: Transmit) -> Result<()> {
+    fn send(&mut self, frame: Transmit) -> Result<(), ConnectionError> {
         let bytes = match frame {
             Transmit::Frame(frame) => frame.to_bytes(self.codec.max_frame_size())?,
             Transmit::Encoded(bytes) => bytes,
@@ -97,28 +98,30 @@ impl FrameWriter for MemoryWriter {
         !self.pending.is_empty()
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(closed)?;
-        // A permit is reserved before a frame leaves `pending`, so cancelling while
-        // waiting for room loses nothing.
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        let tx = self.tx.as_mut().ok_or_else(closed)?;
+        // Room is reserved (`poll_ready`) before a frame leaves `pending`, so cancelling
+        // while waiting for room loses nothing.
         while !self.pending.is_empty() {
-            let permit = tx.reserve().await.map_err(|_| closed())?;
+            futures::future::poll_fn(|cx| tx.poll_ready(cx))
+                .await
+                .map_err(|_| closed())?;
             if let Some(bytes) = self.pending.pop_front() {
-                permit.send(bytes);
+                tx.start_send(bytes).map_err(|_| closed())?;
             }
         }
         Ok(())
     }
 
-    async fn close(&mut self, _reason: CloseReason) -> Result<()> {
+    async fn close(&mut self, _reason: CloseReason) -> Result<(), ConnectionError> {
         let flushed = self.flush().await;
         self.tx = None;
         flushed
     }
 }
 
-fn closed() -> Error {
-    Error::Io(std::io::ErrorKind::BrokenPipe.into())
+fn closed() -> ConnectionError {
+    ConnectionError::Io(std::io::ErrorKind::BrokenPipe.into())
 }
 
 /// A client speaking the protocol directly over one side of a [`pair`]: for tests and
@@ -143,7 +146,7 @@ impl MemoryClient {
     ///
     /// # Errors
     /// The frame does not encode, or the server side has gone.
-    pub async fn send(&mut self, frame: Frame) -> Result<()> {
+    pub async fn send(&mut self, frame: Frame) -> Result<(), ConnectionError> {
         self.writer.send(Transmit::Frame(frame))?;
         self.writer.flush().await
     }
@@ -152,7 +155,7 @@ impl MemoryClient {
     ///
     /// # Cancel safety
     /// Cancel safe: a frame is taken from the pipe only when this returns it.
-    pub async fn recv(&mut self) -> Result<Option<Frame>> {
+    pub async fn recv(&mut self) -> Result<Option<Frame>, ConnectionError> {
         self.reader.recv().await
     }
 
@@ -166,7 +169,7 @@ impl MemoryClient {
         app: &str,
         device: &str,
         token: Bytes,
-    ) -> Result<Result<u64, Frame>> {
+    ) -> Result<Result<u64, Frame>, ConnectionError> {
         self.send(Frame::Login {
             id: 1,
             app: app.into(),

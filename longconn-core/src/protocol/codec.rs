@@ -1,10 +1,12 @@
-//! [`FrameCodec`]: the tokio-util `Decoder`/`Encoder` for frames on a byte stream.
+//! [`FrameCodec`]: frames on a byte stream, decoded from and encoded into a `BytesMut`.
+//!
+//! The codec is plain functions over buffers, so longconn-core needs no tokio. A transport
+//! that wants `tokio_util::codec::Framed` wraps it in a two-line `Decoder` of its own.
 
 use bytes::{Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{Frame, HEADER_LEN, Header, MAGIC, VERSION};
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, EncodeError};
 
 /// Frames a byte stream (TCP, TLS, a QUIC stream) into [`Frame`]s and back.
 ///
@@ -12,7 +14,7 @@ use crate::error::{Error, Result};
 /// incomplete frame is `Ok(None)`, never an error. The parsed frame's byte fields are
 /// slices of the read buffer: a decoded frame copies nothing and allocates nothing once the
 /// buffer is shared. A clean end of stream between frames is `Ok(None)`; an end inside a
-/// frame is [`Error::Truncated`].
+/// frame is [`DecodeError::Truncated`].
 ///
 /// Bad input is reported as early as the bytes allow: a wrong magic after two bytes, a
 /// wrong version after three, an oversized frame as soon as its header is in, without
@@ -36,18 +38,18 @@ impl FrameCodec {
 
     /// Decodes one complete frame held in `frame` (for message transports such as
     /// WebSocket, where one message is one frame). Trailing or missing bytes are errors.
-    pub fn decode_message(&self, frame: Bytes) -> Result<Frame> {
-        let header = self.peek_header(&frame)?.ok_or(Error::Truncated {
+    pub fn decode_message(&self, frame: Bytes) -> Result<Frame, DecodeError> {
+        let header = self.peek_header(&frame)?.ok_or(DecodeError::Truncated {
             buffered: frame.len(),
         })?;
         let len = header.frame_len();
         if frame.len() < len {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 buffered: frame.len(),
             });
         }
         if frame.len() > len {
-            return Err(Error::MalformedField {
+            return Err(DecodeError::MalformedField {
                 tag: 0,
                 reason: "bytes after the end of the frame",
             });
@@ -57,15 +59,15 @@ impl FrameCodec {
 
     /// Checks what of the header is buffered; `Ok(None)` if the header is incomplete.
     #[inline]
-    fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>> {
+    fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>, DecodeError> {
         if buf.len() >= 2 {
             let magic = u16::from_be_bytes([buf[0], buf[1]]);
             if magic != MAGIC {
-                return Err(Error::BadMagic { found: magic });
+                return Err(DecodeError::BadMagic { found: magic });
             }
         }
         if buf.len() >= 3 && buf[2] != VERSION {
-            return Err(Error::UnsupportedVersion { version: buf[2] });
+            return Err(DecodeError::UnsupportedVersion { version: buf[2] });
         }
         if buf.len() < HEADER_LEN {
             return Ok(None);
@@ -74,11 +76,13 @@ impl FrameCodec {
     }
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+/// Stream decoding and encoding, with the same contract as tokio-util's `Decoder` and
+/// `Encoder` (which a transport can implement by calling these).
+impl FrameCodec {
+    /// Takes the next whole frame off the front of `src`. `Ok(None)` means more bytes are
+    /// needed (and `src` has reserved room for the rest of the frame when its header is
+    /// in). The frame's fields are slices of the bytes split off `src`: no copy.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         let Some(header) = self.peek_header(src)? else {
             return Ok(None);
         };
@@ -91,46 +95,34 @@ impl Decoder for FrameCodec {
         Frame::from_parts(header, frame).map(Some)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+    /// [`FrameCodec::decode`] at the end of the stream: what is left must be whole frames,
+    /// else [`DecodeError::Truncated`].
+    pub fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
             None if src.is_empty() => Ok(None),
-            None => Err(Error::Truncated {
+            None => Err(DecodeError::Truncated {
                 buffered: src.len(),
             }),
         }
     }
-}
 
-impl Encoder<&Frame> for FrameCodec {
-    type Error = Error;
-
-    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<()> {
+    /// Appends `frame`'s encoding to `dst`; fails (writing nothing) if it would exceed
+    /// the maximum frame size.
+    pub fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
         frame.encode(dst, self.max_frame_size)
     }
-}
 
-impl Encoder<Frame> for FrameCodec {
-    type Error = Error;
-
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<()> {
-        frame.encode(dst, self.max_frame_size)
-    }
-}
-
-/// Pre-encoded frames (see [`Frame::to_bytes`]) pass through unchanged.
-impl Encoder<Bytes> for FrameCodec {
-    type Error = Error;
-
-    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<()> {
-        dst.extend_from_slice(&frame);
-        Ok(())
+    /// Appends a pre-encoded frame (see [`Frame::to_bytes`]) unchanged.
+    pub fn encode_bytes(&mut self, frame: &Bytes, dst: &mut BytesMut) {
+        dst.extend_from_slice(frame);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::EncodeError;
     use crate::protocol::{Code, Text};
 
     fn ping(payload: &'static [u8]) -> Frame {
@@ -166,7 +158,7 @@ mod tests {
         buf.extend_from_slice(&bytes[..bytes.len() - 1]);
         assert!(matches!(
             codec.decode_eof(&mut buf),
-            Err(Error::Truncated { buffered }) if buffered == bytes.len() - 1
+            Err(DecodeError::Truncated { buffered }) if buffered == bytes.len() - 1
         ));
     }
 
@@ -176,13 +168,13 @@ mod tests {
         let big = ping(&[0u8; 64]);
         assert!(matches!(
             big.to_bytes(32),
-            Err(Error::FrameTooLarge { len: 80, max: 32 })
+            Err(EncodeError::FrameTooLarge { len: 80, max: 32 })
         ));
         let bytes = big.to_bytes(1024).unwrap();
         let mut buf = BytesMut::from(&bytes[..HEADER_LEN]);
         assert!(matches!(
             codec.decode(&mut buf),
-            Err(Error::FrameTooLarge { len: 80, max: 32 })
+            Err(DecodeError::FrameTooLarge { len: 80, max: 32 })
         ));
     }
 
@@ -194,7 +186,7 @@ mod tests {
         };
         assert!(matches!(
             frame.to_bytes(1024),
-            Err(Error::InvalidValue {
+            Err(EncodeError::InvalidValue {
                 what: "group id",
                 ..
             })
@@ -216,7 +208,7 @@ mod tests {
         assert!(codec.decode_message(extra.freeze()).is_err());
         assert!(matches!(
             codec.decode_message(bytes.slice(..10)),
-            Err(Error::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, EncodeError};
 
 /// Field tags (docs/PROTOCOL.md, "Fields"). Each field is `tag u8, len u16 BE, value`.
 pub mod tag {
@@ -166,7 +166,7 @@ impl Metadata {
 
     /// Builds metadata from pairs. Fails if a key is empty or longer than 255 bytes, a value
     /// is longer than 65,535 bytes, or the whole list does not fit in one field.
-    pub fn from_pairs<'a, I, V>(pairs: I) -> Result<Metadata>
+    pub fn from_pairs<'a, I, V>(pairs: I) -> Result<Metadata, EncodeError>
     where
         I: IntoIterator<Item = (&'a str, V)>,
         V: AsRef<[u8]>,
@@ -175,13 +175,13 @@ impl Metadata {
         for (key, value) in pairs {
             let value = value.as_ref();
             if key.is_empty() || key.len() > u8::MAX as usize {
-                return Err(Error::InvalidValue {
+                return Err(EncodeError::InvalidValue {
                     what: "metadata key",
                     reason: "must be 1..=255 bytes",
                 });
             }
             if value.len() > u16::MAX as usize {
-                return Err(Error::InvalidValue {
+                return Err(EncodeError::InvalidValue {
                     what: "metadata value",
                     reason: "must be at most 65535 bytes",
                 });
@@ -192,7 +192,7 @@ impl Metadata {
             buf.put_slice(value);
         }
         if buf.len() > MAX_FIELD_LEN {
-            return Err(Error::InvalidValue {
+            return Err(EncodeError::InvalidValue {
                 what: "metadata",
                 reason: "encoded entries exceed 65535 bytes",
             });
@@ -206,21 +206,21 @@ impl Metadata {
     }
 
     /// Checks every entry of a `META` field value.
-    pub(crate) fn validate_wire(bytes: &[u8]) -> Result<()> {
+    pub(crate) fn validate_wire(bytes: &[u8]) -> Result<(), DecodeError> {
         let mut rest: &[u8] = bytes;
         while !rest.is_empty() {
-            let (key, value, tail) = split_entry(rest).ok_or(Error::MalformedField {
+            let (key, value, tail) = split_entry(rest).ok_or(DecodeError::MalformedField {
                 tag: tag::META,
                 reason: "metadata entry overruns the field",
             })?;
             if key.is_empty() {
-                return Err(Error::MalformedField {
+                return Err(DecodeError::MalformedField {
                     tag: tag::META,
                     reason: "empty metadata key",
                 });
             }
             if std::str::from_utf8(key).is_err() {
-                return Err(Error::InvalidUtf8 { tag: tag::META });
+                return Err(DecodeError::InvalidUtf8 { tag: tag::META });
             }
             let _ = value;
             rest = tail;
@@ -312,7 +312,7 @@ mod tests {
         let cut = wire.slice(..wire.len() - 1);
         assert!(matches!(
             Metadata::validate_wire(&cut),
-            Err(Error::MalformedField { tag: tag::META, .. })
+            Err(DecodeError::MalformedField { tag: tag::META, .. })
         ));
         assert!(Metadata::from_pairs([("", b"x")]).is_err());
     }

@@ -19,7 +19,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::code::Code;
 use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag};
-use crate::error::{Error, Result};
+use crate::error::{DecodeError, EncodeError};
 
 /// The two magic bytes that start every frame: "LC".
 pub const MAGIC: u16 = 0x4C43;
@@ -76,7 +76,7 @@ pub enum FrameType {
 
 impl FrameType {
     /// The type for a wire byte.
-    pub fn from_u8(value: u8) -> Result<FrameType> {
+    pub fn from_u8(value: u8) -> Result<FrameType, DecodeError> {
         use FrameType::*;
         Ok(match value {
             0x01 => Login,
@@ -98,7 +98,7 @@ impl FrameType {
             0x11 => GoAway,
             0x12 => Error,
             0x13 => Close,
-            other => return Err(crate::Error::UnknownFrameType(other)),
+            other => return Err(DecodeError::UnknownFrameType(other)),
         })
     }
 
@@ -323,12 +323,12 @@ struct Fields {
 
 impl Fields {
     /// Parses and validates the fields section `frame[start..end]`.
-    fn parse(frame: &[u8], start: usize, end: usize) -> Result<Fields> {
+    fn parse(frame: &[u8], start: usize, end: usize) -> Result<Fields, DecodeError> {
         let mut fields = Fields::default();
         let mut at = start;
         while at < end {
             if end - at < 3 {
-                return Err(Error::MalformedField {
+                return Err(DecodeError::MalformedField {
                     tag: frame[at],
                     reason: "field header overruns the fields section",
                 });
@@ -337,7 +337,7 @@ impl Fields {
             let len = u16::from_be_bytes([frame[at + 1], frame[at + 2]]) as usize;
             let value_start = at + 3;
             if len > end - value_start {
-                return Err(Error::MalformedField {
+                return Err(DecodeError::MalformedField {
                     tag,
                     reason: "field value overruns the fields section",
                 });
@@ -352,7 +352,7 @@ impl Fields {
             if (tag::APP..=tag::EXPIRES_AT_MS).contains(&tag) {
                 let bit = 1u16 << tag;
                 if fields.seen & bit != 0 {
-                    return Err(Error::DuplicateField { tag });
+                    return Err(DecodeError::DuplicateField { tag });
                 }
                 fields.seen |= bit;
             }
@@ -362,7 +362,7 @@ impl Fields {
                 tag::GROUP => fields.group = Some(id_text(tag, raw, span)?),
                 tag::TOKEN => {
                     if raw.is_empty() || raw.len() > MAX_TOKEN_LEN {
-                        return Err(Error::MalformedField {
+                        return Err(DecodeError::MalformedField {
                             tag,
                             reason: "token must be 1..=2048 bytes",
                         });
@@ -371,7 +371,7 @@ impl Fields {
                 }
                 tag::MESSAGE => {
                     if raw.len() > MAX_MESSAGE_LEN {
-                        return Err(Error::MalformedField {
+                        return Err(DecodeError::MalformedField {
                             tag,
                             reason: "message longer than 1024 bytes",
                         });
@@ -389,10 +389,11 @@ impl Fields {
                 tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
                 tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
                 tag::CODE => {
-                    let code = <[u8; 2]>::try_from(raw).map_err(|_| Error::MalformedField {
-                        tag,
-                        reason: "expected a 2-byte integer",
-                    })?;
+                    let code =
+                        <[u8; 2]>::try_from(raw).map_err(|_| DecodeError::MalformedField {
+                            tag,
+                            reason: "expected a 2-byte integer",
+                        })?;
                     fields.code = Some(u16::from_be_bytes(code));
                 }
                 // Unknown tags are skipped so that version-1 peers can add fields.
@@ -403,14 +404,14 @@ impl Fields {
     }
 }
 
-fn text(tag: u8, raw: &[u8], span: Span) -> Result<Span> {
-    std::str::from_utf8(raw).map_err(|_| Error::InvalidUtf8 { tag })?;
+fn text(tag: u8, raw: &[u8], span: Span) -> Result<Span, DecodeError> {
+    std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { tag })?;
     Ok(span)
 }
 
-fn id_text(tag: u8, raw: &[u8], span: Span) -> Result<Span> {
+fn id_text(tag: u8, raw: &[u8], span: Span) -> Result<Span, DecodeError> {
     if raw.is_empty() || raw.len() > MAX_ID_LEN {
-        return Err(Error::MalformedField {
+        return Err(DecodeError::MalformedField {
             tag,
             reason: "id must be 1..=128 bytes",
         });
@@ -418,26 +419,26 @@ fn id_text(tag: u8, raw: &[u8], span: Span) -> Result<Span> {
     text(tag, raw, span)
 }
 
-fn be_u32(tag: u8, value: &[u8]) -> Result<u32> {
+fn be_u32(tag: u8, value: &[u8]) -> Result<u32, DecodeError> {
     <[u8; 4]>::try_from(value)
         .map(u32::from_be_bytes)
-        .map_err(|_| Error::MalformedField {
+        .map_err(|_| DecodeError::MalformedField {
             tag,
             reason: "expected a 4-byte integer",
         })
 }
 
-fn be_u64(tag: u8, value: &[u8]) -> Result<u64> {
+fn be_u64(tag: u8, value: &[u8]) -> Result<u64, DecodeError> {
     <[u8; 8]>::try_from(value)
         .map(u64::from_be_bytes)
-        .map_err(|_| Error::MalformedField {
+        .map_err(|_| DecodeError::MalformedField {
             tag,
             reason: "expected an 8-byte integer",
         })
 }
 
-fn required<T>(value: Option<T>, frame: FrameType, tag: u8) -> Result<T> {
-    value.ok_or(Error::MissingField { frame, tag })
+fn required<T>(value: Option<T>, frame: FrameType, tag: u8) -> Result<T, DecodeError> {
+    value.ok_or(DecodeError::MissingField { frame, tag })
 }
 
 /// The fixed header, parsed and checked.
@@ -455,19 +456,19 @@ impl Header {
     /// bytes). Checks are ordered so the most basic failure is reported: magic, then
     /// version, then size, then type and reserved bits.
     #[inline]
-    pub(crate) fn parse(buf: &[u8], max_frame_size: usize) -> Result<Header> {
+    pub(crate) fn parse(buf: &[u8], max_frame_size: usize) -> Result<Header, DecodeError> {
         let magic = u16::from_be_bytes([buf[0], buf[1]]);
         if magic != MAGIC {
-            return Err(Error::BadMagic { found: magic });
+            return Err(DecodeError::BadMagic { found: magic });
         }
         if buf[2] != VERSION {
-            return Err(Error::UnsupportedVersion { version: buf[2] });
+            return Err(DecodeError::UnsupportedVersion { version: buf[2] });
         }
         let fields_len = u16::from_be_bytes([buf[6], buf[7]]) as usize;
         let payload_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
         let total = (HEADER_LEN + fields_len) as u64 + payload_len as u64;
         if total > max_frame_size as u64 {
-            return Err(Error::FrameTooLarge {
+            return Err(DecodeError::FrameTooLarge {
                 len: total,
                 max: max_frame_size,
             });
@@ -480,10 +481,10 @@ impl Header {
             0
         };
         if flags & !allowed_flags != 0 || reserved != 0 {
-            return Err(Error::ReservedBits { flags, reserved });
+            return Err(DecodeError::ReservedBits { flags, reserved });
         }
         if payload_len != 0 && !frame_type.has_payload() {
-            return Err(Error::MalformedField {
+            return Err(DecodeError::MalformedField {
                 tag: 0,
                 reason: "this frame type carries no payload",
             });
@@ -506,7 +507,7 @@ impl Header {
 impl Frame {
     /// Builds the frame from a checked header and the frame's complete bytes
     /// (`frame.len() == header.frame_len()`). Fields and payload stay slices of `frame`.
-    pub(crate) fn from_parts(header: Header, frame: Bytes) -> Result<Frame> {
+    pub(crate) fn from_parts(header: Header, frame: Bytes) -> Result<Frame, DecodeError> {
         let fields_end = HEADER_LEN + header.fields_len;
         let f = Fields::parse(&frame, HEADER_LEN, fields_end)?;
         let text = |span: Option<Span>| span.map(|s| Text::from_validated(s.slice(&frame)));
@@ -774,7 +775,7 @@ impl Frame {
 
     /// Length of the fields section, or an error if a field value breaks its documented
     /// length limit (so that we never send what a conforming decoder must reject).
-    fn fields_len(&self) -> Result<usize> {
+    fn fields_len(&self) -> Result<usize, EncodeError> {
         let mut len = 0usize;
         let mut invalid = None;
         self.for_each_field(|tag, value| {
@@ -791,13 +792,13 @@ impl Frame {
             len += 3 + n;
         });
         if let Some(tag) = invalid {
-            return Err(Error::InvalidValue {
+            return Err(EncodeError::InvalidValue {
                 what: field_name(tag),
                 reason: "length outside the documented limit",
             });
         }
         if len > u16::MAX as usize {
-            return Err(Error::InvalidValue {
+            return Err(EncodeError::InvalidValue {
                 what: "fields",
                 reason: "the fields section exceeds 65535 bytes",
             });
@@ -806,18 +807,18 @@ impl Frame {
     }
 
     /// The encoded length in bytes.
-    pub fn encoded_len(&self) -> Result<usize> {
+    pub fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(HEADER_LEN + self.fields_len()? + self.payload().len())
     }
 
     /// Appends the encoded frame to `dst`. Fails if the frame is larger than
     /// `max_frame_size` or a field exceeds its wire width; `dst` is unchanged then.
-    pub fn encode(&self, dst: &mut BytesMut, max_frame_size: usize) -> Result<()> {
+    pub fn encode(&self, dst: &mut BytesMut, max_frame_size: usize) -> Result<(), EncodeError> {
         let fields_len = self.fields_len()?;
         let payload = self.payload();
         let total = (HEADER_LEN + fields_len) as u64 + payload.len() as u64;
         if total > max_frame_size as u64 || payload.len() > u32::MAX as usize {
-            return Err(Error::FrameTooLarge {
+            return Err(EncodeError::FrameTooLarge {
                 len: total,
                 max: max_frame_size,
             });
@@ -842,7 +843,7 @@ impl Frame {
 
     /// Encodes the frame into one shared buffer: clone the result (a refcount bump) to send
     /// the same frame to many connections.
-    pub fn to_bytes(&self, max_frame_size: usize) -> Result<Bytes> {
+    pub fn to_bytes(&self, max_frame_size: usize) -> Result<Bytes, EncodeError> {
         let mut buf = BytesMut::new();
         self.encode(&mut buf, max_frame_size)?;
         Ok(buf.freeze())

@@ -26,7 +26,7 @@ pub use types::{
 };
 
 use crate::config::{SessionConfig, SlowConsumerPolicy};
-use crate::error::Error;
+use crate::error::DecodeError;
 use crate::protocol::{Code, Frame, MAX_MESSAGE_LEN, Text};
 
 /// One connection's protocol state. See the [module docs](self).
@@ -265,7 +265,7 @@ impl Session {
 
     /// The codec failed on the client's bytes: send `Close` with the error's wire code and
     /// close. Nothing after a decode error can be trusted, so this is always fatal.
-    pub fn handle_decode_error(&mut self, err: &Error) {
+    pub fn handle_decode_error(&mut self, err: &DecodeError) {
         if self.state == State::Closed {
             return;
         }

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use longconn_client::{Client, ClientConfig, StaticToken};
-use longconn_core::runtime::{Listener, Router, Server, ServerConfig};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_http::{ApiLimits, PushApi, push_api};
+use longconn_server::{Listener, Router, Server, ServerConfig};
 
 pub const APP: &str = "http-test";
 pub const STEP: Duration = Duration::from_secs(10);

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use longconn_core::runtime::{ECHO_BUSINESS, node_of};
 use longconn_core::{
     Code, Frame, Metadata, PushOutcome, SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
 };
+use longconn_server::{ECHO_BUSINESS, node_of};
 
 use crate::harness::*;
 
-async fn setup<F: Fixture>(policy: SlowConsumerPolicy) -> (longconn_core::runtime::Server, F) {
+async fn setup<F: Fixture>(policy: SlowConsumerPolicy) -> (longconn_server::Server, F) {
     let server = server(policy);
     let fixture = F::start(&server).await;
     (server, fixture)
@@ -287,7 +287,7 @@ pub async fn graceful_shutdown_drains<F: Fixture>() {
 }
 
 /// Pushes `payload`-sized frames to a client that does not read until the policy reacts.
-async fn flood(handle: &longconn_core::runtime::ConnHandle) -> (u32, PushOutcome) {
+async fn flood(handle: &longconn_server::ConnHandle) -> (u32, PushOutcome) {
     let payload = Bytes::from(vec![1u8; 8 * 1024]);
     for id in 1..=20_000u32 {
         let outcome = handle.push(Transmit::Frame(push_frame(id, payload.clone())));

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use longconn_core::connection::memory::{self, MemoryConnection};
-use longconn_core::runtime::Server;
+use longconn_server::Server;
 use longconn_transport::tcp::{TcpAcceptor, TcpConnection};
 
 use crate::harness::{Fixture, MAX_FRAME};
@@ -40,7 +40,7 @@ impl Fixture for Tcp {
 
     async fn start(server: &Server) -> Self {
         let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), MAX_FRAME, false).unwrap();
-        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
         Tcp { addr }
     }
@@ -86,7 +86,7 @@ impl Fixture for Tls {
             false,
         )
         .unwrap();
-        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
         Tls { addr, client }
     }
@@ -120,7 +120,7 @@ impl Fixture for Ws {
             false,
         )
         .unwrap();
-        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
         Ws { addr }
     }
@@ -153,7 +153,7 @@ impl Fixture for Wss {
             false,
         )
         .unwrap();
-        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
         Wss { addr, client }
     }
@@ -192,7 +192,7 @@ impl Fixture for Quic {
             MAX_FRAME,
         )
         .unwrap();
-        let addr = longconn_core::runtime::Listener::local_addr(&acceptor).unwrap();
+        let addr = longconn_server::Listener::local_addr(&acceptor).unwrap();
         server.serve(acceptor);
         let trust = Trust::Roots(vec![identity.leaf().clone()]);
         let client =

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
-use longconn_core::runtime::{Router, Server, ServerConfig};
 use longconn_core::{
     Code, Frame, Metadata, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
 };
+use longconn_server::{Router, Server, ServerConfig};
 
 /// Every wait in the suite is bounded by this; a hang fails instead of blocking CI.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -101,7 +101,7 @@ impl<C: Connection> TestClient<C> {
         match tokio::time::timeout(STEP, self.reader.recv()).await {
             Err(_) => panic!("no frame within {STEP:?}"),
             Ok(Ok(frame)) => frame,
-            Ok(Err(longconn_core::Error::Io(_))) => None,
+            Ok(Err(longconn_core::ConnectionError::Io(_))) => None,
             Ok(Err(err)) => panic!("client could not decode the server's frame: {err}"),
         }
     }

@@ -6,8 +6,8 @@
 //! `JoinGroup` then `LeaveGroup` are applied in the order sent, and a connection's
 //! [`GroupMembership::leave_all`] runs after its last join.
 
-use super::hub::{ConnHandle, DeviceKey};
-use crate::protocol::Code;
+use crate::hub::{ConnHandle, DeviceKey};
+use longconn_core::protocol::Code;
 
 /// Group membership as the driver needs it. Implementations must be quick (no I/O): they
 /// run on the connection's task.

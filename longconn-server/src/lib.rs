@@ -1,5 +1,9 @@
-//! The access-layer runtime: listeners with admission control, the connection [`Hub`],
-//! one driver task per connection, and two-phase graceful shutdown.
+//! The server side of the longconn gateway framework: the access-layer runtime that drives
+//! longconn-core's sans-IO [`longconn_core::Session`] over any
+//! [`longconn_core::Connection`]. Listeners with admission control, the connection
+//! [`Hub`], one driver task per connection, the forwarding [`Router`], the push API
+//! ([`Pusher`]), device routes ([`RouteStore`]), the seam to the group layer
+//! ([`GroupMembership`]), login checks ([`Authenticator`]) and two-phase graceful shutdown.
 //!
 //! ```text
 //! Listener::accept ──► admission permit ──► handshake ──► driver task (Session + Connection)
@@ -10,11 +14,15 @@
 //!                                                                  └──► RouteSync ──► RouteStore
 //! ```
 
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod auth;
 mod driver;
+mod error;
 mod groups;
 mod hub;
 mod push;
-mod route;
+mod route_store;
 mod router;
 mod server;
 mod shard;
@@ -23,21 +31,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use auth::{AuthGrant, Authenticator, LoginRequest};
+pub use error::{Error, Result};
 pub use groups::{GroupMembership, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
+pub use longconn_core::Listener;
 pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
-pub use route::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
+pub use route_store::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
 pub use router::{
     Backend, BackendError, BackendLimits, BackendReply, BackendRequest, ConnectionEvent,
     ECHO_BUSINESS, EVENT_QUEUE, EchoBackend, FnBackend, Router, RouterBuilder, ServiceBackend,
 };
-pub use server::{
-    Listener, Server, ServerBuilder, ServerConfig, ServerConfigBuilder, ShutdownReport,
-};
+pub use server::{Server, ServerBuilder, ServerConfig, ServerConfigBuilder, ShutdownReport};
 pub use shard::ShardedMap;
 
-use crate::auth::Authenticator;
-use crate::config::SessionConfig;
+use longconn_core::config::SessionConfig;
 
 /// What every driver of one server shares.
 pub(crate) struct Shared {
@@ -46,7 +54,7 @@ pub(crate) struct Shared {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) router: Arc<Router>,
     pub(crate) groups: Arc<dyn GroupMembership>,
-    pub(crate) routes: route::RouteSync,
+    pub(crate) routes: route_store::RouteSync,
     pub(crate) acks: push::PendingAcks,
     pub(crate) close_linger: Duration,
     pub(crate) stats: Stats,

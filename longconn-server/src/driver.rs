@@ -10,14 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Instrument, debug, debug_span};
 
-use super::Shared;
-use super::hub::{ConnHandle, DeviceKey};
-use super::router::{BackendRequest, ConnectionEvent};
+use crate::Shared;
 use crate::auth::LoginRequest;
-use crate::connection::{Connection, FrameReader, FrameWriter, TransportKind};
-use crate::error::Error;
-use crate::protocol::{Code, Text};
-use crate::session::{
+use crate::hub::{ConnHandle, DeviceKey};
+use crate::router::{BackendRequest, ConnectionEvent};
+use longconn_core::ConnectionError;
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::protocol::{Code, Text};
+use longconn_core::session::{
     CloseReason, Command, Event, PushOutcome, Session, TokenExpiry, TransportEnd,
 };
 
@@ -178,14 +178,17 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             .unwrap_or(CloseReason::TransportFailed)
     }
 
-    fn on_received(&mut self, received: crate::Result<Option<crate::Frame>>) {
+    fn on_received(&mut self, received: Result<Option<longconn_core::Frame>, ConnectionError>) {
         match received {
             Ok(Some(frame)) => self.session.handle_frame(now(), frame),
             Ok(None) => self.session.handle_transport_end(TransportEnd::Eof),
-            Err(Error::Io(_)) => self.session.handle_transport_end(TransportEnd::Failed),
-            Err(err) => {
+            Err(ConnectionError::Decode(err)) => {
                 debug!(error = %err, "bad frame from peer");
                 self.session.handle_decode_error(&err);
+            }
+            Err(err) => {
+                debug!(error = %err, "transport failed");
+                self.session.handle_transport_end(TransportEnd::Failed);
             }
         }
     }
@@ -224,7 +227,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     }
 
     fn write_transmits(&mut self) {
-        self.drained |= self.session.state() == crate::State::Draining;
+        self.drained |= self.session.state() == longconn_core::State::Draining;
         while let Some(transmit) = self.session.poll_transmit() {
             if self.drained {
                 self.shared
@@ -241,7 +244,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     /// A draining session whose output is all written has nothing left to do: close it.
     fn finish_drain_if_flushed(&mut self) {
-        if self.session.state() == crate::State::Draining
+        if self.session.state() == longconn_core::State::Draining
             && !self.session.has_transmit()
             && self.handle.inbox().pushes.is_empty()
         {
@@ -374,7 +377,13 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         });
     }
 
-    fn spawn_request(&self, id: u32, business: u32, meta: crate::Metadata, payload: bytes::Bytes) {
+    fn spawn_request(
+        &self,
+        id: u32,
+        business: u32,
+        meta: longconn_core::Metadata,
+        payload: bytes::Bytes,
+    ) {
         let Some(device) = self.identity.clone() else {
             return;
         };

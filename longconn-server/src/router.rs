@@ -20,11 +20,11 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-use super::hub::DeviceKey;
-use crate::connection::TransportKind;
 use crate::error::{Error, Result};
-use crate::protocol::{Code, Metadata, Text};
-use crate::session::CloseReason;
+use crate::hub::DeviceKey;
+use longconn_core::connection::TransportKind;
+use longconn_core::protocol::{Code, Metadata, Text};
+use longconn_core::session::CloseReason;
 
 /// An upstream request with the common parameters the backend needs.
 #[derive(Debug, Clone)]
@@ -429,13 +429,15 @@ impl RouterBuilder {
     /// tokio runtime: build inside one.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a rule naming an unknown backend, two rules for one
+    /// [`Error::Config`] for a rule naming an unknown backend, two rules for one
     /// id, overlapping or empty ranges, out-of-range limits, or subscribers without a
     /// runtime.
     pub fn build(self) -> Result<Router> {
-        let invalid = |reason| Error::InvalidConfig {
-            field: "router",
-            reason,
+        let invalid = |reason| {
+            Error::Config(longconn_core::ConfigError {
+                field: "router",
+                reason,
+            })
         };
         if let Some(reason) = self.invalid {
             return Err(invalid(reason));
@@ -614,7 +616,7 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(builder.build(), Err(Error::InvalidConfig { .. })),
+                matches!(builder.build(), Err(Error::Config(_))),
                 "{why} accepted"
             );
         }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::hub::{DeviceKey, Hub};
-use super::shard::ShardedMap;
+use crate::hub::{DeviceKey, Hub};
+use crate::shard::ShardedMap;
 
 /// Where a device is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

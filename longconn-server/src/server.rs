@@ -1,7 +1,5 @@
 //! [`Server`]: accept loops with admission control and backoff, and two-phase shutdown.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,41 +9,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::driver::drive;
-use super::groups::{GroupMembership, NoGroups};
-use super::push::{PendingAcks, Pusher};
-use super::route::{MemoryRouteStore, RouteStore, RouteSync};
-use super::{Hub, Router, Shared, Stats};
 use crate::auth::Authenticator;
-use crate::config::SessionConfig;
-use crate::connection::{Connection, TransportKind};
-use crate::error::{Error, Result};
-use crate::session::Command;
+use crate::driver::drive;
+use crate::groups::{GroupMembership, NoGroups};
+use crate::push::{PendingAcks, Pusher};
+use crate::route_store::{MemoryRouteStore, RouteStore, RouteSync};
+use crate::{Hub, Router, Shared, Stats};
+use longconn_core::config::SessionConfig;
+use longconn_core::connection::{Connection, Listener};
 
-/// A source of incoming connections for one transport (a bound socket or endpoint).
-///
-/// `accept` returns as soon as a peer is there; the returned handshake (TLS, WebSocket
-/// upgrade, QUIC stream open) runs on the connection's own task, so one slow peer never
-/// holds up the accept loop.
-pub trait Listener: Send + 'static {
-    /// The connection type this listener yields.
-    type Conn: Connection;
-    /// Completes the transport handshake.
-    type Handshake: Future<Output = Result<Self::Conn>> + Send + 'static;
-
-    /// Waits for the next peer. Errors are accept errors (too many open files, resets);
-    /// the server retries them with backoff.
-    ///
-    /// # Cancel safety
-    /// Must be cancel safe: the server selects it against shutdown.
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Handshake>> + Send;
-
-    /// The transport, as a label for logs and metrics.
-    fn kind(&self) -> TransportKind;
-
-    /// The bound address.
-    fn local_addr(&self) -> std::io::Result<SocketAddr>;
-}
+use longconn_core::session::Command;
 
 /// Server-wide settings. Build with [`ServerConfig::builder`].
 #[derive(Debug, Clone)]
@@ -151,16 +124,16 @@ impl ServerConfigBuilder {
     }
 
     /// Checks every value against its documented range.
-    pub fn build(self) -> Result<ServerConfig> {
+    pub fn build(self) -> std::result::Result<ServerConfig, longconn_core::ConfigError> {
         let c = self.config;
         if c.max_connections == 0 || c.max_connections > Semaphore::MAX_PERMITS {
-            return Err(Error::InvalidConfig {
+            return Err(longconn_core::ConfigError {
                 field: "max_connections",
                 reason: "must be at least 1",
             });
         }
         if c.accept_backoff_max < Duration::from_millis(10) {
-            return Err(Error::InvalidConfig {
+            return Err(longconn_core::ConfigError {
                 field: "accept_backoff_max",
                 reason: "must be at least 10 ms",
             });
@@ -397,7 +370,7 @@ impl Server {
             warn!(forced, "shutdown: deadline reached, closing the rest");
             self.shared.hub.for_each(|conn| {
                 conn.command(Command::Close {
-                    code: crate::Code::GoingAway,
+                    code: longconn_core::Code::GoingAway,
                 });
             });
             let _ = tokio::time::timeout(self.config.close_linger, self.tasks.wait()).await;

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::task::AtomicWaker;
 
-use super::shard::{ShardedMap, lock};
-use crate::config::SlowConsumerPolicy;
-use crate::protocol::{Code, Text};
-use crate::session::{Command, PushOutcome, Transmit};
+use crate::shard::{ShardedMap, lock};
+use longconn_core::config::SlowConsumerPolicy;
+use longconn_core::protocol::{Code, Text};
+use longconn_core::session::{Command, PushOutcome, Transmit};
 
 /// Bits of a connection id that hold the per-node counter; the node id sits above them.
 pub const CONN_ID_COUNTER_BITS: u32 = 48;
@@ -167,7 +167,7 @@ impl std::fmt::Debug for DeviceKey {
 #[derive(Debug)]
 pub(crate) enum QueuedPush {
     Encoded(bytes::Bytes),
-    Frame(Box<crate::protocol::Frame>),
+    Frame(Box<longconn_core::protocol::Frame>),
 }
 
 impl From<Transmit> for QueuedPush {

@@ -1,4 +1,4 @@
-//! The in-process push API: [`Pusher`], from [`super::Server::pusher`].
+//! The in-process push API: [`Pusher`], from [`crate::Server::pusher`].
 //!
 //! - one connection or one device: [`Pusher::push`], and with delivery confirmation,
 //!   [`Pusher::push_acked`];
@@ -20,12 +20,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::Shared;
-use super::hub::ConnHandle;
-use super::shard::ShardedMap;
+use crate::Shared;
 use crate::error::Result;
-use crate::protocol::{Frame, Metadata};
-use crate::session::{PushOutcome, Transmit};
+use crate::hub::ConnHandle;
+use crate::shard::ShardedMap;
+use longconn_core::protocol::{Frame, Metadata};
+use longconn_core::session::{PushOutcome, Transmit};
 
 /// What to push: a business id, metadata and an opaque payload.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -213,7 +213,7 @@ impl Pusher {
         for (_, message) in messages {
             message.frame().encoded_len().and_then(|len| {
                 if len > max {
-                    Err(crate::Error::FrameTooLarge {
+                    Err(longconn_core::EncodeError::FrameTooLarge {
                         len: len as u64,
                         max,
                     })

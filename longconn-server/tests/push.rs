@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use longconn_core::connection::memory::{MemoryClient, pair};
-use longconn_core::runtime::{
+use longconn_core::{Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
+use longconn_server::{
     BatchReport, DeviceKey, MemoryRouteStore, PushMessage, PushResult, Route, RouteStore,
     RouteStoreError, Server, ServerConfig, Target,
 };
-use longconn_core::{Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 
 const APP: &str = "push-test";
 const STEP: Duration = Duration::from_secs(10);

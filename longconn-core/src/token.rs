@@ -1,6 +1,6 @@
-//! Login tokens: the [`Authenticator`] trait the runtime calls, and the default
-//! HMAC-SHA256 token scheme ([`TokenKeys`]) that the gateway, the client SDK, the load tool
-//! and the control layer share.
+//! Login tokens: the default HMAC-SHA256 token scheme ([`TokenKeys`]) that the gateway,
+//! the client SDK, the load tool and the control layer share. The server's
+//! `Authenticator` trait (in longconn-server) implements login checks on top of it.
 //!
 //! # Token format
 //! ASCII, five dot-separated parts (docs/PROTOCOL.md, "Tokens"):
@@ -14,13 +14,11 @@
 
 use std::fmt;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::hmac;
 
-use crate::error::{Error, Result};
-use crate::protocol::{Code, Metadata, Text};
+use crate::error::TokenError;
 
 const PREFIX: &str = "lc1";
 
@@ -33,21 +31,19 @@ pub struct TokenKey {
 
 impl TokenKey {
     /// A key. `id` is 1..=32 characters of `[A-Za-z0-9_-]`; `secret` at least 16 bytes.
-    pub fn new(id: &str, secret: &[u8]) -> Result<TokenKey> {
+    pub fn new(id: &str, secret: &[u8]) -> Result<TokenKey, TokenError> {
         let id_ok = (1..=32).contains(&id.len())
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !id_ok {
-            return Err(Error::InvalidValue {
-                what: "token key id",
-                reason: "must be 1..=32 characters of [A-Za-z0-9_-]",
+            return Err(TokenError::BadKey {
+                reason: "key id must be 1..=32 characters of [A-Za-z0-9_-]",
             });
         }
         if secret.len() < 16 {
-            return Err(Error::InvalidValue {
-                what: "token secret",
-                reason: "must be at least 16 bytes",
+            return Err(TokenError::BadKey {
+                reason: "secret must be at least 16 bytes",
             });
         }
         Ok(TokenKey {
@@ -118,9 +114,9 @@ impl TokenKeys {
     }
 
     /// Checks `token` at `now_unix_s`: format, key id, MAC (constant time), then expiry.
-    /// Fails with [`Error::InvalidToken`] or [`Error::ExpiredToken`].
-    pub fn verify(&self, token: &[u8], now_unix_s: u64) -> Result<TokenClaims> {
-        let invalid = |reason| Error::InvalidToken { reason };
+    /// Fails with [`TokenError::Invalid`] or [`TokenError::Expired`].
+    pub fn verify(&self, token: &[u8], now_unix_s: u64) -> Result<TokenClaims, TokenError> {
+        let invalid = |reason| TokenError::Invalid { reason };
         let token = std::str::from_utf8(token).map_err(|_| invalid("not ASCII"))?;
         let (body, mac_b64) = token.rsplit_once('.').ok_or(invalid("too few parts"))?;
         let mut parts = body.split('.');
@@ -154,59 +150,13 @@ impl TokenKeys {
         };
         let expires_unix_s: u64 = exp.parse().map_err(|_| invalid("bad expiry"))?;
         if expires_unix_s <= now_unix_s {
-            return Err(Error::ExpiredToken { expires_unix_s });
+            return Err(TokenError::Expired { expires_unix_s });
         }
         Ok(TokenClaims {
             app: text(app)?,
             device: text(device)?,
             expires_unix_s,
             key_id: kid.to_owned(),
-        })
-    }
-}
-
-/// A login (or token refresh) to check.
-#[derive(Debug, Clone)]
-pub struct LoginRequest {
-    /// App id the client claims.
-    pub app: Text,
-    /// Device id the client claims.
-    pub device: Text,
-    /// The token.
-    pub token: bytes::Bytes,
-    /// Client metadata from `Login`.
-    pub meta: Metadata,
-}
-
-/// A successful check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthGrant {
-    /// Token expiry, Unix seconds; `None` for tokens that never expire.
-    pub expires_unix_s: Option<u64>,
-}
-
-/// Decides whether a login may proceed. The runtime calls it for `Login` and
-/// `TokenRefresh`; the session waits (in `Authenticating`) without blocking anything.
-#[async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    /// Checks `login` at `now_unix_s`; on failure returns the wire code to close with
-    /// (`invalid_token`, `expired_token` or `forbidden`).
-    async fn authenticate(&self, login: &LoginRequest, now_unix_s: u64) -> Result<AuthGrant, Code>;
-}
-
-/// The default authenticator: HMAC tokens from [`TokenKeys`] whose app and device must
-/// match the login's.
-#[async_trait]
-impl Authenticator for TokenKeys {
-    async fn authenticate(&self, login: &LoginRequest, now_unix_s: u64) -> Result<AuthGrant, Code> {
-        let claims = self
-            .verify(&login.token, now_unix_s)
-            .map_err(|e| e.wire_code())?;
-        if claims.app != login.app.as_str() || claims.device != login.device.as_str() {
-            return Err(Code::Forbidden);
-        }
-        Ok(AuthGrant {
-            expires_unix_s: Some(claims.expires_unix_s),
         })
     }
 }
@@ -231,13 +181,13 @@ mod tests {
         let forged = token.replace(&B64.encode("phone-1"), &B64.encode("phone-2"));
         assert!(matches!(
             k.verify(forged.as_bytes(), 1_000),
-            Err(Error::InvalidToken {
+            Err(TokenError::Invalid {
                 reason: "bad signature"
             })
         ));
         assert!(matches!(
             k.verify(token.as_bytes(), 2_000),
-            Err(Error::ExpiredToken {
+            Err(TokenError::Expired {
                 expires_unix_s: 2_000
             })
         ));
