@@ -18,7 +18,7 @@ MEMBERS=${MEMBERS:-10000}
 SYSTEMS=${SYSTEMS:-"longconn nats mosquitto"}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl
-cargo build --release -p longconn-examples --bin gateway --bin loadgen \
+cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen \
     -p longconn-benches --bin idle-memory
 LG=(taskset -c 1 target/release/loadgen --quiet --source-ips 127.0.0.2-127.0.0.40)
 PID=""

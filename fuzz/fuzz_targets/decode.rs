@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use longconn_core::{Frame, FrameCodec};
 
-
 /// Small, so the size limit is exercised as often as valid frames.
 const MAX_FRAME: usize = 4096;
 

@@ -22,6 +22,13 @@ use crate::error::TokenError;
 
 const PREFIX: &str = "lc1";
 
+/// Signing secret of the development key: the reference gateway uses it when no key is
+/// configured (and warns loudly), the example client and the load tool sign with it by
+/// default. Anyone can mint tokens with it; never use it in a deployment.
+pub const DEV_TOKEN_SECRET: &str = "longconn-development-secret-do-not-use";
+/// Key id of [`DEV_TOKEN_SECRET`].
+pub const DEV_TOKEN_KEY_ID: &str = "dev";
+
 /// One HMAC key with its id. The id travels in the token; the secret never does.
 #[derive(Clone)]
 pub struct TokenKey {

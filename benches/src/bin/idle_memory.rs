@@ -2,7 +2,7 @@
 //! gateway, as (gateway RSS with N connections - RSS before) / N from /proc.
 //!
 //! ```text
-//! cargo build --release -p longconn-examples --bin gateway
+//! cargo build --release -p longconn-gateway --bin gateway
 //! cargo run --release -p longconn-benches --bin idle-memory -- --transport tcp --conns 15000
 //! ```
 //!

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use clap::Parser;
 use longconn_client::{Client, ClientConfig, StaticToken, Trust};
+use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_core::{TokenKey, TokenKeys};
-use longconn_examples::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 
 #[derive(Debug, Parser)]
 #[command(name = "client", version, about = "longconn scripted client")]

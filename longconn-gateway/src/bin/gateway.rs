@@ -2,7 +2,7 @@
 //! arguments; `--help` lists every setting.
 
 use clap::Parser;
-use longconn_examples::gateway::{Cli, Gateway, GatewaySettings, stop_signal};
+use longconn_gateway::{Cli, Gateway, GatewaySettings, stop_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

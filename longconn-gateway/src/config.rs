@@ -11,11 +11,7 @@ use serde::Deserialize;
 
 use super::GatewayError;
 
-/// Signing secret used when none is configured. Anyone can mint tokens with it, so the
-/// gateway warns loudly at startup while it is in use.
-pub const DEV_TOKEN_SECRET: &str = "longconn-development-secret-do-not-use";
-/// Key id of [`DEV_TOKEN_SECRET`].
-pub const DEV_TOKEN_KEY_ID: &str = "dev";
+pub use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 
 /// Command-line flags of the `gateway` binary. Every flag overrides the same setting
 /// from `--config`; anything set by neither keeps its embedded default.

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use clap::Parser;
-use longconn_examples::gateway::{Cli, Gateway, GatewaySettings};
+use longconn_gateway::{Cli, Gateway, GatewaySettings};
 use serde_json::Value;
 
 async fn gateway() -> (Gateway, String, String) {

@@ -1,12 +1,12 @@
 //! `loadgen`: simulated users against a longconn gateway. See
-//! `longconn_examples::loadgen` and docs/LOADGEN.md.
+//! `longconn_loadgen` and docs/LOADGEN.md.
 //!
 //! ```text
 //! cargo run --release --bin loadgen -- multicast --members 1000 --groups 1 --messages 20 --rate 10
 //! ```
 
 use clap::Parser;
-use longconn_examples::loadgen::{self, cli::Cli};
+use longconn_loadgen::{self as loadgen, cli::Cli};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

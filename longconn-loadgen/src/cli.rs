@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use super::scenario::{Phase, Scenario};
-use crate::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 
 /// `loadgen`: simulated users against a longconn gateway. The last line of stdout is a
 /// JSON summary; progress and a readable summary go to stderr.
@@ -149,7 +149,7 @@ pub enum Mode {
         #[arg(long, default_value_t = 1)]
         business: u32,
     },
-    /// Phases from a TOML file (see examples/scenarios/).
+    /// Phases from a TOML file (see longconn-loadgen/scenarios/).
     Scenario {
         /// The scenario file.
         file: PathBuf,

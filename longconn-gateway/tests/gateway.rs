@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use longconn_core::{Frame, FrameCodec, Metadata, TokenKey, TokenKeys};
-use longconn_examples::gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+use longconn_gateway::config::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_server::ECHO_BUSINESS;
 
 struct Running {
