@@ -5,12 +5,14 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use longconn_core::{PushOutcome, Transmit};
 use longconn_server::ConnHandle;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Chunks waiting per worker before a publisher waits.
 const WORKER_QUEUE: usize = 64;
@@ -52,12 +54,15 @@ struct Chunk {
 }
 
 /// The worker pool. Workers start on first use (so the registry can be built outside a
-/// runtime) and stop when the pool is dropped.
+/// runtime) and stop at [`FanoutPool::close`] or when the pool is dropped.
 #[derive(Debug)]
 pub(crate) struct FanoutPool {
     workers: usize,
     queues: OnceLock<Vec<mpsc::Sender<Chunk>>>,
     next: AtomicUsize,
+    stop: CancellationToken,
+    /// The workers, each resolving to the chunks it finished after `stop`.
+    tasks: Mutex<Vec<JoinHandle<u64>>>,
 }
 
 impl FanoutPool {
@@ -66,7 +71,21 @@ impl FanoutPool {
             workers,
             queues: OnceLock::new(),
             next: AtomicUsize::new(0),
+            stop: CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Stops the workers after they finish every queued chunk; returns how many chunks
+    /// they finished after the stop. Later fan-outs are pushed inline by the publisher.
+    pub(crate) async fn close(&self) -> u64 {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut drained = 0;
+        for task in tasks {
+            drained += task.await.unwrap_or(0);
+        }
+        drained
     }
 
     /// Pushes `frame` to every member, `chunk` members per job, spread over the workers,
@@ -81,7 +100,11 @@ impl FanoutPool {
             (0..self.workers)
                 .map(|_| {
                     let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-                    tokio::spawn(work(rx));
+                    let task = tokio::spawn(work(rx, self.stop.clone()));
+                    self.tasks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(task);
                     tx
                 })
                 .collect()
@@ -116,9 +139,26 @@ impl FanoutPool {
     }
 }
 
-async fn work(mut chunks: mpsc::Receiver<Chunk>) {
-    while let Some(chunk) = chunks.recv().await {
+/// One worker: chunks in order until the pool stops, then what is still queued.
+async fn work(mut chunks: mpsc::Receiver<Chunk>, stop: CancellationToken) -> u64 {
+    let run = |chunk: Chunk| {
         let tally = push_all(&chunk.members[chunk.range], &chunk.frame);
         let _ = chunk.done.send(tally);
+    };
+    loop {
+        tokio::select! {
+            chunk = chunks.recv() => match chunk {
+                Some(chunk) => run(chunk),
+                None => return 0,
+            },
+            () = stop.cancelled() => break,
+        }
     }
+    chunks.close();
+    let mut drained = 0;
+    while let Some(chunk) = chunks.recv().await {
+        run(chunk);
+        drained += 1;
+    }
+    drained
 }

@@ -363,6 +363,10 @@ impl GroupMembership for GroupRegistry {
     fn leave_all(&self, conn_id: u64) {
         GroupRegistry::leave_all(self, conn_id);
     }
+
+    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+        Box::pin(self.pool.close())
+    }
 }
 
 #[cfg(test)]

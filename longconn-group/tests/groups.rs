@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use longconn_client::{Client, ClientConfig, ClientError, StaticToken};
 use longconn_core::connection::memory::{MemoryClient, pair};
-use longconn_core::{Code, Command, Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
+use longconn_core::{Code, Frame, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_server::{DeviceKey, PushMessage, Server, ServerConfig};
 
@@ -185,9 +185,7 @@ async fn join_leave_close_and_rejoin_over_tcp() {
     );
 
     // A lost connection leaves every group; the SDK joins them again on reconnect.
-    server.hub().get(a_id).unwrap().command(Command::Close {
-        code: Code::GoingAway,
-    });
+    server.hub().get(a_id).unwrap().close(Code::GoingAway);
     eventually("a's groups were left at close", || {
         registry.groups_of(a_id).is_empty()
     })

@@ -31,7 +31,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use longconn_core::{Code, Command, Metadata, Text};
+use longconn_core::{Code, Metadata, Text};
 use longconn_group::GroupRegistry;
 use longconn_server::{PushMessage, Server};
 use serde::Deserialize;
@@ -360,9 +360,6 @@ async fn kick(State(api): State<PushApi>, request: Result<Json<Kick>, JsonReject
     let Some(conn) = api.server.hub().find_device(&request.app, &request.device) else {
         return Ok(Json(json!({"kicked": false})));
     };
-    let kicked = conn.command(Command::Kick {
-        code: Code::Kicked,
-        message: Text::from(reason),
-    });
+    let kicked = conn.kick(Code::Kicked, Text::from(reason));
     Ok(Json(json!({"kicked": kicked, "conn_id": conn.id()})))
 }

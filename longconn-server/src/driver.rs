@@ -49,9 +49,7 @@ pub(crate) fn drive<C: Connection>(
     // Shutdown cancels the token before it walks the hub, so a connection inserted
     // concurrently is either walked or sees the token here.
     if shared.shutting_down.is_cancelled() {
-        handle.command(Command::BeginDrain {
-            retry_after: Duration::ZERO,
-        });
+        handle.begin_drain(Duration::ZERO);
     }
     let (reader, writer) = conn.split();
     let driver = Driver {
@@ -64,6 +62,7 @@ pub(crate) fn drive<C: Connection>(
         identity: None,
         bound: false,
         drained: false,
+        tasks: None,
     };
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
@@ -84,6 +83,10 @@ struct Driver<R, W> {
     bound: bool,
     /// Whether the session has entered `Draining` (its writes count as drain flushes).
     drained: bool,
+    /// The connection's auth and request tasks. Dropping the set aborts them, so a
+    /// departed connection releases its backend permits at once; `None` while there
+    /// are none, so an idle connection pays one pointer.
+    tasks: Option<tokio::task::JoinSet<()>>,
 }
 
 /// The session's clock: tokio's, so paused-time tests control it.
@@ -103,6 +106,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// while it lingers.
     async fn run_to_end(&mut self) -> CloseReason {
         let reason = self.run().await;
+        // Abort what is still in flight for this connection: its answers have nowhere
+        // to go, and a request task holds a backend permit until it ends.
+        self.tasks = None;
         self.discard_inbox();
         self.depart(reason);
         if !matches!(
@@ -149,6 +155,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 break;
             }
             self.session.release_idle_memory();
+            self.reap_tasks();
             let deadline = self.session.poll_timeout();
             if let Some(at) = deadline {
                 let at = tokio::time::Instant::from_std(at);
@@ -327,10 +334,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         };
         let conn_id = self.handle.id();
         if let Some(old) = self.shared.hub.bind_device(identity.clone(), conn_id) {
-            old.command(Command::Kick {
-                code: Code::Replaced,
-                message: Text::from_static("logged in elsewhere"),
-            });
+            old.kick(Code::Replaced, Text::from_static("logged in elsewhere"));
         }
         self.bound = true;
         self.shared.routes.register(identity.clone(), conn_id);
@@ -345,11 +349,29 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     /// Checks a login (`refresh_id == None`) or a token refresh on a task of its own and
     /// queues the result as a command.
-    fn spawn_auth(&self, login: LoginRequest, refresh_id: Option<u32>) {
+    /// Runs `task` as one of this connection's tasks (aborted when it departs).
+    fn spawn_owned(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.reap_tasks();
+        self.tasks
+            .get_or_insert_with(tokio::task::JoinSet::new)
+            .spawn(task);
+    }
+
+    /// Forgets finished tasks; drops the set once it is empty.
+    fn reap_tasks(&mut self) {
+        if let Some(tasks) = &mut self.tasks {
+            while tasks.try_join_next().is_some() {}
+            if tasks.is_empty() {
+                self.tasks = None;
+            }
+        }
+    }
+
+    fn spawn_auth(&mut self, login: LoginRequest, refresh_id: Option<u32>) {
         let authenticator = self.shared.authenticator.clone();
         let handle = self.handle.clone();
         let conn_id = self.handle.id();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let now_unix = unix_now();
             let result = authenticator.authenticate(&login, now_unix.as_secs()).await;
             let expiry = |grant: crate::auth::AuthGrant| {
@@ -378,7 +400,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     }
 
     fn spawn_request(
-        &self,
+        &mut self,
         id: u32,
         business: u32,
         meta: longconn_core::Metadata,
@@ -396,7 +418,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         };
         let shared = self.shared.clone();
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.spawn_owned(async move {
             let command = match shared.router.dispatch(request).await {
                 Ok(reply) => Command::Respond {
                     id,

@@ -23,6 +23,14 @@ pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes connection `conn_id` from every group (it closed).
     fn leave_all(&self, conn_id: u64);
+
+    /// Stops the group layer's background work (fan-out workers) once shutdown has
+    /// closed every connection, after it has finished what was queued. Resolves to the
+    /// number of queued fan-out chunks finished after the stop. Default: nothing runs
+    /// in the background.
+    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+        Box::pin(std::future::ready(0))
+    }
 }
 
 /// No group layer: every join is refused with `group_forbidden`.

@@ -19,7 +19,7 @@ use longconn_core::session::{Command, PushOutcome, Transmit};
 /// Bits of a connection id that hold the per-node counter; the node id sits above them.
 pub const CONN_ID_COUNTER_BITS: u32 = 48;
 
-/// Extracts the node id from a connection id (see [`Hub::next_conn_id`]).
+/// Extracts the node id from a connection id: ids carry their node in the top 16 bits.
 pub fn node_of(conn_id: u64) -> u16 {
     (conn_id >> CONN_ID_COUNTER_BITS) as u16
 }
@@ -51,14 +51,14 @@ impl Hub {
 
     /// A new connection id, unique on this node: the node id in the top 16 bits and a
     /// counter in the low 48, so [`node_of`] finds the owning node from any id.
-    pub fn next_conn_id(&self) -> u64 {
+    pub(crate) fn next_conn_id(&self) -> u64 {
         let counter =
             self.next_counter.fetch_add(1, Ordering::Relaxed) & ((1 << CONN_ID_COUNTER_BITS) - 1);
         (u64::from(self.node_id) << CONN_ID_COUNTER_BITS) | counter
     }
 
     /// Adds a connection (at accept time, before login).
-    pub fn insert(&self, handle: ConnHandle) {
+    pub(crate) fn insert(&self, handle: ConnHandle) {
         self.conns.shard(&handle.id()).insert(handle.id(), handle);
     }
 
@@ -75,7 +75,7 @@ impl Hub {
 
     /// Records that `conn_id` is logged in as `device` = (app, device id). Returns the
     /// handle of the connection it replaces, which the caller kicks with `replaced`.
-    pub fn bind_device(&self, device: DeviceKey, conn_id: u64) -> Option<ConnHandle> {
+    pub(crate) fn bind_device(&self, device: DeviceKey, conn_id: u64) -> Option<ConnHandle> {
         let previous = self.devices.shard(&device).insert(device, conn_id);
         previous
             .filter(|&old| old != conn_id)
@@ -299,9 +299,28 @@ impl ConnHandle {
         outcome
     }
 
+    /// Disconnects the connection: the session sends `Kick { code, message }` and
+    /// closes once it is flushed. Returns `false` if the connection has already
+    /// finished. This is what the push API's kick and duplicate login use.
+    pub fn kick(&self, code: Code, message: Text) -> bool {
+        self.command(Command::Kick { code, message })
+    }
+
+    /// Closes the connection with `Close { code }` (no kick frame; for shutdown and
+    /// tests of a lost connection). Returns `false` if it has already finished.
+    pub fn close(&self, code: Code) -> bool {
+        self.command(Command::Close { code })
+    }
+
+    /// Starts the session's drain (`GoAway { retry_after }`, then close when flushed).
+    pub(crate) fn begin_drain(&self, retry_after: std::time::Duration) -> bool {
+        self.command(Command::BeginDrain { retry_after })
+    }
+
     /// Queues a command for the connection's session. Returns `false` if the connection
-    /// has already finished.
-    pub fn command(&self, command: Command) -> bool {
+    /// has already finished. Crate-private: other crates use the verbs above, so no
+    /// caller can inject a session answer (`AuthAccepted`, `Respond`, ...).
+    pub(crate) fn command(&self, command: Command) -> bool {
         {
             let mut inbox = self.inbox();
             if inbox.closed && !matches!(command, Command::Kick { .. } | Command::Close { .. }) {

@@ -7,6 +7,7 @@
 //! networked store wants: one round trip for many devices) and refreshes every local
 //! route each [`RouteSync::REFRESH_INTERVAL`] (what a store with expiring entries wants).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -115,11 +116,21 @@ impl RouteStore for MemoryRouteStore {
     }
 }
 
-/// A queued change to the store.
+/// A queued change to the store, or the request to stop after the ones before it.
 #[derive(Debug)]
 enum RouteChange {
     Register(DeviceKey, Route),
     Unregister(DeviceKey, u64),
+    Stop,
+}
+
+/// What the route sync task did over its life, as [`RouteSync::finish`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RouteSyncReport {
+    /// Changes the store accepted.
+    pub(crate) applied: u64,
+    /// Changes lost: the queue was full or closed, or the store refused them.
+    pub(crate) dropped: u64,
 }
 
 /// Feeds a server's logins and closes to its [`RouteStore`] from one background task.
@@ -128,6 +139,10 @@ pub(crate) struct RouteSync {
     store: Arc<dyn RouteStore>,
     hub: Arc<Hub>,
     queue: OnceLock<mpsc::Sender<RouteChange>>,
+    /// The task applying the queue; taken by [`RouteSync::finish`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<RouteSyncReport>>>,
+    /// Changes that never reached the task (queue full, or sent after `finish`).
+    not_queued: AtomicU64,
 }
 
 impl RouteSync {
@@ -144,6 +159,8 @@ impl RouteSync {
             store,
             hub,
             queue: OnceLock::new(),
+            task: std::sync::Mutex::new(None),
+            not_queued: AtomicU64::new(0),
         }
     }
 
@@ -167,12 +184,31 @@ impl RouteSync {
         // Started on first use, from a driver, so it runs on the server's runtime.
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(Self::QUEUE);
-            tokio::spawn(apply_changes(self.store.clone(), self.hub.clone(), rx));
+            let task = tokio::spawn(apply_changes(self.store.clone(), self.hub.clone(), rx));
+            *crate::shard::lock(&self.task) = Some(task);
             tx
         });
         if queue.try_send(change).is_err() {
-            warn!("route change queue full; the next refresh repairs the store");
+            self.not_queued.fetch_add(1, Ordering::Relaxed);
+            warn!("route change queue full or closed; the next refresh repairs the store");
         }
+    }
+
+    /// Stops the task once it has applied every change queued before this call, and
+    /// says what it applied and what was lost. Called by shutdown after the last
+    /// connection departed, so every unregister is either in the store or counted.
+    pub(crate) async fn finish(&self) -> RouteSyncReport {
+        let task = crate::shard::lock(&self.task).take();
+        let mut report = match (task, self.queue.get()) {
+            (Some(task), Some(queue)) => {
+                // Waits for room: `Stop` must not be lost to a full queue.
+                let _ = queue.send(RouteChange::Stop).await;
+                task.await.unwrap_or_default()
+            }
+            _ => RouteSyncReport::default(),
+        };
+        report.dropped += self.not_queued.load(Ordering::Relaxed);
+        report
     }
 }
 
@@ -182,7 +218,8 @@ async fn apply_changes(
     store: Arc<dyn RouteStore>,
     hub: Arc<Hub>,
     mut changes: mpsc::Receiver<RouteChange>,
-) {
+) -> RouteSyncReport {
+    let mut report = RouteSyncReport::default();
     let mut refresh = tokio::time::interval(RouteSync::REFRESH_INTERVAL);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
@@ -191,9 +228,22 @@ async fn apply_changes(
         tokio::select! {
             received = changes.recv_many(&mut batch, RouteSync::BATCH) => {
                 if received == 0 {
-                    return;
+                    return report;
                 }
-                apply_batch(&*store, &mut batch).await;
+                let stop = batch.iter().position(|c| matches!(c, RouteChange::Stop));
+                if let Some(at) = stop {
+                    // Whatever was queued after `Stop` is late: count it as lost.
+                    report.dropped += (batch.len() - at - 1) as u64;
+                    batch.truncate(at);
+                }
+                apply_batch(&*store, &mut batch, &mut report).await;
+                if stop.is_some() {
+                    changes.close();
+                    while changes.try_recv().is_ok() {
+                        report.dropped += 1;
+                    }
+                    return report;
+                }
             }
             _ = refresh.tick() => {
                 let node = hub.node_id();
@@ -212,40 +262,61 @@ async fn apply_changes(
     }
 }
 
-async fn apply_batch(store: &dyn RouteStore, batch: &mut Vec<RouteChange>) {
+async fn apply_batch(
+    store: &dyn RouteStore,
+    batch: &mut Vec<RouteChange>,
+    report: &mut RouteSyncReport,
+) {
     let mut register = Vec::new();
     let mut unregister = Vec::new();
     // Runs of one kind go in one call; a change of kind ends the run, keeping order.
     for change in batch.drain(..) {
         match change {
             RouteChange::Register(device, route) => {
-                flush_unregister(store, &mut unregister).await;
+                flush_unregister(store, &mut unregister, report).await;
                 register.push((device, route));
             }
             RouteChange::Unregister(device, conn_id) => {
-                flush_register(store, &mut register).await;
+                flush_register(store, &mut register, report).await;
                 unregister.push((device, conn_id));
             }
+            RouteChange::Stop => {}
         }
     }
-    flush_register(store, &mut register).await;
-    flush_unregister(store, &mut unregister).await;
+    flush_register(store, &mut register, report).await;
+    flush_unregister(store, &mut unregister, report).await;
 }
 
-async fn flush_register(store: &dyn RouteStore, routes: &mut Vec<(DeviceKey, Route)>) {
-    if !routes.is_empty() {
-        if let Err(err) = store.register(routes).await {
-            warn!(error = %err, count = routes.len(), "route registration failed");
+fn count(report: &mut RouteSyncReport, n: usize, result: Result<(), RouteStoreError>, what: &str) {
+    match result {
+        Ok(()) => report.applied += n as u64,
+        Err(err) => {
+            report.dropped += n as u64;
+            warn!(error = %err, count = n, "route {what} failed");
         }
+    }
+}
+
+async fn flush_register(
+    store: &dyn RouteStore,
+    routes: &mut Vec<(DeviceKey, Route)>,
+    report: &mut RouteSyncReport,
+) {
+    if !routes.is_empty() {
+        let result = store.register(routes).await;
+        count(report, routes.len(), result, "registration");
         routes.clear();
     }
 }
 
-async fn flush_unregister(store: &dyn RouteStore, routes: &mut Vec<(DeviceKey, u64)>) {
+async fn flush_unregister(
+    store: &dyn RouteStore,
+    routes: &mut Vec<(DeviceKey, u64)>,
+    report: &mut RouteSyncReport,
+) {
     if !routes.is_empty() {
-        if let Err(err) = store.unregister(routes).await {
-            warn!(error = %err, count = routes.len(), "route removal failed");
-        }
+        let result = store.unregister(routes).await;
+        count(report, routes.len(), result, "removal");
         routes.clear();
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
@@ -245,6 +246,16 @@ pub struct Router {
     default: Option<Arc<Slot>>,
     subscribers: Vec<mpsc::Sender<ConnectionEvent>>,
     dropped_events: AtomicU64,
+    delivery: Delivery,
+}
+
+/// The router's event-delivery tasks, owned so shutdown can let them finish.
+#[derive(Debug, Default)]
+struct Delivery {
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Events still queued after `stop`, not yet delivered.
+    backlog: Arc<AtomicU64>,
 }
 
 impl Router {
@@ -332,9 +343,28 @@ impl Router {
         !self.subscribers.is_empty()
     }
 
-    /// Connection events dropped because a subscriber's queue was full.
+    /// Connection events dropped because a subscriber's queue was full (or the router
+    /// had finished).
     pub fn dropped_events(&self) -> u64 {
         self.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Lets every subscriber's task deliver what is queued, then stops them; tasks still
+    /// busy after `deadline` are aborted and their backlog counted. Returns the events
+    /// dropped over the router's life ([`Router::dropped_events`] plus that backlog).
+    /// Events published afterwards are dropped and counted. [`crate::Server::shutdown`]
+    /// calls it once its connections are gone (so their `Disconnected` events are in).
+    pub async fn finish_events(&self, deadline: Duration) -> u64 {
+        self.delivery.stop.cancel();
+        let tasks = std::mem::take(&mut *crate::shard::lock(&self.delivery.tasks));
+        let until = tokio::time::Instant::now() + deadline;
+        for mut task in tasks {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                task.abort();
+                debug!("connection-event delivery aborted at the shutdown deadline");
+            }
+        }
+        self.dropped_events() + self.delivery.backlog.load(Ordering::Relaxed)
     }
 }
 
@@ -468,12 +498,14 @@ impl RouterBuilder {
         }
         let default = self.default.as_deref().map(find).transpose()?;
         let mut subscribers = Vec::new();
+        let delivery = Delivery::default();
         for name in &self.subscribe {
             let slot = find(name)?;
             let runtime = tokio::runtime::Handle::try_current()
                 .map_err(|_| invalid("connection-event subscribers need a tokio runtime"))?;
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-            runtime.spawn(deliver_events(slot, rx));
+            let task = deliver_events(slot, rx, delivery.stop.clone(), delivery.backlog.clone());
+            crate::shard::lock(&delivery.tasks).push(runtime.spawn(task));
             subscribers.push(tx);
         }
         Ok(Router {
@@ -482,19 +514,40 @@ impl RouterBuilder {
             default,
             subscribers,
             dropped_events: AtomicU64::new(0),
+            delivery,
         })
     }
 }
 
-/// One subscriber's queue: events in order, each within the backend's timeout. Ends when
-/// the router is dropped.
-async fn deliver_events(slot: Arc<Slot>, mut events: mpsc::Receiver<ConnectionEvent>) {
-    while let Some(event) = events.recv().await {
+/// One subscriber's queue: events in order, each within the backend's timeout. Ends
+/// when the router is dropped, or after `stop`, once the queue is empty.
+async fn deliver_events(
+    slot: Arc<Slot>,
+    mut events: mpsc::Receiver<ConnectionEvent>,
+    stop: CancellationToken,
+    backlog: Arc<AtomicU64>,
+) {
+    let deliver = async |event| {
         let delivered =
             tokio::time::timeout(slot.timeout, slot.backend.connection_event(event)).await;
         if delivered.is_err() {
             debug!(backend = &*slot.name, "connection event timed out");
         }
+    };
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => deliver(event).await,
+                None => return,
+            },
+            () = stop.cancelled() => break,
+        }
+    }
+    events.close();
+    backlog.fetch_add(events.len() as u64, Ordering::Relaxed);
+    while let Some(event) = events.recv().await {
+        deliver(event).await;
+        backlog.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -18,8 +18,6 @@ use crate::{Hub, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
 
-use longconn_core::session::Command;
-
 /// Server-wide settings. Build with [`ServerConfig::builder`].
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -153,6 +151,17 @@ pub struct ShutdownReport {
     pub pushes_dropped: u64,
     /// Connections still open at the deadline, closed without a flush.
     pub forced: usize,
+    /// Route changes (logins and closes) the route store accepted over the server's
+    /// life; shutdown waits until the last close has been applied.
+    pub route_changes_flushed: u64,
+    /// Route changes lost: a full queue, a store error, or a change after the stop.
+    pub route_changes_dropped: u64,
+    /// Connection events subscribers never got (full queue, or still queued at the
+    /// shutdown deadline).
+    pub events_dropped: u64,
+    /// Fan-out chunks the group layer still had queued at the stop, finished before
+    /// shutdown returned.
+    pub fanout_chunks_drained: u64,
 }
 
 /// Builder for [`Server`]: the parts a server plugs together.
@@ -358,7 +367,7 @@ impl Server {
         let connections = self.shared.hub.len();
         info!(connections, "shutdown: draining");
         self.shared.hub.for_each(|conn| {
-            conn.command(Command::BeginDrain { retry_after });
+            conn.begin_drain(retry_after);
         });
         self.tasks.close();
         let mut forced = 0;
@@ -369,18 +378,29 @@ impl Server {
             forced = self.shared.hub.len();
             warn!(forced, "shutdown: deadline reached, closing the rest");
             self.shared.hub.for_each(|conn| {
-                conn.command(Command::Close {
-                    code: longconn_core::Code::GoingAway,
-                });
+                conn.close(longconn_core::Code::GoingAway);
             });
             let _ = tokio::time::timeout(self.config.close_linger, self.tasks.wait()).await;
         }
+        // Every connection has departed (or was forced): their unregisters, events and
+        // fan-outs are queued. Let the background tasks finish them, in that order.
+        let routes = self.shared.routes.finish().await;
+        let events_dropped = self
+            .shared
+            .router
+            .finish_events(self.config.close_linger)
+            .await;
+        let fanout_chunks_drained = self.shared.groups.close().await;
         let stats = &self.shared.stats;
         let report = ShutdownReport {
             connections,
             frames_flushed: stats.drain_flushed.load(Ordering::Relaxed),
             pushes_dropped: stats.dropped_at_close.load(Ordering::Relaxed),
             forced,
+            route_changes_flushed: routes.applied,
+            route_changes_dropped: routes.dropped,
+            events_dropped,
+            fanout_chunks_drained,
         };
         info!(?report, "shutdown: done");
         report
