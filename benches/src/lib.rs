@@ -13,6 +13,7 @@ pub fn push_frame_128() -> Frame {
         business: 7,
         group: Some(Text::from_static("room-1")),
         seq: Some(42),
+        epoch: None,
         meta: Metadata::new(),
         payload: Bytes::from(vec![0xAB; 128]),
     }

@@ -70,6 +70,7 @@ RETRY_AFTER_MS = 0x0A
 HEARTBEAT_MS = 0x0B
 CONN_ID = 0x0C
 EXPIRES_AT_MS = 0x0D
+EPOCH = 0x0E
 
 # Field kinds:
 #   id       required text, 1..=128 bytes of UTF-8
@@ -94,7 +95,7 @@ FRAME_TYPES = {
     "Response": (0x06, True, True, [("business", BUSINESS, "u32"), ("meta", META, "meta")]),
     "Push": (0x07, True, True, [
         ("business", BUSINESS, "u32"), ("group", GROUP, "opt_id"), ("seq", SEQ, "opt_u64"),
-        ("meta", META, "meta")]),
+        ("epoch", EPOCH, "opt_u64"), ("meta", META, "meta")]),
     "PushAck": (0x08, True, False, []),
     "JoinGroup": (0x09, True, False, [("group", GROUP, "id")]),
     "JoinAck": (0x0A, True, False, [("group", GROUP, "id")]),
@@ -133,10 +134,10 @@ types that have one: not TokenExpiring, Kick, GoAway, Close); then the type's fi
 their Rust names: text fields (app, device, group, message) as JSON strings; opaque
 bytes as lowercase hex in keys ending in _hex (token_hex, payload_hex; payload_hex only
 for Ping, Pong, Request, Response, Push); integers (business, conn_id, heartbeat_ms,
-expires_at_ms, deadline_ms, seq, retry_after_ms) as JSON numbers, which can be as large
+expires_at_ms, deadline_ms, seq, epoch, retry_after_ms) as JSON numbers, which can be as large
 as 2^64-1, so parse them as exact integers; code as its numeric u16 value (values
 outside the code registry are kept, as Code::Other in Rust); optional fields
-(expires_at_ms, Push group and seq) as null when absent; a message absent from the wire
+(expires_at_ms, Push group, seq and epoch) as null when absent; a message absent from the wire
 is ""; meta as a list of [key, value] pairs in wire order, the value a string if it is
 valid UTF-8, else {"hex": "..."}; Push also has ack_required (bool).
 INVALID vectors: {name, hex, error, tag?, decoders, note}. `error` is the name of the
@@ -426,6 +427,9 @@ def add_valid():
     valid("push_group_with_seq", frame(
         "Push", id=44, ack_required=True, business=8, group="room-1", seq=1,
         payload=b"group message"))
+    valid("push_group_with_epoch_and_seq", frame(
+        "Push", business=8, group="room-1", seq=7, epoch=0x1234_5678_9ABC_DEF0,
+        payload=b"m"), note="a group log position: (epoch, offset)")
     valid("push_group_without_seq", frame("Push", business=8, group="room-1", payload=b"m"))
     valid("push_seq_without_group", frame("Push", business=8, seq=0, payload=b"m"),
           note="a seq of 0 is present (Some(0)); group and seq are independent")
@@ -483,9 +487,9 @@ def add_valid():
     # Non-canonical encodings that decoders accept.
     noncanonical(
         "ping_unknown_tag_skipped",
-        raw_frame("Ping", tlv(0x0E, b"future field"), b"abc", id=1),
+        raw_frame("Ping", tlv(0x20, b"future field"), b"abc", id=1),
         frame("Ping", id=1, payload=b"abc"),
-        "tag 0x0e is not assigned; decoders skip unknown tags so peers can add fields")
+        "tag 0x20 is not assigned; decoders skip unknown tags so peers can add fields")
     noncanonical(
         "join_group_unknown_tags_around_known",
         raw_frame("JoinGroup", tlv(0x00, b"") + tlv(GROUP, "room") + tlv(0xFF, b"\x01\x02"),
@@ -681,6 +685,9 @@ def add_invalid():
     invalid("heartbeat_ms_2_bytes", raw_frame("LoginAck", tlv(HEARTBEAT_MS, b"\x03\xe8")
                                               + field_u64(CONN_ID, 1), id=1),
             "MalformedField", "HEARTBEAT_MS is a u32", tag=HEARTBEAT_MS)
+    invalid("epoch_7_bytes", raw_frame("Push", field_u32(BUSINESS, 1) + tlv(GROUP, "g")
+                                       + tlv(EPOCH, bytes(7)), b"x"),
+            "MalformedField", "EPOCH is a u64", tag=EPOCH)
     invalid("expires_at_ms_empty", raw_frame("TokenRefreshAck", tlv(EXPIRES_AT_MS, b""),
                                              id=1),
             "MalformedField", "an optional u64 field, when present, has 8 bytes",
@@ -804,7 +811,7 @@ def add_invalid():
             "MissingField", "Push requires BUSINESS", tag=BUSINESS)
     invalid("join_group_missing_group", raw_frame("JoinGroup", id=1), "MissingField",
             "JoinGroup requires GROUP", tag=GROUP)
-    invalid("leave_ack_missing_group", raw_frame("LeaveAck", tlv(0x0E, "room"), id=1),
+    invalid("leave_ack_missing_group", raw_frame("LeaveAck", tlv(0x20, "room"), id=1),
             "MissingField", "an unknown tag does not stand in for GROUP", tag=GROUP)
     invalid("token_expiring_missing_deadline", raw_frame("TokenExpiring"), "MissingField",
             "TokenExpiring requires EXPIRES_AT_MS", tag=EXPIRES_AT_MS)

@@ -60,6 +60,8 @@ pub struct Push {
     pub group: Option<Text>,
     /// The group's sequence number, if any.
     pub seq: Option<u64>,
+    /// The epoch of the group's log: `seq` values compare only within one epoch.
+    pub epoch: Option<u64>,
     /// Metadata.
     pub meta: Metadata,
     /// Payload.

@@ -458,6 +458,7 @@ async fn on_frame<W: FrameWriter>(
             business,
             group,
             seq,
+            epoch,
             meta,
             payload,
         } => {
@@ -468,6 +469,7 @@ async fn on_frame<W: FrameWriter>(
                 business,
                 group,
                 seq,
+                epoch,
                 meta,
                 payload,
             };

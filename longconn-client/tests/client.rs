@@ -216,6 +216,7 @@ async fn pushes_and_heartbeats(transport: Transport) {
         business: 7,
         group: None,
         seq: Some(1),
+        epoch: None,
         meta: Metadata::new(),
         payload: Bytes::from_static(b"hello"),
     }));
@@ -236,6 +237,7 @@ async fn pushes_and_heartbeats(transport: Transport) {
             business,
             group: Some("room".into()),
             seq: Some(u64::from(id)),
+            epoch: None,
             meta: Metadata::new(),
             payload: Bytes::from(format!("to {business}")),
         }));
@@ -590,6 +592,7 @@ async fn a_push_handler_takes_every_push_inline() {
             business: 5,
             group: Some("g".into()),
             seq: Some(seq),
+            epoch: None,
             meta: Metadata::new(),
             payload: Bytes::from_static(b"p"),
         }));

@@ -65,6 +65,7 @@ fn push_128() -> Frame {
         business: 7,
         group: Some(Text::from_static("room-1")),
         seq: Some(42),
+        epoch: None,
         meta: Metadata::from_pairs([("trace", "abc123")]).unwrap(),
         payload: Bytes::from(vec![0xAB; 128]),
     }

@@ -192,6 +192,7 @@ fn push_frame(id: u32) -> Frame {
         business: 9,
         group: None,
         seq: Some(u64::from(id)),
+        epoch: None,
         meta: Metadata::new(),
         payload: Bytes::from_static(b"push"),
     }

@@ -223,11 +223,12 @@ fn frame_json(frame: &Frame) -> Value {
             business,
             group,
             seq,
+            epoch,
             meta,
             payload,
         } => json!({
             "id": id, "ack_required": ack_required, "business": business,
-            "group": group.as_ref().map(|g| g.as_str()), "seq": seq,
+            "group": group.as_ref().map(|g| g.as_str()), "seq": seq, "epoch": epoch,
             "meta": meta_json(meta), "payload_hex": hex(payload),
         }),
         Frame::PushAck { id } => json!({ "id": id }),

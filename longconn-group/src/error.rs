@@ -42,6 +42,9 @@ pub enum Error {
     /// The push could not be encoded (larger than the maximum frame size).
     #[error(transparent)]
     Encode(#[from] longconn_core::EncodeError),
+    /// The group log could not number the publish; nothing was sent.
+    #[error(transparent)]
+    Log(#[from] longconn_server::GroupLogError),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.
@@ -55,7 +58,7 @@ impl Error {
             Error::GroupLimit { .. } => Code::GroupLimit,
             Error::GroupFull { .. } => Code::GroupFull,
             Error::Forbidden | Error::InvalidGroupId { .. } | Error::Closed => Code::GroupForbidden,
-            Error::InvalidConfig { .. } | Error::Encode(_) => Code::Internal,
+            Error::InvalidConfig { .. } | Error::Encode(_) | Error::Log(_) => Code::Internal,
         }
     }
 }

@@ -7,11 +7,12 @@
 //! membership changes), so joins and leaves never wait for a fan-out.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use longconn_core::{Code, Frame, Text};
-use longconn_server::{ConnHandle, DeviceKey, GroupMembership, Hub, PushMessage, ShardedMap};
+use longconn_server::{
+    ConnHandle, DeviceKey, GroupLog, GroupMembership, Hub, LocalGroupLog, PushMessage, ShardedMap,
+};
 
 use crate::config::GroupConfig;
 use crate::error::{Error, Result};
@@ -50,15 +51,15 @@ pub struct PublishReport {
     pub queued: usize,
     /// Members whose queue was full (or that closed meanwhile): `members - queued`.
     pub dropped: usize,
-    /// The push's sequence number in its group (from 1); 0 when the group has no
-    /// members here and nothing was sent.
+    /// The push's sequence number (offset) in its group's log epoch, from 1; 0 when the
+    /// group has no members here and nothing was sent.
     pub seq: u64,
+    /// The epoch of the group's log that `seq` counts in; 0 when nothing was sent.
+    pub epoch: u64,
 }
 
 struct Group {
     id: Arc<str>,
-    /// The last sequence number used.
-    seq: AtomicU64,
     members: Mutex<Members>,
     /// Held for a whole publish, so one group's pushes reach every member in `seq` order.
     publishing: tokio::sync::Mutex<()>,
@@ -77,7 +78,6 @@ impl Group {
     fn new(id: &str) -> Group {
         Group {
             id: id.into(),
-            seq: AtomicU64::new(0),
             members: Mutex::new(Members::default()),
             publishing: tokio::sync::Mutex::new(()),
         }
@@ -127,6 +127,8 @@ pub struct GroupRegistry {
     /// Connection id -> the groups it is in.
     memberships: ShardedMap<u64, Vec<Arc<Group>>>,
     pool: FanoutPool,
+    /// Numbers each publish: (epoch, offset).
+    log: Arc<dyn GroupLog>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -152,7 +154,16 @@ impl GroupRegistry {
             authorizer: Arc::new(authorizer),
             groups: ShardedMap::new(),
             memberships: ShardedMap::new(),
+            log: Arc::new(LocalGroupLog::new()),
         }
+    }
+
+    /// Takes publish positions from `log` instead of the in-process
+    /// [`LocalGroupLog`] (a cluster shares one log, so every node numbers a publish the
+    /// same way).
+    pub fn with_group_log(mut self, log: Arc<dyn GroupLog>) -> GroupRegistry {
+        self.log = log;
+        self
     }
 
     /// The limits in force.
@@ -240,35 +251,48 @@ impl GroupRegistry {
     }
 
     /// Pushes `message` to every member of `group` on this node: numbered with the
-    /// group's next `seq`, encoded once, each member's queue given a shared copy. Groups
-    /// larger than [`GroupConfig::fanout_chunk`] are pushed in chunks by the worker pool.
-    /// Publishes to one group are applied one after another, so members see `seq` in
-    /// order.
+    /// next position of the group's log (`epoch`, `seq`), encoded once, each member's
+    /// queue given a shared copy. Groups larger than [`GroupConfig::fanout_chunk`] are
+    /// pushed in chunks by the worker pool. Publishes to one group are applied one after
+    /// another, so members see `seq` in order.
     ///
     /// # Errors
-    /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`].
+    /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`]
+    /// (checked before a position is taken, so no number is wasted);
+    /// [`Error::Log`] if the group log could not hand out a position (nothing is sent).
     ///
     /// # Cancel safety
     /// Not cancel safe in what it reports: if the future is dropped mid-fan-out (an HTTP
     /// caller hung up), chunks already handed to the pool are still delivered, the
-    /// sequence number stays used, and the report is lost. Nothing stalls.
+    /// position stays used, and the report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
         let Some(entry) = self.groups.shard(group).get(group).cloned() else {
             return Ok(PublishReport::default());
         };
-        let _in_order = entry.publishing.lock().await;
-        let seq = entry.seq.load(Ordering::Relaxed) + 1;
-        let frame = Frame::Push {
+        let mut frame = Frame::Push {
             id: 0,
             ack_required: false,
             business: message.business,
             group: Some(Text::from(group)),
-            seq: Some(seq),
+            // Fixed-width fields: the size check below holds for the real position.
+            seq: Some(0),
+            epoch: Some(0),
             meta: message.meta.clone(),
             payload: message.payload.clone(),
+        };
+        let max = self.config.max_frame_size();
+        let len = frame.encoded_len()?;
+        if len > max {
+            let len = len as u64;
+            return Err(longconn_core::EncodeError::FrameTooLarge { len, max }.into());
         }
-        .to_bytes(self.config.max_frame_size())?;
-        entry.seq.store(seq, Ordering::Relaxed);
+        let _in_order = entry.publishing.lock().await;
+        let position = self.log.next_position(group).await?;
+        if let Frame::Push { seq, epoch, .. } = &mut frame {
+            *seq = Some(position.offset);
+            *epoch = Some(position.epoch);
+        }
+        let frame = frame.to_bytes(max)?;
         let members = entry.snapshot();
         let chunk = self.config.fanout_chunk();
         let tally = if members.len() <= chunk {
@@ -280,7 +304,8 @@ impl GroupRegistry {
             members: members.len(),
             queued: tally.queued,
             dropped: tally.dropped,
-            seq,
+            seq: position.offset,
+            epoch: position.epoch,
         })
     }
 
@@ -342,6 +367,7 @@ impl GroupRegistry {
                 .is_some_and(|current| Arc::ptr_eq(current, group))
         {
             groups.remove(&*group.id);
+            self.log.forget(&group.id);
         }
     }
 }
@@ -486,11 +512,13 @@ mod tests {
                 members: 100,
                 queued: 99,
                 dropped: 1,
-                seq: 1
+                seq: 1,
+                epoch: report.epoch,
             }
         );
+        assert_ne!(report.epoch, 0);
         let second = groups.publish("room", &message).await.unwrap();
-        assert_eq!(second.seq, 2);
+        assert_eq!((second.epoch, second.seq), (report.epoch, 2));
         let first_push = |m: &ConnHandle| m.take_pushes().into_iter().next();
         let a = first_push(&members[0]).unwrap();
         let b = first_push(&members[99]).unwrap();
@@ -504,7 +532,8 @@ mod tests {
             .unwrap();
         assert!(matches!(
             frame,
-            Frame::Push { business: 9, seq: Some(1), group: Some(ref g), .. } if g.as_str() == "room"
+            Frame::Push { business: 9, seq: Some(1), epoch: Some(e), group: Some(ref g), .. }
+                if g.as_str() == "room" && e == report.epoch
         ));
         assert_eq!(
             groups.publish("nobody-here", &message).await.unwrap(),

@@ -3,7 +3,7 @@
 //! | method and path | body | reply |
 //! |---|---|---|
 //! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}` |
-//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"seq":s}` |
+//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"seq":s,"epoch":e}` |
 //! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
 //! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` or `{"kicked":false}` (not connected here) |
 //!
@@ -316,6 +316,11 @@ async fn push_group(
         .await
         .map_err(|e| match e {
             longconn_group::Error::Encode(e) => push_failed(e.into()),
+            longconn_group::Error::Log(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
             other => ApiError::bad_request(other.to_string()),
         })?;
     Ok(Json(json!({
@@ -323,6 +328,7 @@ async fn push_group(
         "queued": report.queued,
         "dropped": report.dropped,
         "seq": report.seq,
+        "epoch": report.epoch,
     })))
 }
 

@@ -88,13 +88,17 @@ async fn group_push_presence_and_kick() {
     assert_eq!(setup.get("/v1/groups/empty").await.1["members"], 0);
 
     let mut streams: Vec<_> = clients.iter().map(|c| c.pushes().unwrap()).collect();
+    let mut epoch = None;
     for seq in 1..=2 {
         let body = json!({"business": 3, "payload_b64": b64(b"headline")});
         let (status, reply) = setup.post("/v1/push/groups/news", body.to_string()).await;
         assert_eq!(status, 200, "{reply}");
+        let this_epoch = reply["epoch"].as_u64().expect("a JSON-safe epoch");
+        assert!(this_epoch > 0 && this_epoch < 1 << 53, "{reply}");
+        assert_eq!(*epoch.get_or_insert(this_epoch), this_epoch, "one epoch");
         assert_eq!(
             reply,
-            json!({"members": 3, "queued": 3, "dropped": 0, "seq": seq})
+            json!({"members": 3, "queued": 3, "dropped": 0, "seq": seq, "epoch": this_epoch})
         );
     }
     for stream in &mut streams {
@@ -107,7 +111,7 @@ async fn group_push_presence_and_kick() {
     let (_, reply) = setup.post("/v1/push/groups/nobody", body.to_string()).await;
     assert_eq!(
         reply,
-        json!({"members": 0, "queued": 0, "dropped": 0, "seq": 0})
+        json!({"members": 0, "queued": 0, "dropped": 0, "seq": 0, "epoch": 0})
     );
 
     // Kick: the client stops for good and its groups are left.

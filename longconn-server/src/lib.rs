@@ -19,6 +19,7 @@
 mod auth;
 mod driver;
 mod error;
+mod group_log;
 mod groups;
 mod hub;
 mod push;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 pub use auth::{AuthGrant, Authenticator, LoginRequest};
 pub use error::{Error, Result};
+pub use group_log::{GroupLog, GroupLogError, GroupPosition, LocalGroupLog};
 pub use groups::{GroupMembership, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use longconn_core::Listener;

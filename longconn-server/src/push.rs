@@ -56,6 +56,7 @@ impl PushMessage {
             business: self.business,
             group: None,
             seq: None,
+            epoch: None,
             meta: self.meta.clone(),
             payload: self.payload.clone(),
         }
@@ -165,6 +166,7 @@ impl Pusher {
             business: message.business,
             group: None,
             seq: None,
+            epoch: None,
             meta: message.meta.clone(),
             payload: message.payload.clone(),
         };

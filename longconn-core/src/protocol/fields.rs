@@ -21,7 +21,8 @@ pub mod tag {
     pub const META: u8 = 0x05;
     /// Group id, text, 1..=128 bytes.
     pub const GROUP: u8 = 0x06;
-    /// Group sequence number, `u64` big-endian.
+    /// Group sequence number (the offset of a push in its group's log within its
+    /// epoch), `u64` big-endian.
     pub const SEQ: u8 = 0x07;
     /// Wire code, `u16` big-endian.
     pub const CODE: u8 = 0x08;
@@ -35,6 +36,9 @@ pub mod tag {
     pub const CONN_ID: u8 = 0x0C;
     /// Unix time in milliseconds, `u64` big-endian.
     pub const EXPIRES_AT_MS: u8 = 0x0D;
+    /// Epoch of a group's log, `u64` big-endian: `SEQ` values compare only within one
+    /// epoch.
+    pub const EPOCH: u8 = 0x0E;
 }
 
 /// Longest app, device or group id in bytes.

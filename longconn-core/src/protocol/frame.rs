@@ -195,8 +195,12 @@ pub enum Frame {
         business: u32,
         /// The group it was sent to, for group pushes.
         group: Option<Text>,
-        /// Per-group sequence number, for group pushes.
+        /// Per-group sequence number, for group pushes: the push's offset in its
+        /// group's log.
         seq: Option<u64>,
+        /// The epoch of that log, for group pushes: sequence numbers compare only
+        /// within one epoch.
+        epoch: Option<u64>,
         /// Push metadata.
         meta: Metadata,
         /// Opaque business payload.
@@ -313,6 +317,7 @@ struct Fields {
     meta: Option<Span>,
     group: Option<Span>,
     seq: Option<u64>,
+    epoch: Option<u64>,
     code: Option<u16>,
     message: Option<Span>,
     retry_after_ms: Option<u32>,
@@ -349,7 +354,7 @@ impl Fields {
                 start: value_start as u32,
                 end: at as u32,
             };
-            if (tag::APP..=tag::EXPIRES_AT_MS).contains(&tag) {
+            if (tag::APP..=tag::EPOCH).contains(&tag) {
                 let bit = 1u16 << tag;
                 if fields.seen & bit != 0 {
                     return Err(DecodeError::DuplicateField { tag });
@@ -386,6 +391,7 @@ impl Fields {
                 tag::RETRY_AFTER_MS => fields.retry_after_ms = Some(be_u32(tag, raw)?),
                 tag::HEARTBEAT_MS => fields.heartbeat_ms = Some(be_u32(tag, raw)?),
                 tag::SEQ => fields.seq = Some(be_u64(tag, raw)?),
+                tag::EPOCH => fields.epoch = Some(be_u64(tag, raw)?),
                 tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
                 tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
                 tag::CODE => {
@@ -559,6 +565,7 @@ impl Frame {
                 business: required(f.business, ty, tag::BUSINESS)?,
                 group,
                 seq: f.seq,
+                epoch: f.epoch,
                 meta,
                 payload,
             },
@@ -712,6 +719,7 @@ impl Frame {
                 business,
                 group,
                 seq,
+                epoch,
                 meta: m,
                 ..
             } => {
@@ -722,6 +730,9 @@ impl Frame {
                 }
                 if let Some(s) = seq {
                     f(tag::SEQ, U64(*s));
+                }
+                if let Some(e) = epoch {
+                    f(tag::EPOCH, U64(*e));
                 }
             }
             Frame::JoinGroup { group, .. }

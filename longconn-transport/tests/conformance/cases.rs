@@ -161,6 +161,7 @@ pub async fn pushes_arrive_in_order<F: Fixture>() {
         business: 9,
         group: None,
         seq: Some(1),
+        epoch: None,
         meta: Metadata::new(),
         payload: Bytes::from_static(b"first"),
     };

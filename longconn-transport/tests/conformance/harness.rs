@@ -159,6 +159,7 @@ pub fn push_frame(id: u32, payload: Bytes) -> Frame {
         business: 9,
         group: None,
         seq: Some(u64::from(id)),
+        epoch: None,
         meta: Metadata::new(),
         payload,
     }
