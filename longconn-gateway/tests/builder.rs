@@ -382,6 +382,23 @@ async fn inconsistent_settings_are_refused_before_anything_listens() {
         matches!(&err, GatewayError::Config(m) if m.contains("TLS identity")),
         "{err}"
     );
+    // A QUIC idle timeout that would drop sessions between heartbeats (30 s).
+    let err = Gateway::builder()
+        .quic(any())
+        .tls_identity(longconn_transport::cert::TlsIdentity::self_signed(&["localhost"]).unwrap())
+        .transport(
+            TransportConfig::builder()
+                .quic_idle_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        )
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, GatewayError::Config(m) if m.contains("quic_idle_timeout")),
+        "{err}"
+    );
     // Both a router and backends.
     let err = Gateway::builder()
         .router(Router::echo())
