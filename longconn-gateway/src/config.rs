@@ -735,6 +735,25 @@ slow_consumer_policy = "disconnect"
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The defaults `--help` quotes are the ones in force.
+    #[test]
+    fn help_quotes_the_defaults_in_force() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let server = ServerConfig::default();
+        for quoted in [
+            format!("[default: {}]", server.node_id()),
+            format!("[default: {}]", server.max_connections()),
+            format!("[default: {DEFAULT_TOKEN_KEY_ID}]"),
+            format!("[default: {DEFAULT_TCP}]"),
+            format!("[default: {DEFAULT_WS}]"),
+            format!("[default: {DEFAULT_QUIC}]"),
+            format!("[default: {DEFAULT_HTTP}]"),
+        ] {
+            assert!(help.contains(&quoted), "--help lacks {quoted}");
+        }
+    }
+
     #[test]
     fn bad_listen_values_are_explained() {
         let err = Cli::try_parse_from(["gateway", "--tcp", "nowhere"]).unwrap_err();
