@@ -1,17 +1,41 @@
-//! Gateway settings: embedded defaults, overridden by a TOML file, overridden by flags.
+//! Gateway settings of the reference binary: embedded defaults, overridden by a TOML
+//! file, overridden by flags; [`GatewaySettings::into_builder`] turns them into
+//! [`GatewayBuilder`] calls.
+//!
+//! The defaults are the libraries' (`ServerConfig::default()`, `SessionConfig::default()`,
+//! `TransportConfig::default()`, `GroupConfig::default()`, [`DEFAULT_SHUTDOWN_DEADLINE`]):
+//! a setting given by neither the file nor a flag is left to its library's builder. Only
+//! what exists in the binary alone (listen addresses, the key id of `--token-secret`, the
+//! development certificate's directory) is defined here.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use longconn_core::{SessionConfig, SlowConsumerPolicy};
+use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
+use longconn_http::{HttpBackend, HttpBackendConfig};
+use longconn_server::{BackendLimits, ECHO_BUSINESS, EchoBackend, Router, ServerConfig};
+use longconn_transport::TransportConfig;
+use longconn_transport::cert::TlsIdentity;
 use serde::Deserialize;
+use tracing::warn;
 
-use super::GatewayError;
+use crate::{DEFAULT_SHUTDOWN_DEADLINE, GatewayBuilder, GatewayError, ListenerKind};
 
 pub use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+
+/// Default `--tcp`.
+pub const DEFAULT_TCP: &str = "127.0.0.1:7100";
+/// Default `--ws`.
+pub const DEFAULT_WS: &str = "127.0.0.1:7101";
+/// Default `--quic`.
+pub const DEFAULT_QUIC: &str = "127.0.0.1:7102";
+/// Default `--http`.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7180";
+/// Default `--token-key-id`.
+pub const DEFAULT_TOKEN_KEY_ID: &str = "k1";
 
 /// Command-line flags of the `gateway` binary. Every flag overrides the same setting
 /// from `--config`; anything set by neither keeps its embedded default.
@@ -112,11 +136,32 @@ pub struct FileConfig {
     pub session: FileSession,
     /// Graceful shutdown.
     pub shutdown: FileShutdown,
+    /// Acceptor limits.
+    pub transport: FileTransport,
     /// Group limits.
     pub groups: FileGroups,
     /// Forwarding rules to HTTP callbacks (business 1 stays on the echo backend unless
     /// a rule claims it).
     pub backends: Vec<FileBackend>,
+}
+
+/// `[transport]`: see `longconn_transport::TransportConfig` for each value's meaning and
+/// range. The frame limit is `[session] max_frame_size`; `SO_REUSEPORT` is `reuse_port`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTransport {
+    /// `listen(2)` backlog of TCP-based listeners.
+    pub listen_backlog: Option<u32>,
+    /// WebSocket read buffer per connection, bytes.
+    pub ws_read_buffer_size: Option<usize>,
+    /// Largest WebSocket upgrade request head, bytes.
+    pub ws_max_request_head: Option<usize>,
+    /// QUIC idle timeout, milliseconds.
+    pub quic_idle_timeout_ms: Option<u64>,
+    /// QUIC keep-alive interval, milliseconds; 0: none.
+    pub quic_keep_alive_ms: Option<u64>,
+    /// QUIC flow-control windows, bytes.
+    pub quic_stream_window: Option<u32>,
 }
 
 /// `[groups]`: see `longconn_group::GroupConfig` for each value's meaning and range.
@@ -240,12 +285,15 @@ pub struct FileShutdown {
 /// The resolved settings the gateway runs with.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
-    /// Node id.
-    pub node_id: u16,
-    /// Admission limit.
-    pub max_connections: usize,
-    /// SO_REUSEPORT on every listener.
-    pub reuse_port: bool,
+    /// Node id, admission limit, per-connection limits and timers (the frame limit is
+    /// the session's), `GoAway` hint.
+    pub server: ServerConfig,
+    /// Acceptor limits (`SO_REUSEPORT`, backlog, WebSocket and QUIC parameters).
+    pub transport: TransportConfig,
+    /// Group limits.
+    pub groups: GroupConfig,
+    /// Drain deadline.
+    pub shutdown_deadline: Duration,
     /// TCP listener.
     pub tcp: Option<SocketAddr>,
     /// HTTP listener.
@@ -266,14 +314,6 @@ pub struct GatewaySettings {
     pub token_keys: Vec<(String, String)>,
     /// Whether the development secret is in use.
     pub dev_secret: bool,
-    /// Per-connection limits and timers.
-    pub session: SessionConfig,
-    /// `GoAway` reconnect hint.
-    pub shutdown_retry_after: Duration,
-    /// Drain deadline.
-    pub shutdown_deadline: Duration,
-    /// Group limits.
-    pub groups: GroupConfig,
     /// HTTP callback rules.
     pub backends: Vec<FileBackend>,
 }
@@ -285,10 +325,10 @@ impl GatewaySettings {
             Some(path) => load(path)?,
             None => FileConfig::default(),
         };
-        let listen = |flag: Option<Listen>, file: Option<Listen>, default: &str| {
+        let listen = |flag: Option<Listen>, file: Option<Listen>, default: Option<&str>| {
             flag.or(file)
                 .map(|l| l.0)
-                .unwrap_or_else(|| default.parse().ok())
+                .unwrap_or_else(|| default.and_then(|d| d.parse().ok()))
         };
         let mut token_keys: Vec<(String, String)> = file
             .token_keys
@@ -296,27 +336,49 @@ impl GatewaySettings {
             .map(|k| (k.id, k.secret))
             .collect();
         if let Some(secret) = cli.token_secret {
-            let id = cli.token_key_id.unwrap_or_else(|| "k1".to_owned());
+            let id = cli
+                .token_key_id
+                .unwrap_or_else(|| DEFAULT_TOKEN_KEY_ID.to_owned());
             token_keys = vec![(id, secret)];
         }
         let dev_secret = token_keys.is_empty();
         if dev_secret {
             token_keys.push((DEV_TOKEN_KEY_ID.to_owned(), DEV_TOKEN_SECRET.to_owned()));
         }
-        let shutdown = file.shutdown;
+        let session = session_config(&file.session)?;
+        let max_frame = session.max_frame_size();
+        let mut server = ServerConfig::builder().session(session);
+        if let Some(v) = cli.node_id.or(file.node_id) {
+            server = server.node_id(v);
+        }
+        if let Some(v) = cli.max_connections.or(file.max_connections) {
+            server = server.max_connections(v);
+        }
+        if let Some(v) = file.shutdown.retry_after_ms {
+            server = server.shutdown_retry_after(Duration::from_millis(v));
+        }
+        let server = server
+            .build()
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let reuse_port = if cli.reuse_port {
+            Some(true)
+        } else {
+            file.reuse_port
+        };
         Ok(GatewaySettings {
-            node_id: cli.node_id.or(file.node_id).unwrap_or(1),
-            max_connections: cli
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(100_000),
-            reuse_port: cli.reuse_port || file.reuse_port.unwrap_or(false),
-            tcp: listen(cli.tcp, file.listen.tcp, "127.0.0.1:7100"),
-            http: listen(cli.http, file.listen.http, "127.0.0.1:7180"),
-            ws: listen(cli.ws, file.listen.ws, "127.0.0.1:7101"),
-            quic: listen(cli.quic, file.listen.quic, "127.0.0.1:7102"),
-            tls: listen(cli.tls, file.listen.tls, "off"),
-            wss: listen(cli.wss, file.listen.wss, "off"),
+            server,
+            transport: transport_config(&file.transport, max_frame, reuse_port)?,
+            groups: group_config(&file.groups, max_frame)?,
+            shutdown_deadline: file
+                .shutdown
+                .deadline_ms
+                .map_or(DEFAULT_SHUTDOWN_DEADLINE, Duration::from_millis),
+            tcp: listen(cli.tcp, file.listen.tcp, Some(DEFAULT_TCP)),
+            http: listen(cli.http, file.listen.http, Some(DEFAULT_HTTP)),
+            ws: listen(cli.ws, file.listen.ws, Some(DEFAULT_WS)),
+            quic: listen(cli.quic, file.listen.quic, Some(DEFAULT_QUIC)),
+            tls: listen(cli.tls, file.listen.tls, None),
+            wss: listen(cli.wss, file.listen.wss, None),
             tls_files: match (cli.tls_cert.or(file.tls.cert), cli.tls_key.or(file.tls.key)) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
@@ -332,13 +394,153 @@ impl GatewaySettings {
                 .unwrap_or_else(|| std::env::temp_dir().join("longconn-dev-cert")),
             token_keys,
             dev_secret,
-            groups: group_config(&file.groups, file.session.max_frame_size)?,
             backends: file.backends,
-            session: session_config(&file.session)?,
-            shutdown_retry_after: Duration::from_millis(shutdown.retry_after_ms.unwrap_or(5_000)),
-            shutdown_deadline: Duration::from_millis(shutdown.deadline_ms.unwrap_or(15_000)),
         })
     }
+
+    /// The builder calls these settings stand for: listeners, token keys (none while the
+    /// development secret is in use, so the builder warns about its default), the
+    /// forwarding rules, and a TLS identity if a QUIC, TLS or wss listener is on (from
+    /// the PEM files, or generated and written to `dev_cert_dir`).
+    pub fn into_builder(self) -> Result<GatewayBuilder, GatewayError> {
+        let mut builder = crate::Gateway::builder()
+            .server_config(self.server.clone())
+            .transport(self.transport.clone())
+            .groups(self.groups.clone())
+            .shutdown_deadline(self.shutdown_deadline)
+            .router(router(&self.backends)?);
+        if !self.dev_secret {
+            builder = builder.authenticator(token_keys(&self.token_keys)?);
+        }
+        let listeners = [
+            (ListenerKind::Tcp, self.tcp),
+            (ListenerKind::Ws, self.ws),
+            (ListenerKind::Quic, self.quic),
+            (ListenerKind::Tls, self.tls),
+            (ListenerKind::Wss, self.wss),
+            (ListenerKind::Http, self.http),
+        ];
+        for (kind, addr) in listeners {
+            if let Some(addr) = addr {
+                builder = builder.listen(kind, addr);
+            }
+        }
+        if self.quic.is_some() || self.tls.is_some() || self.wss.is_some() {
+            builder = builder.tls_identity(tls_identity(&self)?);
+        }
+        Ok(builder)
+    }
+}
+
+/// The forwarding rules: the echo backend on business 1 (unless a configured rule claims
+/// it), then one HTTP callback backend per `[[backends]]` entry.
+fn router(backends: &[FileBackend]) -> Result<Router, GatewayError> {
+    let claims_echo = backends.iter().any(|b| {
+        b.businesses.contains(&ECHO_BUSINESS)
+            || b.ranges
+                .iter()
+                .any(|[lo, hi]| (*lo..=*hi).contains(&ECHO_BUSINESS))
+    });
+    let mut builder = Router::builder();
+    if !claims_echo {
+        builder = builder
+            .backend("echo", EchoBackend, BackendLimits::default())
+            .route(ECHO_BUSINESS, "echo");
+    }
+    for b in backends {
+        let config = GatewayError::Config;
+        let http = HttpBackend::new(HttpBackendConfig {
+            events_url: b.events_url.clone(),
+            ..HttpBackendConfig::new(b.url.clone())
+        })
+        .map_err(|e| config(format!("backend `{}`: {e}", b.name)))?;
+        let defaults = BackendLimits::default();
+        let limits = BackendLimits {
+            timeout: b.timeout_ms.map_or(defaults.timeout, Duration::from_millis),
+            max_concurrency: b.max_concurrency.unwrap_or(defaults.max_concurrency),
+        };
+        builder = builder.backend(&b.name, http, limits);
+        for &business in &b.businesses {
+            builder = builder.route(business, &b.name);
+        }
+        for &[lo, hi] in &b.ranges {
+            builder = builder.route_range(lo..=hi, &b.name);
+        }
+        if b.default {
+            builder = builder.default_route(&b.name);
+        }
+        if b.events_url.is_some() {
+            builder = builder.subscribe(&b.name);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| GatewayError::Config(format!("backends: {e}")))
+}
+
+/// The configured certificate, or a freshly generated development one written to
+/// `dev_cert_dir` so that clients can trust it with `--ca`.
+fn tls_identity(settings: &GatewaySettings) -> Result<TlsIdentity, GatewayError> {
+    if let Some((cert, key)) = &settings.tls_files {
+        return Ok(TlsIdentity::from_pem_files(cert, key)?);
+    }
+    let identity = TlsIdentity::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let dir = &settings.dev_cert_dir;
+    std::fs::create_dir_all(dir)?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    identity.write_pem_files(&cert, &key)?;
+    warn!(
+        cert = %cert.display(),
+        fingerprint = %identity.fingerprint_sha256(),
+        "USING A GENERATED DEVELOPMENT CERTIFICATE for QUIC/TLS/wss. Clients must trust \
+         this file (--ca) or skip verification in development only (--insecure). \
+         Pass --tls-cert and --tls-key for any real deployment."
+    );
+    Ok(identity)
+}
+
+fn token_keys(pairs: &[(String, String)]) -> Result<TokenKeys, GatewayError> {
+    let mut keys: Option<TokenKeys> = None;
+    for (id, secret) in pairs {
+        let key = TokenKey::new(id, secret.as_bytes())
+            .map_err(|e| GatewayError::Config(format!("token key `{id}`: {e}")))?;
+        keys = Some(match keys {
+            None => TokenKeys::new(key),
+            Some(keys) => keys.with_verify_key(key),
+        });
+    }
+    keys.ok_or_else(|| GatewayError::Config("no token key".into()))
+}
+
+fn transport_config(
+    file: &FileTransport,
+    max_frame_size: usize,
+    reuse_port: Option<bool>,
+) -> Result<TransportConfig, GatewayError> {
+    let ms = Duration::from_millis;
+    let mut b = TransportConfig::builder().max_frame_size(max_frame_size);
+    if let Some(v) = reuse_port {
+        b = b.reuse_port(v);
+    }
+    if let Some(v) = file.listen_backlog {
+        b = b.listen_backlog(v);
+    }
+    if let Some(v) = file.ws_read_buffer_size {
+        b = b.ws_read_buffer_size(v);
+    }
+    if let Some(v) = file.ws_max_request_head {
+        b = b.ws_max_request_head(v);
+    }
+    if let Some(v) = file.quic_idle_timeout_ms {
+        b = b.quic_idle_timeout(ms(v));
+    }
+    if let Some(v) = file.quic_keep_alive_ms {
+        b = b.quic_keep_alive_interval((v > 0).then(|| ms(v)));
+    }
+    if let Some(v) = file.quic_stream_window {
+        b = b.quic_stream_window(v);
+    }
+    Ok(b.build()?)
 }
 
 fn load(path: &Path) -> Result<FileConfig, GatewayError> {
@@ -347,10 +549,7 @@ fn load(path: &Path) -> Result<FileConfig, GatewayError> {
     toml::from_str(&text).map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))
 }
 
-fn group_config(
-    file: &FileGroups,
-    max_frame_size: Option<usize>,
-) -> Result<GroupConfig, GatewayError> {
+fn group_config(file: &FileGroups, max_frame_size: usize) -> Result<GroupConfig, GatewayError> {
     let mut b = GroupConfig::builder();
     if let Some(v) = file.max_groups_per_connection {
         b = b.max_groups_per_connection(v);
@@ -367,10 +566,8 @@ fn group_config(
     if let Some(v) = file.fanout_workers {
         b = b.fanout_workers(v);
     }
-    if let Some(v) = max_frame_size {
-        b = b.max_frame_size(v);
-    }
-    b.build()
+    b.max_frame_size(max_frame_size)
+        .build()
         .map_err(|e| GatewayError::Config(format!("groups: {e}")))
 }
 
@@ -432,9 +629,60 @@ mod tests {
         assert_eq!(s.quic, Some("127.0.0.1:7102".parse().unwrap()));
         assert_eq!((s.tls, s.wss), (None, None), "TLS listeners are opt-in");
         assert!(s.tls_files.is_none());
-        assert_eq!(s.node_id, 1);
         assert!(s.dev_secret);
         assert_eq!(s.token_keys[0].0, DEV_TOKEN_KEY_ID);
+    }
+
+    /// Every setting neither the file nor a flag gives is the library's default.
+    #[test]
+    fn defaults_are_the_libraries_defaults() {
+        let s = GatewaySettings::resolve(cli(&[])).unwrap();
+        let server = ServerConfig::default();
+        assert_eq!(s.server.node_id(), server.node_id());
+        assert_eq!(s.server.max_connections(), server.max_connections());
+        assert_eq!(s.server.close_linger(), server.close_linger());
+        assert_eq!(s.server.accept_backoff_max(), server.accept_backoff_max());
+        assert_eq!(
+            s.server.shutdown_retry_after(),
+            server.shutdown_retry_after()
+        );
+        assert_eq!(**s.server.session(), SessionConfig::default());
+        assert_eq!(s.transport, TransportConfig::default());
+        assert_eq!(s.groups, GroupConfig::default());
+        assert_eq!(s.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
+    }
+
+    /// `[session] max_frame_size` is the one frame limit: it reaches the transport and
+    /// the group layer; `[transport]` and `reuse_port` reach the transport config.
+    #[test]
+    fn the_session_frame_limit_and_transport_keys_reach_the_transport() {
+        let dir = std::env::temp_dir().join(format!("lc-gw-transport-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "reuse_port = true\n[session]\nmax_frame_size = 4096\n\
+             [transport]\nlisten_backlog = 128\nws_read_buffer_size = 1024\n\
+             quic_idle_timeout_ms = 60000\nquic_keep_alive_ms = 20000\n",
+        )
+        .unwrap();
+        let s = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(s.server.session().max_frame_size(), 4096);
+        assert_eq!(s.transport.max_frame_size(), 4096);
+        assert_eq!(s.groups.max_frame_size(), 4096);
+        assert!(s.transport.reuse_port());
+        assert_eq!(s.transport.listen_backlog(), 128);
+        assert_eq!(s.transport.ws_read_buffer_size(), 1024);
+        assert_eq!(s.transport.quic_idle_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            s.transport.quic_keep_alive_interval(),
+            Some(Duration::from_secs(20))
+        );
+
+        std::fs::write(&path, "[transport]\nws_read_buffer_size = 1\n").unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("ws_read_buffer_size"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -465,14 +713,17 @@ slow_consumer_policy = "disconnect"
         let s =
             GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap(), "--node-id", "3"]))
                 .unwrap();
-        assert_eq!(s.node_id, 3, "flag wins");
+        assert_eq!(s.server.node_id(), 3, "flag wins");
         assert_eq!(s.tcp, Some("127.0.0.1:9100".parse().unwrap()), "file wins");
         assert_eq!(s.http, None, "off");
         assert!(!s.dev_secret);
         assert_eq!(s.token_keys.len(), 2);
-        assert_eq!(s.session.heartbeat_interval(), Duration::from_secs(10));
         assert_eq!(
-            s.session.slow_consumer_policy(),
+            s.server.session().heartbeat_interval(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            s.server.session().slow_consumer_policy(),
             SlowConsumerPolicy::Disconnect
         );
 
@@ -482,6 +733,25 @@ slow_consumer_policy = "disconnect"
         std::fs::write(&path, "unknown_key = 1\n").unwrap();
         assert!(GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The defaults `--help` quotes are the ones in force.
+    #[test]
+    fn help_quotes_the_defaults_in_force() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let server = ServerConfig::default();
+        for quoted in [
+            format!("[default: {}]", server.node_id()),
+            format!("[default: {}]", server.max_connections()),
+            format!("[default: {DEFAULT_TOKEN_KEY_ID}]"),
+            format!("[default: {DEFAULT_TCP}]"),
+            format!("[default: {DEFAULT_WS}]"),
+            format!("[default: {DEFAULT_QUIC}]"),
+            format!("[default: {DEFAULT_HTTP}]"),
+        ] {
+            assert!(help.contains(&quoted), "--help lacks {quoted}");
+        }
     }
 
     #[test]

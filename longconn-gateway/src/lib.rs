@@ -1,37 +1,75 @@
-//! The reference gateway: every transport of `longconn-transport` in front of one
-//! `longconn_server::Server` with a group registry and a forwarding router (echo
-//! on business 1, HTTP callbacks from the config), the HTTP push API and health
-//! endpoint, and graceful shutdown on SIGTERM or Ctrl-C.
+//! Gateway assembly: every transport of `longconn-transport` in front of one
+//! `longconn_server::Server`, with a group registry, a forwarding router, the HTTP push
+//! API and health endpoint, and graceful shutdown. [`Gateway::builder`] is the library
+//! entry; the `gateway` binary is a thin command line over it (flags and a TOML file,
+//! [`config`]).
+//!
+//! An embedded gateway with every listener, groups and the push API:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use longconn_core::{SessionConfig, TokenKey, TokenKeys};
+//! use longconn_gateway::{Gateway, ListenerKind};
+//! use longconn_group::GroupConfig;
+//! use longconn_server::{EchoBackend, ServerConfig};
+//! use longconn_transport::cert::TlsIdentity;
+//!
+//! let any = "127.0.0.1:0".parse()?;
+//! let session = SessionConfig::builder().max_frame_size(256 * 1024).build()?;
+//! let gateway = Gateway::builder()
+//!     .server_config(ServerConfig::builder().node_id(7).session(session).build()?)
+//!     .tcp(any).ws(any).quic(any).tls(any).wss(any).http(any)
+//!     .tls_identity(TlsIdentity::self_signed(&["localhost"])?)
+//!     .authenticator(TokenKeys::new(TokenKey::new("k1", b"a secret of 16+ bytes")?))
+//!     .backend(9, EchoBackend)
+//!     .groups(GroupConfig::builder().max_groups_per_connection(8).build()?)
+//!     .shutdown_deadline(Duration::from_secs(5))
+//!     .start()
+//!     .await?;
+//! // One frame limit everywhere: the session's.
+//! assert_eq!(gateway.transport_config().max_frame_size(), 256 * 1024);
+//! assert_eq!(gateway.groups().config().max_frame_size(), 256 * 1024);
+//! assert!(gateway.local_addr(ListenerKind::Quic).is_some());
+//! gateway.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`builder`]: [`GatewayBuilder`], the one assembly (listeners, authenticator,
+//!   backends or a router, groups, route store, group log, HTTP side), and the limits
+//!   each part takes from the one `ServerConfig`.
+//! - [`http`]: the HTTP router: `GET /healthz`, the push API, JSON 404s.
+//! - [`config`]: the reference binary's settings: embedded defaults (the libraries'),
+//!   a TOML file, command-line flags; [`GatewaySettings::into_builder`] turns them into
+//!   builder calls.
 
+pub mod builder;
 pub mod config;
 pub mod http;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::GroupRegistry;
-use longconn_http::{ApiLimits, HttpBackend, HttpBackendConfig, PushApi};
-use longconn_server::{
-    BackendLimits, ECHO_BUSINESS, EchoBackend, Listener, Router, Server, ServerConfig,
-    ShutdownReport,
-};
-use longconn_transport::cert::TlsIdentity;
-use longconn_transport::quic::QuicAcceptor;
-use longconn_transport::tcp::TcpAcceptor;
-use longconn_transport::tls::TlsAcceptor;
-use longconn_transport::ws::WsAcceptor;
+use longconn_server::{Server, ShutdownReport};
+use longconn_transport::TransportConfig;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
+pub use builder::{DEFAULT_SHUTDOWN_DEADLINE, GatewayBuilder, PUSH_FRAME_OVERHEAD};
 pub use config::{Cli, FileBackend, GatewaySettings};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GatewayError {
-    /// A setting is missing, malformed or out of range.
+    /// A setting is missing, malformed, out of range, or does not fit with another.
     #[error("configuration: {0}")]
     Config(String),
-    /// A listener could not be set up.
+    /// A listener could not be set up, or the transport limits are out of range.
     #[error(transparent)]
     Transport(#[from] longconn_transport::Error),
     /// A socket operation failed.
@@ -39,104 +77,147 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// A running gateway: its server, the addresses it bound, and its stop signal.
+/// The kinds of listener a gateway runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// Plain TCP.
+    Tcp,
+    /// WebSocket at `/ws`.
+    Ws,
+    /// QUIC (UDP, ALPN `longconn`).
+    Quic,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket over TLS at `/ws`.
+    Wss,
+    /// HTTP: `GET /healthz` and the push API.
+    Http,
+}
+
+impl ListenerKind {
+    /// The label in logs and in [`Gateway::bound`]: `tcp`, `ws`, `quic`, `tls`, `wss`,
+    /// `http`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Quic => "quic",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Wss => "wss",
+            ListenerKind::Http => "http",
+        }
+    }
+}
+
+/// A running gateway: its server, group registry, the addresses it bound, and its stop
+/// signal.
 #[derive(Debug)]
 pub struct Gateway {
     server: Server,
     groups: Arc<GroupRegistry>,
+    transport: TransportConfig,
     stop_http: CancellationToken,
     http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    settings: GatewaySettings,
-    /// What each listener bound, by label (ports resolved when 0 was asked for).
-    pub bound: Vec<(&'static str, std::net::SocketAddr)>,
+    shutdown_deadline: Duration,
+    /// What each listener bound, by label ([`ListenerKind::label`]; ports resolved when 0
+    /// was asked for), in the order they were added, HTTP last.
+    pub bound: Vec<(&'static str, SocketAddr)>,
 }
 
 impl Gateway {
-    /// Binds every configured listener and starts serving.
-    pub async fn start(settings: GatewaySettings) -> Result<Gateway, GatewayError> {
-        let keys = token_keys(&settings)?;
-        if settings.dev_secret {
-            warn!(
-                "USING THE BUILT-IN DEVELOPMENT TOKEN SECRET: anyone can log in. Set \
-                 --token-secret or [[token_keys]] for any real deployment."
-            );
-        }
-        let config = ServerConfig::builder()
-            .node_id(settings.node_id)
-            .max_connections(settings.max_connections)
-            .session(settings.session.clone())
-            .shutdown_retry_after(settings.shutdown_retry_after)
-            .build()
-            .map_err(|e| GatewayError::Config(e.to_string()))?;
-        let max_frame = settings.session.max_frame_size();
-        let groups = Arc::new(GroupRegistry::new(settings.groups.clone()));
-        let server = Server::builder(config, Arc::new(keys))
-            .router(Arc::new(router(&settings.backends)?))
-            .groups(groups.clone())
-            .build();
-        let mut bound = Vec::new();
-        let reuse = settings.reuse_port;
-        if let Some(addr) = settings.tcp {
-            let acceptor = TcpAcceptor::bind(addr, max_frame, reuse)?;
-            bound.push(("tcp", acceptor.local_addr()?));
-            server.serve(acceptor);
-        }
-        if let Some(addr) = settings.ws {
-            let acceptor = WsAcceptor::bind(addr, max_frame, reuse)?;
-            bound.push(("ws", acceptor.local_addr()?));
-            server.serve(acceptor);
-        }
-        if settings.quic.is_some() || settings.tls.is_some() || settings.wss.is_some() {
-            let identity = tls_identity(&settings)?;
-            if let Some(addr) = settings.quic {
-                let acceptor = QuicAcceptor::bind(addr, &identity, max_frame)?;
-                bound.push(("quic", acceptor.local_addr()?));
-                server.serve(acceptor);
-            }
-            let tcp_tls = Arc::new(identity.server_config(&[], false)?);
-            if let Some(addr) = settings.tls {
-                let acceptor = TlsAcceptor::bind(addr, tcp_tls.clone(), max_frame, reuse)?;
-                bound.push(("tls", acceptor.local_addr()?));
-                server.serve(acceptor);
-            }
-            if let Some(addr) = settings.wss {
-                let acceptor = WsAcceptor::bind_tls(addr, tcp_tls, max_frame, reuse)?;
-                bound.push(("wss", acceptor.local_addr()?));
-                server.serve(acceptor);
-            }
-        }
-        let stop_http = CancellationToken::new();
-        let mut http_task = None;
-        if let Some(addr) = settings.http {
-            let listener = http::bind(addr).await?;
-            bound.push(("http", listener.local_addr()?));
-            let limits = ApiLimits {
-                // Room for the header and fields inside one frame.
-                max_payload: max_frame.saturating_sub(1024),
-                ..ApiLimits::default()
-            };
-            let api = PushApi::new(server.clone(), groups.clone(), limits);
-            http_task = Some(tokio::spawn(http::serve(
-                listener,
-                server.clone(),
-                api,
-                stop_http.clone(),
-            )));
-        }
-        for (label, addr) in &bound {
-            info!(%addr, "{label} listening");
-        }
-        Ok(Gateway {
-            server,
-            groups,
-            stop_http,
-            http_task,
-            settings,
-            bound,
-        })
+    /// A builder for an embedded gateway; see [`GatewayBuilder`] for every part and its
+    /// default.
+    ///
+    /// A gateway with a business handler and an authenticator of its own, on a random
+    /// port, and one client request over raw TCP frames:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+    /// use longconn_core::{Code, Frame, Metadata, Transmit};
+    /// use longconn_gateway::{Gateway, ListenerKind};
+    /// use longconn_server::{AuthGrant, Authenticator, BackendReply, FnBackend, LoginRequest};
+    /// use longconn_transport::tcp::TcpConnection;
+    ///
+    /// /// Lets in every device of app `demo` that presents the token `let me in`.
+    /// struct DemoAuth;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Authenticator for DemoAuth {
+    ///     async fn authenticate(&self, login: &LoginRequest, _now: u64) -> Result<AuthGrant, Code> {
+    ///         if login.app.as_str() == "demo" && &login.token[..] == b"let me in" {
+    ///             Ok(AuthGrant { expires_unix_s: None })
+    ///         } else {
+    ///             Err(Code::InvalidToken)
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Business 7 greets whoever calls it.
+    /// let greeter = FnBackend::new(|request| async move {
+    ///     let mut payload = b"hello, ".to_vec();
+    ///     payload.extend_from_slice(&request.payload);
+    ///     Ok(BackendReply { meta: request.meta, payload: payload.into() })
+    /// });
+    /// let gateway = Gateway::builder()
+    ///     .tcp("127.0.0.1:0".parse()?)
+    ///     .authenticator(DemoAuth)
+    ///     .backend(7, greeter)
+    ///     .start()
+    ///     .await?;
+    ///
+    /// // A client speaking raw frames over TCP.
+    /// let addr = gateway.local_addr(ListenerKind::Tcp).unwrap();
+    /// let (mut reader, mut writer) = TcpConnection::connect(addr, 65_536).await?.split();
+    /// let login = Frame::Login {
+    ///     id: 1,
+    ///     app: "demo".into(),
+    ///     device: "phone-1".into(),
+    ///     token: Bytes::from_static(b"let me in"),
+    ///     meta: Metadata::new(),
+    /// };
+    /// writer.send(Transmit::Frame(login))?;
+    /// writer.flush().await?;
+    /// assert!(matches!(reader.recv().await?, Some(Frame::LoginAck { id: 1, .. })));
+    /// let request = Frame::Request {
+    ///     id: 2,
+    ///     business: 7,
+    ///     meta: Metadata::new(),
+    ///     payload: Bytes::from_static(b"world"),
+    /// };
+    /// writer.send(Transmit::Frame(request))?;
+    /// writer.flush().await?;
+    /// match reader.recv().await? {
+    ///     Some(Frame::Response { id: 2, payload, .. }) => assert_eq!(payload, "hello, world"),
+    ///     other => panic!("expected the greeting, got {other:?}"),
+    /// }
+    ///
+    /// let report = gateway.shutdown().await;
+    /// assert_eq!(report.connections, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
     }
 
-    /// The runtime server (for pushes and inspection).
+    /// Binds every listener of `settings` and starts serving: the reference binary's
+    /// path, [`GatewaySettings::into_builder`] then [`GatewayBuilder::start`].
+    pub async fn start(settings: GatewaySettings) -> Result<Gateway, GatewayError> {
+        settings.into_builder()?.start().await
+    }
+
+    /// The address the first listener of `kind` bound, if there is one.
+    pub fn local_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find(|(label, _)| *label == kind.label())
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The runtime server (for pushes, kicks and inspection).
     pub fn server(&self) -> &Server {
         &self.server
     }
@@ -146,97 +227,21 @@ impl Gateway {
         &self.groups
     }
 
-    /// Graceful shutdown: drains every session, then stops the HTTP side.
+    /// The limits every acceptor was bound with (its frame limit is the session's).
+    pub fn transport_config(&self) -> &TransportConfig {
+        &self.transport
+    }
+
+    /// Graceful shutdown: drains every session (until the builder's shutdown deadline),
+    /// then stops the HTTP side.
     pub async fn shutdown(mut self) -> ShutdownReport {
-        let report = self.server.shutdown(self.settings.shutdown_deadline).await;
+        let report = self.server.shutdown(self.shutdown_deadline).await;
         self.stop_http.cancel();
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
         }
         report
     }
-}
-
-/// The forwarding rules: the echo backend on business 1 (unless a configured rule claims
-/// it), then one HTTP callback backend per `[[backends]]` entry.
-fn router(backends: &[FileBackend]) -> Result<Router, GatewayError> {
-    let claims_echo = backends.iter().any(|b| {
-        b.businesses.contains(&ECHO_BUSINESS)
-            || b.ranges
-                .iter()
-                .any(|[lo, hi]| (*lo..=*hi).contains(&ECHO_BUSINESS))
-    });
-    let mut builder = Router::builder();
-    if !claims_echo {
-        builder = builder
-            .backend("echo", EchoBackend, BackendLimits::default())
-            .route(ECHO_BUSINESS, "echo");
-    }
-    for b in backends {
-        let config = GatewayError::Config;
-        let http = HttpBackend::new(HttpBackendConfig {
-            events_url: b.events_url.clone(),
-            ..HttpBackendConfig::new(b.url.clone())
-        })
-        .map_err(|e| config(format!("backend `{}`: {e}", b.name)))?;
-        let defaults = BackendLimits::default();
-        let limits = BackendLimits {
-            timeout: b
-                .timeout_ms
-                .map_or(defaults.timeout, std::time::Duration::from_millis),
-            max_concurrency: b.max_concurrency.unwrap_or(defaults.max_concurrency),
-        };
-        builder = builder.backend(&b.name, http, limits);
-        for &business in &b.businesses {
-            builder = builder.route(business, &b.name);
-        }
-        for &[lo, hi] in &b.ranges {
-            builder = builder.route_range(lo..=hi, &b.name);
-        }
-        if b.default {
-            builder = builder.default_route(&b.name);
-        }
-        if b.events_url.is_some() {
-            builder = builder.subscribe(&b.name);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| GatewayError::Config(format!("backends: {e}")))
-}
-
-/// The configured certificate, or a freshly generated development one written to
-/// `dev_cert_dir` so that clients can trust it with `--ca`.
-fn tls_identity(settings: &GatewaySettings) -> Result<TlsIdentity, GatewayError> {
-    if let Some((cert, key)) = &settings.tls_files {
-        return Ok(TlsIdentity::from_pem_files(cert, key)?);
-    }
-    let identity = TlsIdentity::self_signed(&["localhost", "127.0.0.1", "::1"])?;
-    let dir = &settings.dev_cert_dir;
-    std::fs::create_dir_all(dir)?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    identity.write_pem_files(&cert, &key)?;
-    warn!(
-        cert = %cert.display(),
-        fingerprint = %identity.fingerprint_sha256(),
-        "USING A GENERATED DEVELOPMENT CERTIFICATE for QUIC/TLS/wss. Clients must trust \
-         this file (--ca) or skip verification in development only (--insecure). \
-         Pass --tls-cert and --tls-key for any real deployment."
-    );
-    Ok(identity)
-}
-
-fn token_keys(settings: &GatewaySettings) -> Result<TokenKeys, GatewayError> {
-    let mut keys: Option<TokenKeys> = None;
-    for (id, secret) in &settings.token_keys {
-        let key = TokenKey::new(id, secret.as_bytes())
-            .map_err(|e| GatewayError::Config(format!("token key `{id}`: {e}")))?;
-        keys = Some(match keys {
-            None => TokenKeys::new(key),
-            Some(keys) => keys.with_verify_key(key),
-        });
-    }
-    keys.ok_or_else(|| GatewayError::Config("no token key".into()))
 }
 
 /// Resolves when the process is asked to stop (SIGTERM, or Ctrl-C / SIGINT).

@@ -6,6 +6,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A [`crate::TransportConfig`] value is outside its documented range.
+    #[error("transport config: {0}")]
+    Config(#[from] longconn_core::ConfigError),
     /// A socket operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -6,6 +6,9 @@
 //! The byte-level mappings are specified in docs/PROTOCOL.md ("Transport mappings").
 //!
 //! # Layout
+//! - [`config`]: [`TransportConfig`], the limits every acceptor shares (maximum frame
+//!   size, `SO_REUSEPORT`, listen backlog, WebSocket upgrade limits, QUIC transport
+//!   parameters); each acceptor has a `bind_with` constructor taking it.
 //! - [`stream`]: frame reader and writer halves over any byte stream, with buffers that
 //!   are only held while bytes are in flight.
 //! - [`tcp`] (feature `tcp`, default): [`tcp::TcpAcceptor`] and [`tcp::TcpConnection`].
@@ -24,6 +27,7 @@
 
 #[cfg(feature = "tls")]
 pub mod cert;
+pub mod config;
 pub mod error;
 #[cfg(feature = "quic")]
 pub mod quic;
@@ -35,4 +39,5 @@ pub mod tls;
 #[cfg(feature = "ws")]
 pub mod ws;
 
+pub use config::{TransportConfig, TransportConfigBuilder};
 pub use error::{Error, Result};

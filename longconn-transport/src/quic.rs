@@ -8,43 +8,43 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
 use longconn_core::{CloseReason, Frame, Transmit};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
+use quinn::{Endpoint, IdleTimeout, RecvStream, SendStream, VarInt};
 
+use crate::TransportConfig;
 use crate::cert::{ALPN_LONGCONN, TlsIdentity, Trust};
 use crate::stream::{StreamReader, StreamWriter};
 
-/// QUIC keeps a connection without traffic for this long. longconn's own heartbeats
-/// (every 30 s by default) keep it alive; the session's idle timeout (75 s) acts first.
-const MAX_IDLE: Duration = Duration::from_secs(120);
-/// Flow-control windows sized for long-lived sessions that are mostly idle: room for a
-/// few maximum-size frames in flight, not for bulk transfer.
-const STREAM_WINDOW: u32 = 256 * 1024;
+/// The transport settings of a client endpoint: [`quic_transport`] of the default
+/// [`TransportConfig`].
+pub fn transport_config() -> quinn::TransportConfig {
+    quic_transport(&TransportConfig::default())
+}
 
-/// The transport settings every longconn QUIC endpoint uses: one bidirectional stream,
-/// no unidirectional streams, no datagrams, no MTU discovery, no QUIC keep-alives.
-pub fn transport_config() -> TransportConfig {
-    let mut config = TransportConfig::default();
-    config
+/// The quinn transport settings for `config`. Fixed for every longconn endpoint: one
+/// bidirectional stream (the session's), no unidirectional streams, no datagrams and no
+/// MTU discovery (quinn allocates for each up front, per connection). From `config`: the
+/// idle timeout, QUIC keep-alives (off by default: longconn's heartbeats keep a session
+/// busy) and the flow-control windows.
+pub fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
+    let window = config.quic_stream_window();
+    let mut transport = quinn::TransportConfig::default();
+    transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
-        .receive_window(VarInt::from_u32(STREAM_WINDOW))
-        .send_window(u64::from(STREAM_WINDOW))
+        .stream_receive_window(VarInt::from_u32(window))
+        .receive_window(VarInt::from_u32(window))
+        .send_window(u64::from(window))
         .datagram_receive_buffer_size(None)
         .mtu_discovery_config(None)
-        .keep_alive_interval(None)
-        .max_idle_timeout(Some(
-            MAX_IDLE
-                .try_into()
-                .expect("120 s is a valid QUIC idle timeout"),
-        ));
-    config
+        .keep_alive_interval(config.quic_keep_alive_interval())
+        // `TransportConfig::build` checked that it fits in a QUIC varint.
+        .max_idle_timeout(IdleTimeout::try_from(config.quic_idle_timeout()).ok());
+    transport
 }
 
 /// Accepts QUIC connections on one UDP socket.
@@ -55,22 +55,41 @@ pub struct QuicAcceptor {
 }
 
 impl QuicAcceptor {
-    /// Binds `addr` (UDP) and presents `identity` with ALPN `longconn`.
+    /// Binds `addr` (UDP) and presents `identity` with ALPN `longconn`, with `config`'s
+    /// maximum frame size and QUIC transport parameters ([`quic_transport`]).
+    /// `SO_REUSEPORT` and the listen backlog do not apply to QUIC.
+    pub fn bind_with(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        config: &TransportConfig,
+    ) -> crate::Result<Self> {
+        let tls = identity.server_config(&[ALPN_LONGCONN], true)?;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(quic_transport(config)));
+        let endpoint = Endpoint::server(server, addr)?;
+        Ok(QuicAcceptor {
+            endpoint,
+            max_frame_size: config.max_frame_size(),
+        })
+    }
+
+    /// Binds `addr` (UDP) and presents `identity` with ALPN `longconn`. Shorthand for
+    /// [`QuicAcceptor::bind_with`] with the other limits at their defaults.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if `max_frame_size` is out of range, or the bind's error.
     pub fn bind(
         addr: SocketAddr,
         identity: &TlsIdentity,
         max_frame_size: usize,
     ) -> crate::Result<Self> {
-        let tls = identity.server_config(&[ALPN_LONGCONN], true)?;
-        let crypto =
-            QuicServerConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config()));
-        let endpoint = Endpoint::server(config, addr)?;
-        Ok(QuicAcceptor {
-            endpoint,
-            max_frame_size,
-        })
+        Self::bind_with(
+            addr,
+            identity,
+            &crate::tcp::shorthand(max_frame_size, false)?,
+        )
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::io::poll_read_buf;
 
+use crate::TransportConfig;
 use crate::stream::{ReadBuffer, StreamWriter};
 
 /// Accepts TCP connections for a `longconn_server::Server`.
@@ -25,30 +26,52 @@ pub struct TcpAcceptor {
 }
 
 impl TcpAcceptor {
-    /// Binds `addr`. With `reuse_port`, several processes (or acceptors) can bind the same
-    /// address and the kernel spreads connections over them (`SO_REUSEPORT`).
-    pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
+    /// Binds `addr` with `config`: its maximum frame size, `SO_REUSEPORT` and listen
+    /// backlog.
+    pub fn bind_with(addr: SocketAddr, config: &TransportConfig) -> crate::Result<Self> {
         Ok(TcpAcceptor {
-            listener: listen(addr, reuse_port)?,
-            max_frame_size,
+            listener: listen(addr, config)?,
+            max_frame_size: config.max_frame_size(),
         })
+    }
+
+    /// Binds `addr`. With `reuse_port`, several processes (or acceptors) can bind the same
+    /// address and the kernel spreads connections over them (`SO_REUSEPORT`). Shorthand
+    /// for [`TcpAcceptor::bind_with`] with the other limits at their defaults.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if `max_frame_size` is out of range, or the bind's I/O
+    /// error.
+    pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
+        Self::bind_with(addr, &shorthand(max_frame_size, reuse_port)?)
     }
 }
 
-/// Binds a TCP listener for any TCP-based transport (plain, TLS, WebSocket). With
-/// `reuse_port`, several processes can bind the same address (`SO_REUSEPORT`).
-pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> crate::Result<tokio::net::TcpListener> {
+/// The [`TransportConfig`] of the `bind(addr, max_frame_size, reuse_port)` shorthands.
+pub(crate) fn shorthand(max_frame_size: usize, reuse_port: bool) -> crate::Result<TransportConfig> {
+    TransportConfig::builder()
+        .max_frame_size(max_frame_size)
+        .reuse_port(reuse_port)
+        .build()
+}
+
+/// Binds a TCP listener for any TCP-based transport (plain, TLS, WebSocket) with
+/// `config`'s `SO_REUSEPORT` and backlog.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    config: &TransportConfig,
+) -> crate::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    if reuse_port {
+    if config.reuse_port() {
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
-    Ok(socket.listen(4096)?)
+    Ok(socket.listen(config.listen_backlog())?)
 }
 
 impl Listener for TcpAcceptor {
@@ -207,6 +230,24 @@ impl FrameReader for TcpReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reuse_port_comes_from_the_transport_config() {
+        let first = TcpAcceptor::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            &TransportConfig::builder().reuse_port(true).build().unwrap(),
+        )
+        .unwrap();
+        let addr = first.local_addr().unwrap();
+        let shared = TransportConfig::builder().reuse_port(true).build().unwrap();
+        assert!(TcpAcceptor::bind_with(addr, &shared).is_ok());
+        assert!(TcpAcceptor::bind_with(addr, &TransportConfig::default()).is_err());
+        // The shorthand validates like the builder.
+        assert!(matches!(
+            TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), 16, false),
+            Err(crate::Error::Config(_))
+        ));
+    }
 
     #[tokio::test]
     async fn dial_connects_from_the_given_source_ip() {

@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use crate::TransportConfig;
 use crate::stream::{AsyncIo, StreamReader, StreamWriter};
 
 /// Accepts TLS connections: TCP accept in the accept loop, the TLS handshake on the
@@ -31,18 +32,37 @@ impl std::fmt::Debug for TlsAcceptor {
 }
 
 impl TlsAcceptor {
+    /// Binds `addr` and serves `tls` (from [`crate::cert::TlsIdentity::server_config`])
+    /// with `config`: its maximum frame size, `SO_REUSEPORT` and listen backlog.
+    pub fn bind_with(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        config: &TransportConfig,
+    ) -> crate::Result<Self> {
+        Ok(TlsAcceptor {
+            listener: crate::tcp::listen(addr, config)?,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            max_frame_size: config.max_frame_size(),
+        })
+    }
+
     /// Binds `addr` and serves `config` (from [`crate::cert::TlsIdentity::server_config`]).
+    /// Shorthand for [`TlsAcceptor::bind_with`] with the other limits at their defaults.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if `max_frame_size` is out of range, or the bind's I/O
+    /// error.
     pub fn bind(
         addr: SocketAddr,
         config: Arc<rustls::ServerConfig>,
         max_frame_size: usize,
         reuse_port: bool,
     ) -> crate::Result<Self> {
-        Ok(TlsAcceptor {
-            listener: crate::tcp::listen(addr, reuse_port)?,
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
-            max_frame_size,
-        })
+        Self::bind_with(
+            addr,
+            config,
+            &crate::tcp::shorthand(max_frame_size, reuse_port)?,
+        )
     }
 }
 

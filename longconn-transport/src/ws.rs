@@ -12,8 +12,10 @@
 //! | `GET /ws` without a valid upgrade; anything that is not an HTTP/1.1 `GET` | `400` |
 //!
 //! # Memory
-//! [`WebSocketConfig`] is set for many idle connections rather than bulk transfer:
-//! - `read_buffer_size` 512 B (tungstenite's default is 128 KiB, allocated on the first
+//! [`WebSocketConfig`] is set for many idle connections rather than bulk transfer
+//! (the limits come from [`TransportConfig`]):
+//! - `read_buffer_size` 512 B by default ([`TransportConfig::ws_read_buffer_size`];
+//!   tungstenite's default is 128 KiB, allocated on the first
 //!   read and kept for the connection's life: ~138 KB per idle connection, against
 //!   ~2.1 KB with 512 B; see ../shared/GUIDE.md and docs/BENCHMARKS.md). The buffer grows
 //!   for a larger message and reads at most 512 B per call, which costs a few more reads
@@ -22,7 +24,8 @@
 //!   tungstenite's write buffer is a `Vec` that never shrinks, so a larger target would
 //!   keep up to that many bytes per connection after its first burst; a frame is
 //!   usually one push, so there is little to coalesce on this transport anyway.
-//! - `max_message_size` and `max_frame_size` = the session's maximum frame size: one
+//! - `max_message_size` and `max_frame_size` = [`TransportConfig::max_frame_size`], the
+//!   session's maximum frame size: one
 //!   message is one longconn frame, and tungstenite refuses a larger one from its header,
 //!   before buffering it (reported as `frame_too_large`).
 
@@ -47,25 +50,21 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::TransportConfig;
+use crate::config::DEFAULT_WS_READ_BUFFER;
 use crate::stream::AsyncIo;
 
 /// The only path that upgrades.
 pub const WS_PATH: &str = "/ws";
-
-/// Read buffer per connection (see the module docs).
-const READ_BUFFER: usize = 512;
-
-/// The largest HTTP request head (request line and headers) the server reads.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// Bytes added to the request-head buffer when it is full.
 const REQUEST_HEAD_CHUNK: usize = 1024;
 
 type Socket = WebSocketStream<Box<dyn AsyncIo>>;
 
-fn ws_config(max_frame_size: usize) -> WebSocketConfig {
+fn ws_config(max_frame_size: usize, read_buffer_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(read_buffer_size)
         .write_buffer_size(0)
         .max_message_size(Some(max_frame_size))
         .max_frame_size(Some(max_frame_size))
@@ -76,7 +75,25 @@ pub struct WsAcceptor {
     listener: tokio::net::TcpListener,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+}
+
+/// What a server-side handshake needs from the [`TransportConfig`].
+#[derive(Debug, Clone, Copy)]
+struct Limits {
     max_frame_size: usize,
+    read_buffer_size: usize,
+    max_request_head: usize,
+}
+
+impl Limits {
+    fn new(config: &TransportConfig) -> Limits {
+        Limits {
+            max_frame_size: config.max_frame_size(),
+            read_buffer_size: config.ws_read_buffer_size(),
+            max_request_head: config.ws_max_request_head(),
+        }
+    }
 }
 
 impl std::fmt::Debug for WsAcceptor {
@@ -88,19 +105,50 @@ impl std::fmt::Debug for WsAcceptor {
 }
 
 impl WsAcceptor {
-    /// Binds `addr` for plain `ws://`. With `reuse_port`, several processes can bind the
-    /// same address (`SO_REUSEPORT`).
-    pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
+    /// Binds `addr` for plain `ws://` with `config`: its maximum frame size,
+    /// `SO_REUSEPORT`, listen backlog, read buffer and request-head limit.
+    pub fn bind_with(addr: SocketAddr, config: &TransportConfig) -> crate::Result<Self> {
         Ok(WsAcceptor {
-            listener: crate::tcp::listen(addr, reuse_port)?,
+            listener: crate::tcp::listen(addr, config)?,
             #[cfg(feature = "tls")]
             tls: None,
-            max_frame_size,
+            limits: Limits::new(config),
+        })
+    }
+
+    /// Binds `addr` for plain `ws://`. With `reuse_port`, several processes can bind the
+    /// same address (`SO_REUSEPORT`). Shorthand for [`WsAcceptor::bind_with`] with the
+    /// other limits at their defaults.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if `max_frame_size` is out of range, or the bind's I/O
+    /// error.
+    pub fn bind(addr: SocketAddr, max_frame_size: usize, reuse_port: bool) -> crate::Result<Self> {
+        Self::bind_with(addr, &crate::tcp::shorthand(max_frame_size, reuse_port)?)
+    }
+
+    /// Binds `addr` for `wss://` with `tls` (from
+    /// [`crate::cert::TlsIdentity::server_config`]) and `config`.
+    #[cfg(feature = "tls")]
+    pub fn bind_tls_with(
+        addr: SocketAddr,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+        config: &TransportConfig,
+    ) -> crate::Result<Self> {
+        Ok(WsAcceptor {
+            listener: crate::tcp::listen(addr, config)?,
+            tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+            limits: Limits::new(config),
         })
     }
 
     /// Binds `addr` for `wss://` with `config` (from
-    /// [`crate::cert::TlsIdentity::server_config`]).
+    /// [`crate::cert::TlsIdentity::server_config`]). Shorthand for
+    /// [`WsAcceptor::bind_tls_with`] with the other limits at their defaults.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if `max_frame_size` is out of range, or the bind's I/O
+    /// error.
     #[cfg(feature = "tls")]
     pub fn bind_tls(
         addr: SocketAddr,
@@ -108,11 +156,11 @@ impl WsAcceptor {
         max_frame_size: usize,
         reuse_port: bool,
     ) -> crate::Result<Self> {
-        Ok(WsAcceptor {
-            listener: crate::tcp::listen(addr, reuse_port)?,
-            tls: Some(tokio_rustls::TlsAcceptor::from(config)),
-            max_frame_size,
-        })
+        Self::bind_tls_with(
+            addr,
+            config,
+            &crate::tcp::shorthand(max_frame_size, reuse_port)?,
+        )
     }
 }
 
@@ -135,7 +183,7 @@ impl Listener for WsAcceptor {
         stream.set_nodelay(true)?;
         #[cfg(feature = "tls")]
         let tls = self.tls.clone();
-        let max_frame_size = self.max_frame_size;
+        let limits = self.limits;
         Ok(Box::pin(async move {
             #[cfg(feature = "tls")]
             let mut io: Box<dyn AsyncIo> = match tls {
@@ -144,11 +192,10 @@ impl Listener for WsAcceptor {
             };
             #[cfg(not(feature = "tls"))]
             let mut io: Box<dyn AsyncIo> = Box::new(stream);
-            accept_upgrade(&mut io).await?;
-            let socket =
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max_frame_size)))
-                    .await;
-            Ok(WsConnection::new(socket, peer, max_frame_size))
+            accept_upgrade(&mut io, limits.max_request_head).await?;
+            let config = ws_config(limits.max_frame_size, limits.read_buffer_size);
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            Ok(WsConnection::new(socket, peer, limits.max_frame_size))
         }))
     }
 
@@ -165,10 +212,11 @@ impl Listener for WsAcceptor {
 /// of [`WS_PATH`], otherwise the refusal in the module docs, after which it fails.
 ///
 /// The request head is read into a buffer that is dropped on return; it may not exceed
-/// [`MAX_REQUEST_HEAD`] bytes, and the client may not send anything after it before the
+/// `max_request_head` bytes, and the client may not send anything after it before the
 /// response (RFC 6455, section 4.1).
 async fn accept_upgrade(
     io: &mut Box<dyn AsyncIo>,
+    max_request_head: usize,
 ) -> std::result::Result<(), longconn_core::ConnectionError> {
     let mut head = Vec::with_capacity(REQUEST_HEAD_CHUNK);
     let request = loop {
@@ -187,7 +235,7 @@ async fn accept_upgrade(
             Ok(Some(_)) => {
                 return refuse(io, StatusCode::BAD_REQUEST, "data after the request").await;
             }
-            Ok(None) if head.len() >= MAX_REQUEST_HEAD => {
+            Ok(None) if head.len() >= max_request_head => {
                 return refuse(io, StatusCode::BAD_REQUEST, "request head too large").await;
             }
             Ok(None) => {}
@@ -333,10 +381,10 @@ impl WsConnection {
         peer: SocketAddr,
         max_frame_size: usize,
     ) -> crate::Result<Self> {
-        let (socket, _) =
-            tokio_tungstenite::client_async_with_config(url, io, Some(ws_config(max_frame_size)))
-                .await
-                .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
+        let config = ws_config(max_frame_size, DEFAULT_WS_READ_BUFFER);
+        let (socket, _) = tokio_tungstenite::client_async_with_config(url, io, Some(config))
+            .await
+            .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
         Ok(WsConnection::new(socket, peer, max_frame_size))
     }
 }
@@ -561,7 +609,7 @@ mod tests {
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    use super::{WsConnection, ws_config};
+    use super::{DEFAULT_WS_READ_BUFFER, WsConnection, ws_config};
 
     /// Never readable; takes every byte at once, but its flush stays pending (like a TLS
     /// stream over a full socket) until `flushable` is set.
@@ -601,6 +649,47 @@ mod tests {
         }
     }
 
+    /// Sends an upgrade request with a header of `padding` bytes to an acceptor bound
+    /// with `config`; returns the status line of the answer.
+    async fn upgrade_status(config: &crate::TransportConfig, padding: usize) -> String {
+        use longconn_core::Listener;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut acceptor =
+            super::WsAcceptor::bind_with("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let handshake = acceptor.accept().await.unwrap();
+            handshake.await.is_ok()
+        });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             X-Padding: {}\r\n\r\n",
+            "p".repeat(padding)
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        let upgraded = server.await.unwrap();
+        let status = String::from_utf8(answer).unwrap();
+        assert_eq!(upgraded, status.ends_with("101"), "{status}");
+        status
+    }
+
+    #[tokio::test]
+    async fn the_request_head_limit_comes_from_the_transport_config() {
+        let small = crate::TransportConfig::builder()
+            .ws_max_request_head(1024)
+            .build()
+            .unwrap();
+        assert_eq!(upgrade_status(&small, 2000).await, "HTTP/1.1 400");
+        assert_eq!(upgrade_status(&small, 10).await, "HTTP/1.1 101");
+        let default = crate::TransportConfig::default();
+        assert_eq!(upgrade_status(&default, 2000).await, "HTTP/1.1 101");
+    }
+
     #[tokio::test]
     async fn a_cancelled_flush_leaves_the_writes_pending() {
         let flushable = Arc::new(AtomicBool::new(false));
@@ -610,7 +699,7 @@ mod tests {
         let socket = WebSocketStream::from_raw_socket(
             Box::new(io) as _,
             Role::Server,
-            Some(ws_config(1024)),
+            Some(ws_config(1024, DEFAULT_WS_READ_BUFFER)),
         )
         .await;
         let conn = WsConnection::new(socket, "127.0.0.1:1".parse().unwrap(), 1024);

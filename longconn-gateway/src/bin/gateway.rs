@@ -1,8 +1,10 @@
 //! `gateway`: the longconn reference gateway. Runs on embedded defaults with no
-//! arguments; `--help` lists every setting.
+//! arguments; `--help` lists every setting. A thin command line over
+//! [`longconn_gateway::GatewayBuilder`]: flags and the TOML file resolve to settings, the
+//! settings to builder calls.
 
 use clap::Parser;
-use longconn_gateway::{Cli, Gateway, GatewaySettings, stop_signal};
+use longconn_gateway::{Cli, GatewayError, GatewaySettings, stop_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -10,18 +12,21 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let settings = match GatewaySettings::resolve(Cli::parse()) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("gateway: {err}");
-            return std::process::ExitCode::from(2);
-        }
+    let started = match GatewaySettings::resolve(Cli::parse()).and_then(|s| s.into_builder()) {
+        Ok(builder) => builder.start().await,
+        Err(err) => Err(err),
     };
-    let gateway = match Gateway::start(settings).await {
+    let gateway = match started {
         Ok(gateway) => gateway,
         Err(err) => {
             eprintln!("gateway: {err}");
-            return std::process::ExitCode::FAILURE;
+            // Settings out of range or inconsistent: 2, as for a bad flag.
+            let status = if matches!(err, GatewayError::Config(_)) {
+                2
+            } else {
+                1
+            };
+            return std::process::ExitCode::from(status);
         }
     };
     if let Err(err) = stop_signal().await {

@@ -1,0 +1,469 @@
+//! [`GatewayBuilder`]: the one assembly of a gateway, from listeners, authentication,
+//! business handlers, groups and the HTTP side to a running [`Gateway`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
+use longconn_core::{TokenKey, TokenKeys};
+use longconn_group::{GroupConfig, GroupRegistry, JoinAuthorizer};
+use longconn_http::{ApiLimits, PushApi};
+use longconn_server::{
+    Authenticator, Backend, BackendLimits, DeviceKey, ECHO_BUSINESS, EchoBackend, GroupLog,
+    Listener, RouteStore, Router, Server, ServerConfig,
+};
+use longconn_transport::TransportConfig;
+use longconn_transport::cert::TlsIdentity;
+use longconn_transport::quic::QuicAcceptor;
+use longconn_transport::tcp::TcpAcceptor;
+use longconn_transport::tls::TlsAcceptor;
+use longconn_transport::ws::WsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Gateway, GatewayError, ListenerKind, http};
+
+/// Default [`GatewayBuilder::shutdown_deadline`]: 15 s for the whole drain.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Bytes of a frame the push API keeps for the header and fields: a pushed payload may be
+/// at most the frame size minus this.
+pub const PUSH_FRAME_OVERHEAD: usize = 1024;
+
+/// Assembles a [`Gateway`]; start with [`Gateway::builder`], finish with
+/// [`GatewayBuilder::start`].
+///
+/// Every limit has one source:
+/// - the frame limit is the session's ([`ServerConfig::session`]'s `max_frame_size`,
+///   default 64 KiB); `start` gives it to every acceptor (the [`TransportConfig`]), to
+///   the group registry (the [`GroupConfig`]) and to the push API (its largest payload is
+///   the frame size minus [`PUSH_FRAME_OVERHEAD`]);
+/// - everything else defaults to the owning crate's `Default` ([`ServerConfig`],
+///   [`TransportConfig`], [`GroupConfig`], [`ApiLimits`]), and the drain deadline to
+///   [`DEFAULT_SHUTDOWN_DEADLINE`].
+///
+/// Nothing listens unless asked: add listeners with [`GatewayBuilder::tcp`],
+/// [`GatewayBuilder::ws`], [`GatewayBuilder::quic`], [`GatewayBuilder::tls`],
+/// [`GatewayBuilder::wss`] and [`GatewayBuilder::http`].
+pub struct GatewayBuilder {
+    server: ServerConfig,
+    transport: TransportConfig,
+    groups: GroupConfig,
+    api_limits: ApiLimits,
+    shutdown_deadline: Duration,
+    listeners: Vec<(ListenerKind, SocketAddr)>,
+    tls_identity: Option<TlsIdentity>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    router: Option<Arc<Router>>,
+    backends: Vec<(u32, Arc<dyn Backend>, BackendLimits)>,
+    route_store: Option<Arc<dyn RouteStore>>,
+    group_log: Option<Arc<dyn GroupLog>>,
+    join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("server", &self.server)
+            .field("transport", &self.transport)
+            .field("groups", &self.groups)
+            .field("api_limits", &self.api_limits)
+            .field("shutdown_deadline", &self.shutdown_deadline)
+            .field("listeners", &self.listeners)
+            .field("router", &self.router)
+            .field("backends", &self.backends.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        GatewayBuilder {
+            server: ServerConfig::default(),
+            transport: TransportConfig::default(),
+            groups: GroupConfig::default(),
+            api_limits: ApiLimits::default(),
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            listeners: Vec::new(),
+            tls_identity: None,
+            authenticator: None,
+            router: None,
+            backends: Vec::new(),
+            route_store: None,
+            group_log: None,
+            join_authorizer: None,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// The runtime's settings: node id, admission limit, the per-connection
+    /// `SessionConfig` (whose `max_frame_size` is the gateway's one frame limit), close
+    /// linger and the `GoAway` hint. Default `ServerConfig::default()`.
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.server = config;
+        self
+    }
+
+    /// The acceptors' limits (`SO_REUSEPORT`, backlog, WebSocket and QUIC parameters).
+    /// Its `max_frame_size` is replaced by the session's. Default
+    /// `TransportConfig::default()`.
+    pub fn transport(mut self, config: TransportConfig) -> Self {
+        self.transport = config;
+        self
+    }
+
+    /// The group layer's limits. Its `max_frame_size` is replaced by the session's.
+    /// Default `GroupConfig::default()`.
+    pub fn groups(mut self, config: GroupConfig) -> Self {
+        self.groups = config;
+        self
+    }
+
+    /// The push API's limits. Its `max_payload` is replaced by the session's frame size
+    /// minus [`PUSH_FRAME_OVERHEAD`]. Default `ApiLimits::default()`.
+    pub fn api_limits(mut self, limits: ApiLimits) -> Self {
+        self.api_limits = limits;
+        self
+    }
+
+    /// Time [`Gateway::shutdown`] allows for the whole drain before it closes the
+    /// connections left. Default [`DEFAULT_SHUTDOWN_DEADLINE`].
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
+        self
+    }
+
+    /// Adds a listener of `kind` on `addr` (port 0: any free port; see
+    /// [`Gateway::local_addr`]).
+    pub fn listen(mut self, kind: ListenerKind, addr: SocketAddr) -> Self {
+        self.listeners.push((kind, addr));
+        self
+    }
+
+    /// Adds a TCP listener.
+    pub fn tcp(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Tcp, addr)
+    }
+
+    /// Adds a WebSocket listener (path `/ws`).
+    pub fn ws(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Ws, addr)
+    }
+
+    /// Adds a QUIC listener (UDP, ALPN `longconn`); needs [`GatewayBuilder::tls_identity`].
+    pub fn quic(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Quic, addr)
+    }
+
+    /// Adds a TLS-over-TCP listener; needs [`GatewayBuilder::tls_identity`].
+    pub fn tls(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Tls, addr)
+    }
+
+    /// Adds a WebSocket-over-TLS listener (path `/ws`); needs
+    /// [`GatewayBuilder::tls_identity`].
+    pub fn wss(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Wss, addr)
+    }
+
+    /// Serves `GET /healthz` and the push API (`longconn_http::api`) over HTTP on `addr`.
+    pub fn http(self, addr: SocketAddr) -> Self {
+        self.listen(ListenerKind::Http, addr)
+    }
+
+    /// The certificate QUIC, TLS and wss listeners present.
+    pub fn tls_identity(mut self, identity: TlsIdentity) -> Self {
+        self.tls_identity = Some(identity);
+        self
+    }
+
+    /// Checks logins with `authenticator` (for example `TokenKeys` with the deployment's
+    /// keys). Default: `TokenKeys` with the built-in development key, which anyone with
+    /// the source can sign with; `start` warns about it.
+    pub fn authenticator(self, authenticator: impl Authenticator) -> Self {
+        self.shared_authenticator(Arc::new(authenticator))
+    }
+
+    /// [`GatewayBuilder::authenticator`] for one that is already shared.
+    pub fn shared_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Sends requests for `business` to `backend`, with the default [`BackendLimits`].
+    /// Business 1 stays on the echo backend unless a backend claims it. Not with
+    /// [`GatewayBuilder::router`].
+    pub fn backend(self, business: u32, backend: impl Backend) -> Self {
+        self.backend_with_limits(business, backend, BackendLimits::default())
+    }
+
+    /// [`GatewayBuilder::backend`] with its own timeout and concurrency limit.
+    pub fn backend_with_limits(
+        mut self,
+        business: u32,
+        backend: impl Backend,
+        limits: BackendLimits,
+    ) -> Self {
+        self.backends.push((business, Arc::new(backend), limits));
+        self
+    }
+
+    /// Forwards requests with `router` as it is (ranges, a default route, event
+    /// subscribers; no echo backend is added). Not with [`GatewayBuilder::backend`].
+    /// Default: the echo backend on business 1, plus the backends added.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(Arc::new(router));
+        self
+    }
+
+    /// Where device routes are registered (a cluster's shared store). Default the
+    /// server's in-memory store.
+    pub fn route_store(mut self, store: Arc<dyn RouteStore>) -> Self {
+        self.route_store = Some(store);
+        self
+    }
+
+    /// Who numbers group publishes (a cluster's shared log). Default the group
+    /// registry's in-process log.
+    pub fn group_log(mut self, log: Arc<dyn GroupLog>) -> Self {
+        self.group_log = Some(log);
+        self
+    }
+
+    /// Checks client-initiated group joins. Default: every client may join every group.
+    pub fn join_authorizer(mut self, authorizer: impl JoinAuthorizer) -> Self {
+        self.join_authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Checks the settings, binds every listener, and starts serving. Nothing is served
+    /// unless every listener bound.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for settings out of range or that do not fit together
+    /// (a TLS listener without an identity, both a router and backends, overlapping
+    /// backend rules), [`GatewayError::Transport`] or [`GatewayError::Io`] when a
+    /// listener cannot be bound.
+    pub async fn start(self) -> Result<Gateway, GatewayError> {
+        let config = GatewayError::Config;
+        let session = self.server.session().clone();
+        let max_frame = session.max_frame_size();
+        let transport = self
+            .transport
+            .to_builder()
+            .max_frame_size(max_frame)
+            .build()?;
+        let groups = group_config_with_frame(&self.groups, max_frame)?;
+        let api_limits = ApiLimits {
+            max_payload: max_frame.saturating_sub(PUSH_FRAME_OVERHEAD),
+            ..self.api_limits
+        };
+        let kinds = || self.listeners.iter().map(|(kind, _)| *kind);
+        if kinds().any(|k| k == ListenerKind::Quic)
+            && transport.quic_idle_timeout() <= session.heartbeat_interval()
+        {
+            return Err(config(
+                "transport.quic_idle_timeout must exceed session.heartbeat_interval, or idle \
+                 QUIC sessions drop between heartbeats"
+                    .into(),
+            ));
+        }
+        let router = match (self.router, self.backends.is_empty()) {
+            (Some(router), true) => router,
+            (None, _) => Arc::new(router_from(self.backends)?),
+            (Some(_), false) => {
+                return Err(config("give either a router or backends, not both".into()));
+            }
+        };
+        let authenticator = match self.authenticator {
+            Some(authenticator) => authenticator,
+            None => {
+                warn!(
+                    "USING THE BUILT-IN DEVELOPMENT TOKEN SECRET: anyone can log in. Set \
+                     --token-secret or [[token_keys]] (or an authenticator) for any real \
+                     deployment."
+                );
+                let key = TokenKey::new(DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET.as_bytes())
+                    .map_err(|e| config(format!("development token key: {e}")))?;
+                Arc::new(TokenKeys::new(key))
+            }
+        };
+
+        // Bind everything before serving anything: a failed bind leaves no accept loop
+        // behind.
+        let mut bound: Vec<(&'static str, SocketAddr)> = Vec::new();
+        let mut serve: Vec<StartServing> = Vec::new();
+        let mut http_listener = None;
+        let mut tcp_tls = None;
+        for &(kind, addr) in &self.listeners {
+            let local = match kind {
+                ListenerKind::Tcp => queue(&mut serve, TcpAcceptor::bind_with(addr, &transport)?)?,
+                ListenerKind::Ws => queue(&mut serve, WsAcceptor::bind_with(addr, &transport)?)?,
+                ListenerKind::Quic => {
+                    let identity = identity(&self.tls_identity, kind)?;
+                    queue(
+                        &mut serve,
+                        QuicAcceptor::bind_with(addr, identity, &transport)?,
+                    )?
+                }
+                ListenerKind::Tls | ListenerKind::Wss => {
+                    let tls = match &tcp_tls {
+                        Some(tls) => Arc::clone(tls),
+                        None => {
+                            let identity = identity(&self.tls_identity, kind)?;
+                            let tls = Arc::new(identity.server_config(&[], false)?);
+                            tcp_tls.insert(tls).clone()
+                        }
+                    };
+                    if kind == ListenerKind::Tls {
+                        queue(&mut serve, TlsAcceptor::bind_with(addr, tls, &transport)?)?
+                    } else {
+                        queue(
+                            &mut serve,
+                            WsAcceptor::bind_tls_with(addr, tls, &transport)?,
+                        )?
+                    }
+                }
+                ListenerKind::Http => {
+                    if http_listener.is_some() {
+                        return Err(config("at most one HTTP listener".into()));
+                    }
+                    let listener = http::bind(addr).await?;
+                    let local = listener.local_addr()?;
+                    http_listener = Some((listener, local));
+                    // Logged last, after every connection listener.
+                    continue;
+                }
+            };
+            bound.push((kind.label(), local));
+        }
+
+        let mut registry = match self.join_authorizer {
+            Some(authorizer) => {
+                GroupRegistry::with_authorizer(groups, SharedAuthorizer(authorizer))
+            }
+            None => GroupRegistry::new(groups),
+        };
+        if let Some(log) = self.group_log {
+            registry = registry.with_group_log(log);
+        }
+        let registry = Arc::new(registry);
+        let mut server = Server::builder(self.server, authenticator)
+            .router(router)
+            .groups(registry.clone());
+        if let Some(store) = self.route_store {
+            server = server.route_store(store);
+        }
+        let server = server.build();
+        for start in serve {
+            start(&server);
+        }
+        let stop_http = CancellationToken::new();
+        let mut http_task = None;
+        if let Some((listener, local)) = http_listener {
+            bound.push((ListenerKind::Http.label(), local));
+            let api = PushApi::new(server.clone(), registry.clone(), api_limits);
+            http_task = Some(tokio::spawn(http::serve(
+                listener,
+                server.clone(),
+                api,
+                stop_http.clone(),
+            )));
+        }
+        for (label, addr) in &bound {
+            info!(%addr, "{label} listening");
+        }
+        Ok(Gateway {
+            server,
+            groups: registry,
+            transport,
+            stop_http,
+            http_task,
+            shutdown_deadline: self.shutdown_deadline,
+            bound,
+        })
+    }
+}
+
+/// Starts one bound acceptor's accept loop on the server.
+type StartServing = Box<dyn FnOnce(&Server) + Send>;
+
+/// Queues `acceptor` to be served once the server exists; returns its bound address.
+fn queue<L: Listener>(
+    serve: &mut Vec<StartServing>,
+    acceptor: L,
+) -> Result<SocketAddr, GatewayError> {
+    let local = acceptor.local_addr()?;
+    serve.push(Box::new(move |server: &Server| server.serve(acceptor)));
+    Ok(local)
+}
+
+fn identity(
+    identity: &Option<TlsIdentity>,
+    kind: ListenerKind,
+) -> Result<&TlsIdentity, GatewayError> {
+    identity.as_ref().ok_or_else(|| {
+        GatewayError::Config(format!(
+            "a {} listener needs a TLS identity (GatewayBuilder::tls_identity)",
+            kind.label()
+        ))
+    })
+}
+
+/// `config` with the group layer's frame limit set to the session's.
+fn group_config_with_frame(
+    config: &GroupConfig,
+    max_frame_size: usize,
+) -> Result<GroupConfig, GatewayError> {
+    GroupConfig::builder()
+        .max_groups_per_connection(config.max_groups_per_connection())
+        .max_members_per_group(config.max_members_per_group())
+        .max_group_id_len(config.max_group_id_len())
+        .fanout_chunk(config.fanout_chunk())
+        .fanout_workers(config.fanout_workers())
+        .max_frame_size(max_frame_size)
+        .build()
+        .map_err(|e| GatewayError::Config(format!("groups: {e}")))
+}
+
+/// The echo backend on business 1 (unless a backend claims it), then one backend per
+/// business id.
+fn router_from(
+    backends: Vec<(u32, Arc<dyn Backend>, BackendLimits)>,
+) -> Result<Router, GatewayError> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some((business, ..)) = backends.iter().find(|(b, ..)| !seen.insert(*b)) {
+        return Err(GatewayError::Config(format!(
+            "backends: two backends for business {business}"
+        )));
+    }
+    let mut builder = Router::builder();
+    if !backends
+        .iter()
+        .any(|(business, ..)| *business == ECHO_BUSINESS)
+    {
+        builder = builder
+            .backend("echo", EchoBackend, BackendLimits::default())
+            .route(ECHO_BUSINESS, "echo");
+    }
+    for (business, backend, limits) in backends {
+        let name = format!("business-{business}");
+        builder = builder
+            .shared_backend(&name, backend, limits)
+            .route(business, &name);
+    }
+    builder
+        .build()
+        .map_err(|e| GatewayError::Config(format!("backends: {e}")))
+}
+
+/// A shared [`JoinAuthorizer`] (the registry takes one by value).
+struct SharedAuthorizer(Arc<dyn JoinAuthorizer>);
+
+impl JoinAuthorizer for SharedAuthorizer {
+    fn may_join(&self, device: &DeviceKey, group: &str) -> bool {
+        self.0.may_join(device, group)
+    }
+}
