@@ -575,7 +575,12 @@ impl ClientSession {
                 Some(_) | None => {}
             },
             Frame::JoinAck { id, .. } | Frame::LeaveAck { id, .. } => {
-                match self.pending.remove(&id).map(|p| p.kind) {
+                // Only a join, leave or rejoin takes an ack; an ack with another call's
+                // id leaves that call waiting.
+                let kind = self.take_pending(id, |k| {
+                    matches!(k, Kind::Join(_) | Kind::Leave(_) | Kind::Rejoin(_))
+                });
+                match kind.map(|p| p.kind) {
                     Some(Kind::Join(group)) => {
                         self.joined.insert(group.detach());
                         self.events.push_back(ClientEvent::GroupAck {
@@ -592,21 +597,7 @@ impl ClientSession {
                             joined: false,
                         });
                     }
-                    Some(other) => {
-                        // A rejoin's ack, or an ack with the id of another call: keep
-                        // the other call waiting.
-                        if !matches!(other, Kind::Rejoin(_)) {
-                            self.pending.insert(
-                                id,
-                                Pending {
-                                    kind: other,
-                                    deadline: None,
-                                    held: None,
-                                },
-                            );
-                        }
-                    }
-                    None => {}
+                    _ => {}
                 }
             }
             Frame::Push {
