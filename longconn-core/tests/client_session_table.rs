@@ -646,25 +646,27 @@ fn cell_cl5_expired_token_is_retried_once_with_a_fresh_token() {
 
 #[test]
 fn cell_cl6_other_closes_during_login_are_losses() {
+    for code in [Code::GoingAway, Code::LoginTimeout] {
+        let mut h = Harness::in_state(ClientState::LoggingIn);
+        h.token();
+        h.frame(close(code));
+        let (reason, reconnect, _) = h.ended();
+        assert_eq!(reason, EndReason::ClosedByGateway(code));
+        Harness::assert_backoff(reconnect, 0);
+        assert_eq!(h.s.attempt(), 1, "{code:?}: the attempt counts");
+    }
+    // A draining gateway refusing every login: the windows keep growing.
     let mut h = Harness::in_state(ClientState::LoggingIn);
-    h.frame(close(Code::GoingAway));
-    let (reason, reconnect, _) = h.ended();
-    assert_eq!(reason, EndReason::ClosedByGateway(Code::GoingAway));
-    let Reconnect::After(delay) = reconnect else {
-        panic!()
-    };
-    assert!(
-        delay <= Duration::from_millis(100),
-        "jitter only: {delay:?}"
-    );
-    assert_eq!(h.s.attempt(), 0);
-
-    let mut h = Harness::in_state(ClientState::LoggingIn);
-    h.frame(close(Code::LoginTimeout));
-    let (reason, reconnect, _) = h.ended();
-    assert_eq!(reason, EndReason::ClosedByGateway(Code::LoginTimeout));
-    Harness::assert_backoff(reconnect, 0);
-    assert_eq!(h.s.attempt(), 1);
+    for attempt in 0..4 {
+        h.frame(close(Code::GoingAway));
+        let (_, reconnect, _) = h.ended();
+        let delay = Harness::assert_backoff(reconnect, attempt);
+        h.advance(delay);
+        h.timeout();
+        h.events();
+        h.reach(ClientState::LoggingIn);
+    }
+    assert_eq!(h.s.attempt(), 4);
 }
 
 #[test]

@@ -31,7 +31,7 @@
 //! - `Kick {replaced}` and `Kick {kicked}` stop the client; any other kick is a loss.
 //! - After `GoAway {retry_after}` the end of the connection waits `retry_after` plus a
 //!   jitter uniform in `[0, max(retry_after / 2, 100 ms)]`; `Close {going_away}` without
-//!   a `GoAway` waits only the jitter. Other losses back off with full jitter
+//!   a `GoAway` (once logged in) waits only the jitter. Other losses back off with full jitter
 //!   ([`Backoff`]); the attempt count restarts after every successful login.
 //! - Calls made while connecting or logging in are held and sent after `LoginAck`;
 //!   calls made between connections fail at once ([`CallError`]).
@@ -799,7 +799,12 @@ impl ClientSession {
         );
         let hint = match (self.go_away, reason) {
             (Some(hint), _) if gateway_ended => Some(hint),
-            (None, EndReason::ClosedByGateway(Code::GoingAway)) => Some(Duration::ZERO),
+            // A logged-in session closed by a draining gateway without a hint; a login
+            // refused with `going_away` backs off instead (the gateway takes no new
+            // sessions, and the attempt count must grow).
+            (None, EndReason::ClosedByGateway(Code::GoingAway)) if self.logged_in => {
+                Some(Duration::ZERO)
+            }
             _ => None,
         };
         if let Some(hint) = hint {
