@@ -155,21 +155,6 @@ pub enum Dialed {
 }
 
 impl Dialed {
-    /// The connection as a boxed value of its own type, for callers that only hold it
-    /// (a load generator keeping connections open).
-    pub fn into_any(self) -> Box<dyn std::any::Any + Send> {
-        match self {
-            #[cfg(feature = "tcp")]
-            Dialed::Tcp(c) => Box::new(c),
-            #[cfg(feature = "tls")]
-            Dialed::Tls(c) => Box::new(c),
-            #[cfg(feature = "ws")]
-            Dialed::Ws(c) => c,
-            #[cfg(feature = "quic")]
-            Dialed::Quic(c) => Box::new(c),
-        }
-    }
-
     /// The transport's kind.
     pub fn kind(&self) -> longconn_core::TransportKind {
         match self {
@@ -384,5 +369,70 @@ mod tests {
             let err = Endpoint::parse(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn tcp_dials_from_the_chosen_source_ip() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let options = DialOptions {
+            local_ip: Some("127.0.0.2".parse().unwrap()),
+            ..DialOptions::default()
+        };
+        let dialed = connect(&format!("tcp://127.0.0.1:{port}"), &options)
+            .await
+            .unwrap();
+        assert_eq!(dialed.kind(), longconn_core::TransportKind::Tcp);
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_slow_handshakes_fail_with_their_kind() {
+        let err = connect("http://x:1", &DialOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidInput),
+            "{err}"
+        );
+        // A server that accepts TCP but never answers the handshake: the whole dial is
+        // bounded by the connect timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let options = DialOptions {
+            connect_timeout: Duration::from_millis(200),
+            ..DialOptions::default()
+        };
+        let url = if cfg!(feature = "ws") {
+            format!("ws://127.0.0.1:{port}/ws")
+        } else {
+            // Without `ws`, a scheme that is not built in fails at once instead.
+            format!("tls://127.0.0.1:{port}")
+        };
+        let started = std::time::Instant::now();
+        let err = connect(&url, &options).await.unwrap_err();
+        let crate::Error::Io(io) = &err else {
+            panic!("{err}")
+        };
+        if cfg!(feature = "ws") {
+            assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{err}");
+            assert!(started.elapsed() >= Duration::from_millis(200));
+        } else if !cfg!(feature = "tls") {
+            assert_eq!(io.kind(), std::io::ErrorKind::Unsupported, "{err}");
+        }
+        drop(listener);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn the_tls_config_is_built_once_and_shared_by_clones() {
+        let dialer = Dialer::new(DialOptions {
+            trust: Trust::InsecureSkipVerify,
+            ..DialOptions::default()
+        });
+        let first = dialer.tls_config().unwrap();
+        let second = dialer.clone().tls_config().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
     }
 }
