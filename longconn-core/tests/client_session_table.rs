@@ -1222,4 +1222,18 @@ fn every_documented_cell_has_a_test() {
         .filter(|id| !tests.contains(&format!("fn cell_{id}_")))
         .collect();
     assert!(missing.is_empty(), "cells without a test: {missing:?}");
+    // The module docs carry the same rows.
+    let module = include_str!("../src/client_session/mod.rs");
+    let rows = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.trim_start_matches("//!").trim())
+            .filter(|l| l.starts_with("| C") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        rows(module),
+        rows(table),
+        "the module docs and docs/PROTOCOL.md list the same cells"
+    );
 }

@@ -40,23 +40,76 @@
 //!   ([`ClientEvent::RejoinFailed`]) and forgotten.
 //!
 //! # Transition table
-//! The full table, with a test per cell in `tests/client_session_table.rs`, is in
-//! docs/PROTOCOL.md ("Client state table"). In short:
+//! The same table as docs/PROTOCOL.md ("Client state table"), where the states and
+//! deadlines are described; `tests/client_session_table.rs` has a test per cell and
+//! checks that both copies list the same cells. "Connected" means `LoggingIn`,
+//! `LoggedIn` or `Draining`; inputs in *italics* come from the loop or the application.
 //!
-//! | state | input | sends | events | next |
-//! |---|---|---|---|---|
-//! | `Connecting` | `connected` | nothing yet | `TokenNeeded` | `LoggingIn` |
-//! | `Connecting` | `dial_failed` / connect deadline | nothing | `Ended {DialFailed, After(backoff)}` | `Waiting` |
-//! | `LoggingIn` | `provide_token` | `Login` | nothing | `LoggingIn` |
-//! | `LoggingIn` | `LoginAck` | rejoins, held calls | `LoggedIn` | `LoggedIn` |
-//! | `LoggingIn` | `Close {invalid_token, forbidden}` | nothing | `Ended {LoginRefused, Never(AuthRejected)}` | `Closed` |
-//! | `LoggedIn` | heartbeat due | `Ping` | nothing | `LoggedIn` |
-//! | `LoggedIn` | pong deadline | nothing | `Ended {HeartbeatLost, After(backoff)}` | `Waiting` |
-//! | `LoggedIn` | `GoAway {retry_after}` | nothing | nothing | `Draining` |
-//! | `Draining` | `Close` / end of stream | nothing | `Ended {.., After(hint + jitter)}` | `Waiting` |
-//! | any open | `Kick {replaced, kicked}` | nothing | `Ended {Kicked, Never(Kicked)}` | `Closed` |
-//! | `Waiting` | reconnect deadline | nothing | nothing | `Connecting` |
-//! | any | `close` | `Close {normal}` when connected | `Ended {ClosedByApp, Never}` | `Closed` |
+//! #### In any connected state
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CX1 | connected | `Ping {id, payload}` | `Pong {id, payload}` | nothing | unchanged |
+//! | CX2 | connected | `Kick {replaced}` or `Kick {kicked}` | nothing | `Ended {Kicked(code), Never(Kicked(code))}` | `Closed` |
+//! | CX3 | connected | `Kick {other code}` (`slow_consumer`) | nothing | `Ended {Kicked(code), After(backoff)}` | `Waiting` |
+//! | CX4 | connected | end of stream / transport error | nothing (unsent frames are discarded) | `Abandoned {id}` per open call; `Ended {TransportEnded / TransportFailed, After(backoff)}` | `Waiting` |
+//! | CX5 | connected | bytes that fail to decode | `Close {code of the error}` | `Ended {ProtocolError(code), After(backoff)}` | `Waiting` |
+//! | CX6 | connected | *close* | `Close {normal}` | `Abandoned {id}` per open call; `Ended {ClosedByApp, Never(ClosedByApp)}` | `Closed` |
+//! | CX7 | any but `Closed` | a call's timeout passes | nothing | `TimedOut {id}`; a later answer is ignored | unchanged |
+//!
+//! #### Connecting
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CC1 | `Connecting` | *connected* | nothing yet | `TokenNeeded` | `LoggingIn` |
+//! | CC2 | `Connecting` | *dial failed* | nothing | `Ended {DialFailed, After(backoff)}` | `Waiting` |
+//! | CC3 | `Connecting` | connect deadline passes | nothing | `Ended {DialFailed, After(backoff)}` | `Waiting` |
+//! | CC4 | `Connecting` | *request*, *join*, *leave* | nothing yet (held until `LoginAck`) | the call's id is returned | unchanged |
+//! | CC5 | `Connecting` | *dial failed*, `max_attempts` failures in a row | nothing | `Ended {DialFailed, Never(GaveUp {attempts})}` | `Closed` |
+//!
+//! #### LoggingIn
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CL1 | `LoggingIn` | *provide token* | `Login {id 1, app, device, token, meta}` | nothing | unchanged |
+//! | CL2 | `LoggingIn` | *token failed* | nothing | `Ended {TokenUnavailable, After(backoff)}` | `Waiting` |
+//! | CL3 | `LoggingIn` | `LoginAck {conn_id, heartbeat_ms}` | `JoinGroup` for each joined group, then the held calls in order | `LoggedIn {conn_id, heartbeat}` | `LoggedIn`; attempt count reset |
+//! | CL4 | `LoggingIn` | `Close {invalid_token}` or `Close {forbidden}` | nothing | `Ended {LoginRefused(code), Never(AuthRejected(code))}` | `Closed` |
+//! | CL5 | `LoggingIn` | `Close {expired_token}` | nothing | first time: `Ended {LoginRefused(expired_token), After(backoff)}`; again before a login succeeds: `Never(AuthRejected(expired_token))` | `Waiting`, then `Closed` |
+//! | CL6 | `LoggingIn` | `Close {other code}` (`going_away` from a draining gateway, `login_timeout`, ...) | nothing | `Ended {ClosedByGateway(code), After(backoff)}` | `Waiting` |
+//! | CL7 | `LoggingIn` | login deadline passes | `Close {login_timeout}` | `Ended {LoginTimeout, After(backoff)}` | `Waiting` |
+//! | CL8 | `LoggingIn` | any other frame (`LoginAck` before `Login` too) | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
+//!
+//! #### LoggedIn
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CA1 | `LoggedIn` | *request* | `Request {id, business, meta, payload}` | the call's id is returned | `LoggedIn` |
+//! | CA2 | `LoggedIn` | `Response {id}` / `Error {id, code}` of a request | nothing | `Response {id, ..}` / `Failed {id, code, message}`; unknown ids are ignored | `LoggedIn` |
+//! | CA3 | `LoggedIn` | *join* / *leave*, then `JoinAck` / `LeaveAck` / `Error` | `JoinGroup` / `LeaveGroup` | `GroupAck {id, group, joined}` (the joined set follows) / `Failed` | `LoggedIn` |
+//! | CA4 | `LoggedIn` | `Push {id, ack_required}` | `PushAck {id}` if `ack_required` | `Push {business, group, seq, epoch, meta, payload}` | `LoggedIn` |
+//! | CA5 | `LoggedIn` | heartbeat due | `Ping {id}` (none while one is unanswered) | nothing | `LoggedIn`; next heartbeat = now + interval |
+//! | CA6 | `LoggedIn` | `Pong {id}` of the heartbeat | nothing | nothing (round trip recorded) | `LoggedIn`; pong deadline cleared |
+//! | CA7 | `LoggedIn` | pong deadline passes | nothing | `Ended {HeartbeatLost, After(backoff from attempt 0)}` | `Waiting` |
+//! | CA8 | `LoggedIn` | `TokenExpiring`, then *provide token* | `TokenRefresh {id, token}` | `TokenNeeded` (heartbeats go on while the token is fetched) | `LoggedIn` |
+//! | CA9 | `LoggedIn` | `GoAway {retry_after_ms}` | nothing | `StateChanged(Draining)` | `Draining` |
+//! | CA10 | `LoggedIn` | `Close {code}` | nothing | `Ended {ClosedByGateway(code), After(..)}`: the jitter alone for `going_away`, backoff otherwise | `Waiting` |
+//! | CA11 | `LoggedIn` | `LoginAck` or a frame only a client sends | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
+//! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
+//!
+//! #### Draining
+//! Every `LoggedIn` row applies in `Draining` too, except for these:
+//!
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CD1 | `Draining` | *request*, `Response`, `Push` (sample of the `LoggedIn` rows) | as in `LoggedIn` | as in `LoggedIn` | `Draining` |
+//! | CD2 | `Draining` | `Close {any code}`, end of stream or transport error | nothing | `Ended {.., After(retry_after + jitter)}`; attempt count reset | `Waiting` |
+//! | CD3 | `Draining` | `GoAway` again | nothing | nothing; the newer hint applies | `Draining` |
+//!
+//! #### Waiting and Closed
+//! | id | state | input | sends | events | next |
+//! |---|---|---|---|---|---|
+//! | CW1 | `Waiting` | reconnect deadline passes | nothing | `StateChanged(Connecting)` | `Connecting` |
+//! | CW2 | `Waiting` | *request*, *join*, *leave* | nothing | refused: `NotConnected` | `Waiting` |
+//! | CW3 | `Waiting` | frames, transport events, *connected*, *provide token* | nothing | nothing; reported "not applied" | `Waiting` |
+//! | CW4 | `Waiting` | *close* | nothing | `Ended {ClosedByApp, Never(ClosedByApp)}` | `Closed` |
+//! | CZ1 | `Closed` | anything | nothing; calls refused with `Stopped`, other inputs "not applied" | nothing | `Closed` |
 
 mod types;
 
