@@ -3,47 +3,16 @@
 //! Attempt `n` (from 0) waits a uniformly random time in `[0, min(cap, base * 2^n)]`.
 //! Full jitter spreads clients that lost the same gateway at the same moment over the
 //! whole window, instead of bringing them back in waves (the reconnect storms that
-//! EMQX, Phoenix and NATS clients had to fix).
+//! EMQX, Phoenix and NATS clients had to fix). The rule lives in longconn-core, where the
+//! client state machine ([`longconn_core::ClientSession`]) applies it; the SDK seeds the
+//! session's jitter with a random number.
 
-use std::time::Duration;
-
-/// Backoff settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Upper bound of the first attempt's delay. Default 500 ms.
-    pub base: Duration,
-    /// Largest upper bound. Default 30 s.
-    pub cap: Duration,
-    /// Attempts in a row before the client gives up; `None` for never. Default `None`.
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
-            max_attempts: None,
-        }
-    }
-}
-
-impl Backoff {
-    /// The window for attempt `attempt`: `min(cap, base * 2^attempt)`.
-    pub fn window(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// A random delay for attempt `attempt`, uniform in `[0, window]`.
-    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
-        let window = self.window(attempt).as_millis() as u64;
-        Duration::from_millis(rng.u64(0..=window))
-    }
-}
+pub use longconn_core::Backoff;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -71,7 +40,7 @@ mod tests {
         let mut buckets = [0u32; 10];
         let n = 10_000;
         for _ in 0..n {
-            let d = b.delay(0, &mut rng).as_millis() as usize;
+            let d = b.delay(0, rng.u64(..)).as_millis() as usize;
             assert!(d <= 1000);
             buckets[(d * 10 / 1001).min(9)] += 1;
         }

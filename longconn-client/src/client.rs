@@ -94,11 +94,13 @@ pub(crate) enum ClientCommand {
         business: u32,
         meta: Metadata,
         payload: Bytes,
+        timeout: Duration,
         reply: oneshot::Sender<Result<Response, ClientError>>,
     },
     Group {
         group: String,
         join: bool,
+        timeout: Duration,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
     Close,
@@ -121,6 +123,7 @@ pub struct Client {
     pushes: Mutex<Option<mpsc::Receiver<Push>>>,
     quality: Arc<Mutex<Quality>>,
     listeners: Listeners,
+    stopped: Arc<Mutex<Option<ClientError>>>,
     request_timeout: Duration,
 }
 
@@ -139,26 +142,50 @@ impl Client {
     /// [`Client::state`] or call [`Client::wait_connected`]. Must be called inside a
     /// tokio runtime.
     pub fn connect(config: ClientConfig) -> Client {
+        let connector = crate::driver::Connector::dial(&config);
+        Client::start(config, connector)
+    }
+
+    /// [`Client::connect`] over in-process connections: `connect` is called for every
+    /// attempt and gives one side of a [`longconn_core::connection::memory::pair`]
+    /// whose other side a server serves (`Server::serve_connection`). The config's
+    /// endpoint, trust and source IP are not used. Tests use it to run the client on a
+    /// paused clock; embedders to attach a client to a gateway in the same process.
+    pub fn connect_in_memory<F, Fut>(config: ClientConfig, mut connect: F) -> Client
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<
+                Output = Result<longconn_core::connection::memory::MemoryConnection, ClientError>,
+            > + Send
+            + 'static,
+    {
+        let connector = crate::driver::Connector::Memory(Box::new(move || Box::pin(connect())));
+        Client::start(config, connector)
+    }
+
+    fn start(config: ClientConfig, connector: crate::driver::Connector) -> Client {
         let (commands, command_rx) = mpsc::channel(256);
         let (state_tx, state) = watch::channel(ConnState::Connecting { attempt: 0 });
         let (push_tx, push_rx) = mpsc::channel(PUSH_BUFFER);
         let quality = Arc::new(Mutex::new(Quality::default()));
         let listeners = Listeners::default();
+        let stopped = Arc::new(Mutex::new(None));
         let request_timeout = config.request_timeout;
-        tokio::spawn(crate::driver::run(
-            config,
-            command_rx,
-            state_tx,
-            push_tx,
-            listeners.clone(),
-            quality.clone(),
-        ));
+        let shared = crate::driver::Shared {
+            state: state_tx,
+            pushes: push_tx,
+            listeners: listeners.clone(),
+            quality: quality.clone(),
+            stopped: stopped.clone(),
+        };
+        tokio::spawn(crate::driver::run(config, connector, command_rx, shared));
         Client {
             commands,
             state,
             pushes: Mutex::new(Some(push_rx)),
             quality,
             listeners,
+            stopped,
             request_timeout,
         }
     }
@@ -169,6 +196,15 @@ impl Client {
     }
 
     /// Waits until logged in; returns the connection id.
+    ///
+    /// # Errors
+    /// [`ClientError::AuthRejected`] when the gateway refused the login for good
+    /// (`invalid_token`, `forbidden`, or `expired_token` again with a fresh token);
+    /// [`ClientError::Closed`] when the client stopped otherwise;
+    /// [`ClientError::Timeout`] when neither happened within `timeout`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only watches the state.
     pub async fn wait_connected(&self, timeout: Duration) -> Result<u64, ClientError> {
         let mut state = self.state.clone();
         let wait = async {
@@ -176,7 +212,9 @@ impl Client {
                 match &*state.borrow_and_update() {
                     ConnState::Connected { conn_id } => return Ok(*conn_id),
                     ConnState::Disconnected { reason } => {
-                        return Err(ClientError::Closed(reason.clone()));
+                        return Err(self
+                            .stop_error()
+                            .unwrap_or_else(|| ClientError::Closed(reason.clone())));
                     }
                     _ => {}
                 }
@@ -188,6 +226,15 @@ impl Client {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| ClientError::Timeout)?
+    }
+
+    /// Why the client stopped, once it has: [`ClientError::AuthRejected`] for a login
+    /// refused for good, [`ClientError::Closed`] otherwise. `None` while it runs.
+    pub fn stop_error(&self) -> Option<ClientError> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Sends a request to the backend `business` and waits for its answer, up to the
@@ -210,6 +257,7 @@ impl Client {
             business,
             meta,
             payload,
+            timeout,
             reply,
         })
         .await?;
@@ -232,6 +280,7 @@ impl Client {
         self.send(ClientCommand::Group {
             group: group.to_owned(),
             join,
+            timeout: self.request_timeout,
             reply,
         })
         .await?;

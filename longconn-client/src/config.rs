@@ -10,65 +10,14 @@ use longconn_transport::cert::Trust;
 use crate::backoff::Backoff;
 use crate::error::ClientError;
 
-/// The transport named by an endpoint URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// `tcp://host:port`
-    Tcp,
-    /// `tls://host:port`
-    Tls,
-    /// `ws://host:port/ws`
-    Ws,
-    /// `wss://host:port/ws`
-    Wss,
-    /// `quic://host:port`
-    Quic,
-}
+pub use longconn_transport::dial::{Endpoint, Scheme};
 
-/// A parsed endpoint URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The transport.
-    pub scheme: Scheme,
-    /// Host name or address, as given (also the TLS server name).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// The URL as given (WebSocket upgrades use it).
-    pub url: String,
-}
-
-impl Endpoint {
-    /// Parses `tcp://`, `tls://`, `ws://`, `wss://` or `quic://` URLs with an explicit port.
-    pub fn parse(url: &str) -> Result<Endpoint, ClientError> {
-        let bad = |reason: &str| ClientError::BadEndpoint {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let scheme = match scheme {
-            "tcp" => Scheme::Tcp,
-            "tls" => Scheme::Tls,
-            "ws" => Scheme::Ws,
-            "wss" => Scheme::Wss,
-            "quic" => Scheme::Quic,
-            _ => return Err(bad("scheme must be tcp, tls, ws, wss or quic")),
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or_else(|| bad("a port is required"))?;
-        let port = port.parse().map_err(|_| bad("the port is not a number"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
+impl From<longconn_transport::dial::BadEndpoint> for ClientError {
+    fn from(bad: longconn_transport::dial::BadEndpoint) -> ClientError {
+        ClientError::BadEndpoint {
+            url: bad.url,
+            reason: bad.reason,
         }
-        Ok(Endpoint {
-            scheme,
-            host: host.to_owned(),
-            port,
-            url: url.to_owned(),
-        })
     }
 }
 
@@ -164,23 +113,23 @@ impl ClientConfig {
 mod tests {
     use super::*;
 
+    /// URL parsing lives in the transport crate's dialer; the SDK's config turns its
+    /// refusals into `ClientError::BadEndpoint`.
     #[test]
-    fn endpoints_parse_and_bad_ones_say_why() {
-        let e = Endpoint::parse("wss://gw.example.com:443/ws").unwrap();
+    fn bad_endpoints_are_typed_client_errors() {
+        let tokens: Arc<dyn TokenProvider> = Arc::new(StaticToken(Bytes::from_static(b"t")));
+        let config =
+            ClientConfig::new("wss://gw.example.com:443/ws", "a", "d", tokens.clone()).unwrap();
         assert_eq!(
-            (e.scheme, e.host.as_str(), e.port),
-            (Scheme::Wss, "gw.example.com", 443)
+            (config.endpoint.scheme, config.endpoint.port),
+            (Scheme::Wss, 443)
         );
-        let e = Endpoint::parse("quic://[::1]:7102").unwrap();
-        assert_eq!((e.scheme, e.host.as_str()), (Scheme::Quic, "::1"));
-        for (url, why) in [
-            ("127.0.0.1:7100", "no scheme"),
-            ("http://x:1", "scheme must be"),
-            ("tcp://x", "a port is required"),
-            ("tcp://x:port", "not a number"),
-        ] {
-            let err = Endpoint::parse(url).unwrap_err().to_string();
-            assert!(err.contains(why), "{url}: {err}");
+        match ClientConfig::new("http://x:1", "a", "d", tokens) {
+            Err(ClientError::BadEndpoint { url, reason }) => {
+                assert_eq!(url, "http://x:1");
+                assert!(reason.contains("scheme must be"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -4,9 +4,11 @@
 //! endpoint URL's scheme; logs in with a token from a [`TokenProvider`]; keeps the
 //! session alive with heartbeats at the interval the gateway advertises; answers token
 //! refreshes; and reconnects after loss with exponential backoff and full jitter,
-//! honouring `GoAway` hints and never looping on a `replaced` kick. It is built on
-//! `longconn-core`'s codec and the transports of `longconn-transport`: there is no
-//! second parser.
+//! honouring `GoAway` hints, never looping on a `replaced` kick, and stopping with
+//! [`ClientError::AuthRejected`] when the gateway refuses its token for good. The
+//! protocol logic is `longconn-core`'s [`longconn_core::ClientSession`] (a sans-IO state
+//! machine tested on a simulated clock); this crate is the async loop around it, over
+//! the dialer of `longconn-transport`: there is no second parser and no second login.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -40,9 +42,11 @@
 //! # Layout
 //! - [`client`]: [`Client`], the handle, and what it returns ([`Response`], [`Push`],
 //!   [`ConnState`], [`Quality`]).
-//! - [`config`]: [`ClientConfig`], [`Endpoint`] URL parsing, [`TokenProvider`].
-//! - [`backoff`]: [`Backoff`], full-jitter reconnect delays.
-//! - `driver` (private): the background task that owns the connection.
+//! - [`config`]: [`ClientConfig`], [`TokenProvider`]; [`Endpoint`] and [`Scheme`] are
+//!   the transport dialer's, re-exported.
+//! - [`backoff`]: [`Backoff`], full-jitter reconnect delays (core's rule, re-exported).
+//! - `driver` (private): the background task: dial, feed the `ClientSession`, move its
+//!   frames and events; the token provider runs beside the frame loop, never in it.
 //! - [`error`] holds [`ClientError`], the one error type.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 

@@ -252,12 +252,24 @@ async fn pushes_and_heartbeats(transport: Transport) {
         .unwrap()
         .unwrap();
     assert_eq!((seven.business, seven.seq), (7, Some(11)));
-    // Heartbeats at the advertised 300 ms keep the 2 s idle timeout away.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A heartbeat round trip over this transport (the interval is the advertised
+    // 300 ms). Keeping an idle session alive for many intervals is checked on a paused
+    // clock in `heartbeats_keep_an_idle_session_alive`.
+    eventually("a pong", || c.quality().pongs_received >= 1).await;
+    assert!(c.quality().last_rtt.is_some());
     assert!(matches!(&*c.state().borrow(), ConnState::Connected { .. }));
-    let q = c.quality();
-    assert!(q.pongs_received >= 3, "{q:?}");
-    assert!(q.last_rtt.is_some());
+}
+
+/// Polls `check` until it holds, for up to [`STEP`].
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn reconnects_after_a_restart_with_go_away(transport: Transport) {
@@ -317,9 +329,9 @@ async fn replaced_kick_does_not_loop(transport: Transport) {
         ConnState::Disconnected { reason } => assert!(reason.contains("replaced"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    // It stays stopped, and the newer session keeps the device.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(a.quality().connect_attempts, 1, "no reconnect loop");
+    // It stopped, and the newer session keeps the device (that it stays stopped is
+    // checked over a minute of paused clock in `a_replaced_client_stays_stopped`).
+    assert_eq!(a.quality().connect_attempts, 1, "no reconnect");
     assert_eq!(
         gw.server.hub().find_device(APP, "dev-1").unwrap().id(),
         b_id
@@ -360,17 +372,21 @@ sdk_suite!(ws, Transport::Ws);
 sdk_suite!(wss, Transport::Wss);
 sdk_suite!(quic, Transport::Quic);
 
-/// Mints a token that expires `ttl` seconds from each call, and counts the calls.
+/// Mints a token that expires `ttl` seconds from each call, and counts the calls. Every
+/// call but the first (the login) takes `delay`.
 struct ShortLivedTokens {
     device: String,
     ttl: u64,
+    delay: Duration,
     calls: std::sync::atomic::AtomicU32,
 }
 
 #[async_trait]
 impl longconn_client::TokenProvider for ShortLivedTokens {
     async fn token(&self) -> Result<Bytes, ClientError> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(self.delay).await;
+        }
         let exp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -378,32 +394,6 @@ impl longconn_client::TokenProvider for ShortLivedTokens {
             + self.ttl;
         Ok(Bytes::from(keys().mint(APP, &self.device, exp)))
     }
-}
-
-/// The gateway asks for a fresh token when the old one expires; the SDK answers through
-/// its provider and the session goes on without a reconnect.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiring_tokens_are_refreshed_through_the_provider() {
-    let (identity, gw) = setup(Transport::Tcp);
-    let tokens = Arc::new(ShortLivedTokens {
-        device: "dev-1".into(),
-        ttl: 2,
-        calls: Default::default(),
-    });
-    let url = format!("tcp://127.0.0.1:{}", gw.addr.port());
-    let mut config = ClientConfig::new(&url, APP, "dev-1", tokens.clone()).unwrap();
-    config.trust = Trust::Roots(vec![identity.leaf().clone()]);
-    let c = Client::connect(config);
-    let conn_id = c.wait_connected(STEP).await.unwrap();
-    // Past the first token's expiry (2 s) plus the gateway's 1 s grace, the session
-    // would have been closed with token_expired had the refresh not been accepted.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert_eq!(*c.state().borrow(), ConnState::Connected { conn_id });
-    assert!(
-        tokens.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
-        "the provider was asked again for the refresh"
-    );
-    assert_eq!(c.quality().connect_attempts, 1, "no reconnect");
 }
 
 /// Checks tokens with the test keys and records when each login arrived.
@@ -425,76 +415,6 @@ impl longconn_server::Authenticator for ArrivalLog {
             .push(tokio::time::Instant::now());
         self.keys.authenticate(login, now_unix_s).await
     }
-}
-
-/// Many clients lose the gateway at the same moment (a drain with a 1 s hint): they
-/// come back spread over the jitter window (hint .. 1.5 x hint), not in lockstep.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simultaneous_reconnects_come_back_spread_out() {
-    const CLIENTS: usize = 200;
-    let hint = Duration::from_secs(1);
-    let identity = TlsIdentity::self_signed(&["localhost"]).unwrap();
-    let gw = start_full(
-        Transport::Tcp,
-        &identity,
-        "127.0.0.1:0".parse().unwrap(),
-        1,
-        hint,
-        Arc::new(keys()),
-    );
-    let addr = gw.addr;
-    let clients: Vec<Client> = (0..CLIENTS)
-        .map(|i| client(Transport::Tcp, &identity, addr, &format!("storm-{i}")))
-        .collect();
-    for c in &clients {
-        c.wait_connected(STEP).await.unwrap();
-    }
-    let log = Arc::new(ArrivalLog {
-        keys: keys(),
-        arrivals: Default::default(),
-    });
-    let lost_at = tokio::time::Instant::now();
-    gw.server.shutdown(STEP).await;
-    let gw2 = start_full(Transport::Tcp, &identity, addr, 2, hint, log.clone());
-    tokio::time::timeout(STEP, async {
-        while gw2.server.hub().len() < CLIENTS {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("every client comes back");
-
-    let mut after: Vec<Duration> = log
-        .arrivals
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| t.duration_since(lost_at))
-        .collect();
-    after.sort_unstable();
-    assert_eq!(after.len(), CLIENTS);
-    assert!(
-        after[0] >= hint - Duration::from_millis(50),
-        "nobody before the hint: {:?}",
-        after[0]
-    );
-    // The jitter window is hint/2 = 500 ms wide. Uniform arrivals have an interquartile
-    // range of half of it; lockstep would have none.
-    let iqr = after[CLIENTS * 3 / 4] - after[CLIENTS / 4];
-    assert!(
-        iqr >= Duration::from_millis(150),
-        "arrivals bunched: IQR {iqr:?}"
-    );
-    // No 100 ms slice of the window takes more than 40 % of the clients (uniform: 20 %).
-    let mut buckets = [0usize; 5];
-    for a in &after {
-        let offset = a.saturating_sub(hint).as_millis() as usize;
-        buckets[(offset / 100).min(4)] += 1;
-    }
-    assert!(
-        buckets.iter().all(|&n| n < CLIENTS * 2 / 5),
-        "arrivals per 100 ms: {buckets:?}"
-    );
 }
 
 /// A scripted gateway that accepts logins and joins, so rejoining can be checked before
@@ -606,4 +526,283 @@ async fn a_push_handler_takes_every_push_inline() {
     }
     assert!(stream.try_recv().is_err(), "the handler took them all");
     c.close().await;
+}
+
+// ----- On a paused clock, over in-memory connections -----
+//
+// Tokio's paused clock jumps to the next timer whenever every task waits, so these
+// tests cover seconds and minutes of heartbeats, token lifetimes and reconnect delays
+// in milliseconds of wall time. The connections are in-memory pairs served by the real
+// runtime (`Server::serve_connection`): no socket waits, which the paused clock would
+// otherwise turn into timeouts.
+
+/// A gateway for in-memory clients: heartbeat 300 ms, idle timeout 2 s, token grace
+/// `grace`, GoAway hint `retry_after`.
+fn memory_gateway(
+    grace: Duration,
+    retry_after: Duration,
+    node_id: u16,
+    authenticator: Arc<dyn longconn_server::Authenticator>,
+) -> Server {
+    let session = SessionConfig::builder()
+        .heartbeat_interval(Duration::from_millis(300))
+        .idle_timeout(Duration::from_secs(2))
+        .token_refresh_grace(grace)
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder()
+        .node_id(node_id)
+        .session(session)
+        .shutdown_retry_after(retry_after)
+        .build()
+        .unwrap();
+    let router = Router::builder()
+        .backend("test", TestBackend, BackendLimits::default())
+        .default_route("test")
+        .build()
+        .unwrap();
+    Server::new(config, authenticator, Arc::new(router))
+}
+
+/// The gateway in-memory clients dial: swapped for a restarted one in the storm test.
+type GatewaySlot = Arc<std::sync::Mutex<Server>>;
+
+fn memory_client(
+    gateway: &GatewaySlot,
+    device: &str,
+    tokens: Arc<dyn longconn_client::TokenProvider>,
+) -> Client {
+    let mut config = ClientConfig::new("tcp://in-memory:1", APP, device, tokens).unwrap();
+    config.backoff = Backoff {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(400),
+        max_attempts: None,
+    };
+    let gateway = gateway.clone();
+    Client::connect_in_memory(config, move || {
+        let server = gateway.lock().unwrap().clone();
+        async move {
+            let (client_side, server_side) = longconn_core::connection::memory::pair(64, 65_536);
+            if server.serve_connection(server_side) {
+                Ok(client_side)
+            } else {
+                Err(ClientError::Transport(
+                    "gateway refused the connection".into(),
+                ))
+            }
+        }
+    })
+}
+
+fn slot(server: Server) -> GatewaySlot {
+    Arc::new(std::sync::Mutex::new(server))
+}
+
+/// Heartbeats at the advertised 300 ms keep the gateway's 2 s idle timeout away for as
+/// long as the session is idle (20 s here).
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_an_idle_session_alive() {
+    let gw = slot(memory_gateway(
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+        1,
+        Arc::new(keys()),
+    ));
+    let c = memory_client(&gw, "dev-1", token("dev-1"));
+    let conn_id = c.wait_connected(STEP).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(*c.state().borrow(), ConnState::Connected { conn_id });
+    let q = c.quality();
+    assert!(q.pongs_received >= 60, "{q:?}");
+    assert!(q.pings_sent - q.pongs_received <= 1, "{q:?}");
+    assert_eq!(q.connect_attempts, 1, "no reconnect");
+}
+
+/// The gateway asks for a fresh token when the old one expires; the SDK answers through
+/// its provider and the session goes on without a reconnect.
+#[tokio::test(start_paused = true)]
+async fn expiring_tokens_are_refreshed_through_the_provider() {
+    let gw = slot(memory_gateway(
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+        1,
+        Arc::new(keys()),
+    ));
+    let tokens = Arc::new(ShortLivedTokens {
+        device: "dev-1".into(),
+        ttl: 2,
+        delay: Duration::ZERO,
+        calls: Default::default(),
+    });
+    let c = memory_client(&gw, "dev-1", tokens.clone());
+    let conn_id = c.wait_connected(STEP).await.unwrap();
+    // Past several token lifetimes (2 s) plus the gateway's 1 s grace, the session
+    // would have been closed with token_expired had the refreshes not been accepted.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(*c.state().borrow(), ConnState::Connected { conn_id });
+    assert!(
+        tokens.calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the provider was asked again for each refresh"
+    );
+    assert_eq!(c.quality().connect_attempts, 1, "no reconnect");
+}
+
+/// A token provider that takes longer than the gateway's idle timeout does not stall
+/// the session: heartbeats, pushes and calls go on while the token is fetched.
+#[tokio::test(start_paused = true)]
+async fn a_slow_token_provider_does_not_stall_heartbeats() {
+    let gw = slot(memory_gateway(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        1,
+        Arc::new(keys()),
+    ));
+    let tokens = Arc::new(ShortLivedTokens {
+        device: "dev-1".into(),
+        ttl: 2,
+        delay: Duration::from_secs(5),
+        calls: Default::default(),
+    });
+    let c = memory_client(&gw, "dev-1", tokens.clone());
+    let conn_id = c.wait_connected(Duration::from_secs(30)).await.unwrap();
+    // The token expires after about 2 s; the refresh then takes 5 s, more than the
+    // gateway's 2 s idle timeout. A request in the middle of the fetch is answered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(tokens.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let answer = c
+        .request(1, Bytes::from_static(b"meanwhile"))
+        .await
+        .unwrap();
+    assert_eq!(answer.payload, "meanwhile");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(*c.state().borrow(), ConnState::Connected { conn_id });
+    assert_eq!(c.quality().connect_attempts, 1, "no reconnect");
+}
+
+/// A login refused for good is not retried: `wait_connected` says why at once, and the
+/// state carries the reason.
+#[tokio::test(start_paused = true)]
+async fn a_refused_login_stops_with_auth_rejected() {
+    let gw = slot(memory_gateway(
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+        1,
+        Arc::new(keys()),
+    ));
+    let bad = Arc::new(StaticToken(Bytes::from_static(b"not-a-token")));
+    let c = memory_client(&gw, "dev-1", bad);
+    match c.wait_connected(STEP).await {
+        Err(ClientError::AuthRejected(code)) => assert_eq!(code, Code::InvalidToken),
+        other => panic!("expected AuthRejected, got {other:?}"),
+    }
+    match &*c.state().borrow() {
+        ConnState::Disconnected { reason } => {
+            assert!(reason.contains("invalid_token"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(c.quality().connect_attempts, 1, "never retried");
+    assert!(matches!(
+        c.stop_error(),
+        Some(ClientError::AuthRejected(Code::InvalidToken))
+    ));
+    // A token for another device is `forbidden`: the same.
+    let other = memory_client(&gw, "dev-2", token("dev-1"));
+    assert!(matches!(
+        other.wait_connected(STEP).await,
+        Err(ClientError::AuthRejected(Code::Forbidden))
+    ));
+}
+
+/// A client replaced by a newer login of the same device stays stopped (a minute of
+/// paused clock: no reconnect loop).
+#[tokio::test(start_paused = true)]
+async fn a_replaced_client_stays_stopped() {
+    let gw = slot(memory_gateway(
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+        1,
+        Arc::new(keys()),
+    ));
+    let a = memory_client(&gw, "dev-1", token("dev-1"));
+    a.wait_connected(STEP).await.unwrap();
+    let b = memory_client(&gw, "dev-1", token("dev-1"));
+    let b_id = b.wait_connected(STEP).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    match &*a.state().borrow() {
+        ConnState::Disconnected { reason } => assert!(reason.contains("replaced"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.quality().connect_attempts, 1, "no reconnect loop");
+    let server = gw.lock().unwrap().clone();
+    assert_eq!(server.hub().find_device(APP, "dev-1").unwrap().id(), b_id);
+    assert_eq!(*b.state().borrow(), ConnState::Connected { conn_id: b_id });
+}
+
+/// Many clients lose the gateway at the same moment (a drain with a 1 s hint): they
+/// come back spread over the jitter window (hint .. 1.5 x hint), not in lockstep.
+#[tokio::test(start_paused = true)]
+async fn simultaneous_reconnects_come_back_spread_out() {
+    const CLIENTS: usize = 200;
+    let hint = Duration::from_secs(1);
+    let first = memory_gateway(Duration::from_secs(1), hint, 1, Arc::new(keys()));
+    let gw = slot(first.clone());
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|i| {
+            let device = format!("storm-{i}");
+            memory_client(&gw, &device, token(&device))
+        })
+        .collect();
+    for c in &clients {
+        c.wait_connected(STEP).await.unwrap();
+    }
+    let log = Arc::new(ArrivalLog {
+        keys: keys(),
+        arrivals: Default::default(),
+    });
+    let second = memory_gateway(Duration::from_secs(1), hint, 2, log.clone());
+    *gw.lock().unwrap() = second.clone();
+    let lost_at = tokio::time::Instant::now();
+    first.shutdown(STEP).await;
+    tokio::time::timeout(STEP, async {
+        while second.hub().len() < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every client comes back");
+
+    let mut after: Vec<Duration> = log
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.duration_since(lost_at))
+        .collect();
+    after.sort_unstable();
+    assert_eq!(after.len(), CLIENTS);
+    assert!(after[0] >= hint, "nobody before the hint: {:?}", after[0]);
+    assert!(
+        after[CLIENTS - 1] <= hint + hint / 2 + Duration::from_millis(50),
+        "everyone within the window: {:?}",
+        after[CLIENTS - 1]
+    );
+    // The jitter window is hint/2 = 500 ms wide. Uniform arrivals have an interquartile
+    // range of half of it; lockstep would have none.
+    let iqr = after[CLIENTS * 3 / 4] - after[CLIENTS / 4];
+    assert!(
+        iqr >= Duration::from_millis(150),
+        "arrivals bunched: IQR {iqr:?}"
+    );
+    // No 100 ms slice of the window takes more than 40 % of the clients (uniform: 20 %).
+    let mut buckets = [0usize; 5];
+    for a in &after {
+        let offset = a.saturating_sub(hint).as_millis() as usize;
+        buckets[(offset / 100).min(4)] += 1;
+    }
+    assert!(
+        buckets.iter().all(|&n| n < CLIENTS * 2 / 5),
+        "arrivals per 100 ms: {buckets:?}"
+    );
 }

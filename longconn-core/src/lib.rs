@@ -36,6 +36,9 @@
 //!   ([`FrameCodec`]). docs/PROTOCOL.md is its specification.
 //! - [`session`]: the per-connection state machine ([`Session`]) with its inputs
 //!   ([`Command`]), outputs ([`Event`], [`Transmit`]) and [`CloseReason`].
+//! - [`client_session`]: the client's state machine ([`ClientSession`]): login, calls by
+//!   id, heartbeats, token refresh, and the reconnect decision ([`Reconnect`]) when a
+//!   connection ends; the SDK's async loop and the test clients drive it.
 //! - [`config`]: [`SessionConfig`], every per-connection limit and timer.
 //! - [`connection`]: the [`Connection`] trait (a transport, split into a
 //!   [`connection::FrameReader`] and a [`connection::FrameWriter`]), the server-side
@@ -45,6 +48,7 @@
 //!   [`ConfigError`], [`ConnectionError`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod client_session;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -52,6 +56,10 @@ pub mod protocol;
 pub mod session;
 pub mod token;
 
+pub use client_session::{
+    Backoff, CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, ClientStats,
+    EndReason, Reconnect, StopReason,
+};
 pub use config::{SessionConfig, SessionConfigBuilder, SlowConsumerPolicy};
 pub use connection::{Connection, Listener, TransportKind};
 pub use error::{ConfigError, ConnectionError, DecodeError, EncodeError, TokenError};

@@ -22,12 +22,16 @@
 //!   per frame, a WebSocket close status derived from the session's close code.
 //! - [`quic`] (feature `quic`): [`quic::QuicAcceptor`], [`quic::QuicClient`] and
 //!   [`quic::QuicConnection`], quinn with ALPN `longconn` and one bidirectional stream.
+//! - [`dial`]: the client side of every transport: [`dial::Endpoint`] URLs and
+//!   [`dial::Dialer`] (resolve, source IP, trust, timeout; TLS config and QUIC endpoint
+//!   kept across reconnects).
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 #[cfg(feature = "tls")]
 pub mod cert;
 pub mod config;
+pub mod dial;
 pub mod error;
 #[cfg(feature = "quic")]
 pub mod quic;

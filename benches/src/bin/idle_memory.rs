@@ -22,12 +22,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::Parser;
+use longconn_core::client_session::login_answer;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
-use longconn_core::{Frame, Metadata, TokenKey, TokenKeys, Transmit};
+use longconn_core::{ClientSession, Metadata, TokenKey, TokenKeys, Transmit};
 use longconn_transport::cert::Trust;
-use longconn_transport::quic::QuicClient;
-use longconn_transport::tcp::TcpConnection;
-use longconn_transport::ws::WsConnection;
+use longconn_transport::dial::{DialOptions, Dialed, Dialer, Endpoint};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -54,21 +53,24 @@ type Held = Box<dyn std::any::Any + Send>;
 
 async fn log_in<C: Connection>(conn: C, device: String, token: Bytes) -> Held {
     let (mut reader, mut writer) = conn.split();
-    writer
-        .send(Transmit::Frame(Frame::Login {
-            id: 1,
-            app: "bench".into(),
-            device: device.clone().into(),
-            token,
-            meta: Metadata::new(),
-        }))
-        .unwrap();
+    let login = ClientSession::login_frame("bench", &device, token, Metadata::new());
+    writer.send(Transmit::Frame(login)).unwrap();
     writer.flush().await.unwrap();
     match reader.recv().await {
-        Ok(Some(Frame::LoginAck { .. })) => {}
+        Ok(Some(answer)) if login_answer(&answer).is_ok() => {}
         other => panic!("login {device}: {other:?}"),
     }
     Box::new((reader, writer))
+}
+
+async fn log_in_dialed(conn: Dialed, device: String, token: Bytes) -> Held {
+    match conn {
+        Dialed::Tcp(c) => log_in(c, device, token).await,
+        Dialed::Tls(c) => log_in(c, device, token).await,
+        Dialed::Ws(c) => log_in(*c, device, token).await,
+        Dialed::Quic(c) => log_in(c, device, token).await,
+        other => panic!("no login for {:?}", other.kind()),
+    }
 }
 
 const SECRET: &str = "idle-memory-bench-secret";
@@ -140,54 +142,42 @@ async fn main() {
         .as_secs()
         + 3600;
     let limit = Arc::new(Semaphore::new(args.concurrency));
-    // QUIC: one client endpoint (UDP socket) per source address.
-    let quic_clients: Vec<QuicClient> = if args.transport == "quic" {
-        let trust = Trust::from_pem_file(&cert_dir.join("cert.pem")).unwrap();
-        (0..args.sources)
-            .map(|s| {
-                QuicClient::new(format!("127.0.0.{}:0", 2 + s).parse().unwrap(), &trust).unwrap()
-            })
-            .collect()
-    } else {
-        Vec::new()
+    // One dialer per source address: for QUIC that is one client endpoint (UDP socket)
+    // each, made on first use and shared by every connection from that address.
+    let url = match args.transport.as_str() {
+        "tcp" => format!("tcp://{addr}"),
+        "ws" => format!("ws://{addr}/ws"),
+        "quic" => format!("quic://{addr}"),
+        other => panic!("unknown transport {other}"),
     };
+    let endpoint = Endpoint::parse(&url).unwrap();
+    let trust = if args.transport == "quic" {
+        Trust::from_pem_file(&cert_dir.join("cert.pem")).unwrap()
+    } else {
+        Trust::System
+    };
+    let dialers: Vec<Dialer> = (0..args.sources)
+        .map(|s| {
+            Dialer::new(DialOptions {
+                max_frame_size: 65_536,
+                local_ip: Some(format!("127.0.0.{}", 2 + s).parse().unwrap()),
+                trust: trust.clone(),
+                server_name: Some("localhost".into()),
+                connect_timeout: Duration::from_secs(30),
+            })
+        })
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let source: SocketAddr = format!("127.0.0.{}:0", 2 + (i % args.sources as usize))
-            .parse()
-            .unwrap();
         let token = Bytes::from(keys.mint("bench", &format!("d{i}"), exp));
         let device = format!("d{i}");
-        let transport = args.transport.clone();
-        let quic = quic_clients.get(i % args.sources as usize).cloned();
+        let dialer = dialers[i % args.sources as usize].clone();
+        let endpoint = endpoint.clone();
         tasks.push(tokio::spawn(async move {
-            let held = match transport.as_str() {
-                "tcp" => {
-                    let conn = TcpConnection::connect_from(source, addr, 65_536)
-                        .await
-                        .unwrap();
-                    log_in(conn, device, token).await
-                }
-                "ws" => {
-                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                    socket.bind(source).unwrap();
-                    let stream = socket.connect(addr).await.unwrap();
-                    let url = format!("ws://{addr}/ws");
-                    let conn = WsConnection::over_tcp(stream, &url, 65_536).await.unwrap();
-                    log_in(conn, device, token).await
-                }
-                "quic" => {
-                    let conn = quic
-                        .unwrap()
-                        .connect(addr, "localhost", 65_536)
-                        .await
-                        .unwrap();
-                    log_in(conn, device, token).await
-                }
-                other => panic!("unknown transport {other}"),
-            };
+            let conn = dialer.connect(&endpoint).await.unwrap();
+            let held = log_in_dialed(conn, device, token).await;
             drop(permit);
             held
         }));

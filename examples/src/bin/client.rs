@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::Parser;
-use longconn_client::{Client, ClientConfig, StaticToken, Trust};
+use longconn_client::{Client, ClientConfig, ClientError, StaticToken, Trust};
 use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_core::{TokenKey, TokenKeys};
 
@@ -107,10 +107,18 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let client = Client::connect(config);
     let mut pushes = client.pushes().ok_or("push stream already taken")?;
+    // A refused token stops the client at once (it is not retried): say which flag to
+    // look at instead of waiting for a timeout.
     let conn_id = client
         .wait_connected(Duration::from_secs(10))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ClientError::AuthRejected(code) => format!(
+                "the gateway refused the token ({}): check --token or --token-secret",
+                code.name()
+            ),
+            other => other.to_string(),
+        })?;
     println!("connected: conn_id {conn_id:#x} via {}", args.url);
     for spec in &args.requests {
         let (business, payload) = spec
@@ -137,8 +145,9 @@ async fn run(args: Args) -> Result<(), String> {
             () = &mut listen => break,
             push = pushes.recv() => match push {
                 Some(push) => println!(
-                    "push business {} group {:?} seq {:?}: {}",
-                    push.business, push.group, push.seq, String::from_utf8_lossy(&push.payload)
+                    "push business {} group {:?} epoch {:?} seq {:?}: {}",
+                    push.business, push.group, push.epoch, push.seq,
+                    String::from_utf8_lossy(&push.payload)
                 ),
                 None => break,
             },

@@ -12,6 +12,7 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 
 use super::{Connection, FrameReader, FrameWriter, TransportKind};
+use crate::client_session::{ClientEvent, ClientSession, ClientSessionConfig};
 use crate::error::ConnectionError;
 use crate::protocol::{Frame, FrameCodec};
 use crate::session::{CloseReason, Transmit};
@@ -160,7 +161,9 @@ impl MemoryClient {
     }
 
     /// Sends `Login` and waits for the answer: the connection id from `LoginAck`, or the
-    /// frame that came instead (`Close` with the refusal code, say).
+    /// frame that came instead (`Close` with the refusal code, say). The login is the
+    /// client state machine's ([`ClientSession`]): the same `Login` frame and the same
+    /// reading of the answer as the SDK's.
     ///
     /// # Errors
     /// The pipe closed, or a frame could not be decoded.
@@ -170,18 +173,23 @@ impl MemoryClient {
         device: &str,
         token: Bytes,
     ) -> Result<Result<u64, Frame>, ConnectionError> {
-        self.send(Frame::Login {
-            id: 1,
-            app: app.into(),
-            device: device.into(),
-            token,
-            meta: crate::protocol::Metadata::new(),
-        })
-        .await?;
-        match self.recv().await? {
-            Some(Frame::LoginAck { conn_id, .. }) => Ok(Ok(conn_id)),
-            Some(other) => Ok(Err(other)),
-            None => Err(closed()),
+        // The session's timers are not used here (the caller bounds the wait), so the
+        // clock reading only anchors its deadlines.
+        let now = std::time::Instant::now();
+        let mut session = ClientSession::new(ClientSessionConfig::new(app, device), now, 0);
+        session.connected(now);
+        session.provide_token(now, token);
+        while let Some(frame) = session.poll_transmit() {
+            self.send(frame).await?;
         }
+        let Some(answer) = self.recv().await? else {
+            return Err(closed());
+        };
+        session.handle_frame(now, answer.clone());
+        let logged_in = std::iter::from_fn(|| session.poll_event()).find_map(|e| match e {
+            ClientEvent::LoggedIn { conn_id, .. } => Some(conn_id),
+            _ => None,
+        });
+        Ok(logged_in.ok_or(answer))
     }
 }

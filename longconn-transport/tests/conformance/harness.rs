@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use longconn_core::client_session::login_answer;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
 use longconn_core::{
-    Code, Frame, Metadata, SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
+    ClientEvent, ClientSession, ClientSessionConfig, Code, Frame, Metadata, SessionConfig,
+    SlowConsumerPolicy, TokenKey, TokenKeys, Transmit,
 };
 use longconn_server::{Router, Server, ServerConfig};
 
@@ -127,29 +129,40 @@ impl<C: Connection> TestClient<C> {
         }
     }
 
-    /// Logs in and returns the `LoginAck`.
+    /// Logs in the way every longconn client does (through `ClientSession`, the SDK's
+    /// state machine) and returns the gateway's answer, checked against the session's
+    /// reading of it.
     pub async fn login(&mut self, device: &str, token: Bytes) -> Frame {
-        self.send(login_frame(device, token)).await;
-        self.expect().await
+        let now = std::time::Instant::now();
+        let mut session = ClientSession::new(ClientSessionConfig::new(APP, device), now, 0);
+        session.connected(now);
+        session.provide_token(now, token);
+        while let Some(frame) = session.poll_transmit() {
+            self.send(frame).await;
+        }
+        let answer = self.expect().await;
+        session.handle_frame(now, answer.clone());
+        let logged_in = std::iter::from_fn(|| session.poll_event())
+            .any(|e| matches!(e, ClientEvent::LoggedIn { .. }));
+        assert_eq!(
+            logged_in,
+            login_answer(&answer).is_ok(),
+            "the session and the answer agree: {answer:?}"
+        );
+        answer
     }
 
     /// Logs in with a valid token and asserts the ack.
     pub async fn login_ok(&mut self, device: &str) -> u64 {
-        match self.login(device, token(device)).await {
-            Frame::LoginAck { conn_id, .. } => conn_id,
-            other => panic!("expected LoginAck, got {other:?}"),
-        }
+        let answer = self.login(device, token(device)).await;
+        login_answer(&answer).unwrap_or_else(|code| panic!("expected LoginAck, got {code:?}"))
     }
 }
 
+/// The `Login` frame a client sends (`ClientSession::login_frame`), for cases that send
+/// it by hand.
 pub fn login_frame(device: &str, token: Bytes) -> Frame {
-    Frame::Login {
-        id: 1,
-        app: APP.into(),
-        device: device.into(),
-        token,
-        meta: Metadata::new(),
-    }
+    ClientSession::login_frame(APP, device, token, Metadata::new())
 }
 
 pub fn push_frame(id: u32, payload: Bytes) -> Frame {
