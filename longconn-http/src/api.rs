@@ -2,10 +2,17 @@
 //!
 //! | method and path | body | reply |
 //! |---|---|---|
-//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}` |
-//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"seq":s,"epoch":e}` |
+//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..],"unknown":[..]}` |
+//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"remote_nodes":n,"unknown_nodes":n,"seq":s,"epoch":e}` |
 //! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
 //! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` or `{"kicked":false}` (not connected here) |
+//!
+//! In a device push reply, `queued` counts pushes queued on this node or on the node
+//! holding the device (through the server's relay); `offline` lists devices with no
+//! connection; `dropped` devices whose queue was full; `unknown` devices on another node
+//! that did not answer in time (maybe queued, maybe not: never counted as delivered).
+//! A group push reply counts members here and on the `remote_nodes` other nodes that
+//! answered; `unknown_nodes` did not answer in time.
 //!
 //! Every error is a JSON body `{"error":"<code>","message":"<detail>"}`:
 //!
@@ -295,6 +302,7 @@ async fn push_devices(
         "queued": report.queued,
         "offline": report.offline,
         "dropped": report.dropped,
+        "unknown": report.unknown,
     })))
 }
 
@@ -327,6 +335,8 @@ async fn push_group(
         "members": report.members,
         "queued": report.queued,
         "dropped": report.dropped,
+        "remote_nodes": report.remote_nodes,
+        "unknown_nodes": report.unknown_nodes,
         "seq": report.seq,
         "epoch": report.epoch,
     })))

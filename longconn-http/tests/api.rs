@@ -33,7 +33,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         reply,
-        json!({"queued": 2, "offline": ["ghost"], "dropped": []})
+        json!({"queued": 2, "offline": ["ghost"], "dropped": [], "unknown": []})
     );
     for pushes in [&mut p1, &mut p2] {
         let push = next_push(pushes).await;
@@ -57,7 +57,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         reply,
-        json!({"queued": 2, "offline": ["nobody"], "dropped": []})
+        json!({"queued": 2, "offline": ["nobody"], "dropped": [], "unknown": []})
     );
     assert_eq!(&next_push(&mut p1).await.payload[..], b"for d1");
     assert_eq!(&next_push(&mut p2).await.payload[..], b"for d2");
@@ -67,7 +67,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     let (_, reply) = setup.post("/v1/push/devices", body.to_string()).await;
     assert_eq!(
         reply,
-        json!({"queued": 0, "offline": ["d1"], "dropped": []})
+        json!({"queued": 0, "offline": ["d1"], "dropped": [], "unknown": []})
     );
 }
 
@@ -98,7 +98,7 @@ async fn group_push_presence_and_kick() {
         assert_eq!(*epoch.get_or_insert(this_epoch), this_epoch, "one epoch");
         assert_eq!(
             reply,
-            json!({"members": 3, "queued": 3, "dropped": 0, "seq": seq, "epoch": this_epoch})
+            json!({"members": 3, "queued": 3, "dropped": 0, "remote_nodes": 0, "unknown_nodes": 0, "seq": seq, "epoch": this_epoch})
         );
     }
     for stream in &mut streams {
@@ -111,7 +111,7 @@ async fn group_push_presence_and_kick() {
     let (_, reply) = setup.post("/v1/push/groups/nobody", body.to_string()).await;
     assert_eq!(
         reply,
-        json!({"members": 0, "queued": 0, "dropped": 0, "seq": 0, "epoch": 0})
+        json!({"members": 0, "queued": 0, "dropped": 0, "remote_nodes": 0, "unknown_nodes": 0, "seq": 0, "epoch": 0})
     );
 
     // Kick: the client stops for good and its groups are left.
