@@ -367,7 +367,14 @@ impl Server {
                     let login_timeout = shared.session_config.login_timeout();
                     // The handshake's result is taken apart before the long await, so it
                     // is not kept inside the future while the connection lives.
-                    let handshaken = tokio::time::timeout(login_timeout, handshake).await;
+                    // Shutdown abandons a handshake in progress, so no handshake task
+                    // outlives it by up to `login_timeout`.
+                    let handshaken = tokio::select! {
+                        handshaken = tokio::time::timeout(login_timeout, handshake) => handshaken,
+                        () = shared.shutting_down.cancelled() => {
+                            return debug!(protocol, "handshake abandoned at shutdown");
+                        }
+                    };
                     let conn = match handshaken {
                         Ok(Ok(conn)) => conn,
                         Ok(Err(err)) => return debug!(protocol, error = %err, "handshake failed"),
