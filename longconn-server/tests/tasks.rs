@@ -66,7 +66,7 @@ impl Drop for DropSignal {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_departed_clients_request_is_cancelled_and_frees_its_permit() {
     let (events, mut seen) = mpsc::unbounded_channel();
     // One call at a time, and a timeout far beyond the test: only cancellation can free
@@ -130,7 +130,7 @@ async fn recv(seen: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str 
         .expect("backend alive")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_flushes_every_route_unregister() {
     let store = Arc::new(MemoryRouteStore::new());
     let config = ServerConfig::builder().node_id(3).build().unwrap();
