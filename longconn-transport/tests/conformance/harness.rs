@@ -24,6 +24,9 @@ pub struct Timers {
     pub heartbeat: Duration,
     pub idle: Duration,
     pub login: Duration,
+    /// Heartbeats the keep-alive case sends, one per `heartbeat`: together they outlast
+    /// `idle` by 5/3.
+    pub beats: u32,
 }
 
 impl Timers {
@@ -33,6 +36,7 @@ impl Timers {
         heartbeat: Duration::from_millis(200),
         idle: Duration::from_millis(600),
         login: Duration::from_millis(500),
+        beats: 5,
     };
     /// For runs over real sockets on the wall clock: short, with slack (idle minus
     /// heartbeat) for a loaded machine.
@@ -40,6 +44,7 @@ impl Timers {
         heartbeat: Duration::from_millis(100),
         idle: Duration::from_millis(300),
         login: Duration::from_millis(150),
+        beats: 5,
     };
 }
 
