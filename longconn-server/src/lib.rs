@@ -16,6 +16,24 @@
 //!
 //! Pusher (route to another node) ──► Relay ──► (other node) RelayInbox ──► Hub / groups
 //! ```
+//!
+//! # Layout
+//! - `server`: [`Server`], [`ServerBuilder`], [`ServerConfig`], [`ShutdownReport`]:
+//!   accept loops, admission, serving in-memory connections, two-phase shutdown.
+//! - `hub`: [`Hub`], [`ConnHandle`], [`DeviceKey`]: this node's connections, and the
+//!   handle other tasks push and kick through.
+//! - `driver` (private): one task per connection, between the transport and the session.
+//! - `router`: [`Router`], [`Backend`] and its adapters: upstream requests by business
+//!   id, connection events to subscribers.
+//! - `push`: [`Pusher`], [`BatchReport`]: single, acked and batched pushes, and kicks,
+//!   on this node or through the relay.
+//! - `route_store`: [`RouteStore`], [`MemoryRouteStore`]: device → (connection, node),
+//!   fed in the background by one sync task per server.
+//! - `relay`: [`Relay`], [`LocalRelay`], [`RelayInbox`]: delivery between nodes.
+//! - `groups`: [`GroupMembership`], [`NoGroups`]: the seam to the group layer.
+//! - `group_log`: [`GroupLog`], [`LocalGroupLog`]: who numbers group publishes.
+//! - `auth`: [`Authenticator`]: login checks.
+//! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
