@@ -401,6 +401,62 @@ async fn a_group_publish_reaches_both_nodes_with_one_position() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_node_without_members_publishes_through_the_relay_and_counts_silent_nodes() {
+    let cluster = Cluster::new();
+    let (mut b1, _) = cluster.login(2, "b1").await;
+    let node2 = cluster.node(2);
+    node2
+        .groups
+        .join_device(node2.server.hub(), APP, "b1", "feed")
+        .unwrap();
+    // Node 3 has members too, but never answers.
+    let silent = 3;
+    cluster.net.silent.lock().unwrap().insert(silent);
+    let feed_nodes = |nodes: &mut HashMap<String, BTreeSet<u16>>| {
+        nodes.get_mut("feed").unwrap().insert(silent);
+    };
+    feed_nodes(&mut cluster.net.groups.lock().unwrap());
+
+    let node1 = cluster.node(1);
+    assert_eq!(node1.groups.members("feed"), 0);
+    let report = node1
+        .groups
+        .publish("feed", &PushMessage::new(3, &b"from afar"[..]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.members, report.queued, report.seq),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!((report.remote_nodes, report.unknown_nodes), (1, 1));
+    match next(&mut b1).await {
+        Frame::Push {
+            seq: Some(1),
+            epoch: Some(epoch),
+            payload,
+            ..
+        } => {
+            assert_eq!(epoch, report.epoch);
+            assert_eq!(&payload[..], b"from afar");
+        }
+        other => panic!("expected the relayed push, got {other:?}"),
+    }
+    assert_eq!(
+        node1.groups.group_count(),
+        0,
+        "node 1 keeps no group for it"
+    );
+    // Without a relay, a node with no members sends nothing and takes no position.
+    let alone = GroupRegistry::new(GroupConfig::default());
+    let nothing = alone
+        .publish("feed", &PushMessage::new(3, &b"x"[..]))
+        .await
+        .unwrap();
+    assert_eq!(nothing, Default::default());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_kick_closes_the_session_on_the_other_node() {
     let cluster = Cluster::new();
     let (mut b1, _) = cluster.login(2, "b1").await;

@@ -279,3 +279,71 @@ impl RelayInbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(frames: BatchFrames, n: usize) -> RelayBatch {
+        RelayBatch {
+            app: "app".into(),
+            targets: (0..n)
+                .map(|i| RelayTarget {
+                    device: format!("d{i}"),
+                    conn_id: (2 << 48) | i as u64,
+                })
+                .collect(),
+            frames,
+        }
+    }
+
+    #[test]
+    fn batch_frames_are_shared_or_one_per_target() {
+        let shared = BatchFrames::Shared(Bytes::from_static(b"f"));
+        assert_eq!(shared.get(0), shared.get(99));
+        let each = BatchFrames::Each(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(each.get(1), Some(&Bytes::from_static(b"b")));
+        assert_eq!(each.get(2), None);
+    }
+
+    #[tokio::test]
+    async fn the_local_relay_has_no_other_node() {
+        let relay = LocalRelay;
+        let frames = BatchFrames::Shared(Bytes::from_static(b"f"));
+        assert_eq!(
+            relay.push_batch(2, &batch(frames, 3)).await,
+            vec![RelayResult::Offline; 3]
+        );
+        let message = GroupMessage {
+            group: "g".into(),
+            position: GroupPosition {
+                epoch: 1,
+                offset: 1,
+            },
+            frame: Bytes::new(),
+        };
+        assert_eq!(
+            relay.publish_group(&message).await,
+            RemoteGroupReport::default()
+        );
+        let kick = KickRequest {
+            target: KickTarget::Conn(2 << 48),
+            code: Code::Replaced,
+            message: "elsewhere".into(),
+        };
+        assert_eq!(relay.kick(2, &kick).await, RelayResult::Offline);
+    }
+
+    #[test]
+    fn push_outcomes_map_to_relay_results() {
+        assert_eq!(RelayResult::from(PushOutcome::Queued), RelayResult::Queued);
+        assert_eq!(
+            RelayResult::from(PushOutcome::Disconnected),
+            RelayResult::Dropped
+        );
+        assert_eq!(
+            RelayResult::from(PushOutcome::NotActive),
+            RelayResult::Offline
+        );
+    }
+}
