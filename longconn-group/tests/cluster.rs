@@ -505,3 +505,48 @@ async fn a_kick_closes_the_session_on_the_other_node() {
     assert_eq!(missing, RelayResult::Offline);
     assert_eq!(cluster.net.sent("kick").len(), 2, "no route: nothing sent");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_login_on_another_node_replaces_the_older_session() {
+    let cluster = Cluster::new();
+    let (mut older, _) = cluster.login(1, "phone").await;
+    let (mut newer, newer_id) = cluster.login(2, "phone").await;
+    match next(&mut older).await {
+        Frame::Kick { code, .. } => assert_eq!(code, Code::Replaced),
+        other => panic!("expected Kick(replaced), got {other:?}"),
+    }
+    let end = tokio::time::timeout(STEP, older.recv()).await.unwrap();
+    assert!(matches!(end, Ok(None)), "closed after the kick: {end:?}");
+    assert_eq!(cluster.net.sent("kick"), [(2, 1)]);
+    // The older session's close does not remove the newer route.
+    tokio::time::timeout(STEP, async {
+        while cluster
+            .node(1)
+            .server
+            .hub()
+            .find_device(APP, "phone")
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let route = cluster.store.lookup(APP, &["phone"]).await.unwrap();
+    assert_eq!(
+        route,
+        [Some(Route {
+            conn_id: newer_id,
+            node: 2
+        })]
+    );
+    newer
+        .send(Frame::Ping {
+            id: 1,
+            payload: Bytes::new(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut newer).await, Frame::Pong { id: 1, .. }));
+}

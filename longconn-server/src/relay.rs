@@ -15,7 +15,10 @@
 //!   receiving node never takes a position of its own.
 //! - **a kick** ([`Relay::kick`]) of a connection or device on a node, with a wire code
 //!   (`Code::Replaced` for a duplicate login on another node, `Code::Kicked` for an
-//!   operator's kick).
+//!   operator's kick). The server sends the first kind itself: when registering a login's
+//!   route replaces a route to another node ([`crate::RouteStore::register_replacing`]),
+//!   its route sync task kicks that connection, waiting at most
+//!   [`crate::ServerConfig::relay_timeout`] (the route changes queued behind wait too).
 //!
 //! The contract every implementation keeps:
 //!

@@ -14,7 +14,7 @@ use crate::driver::drive;
 use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
 use crate::relay::{LocalRelay, Relay, RelayInbox};
-use crate::route_store::{MemoryRouteStore, RouteStore, RouteSync};
+use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
 use crate::{Hub, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
@@ -242,7 +242,14 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         let hub = Arc::new(Hub::new(self.config.node_id));
         let shared = Arc::new(Shared {
-            routes: RouteSync::new(self.route_store, hub.clone()),
+            routes: RouteSync::new(
+                RouteSinks {
+                    store: self.route_store,
+                    relay: self.relay.clone(),
+                    relay_timeout: self.config.relay_timeout,
+                },
+                hub.clone(),
+            ),
             hub,
             session_config: self.config.session.clone(),
             authenticator: self.authenticator,
