@@ -284,6 +284,11 @@ impl GroupRegistry {
     /// pushed in chunks by the worker pool. Publishes to one group are applied one after
     /// another, so members see `seq` in order.
     ///
+    /// With a relay ([`GroupRegistry::with_relay`]), the same encoded push also goes,
+    /// while the local fan-out runs, once to each other node with members (even when this
+    /// node has none), and the report adds what those nodes answered within
+    /// [`GroupConfig::relay_timeout`].
+    ///
     /// # Errors
     /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`]
     /// (checked before a position is taken, so no number is wasted);
@@ -292,7 +297,8 @@ impl GroupRegistry {
     /// # Cancel safety
     /// Not cancel safe in what it reports: if the future is dropped mid-fan-out (an HTTP
     /// caller hung up), chunks already handed to the pool are still delivered, the
-    /// position stays used, and the report is lost. Nothing stalls.
+    /// position stays used, the relayed message may or may not have been sent, and the
+    /// report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
         let entry = self.groups.shard(group).get(group).cloned();
         if entry.is_none() && self.relay.is_none() {

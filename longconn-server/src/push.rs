@@ -14,7 +14,8 @@
 //! grouped by node and sent through the [`crate::Relay`], one message per node, all
 //! nodes at once; each node's answer is merged into the [`BatchReport`]. A node that
 //! does not answer within [`crate::ServerConfig::relay_timeout`] leaves its devices in
-//! [`BatchReport::unknown`]. [`Pusher::kick`] reaches other nodes the same way.
+//! [`BatchReport::unknown`]. [`Pusher::kick`] reaches other nodes the same way; single
+//! pushes ([`Pusher::push`], [`Pusher::push_acked`]) are for this node's connections.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,12 +69,13 @@ impl PushMessage {
     }
 }
 
-/// Who a single push goes to.
+/// Who a single push or kick goes to. [`Pusher::push`] and [`Pusher::push_acked`] reach
+/// this node's connections only; [`Pusher::kick`] reaches any node's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
-    /// A connection of this node, by id.
+    /// A connection, by id (its node is in the id's top 16 bits).
     Conn(u64),
-    /// The connection logged in as (app, device) on this node.
+    /// The connection logged in as (app, device).
     Device {
         /// App id.
         app: &'a str,
