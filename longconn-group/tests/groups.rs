@@ -257,6 +257,12 @@ async fn fan_out_reaches_thousands_of_members_exactly_once_in_order() {
             .await;
         assert!(matches!(client.next().await, Frame::Pong { id: 99, .. }));
     }
+    // Shutdown stops the fan-out workers with everything else: no task is left.
+    server.shutdown(STEP).await;
+    let alive = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert_eq!(alive, 0, "tasks alive after shutdown");
 }
 
 #[tokio::test(start_paused = true)]
