@@ -2,7 +2,7 @@
 //!
 //! | method and path | body | reply |
 //! |---|---|---|
-//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..],"unknown":[..]}` |
+//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}`, plus `"unknown":[..]` when not empty |
 //! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"remote_nodes":n,"unknown_nodes":n,"seq":s,"epoch":e}` |
 //! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
 //! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` (connected here), `{"kicked":true}` (kicked on the node holding it, through the relay), `{"kicked":false}` (not connected) or `{"kicked":false,"unknown":true}` (its node did not answer in time) |
@@ -10,7 +10,8 @@
 //! In a device push reply, `queued` counts pushes queued on this node or on the node
 //! holding the device (through the server's relay); `offline` lists devices with no
 //! connection; `dropped` devices whose queue was full; `unknown` devices on another node
-//! that did not answer in time (maybe queued, maybe not: never counted as delivered).
+//! that did not answer in time (maybe queued, maybe not: never counted as delivered; the
+//! field is left out when empty, as it always is on a single node).
 //! A group push reply counts members here and on the `remote_nodes` other nodes that
 //! answered; `unknown_nodes` did not answer in time.
 //!
@@ -298,12 +299,16 @@ async fn push_devices(
             ));
         }
     };
-    Ok(Json(json!({
+    let mut reply = json!({
         "queued": report.queued,
         "offline": report.offline,
         "dropped": report.dropped,
-        "unknown": report.unknown,
-    })))
+    });
+    // Only a cluster has unknowns; single-node replies keep their original shape.
+    if !report.unknown.is_empty() {
+        reply["unknown"] = json!(report.unknown);
+    }
+    Ok(Json(reply))
 }
 
 async fn push_group(
