@@ -11,6 +11,7 @@ pub struct GroupConfig {
     max_frame_size: usize,
     fanout_chunk: usize,
     fanout_workers: usize,
+    relay_timeout: std::time::Duration,
 }
 
 impl Default for GroupConfig {
@@ -22,6 +23,7 @@ impl Default for GroupConfig {
             max_frame_size: longconn_core::SessionConfig::default().max_frame_size(),
             fanout_chunk: 1024,
             fanout_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            relay_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -70,6 +72,13 @@ impl GroupConfig {
     pub fn fanout_workers(&self) -> usize {
         self.fanout_workers
     }
+
+    /// Longest wait for the other nodes' answers to a relayed publish
+    /// ([`crate::GroupRegistry::with_relay`]); nodes still unanswered then count in
+    /// [`crate::PublishReport::unknown_nodes`]. Default 5 s; at least 1 ms.
+    pub fn relay_timeout(&self) -> std::time::Duration {
+        self.relay_timeout
+    }
 }
 
 /// Builder for [`GroupConfig`].
@@ -107,6 +116,11 @@ impl GroupConfigBuilder {
     /// See [`GroupConfig::fanout_workers`].
     pub fn fanout_workers(mut self, value: usize) -> Self {
         self.config.fanout_workers = value;
+        self
+    }
+    /// See [`GroupConfig::relay_timeout`].
+    pub fn relay_timeout(mut self, value: std::time::Duration) -> Self {
+        self.config.relay_timeout = value;
         self
     }
 
@@ -150,6 +164,11 @@ impl GroupConfigBuilder {
             "fanout_workers",
             "must be 1 to 256",
         )?;
+        check(
+            c.relay_timeout >= std::time::Duration::from_millis(1),
+            "relay_timeout",
+            "must be at least 1 ms",
+        )?;
         Ok(c)
     }
 }
@@ -168,6 +187,7 @@ mod tests {
             GroupConfig::builder().fanout_chunk(8),
             GroupConfig::builder().fanout_workers(0),
             GroupConfig::builder().max_frame_size(10),
+            GroupConfig::builder().relay_timeout(std::time::Duration::ZERO),
         ] {
             assert!(matches!(builder.build(), Err(Error::InvalidConfig { .. })));
         }

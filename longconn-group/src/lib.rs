@@ -4,15 +4,22 @@
 //! ```text
 //! JoinGroup / LeaveGroup ──► driver ──► GroupRegistry (GroupMembership) ◄── server-side join/leave
 //!                                              │
-//! GroupRegistry::publish(group, msg) ── seq+1, encode once ──► member snapshot
+//! GroupRegistry::publish(group, msg) ── GroupLog position, encode once ──► member snapshot
 //!          ├── small group: every member's ConnHandle::push, inline
-//!          └── large group: chunks of `fanout_chunk` members ──► FanoutPool (bounded workers)
+//!          ├── large group: chunks of `fanout_chunk` members ──► FanoutPool (bounded workers)
+//!          └── with a relay: Relay::publish_group ──► other nodes' RelayInbox ──► deliver_relayed
 //! ```
+//!
+//! In a cluster, [`GroupRegistry::with_relay`] sends each publish once to every other
+//! node with members (with the position it took from the shared
+//! `longconn_server::GroupLog`), and those nodes deliver it to their own members
+//! without numbering it again.
 //!
 //! A connection may be in many groups (up to [`GroupConfig::max_groups_per_connection`]);
 //! it leaves all of them when it closes. Each publish numbers its push with the group's
-//! next sequence number (`seq` in the `Push` frame, from 1), so a client can tell a gap.
-//! The numbering restarts at 1 when a group is created again after its last member left.
+//! next position (`epoch` and `seq` in the `Push` frame, `seq` from 1), so a client can
+//! tell a gap. With the default `LocalGroupLog`, a group created again after its last
+//! member left starts a new epoch at `seq` 1.
 //!
 //! # Layout
 //! - [`config`]: [`GroupConfig`], the limits and fan-out sizing.

@@ -5,13 +5,22 @@
 //! group's shard, then the group's member list. Publishing takes only the last two, and
 //! briefly: it works on a snapshot of the members (an `Arc<[ConnHandle]>` kept until the
 //! membership changes), so joins and leaves never wait for a fan-out.
+//!
+//! In a cluster ([`GroupRegistry::with_relay`]), a publish also goes once to every other
+//! node with members of the group, carrying its position; each of those nodes delivers
+//! it to its own members through [`GroupMembership::deliver`] (the server's
+//! `RelayInbox` calls it) without taking a position of its own.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use longconn_core::{Code, Frame, Text};
 use longconn_server::{
-    ConnHandle, DeviceKey, GroupLog, GroupMembership, Hub, LocalGroupLog, PushMessage, ShardedMap,
+    ConnHandle, DeviceKey, GroupDelivery, GroupLog, GroupMembership, GroupMessage, Hub,
+    LocalGroupLog, PushMessage, Relay, RemoteGroupReport, ShardedMap,
 };
 
 use crate::config::GroupConfig;
@@ -42,7 +51,8 @@ impl JoinAuthorizer for AllowAll {
     }
 }
 
-/// What one publish did.
+/// What one publish did: on this node, plus the other nodes that answered (with a
+/// relay).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
     /// Members when the push was sent.
@@ -51,8 +61,13 @@ pub struct PublishReport {
     pub queued: usize,
     /// Members whose queue was full (or that closed meanwhile): `members - queued`.
     pub dropped: usize,
+    /// Other nodes that delivered the publish to their members (and are counted above).
+    pub remote_nodes: usize,
+    /// Other nodes the publish was relayed to that did not answer in time: their
+    /// members may or may not have it, and are not counted above.
+    pub unknown_nodes: usize,
     /// The push's sequence number (offset) in its group's log epoch, from 1; 0 when the
-    /// group has no members here and nothing was sent.
+    /// group has no members here, no relay is configured, and nothing was sent.
     pub seq: u64,
     /// The epoch of the group's log that `seq` counts in; 0 when nothing was sent.
     pub epoch: u64,
@@ -129,6 +144,9 @@ pub struct GroupRegistry {
     pool: FanoutPool,
     /// Numbers each publish: (epoch, offset).
     log: Arc<dyn GroupLog>,
+    /// Carries publishes to the other nodes with members, and hears which groups have
+    /// members here. `None`: a single node.
+    relay: Option<Arc<dyn Relay>>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -155,6 +173,7 @@ impl GroupRegistry {
             groups: ShardedMap::new(),
             memberships: ShardedMap::new(),
             log: Arc::new(LocalGroupLog::new()),
+            relay: None,
         }
     }
 
@@ -163,6 +182,15 @@ impl GroupRegistry {
     /// same way).
     pub fn with_group_log(mut self, log: Arc<dyn GroupLog>) -> GroupRegistry {
         self.log = log;
+        self
+    }
+
+    /// Relays every publish to the other nodes with members of the group (the server's
+    /// relay, so both reach the same cluster), and tells the relay which groups have
+    /// members on this node ([`Relay::group_active`], [`Relay::group_inactive`]). Use a
+    /// shared [`GroupLog`] with it, so every node's publishes are numbered in one log.
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> GroupRegistry {
+        self.relay = Some(relay);
         self
     }
 
@@ -256,6 +284,11 @@ impl GroupRegistry {
     /// pushed in chunks by the worker pool. Publishes to one group are applied one after
     /// another, so members see `seq` in order.
     ///
+    /// With a relay ([`GroupRegistry::with_relay`]), the same encoded push also goes,
+    /// while the local fan-out runs, once to each other node with members (even when this
+    /// node has none), and the report adds what those nodes answered within
+    /// [`GroupConfig::relay_timeout`].
+    ///
     /// # Errors
     /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`]
     /// (checked before a position is taken, so no number is wasted);
@@ -264,11 +297,13 @@ impl GroupRegistry {
     /// # Cancel safety
     /// Not cancel safe in what it reports: if the future is dropped mid-fan-out (an HTTP
     /// caller hung up), chunks already handed to the pool are still delivered, the
-    /// position stays used, and the report is lost. Nothing stalls.
+    /// position stays used, the relayed message may or may not have been sent, and the
+    /// report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
-        let Some(entry) = self.groups.shard(group).get(group).cloned() else {
+        let entry = self.groups.shard(group).get(group).cloned();
+        if entry.is_none() && self.relay.is_none() {
             return Ok(PublishReport::default());
-        };
+        }
         let mut frame = Frame::Push {
             id: 0,
             ack_required: false,
@@ -286,13 +321,57 @@ impl GroupRegistry {
             let len = len as u64;
             return Err(longconn_core::EncodeError::FrameTooLarge { len, max }.into());
         }
-        let _in_order = entry.publishing.lock().await;
+        // With no members here, only the log orders this node's publishes to the group.
+        let _in_order = match &entry {
+            Some(entry) => Some(entry.publishing.lock().await),
+            None => None,
+        };
         let position = self.log.next_position(group).await?;
         if let Frame::Push { seq, epoch, .. } = &mut frame {
             *seq = Some(position.offset);
             *epoch = Some(position.epoch);
         }
         let frame = frame.to_bytes(max)?;
+        let relayed = async {
+            let Some(relay) = &self.relay else {
+                return RemoteGroupReport::default();
+            };
+            let message = GroupMessage {
+                group: group.to_owned(),
+                position,
+                frame: frame.clone(),
+            };
+            let answered =
+                tokio::time::timeout(self.config.relay_timeout(), relay.publish_group(&message))
+                    .await;
+            answered.unwrap_or_default()
+        };
+        let local = async {
+            match &entry {
+                Some(entry) => self.fan_out(entry, frame.clone()).await,
+                None => GroupDelivery::default(),
+            }
+        };
+        let (mut delivery, remote) = tokio::join!(local, relayed);
+        if entry.is_none() {
+            // No counter is kept for a group this node has no members of.
+            self.log.forget(group);
+        }
+        delivery += remote.delivery;
+        Ok(PublishReport {
+            members: delivery.members,
+            queued: delivery.queued,
+            dropped: delivery.dropped,
+            remote_nodes: remote.nodes,
+            unknown_nodes: remote.unknown_nodes,
+            seq: position.offset,
+            epoch: position.epoch,
+        })
+    }
+
+    /// Pushes the encoded `frame` to the group's current members, inline or through
+    /// the pool. The caller holds the group's publish lock.
+    async fn fan_out(&self, entry: &Group, frame: Bytes) -> GroupDelivery {
         let members = entry.snapshot();
         let chunk = self.config.fanout_chunk();
         let tally = if members.len() <= chunk {
@@ -300,13 +379,26 @@ impl GroupRegistry {
         } else {
             self.pool.push_all(members.clone(), frame, chunk).await
         };
-        Ok(PublishReport {
+        GroupDelivery {
             members: members.len(),
             queued: tally.queued,
             dropped: tally.dropped,
-            seq: position.offset,
-            epoch: position.epoch,
-        })
+        }
+    }
+
+    /// Delivers a publish relayed from another node (numbered and encoded there) to
+    /// this node's members of `group`, in order with this node's own publishes to it.
+    /// Takes no position. What the server's `RelayInbox` calls, through
+    /// [`GroupMembership::deliver`].
+    ///
+    /// # Cancel safety
+    /// As [`GroupRegistry::publish`]: chunks already handed to the pool are delivered.
+    pub async fn deliver_relayed(&self, group: &str, frame: Bytes) -> GroupDelivery {
+        let Some(entry) = self.groups.shard(group).get(group).cloned() else {
+            return GroupDelivery::default();
+        };
+        let _in_order = entry.publishing.lock().await;
+        self.fan_out(&entry, frame).await
     }
 
     fn check_id(&self, group: &str) -> Result<()> {
@@ -340,6 +432,9 @@ impl GroupRegistry {
                 None => {
                     let entry = Arc::new(Group::new(group));
                     groups.insert(entry.id.clone(), entry.clone());
+                    if let Some(relay) = &self.relay {
+                        relay.group_active(group);
+                    }
                     entry
                 }
             };
@@ -368,6 +463,9 @@ impl GroupRegistry {
         {
             groups.remove(&*group.id);
             self.log.forget(&group.id);
+            if let Some(relay) = &self.relay {
+                relay.group_inactive(&group.id);
+            }
         }
     }
 }
@@ -390,8 +488,17 @@ impl GroupMembership for GroupRegistry {
         GroupRegistry::leave_all(self, conn_id);
     }
 
-    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+    fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
         Box::pin(self.pool.close())
+    }
+
+    fn deliver(
+        &self,
+        group: &str,
+        frame: Bytes,
+    ) -> Pin<Box<dyn Future<Output = GroupDelivery> + Send + '_>> {
+        let group = group.to_owned();
+        Box::pin(async move { self.deliver_relayed(&group, frame).await })
     }
 }
 
@@ -512,6 +619,8 @@ mod tests {
                 members: 100,
                 queued: 99,
                 dropped: 1,
+                remote_nodes: 0,
+                unknown_nodes: 0,
                 seq: 1,
                 epoch: report.epoch,
             }

@@ -208,7 +208,7 @@ async fn join_leave_close_and_rejoin_over_tcp() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn fan_out_reaches_thousands_of_members_exactly_once_in_order() {
     const MEMBERS: usize = 3_000;
     const MESSAGES: u64 = 5;
@@ -257,9 +257,15 @@ async fn fan_out_reaches_thousands_of_members_exactly_once_in_order() {
             .await;
         assert!(matches!(client.next().await, Frame::Pong { id: 99, .. }));
     }
+    // Shutdown stops the fan-out workers with everything else: no task is left.
+    server.shutdown(STEP).await;
+    let alive = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert_eq!(alive, 0, "tasks alive after shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_slow_member_loses_its_own_pushes_and_stalls_nobody() {
     const MEMBERS: usize = 200;
     const MESSAGES: u64 = 40;

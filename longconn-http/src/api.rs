@@ -2,10 +2,18 @@
 //!
 //! | method and path | body | reply |
 //! |---|---|---|
-//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}` |
-//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"seq":s,"epoch":e}` |
+//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}`, plus `"unknown":[..]` when not empty |
+//! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"remote_nodes":n,"unknown_nodes":n,"seq":s,"epoch":e}` |
 //! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
-//! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` or `{"kicked":false}` (not connected here) |
+//! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` (connected here), `{"kicked":true}` (kicked on the node holding it, through the relay), `{"kicked":false}` (not connected) or `{"kicked":false,"unknown":true}` (its node did not answer in time) |
+//!
+//! In a device push reply, `queued` counts pushes queued on this node or on the node
+//! holding the device (through the server's relay); `offline` lists devices with no
+//! connection; `dropped` devices whose queue was full; `unknown` devices on another node
+//! that did not answer in time (maybe queued, maybe not: never counted as delivered; the
+//! field is left out when empty, as it always is on a single node).
+//! A group push reply counts members here and on the `remote_nodes` other nodes that
+//! answered; `unknown_nodes` did not answer in time.
 //!
 //! Every error is a JSON body `{"error":"<code>","message":"<detail>"}`:
 //!
@@ -17,7 +25,7 @@
 //! | 400 | `bad_base64` | a payload is not standard base64 |
 //! | 413 | `payload_too_large` | a payload over [`ApiLimits::max_payload`], a batch over [`ApiLimits::max_batch`], or a body over [`ApiLimits::max_body`] |
 //! | 415 | `bad_json` | the request is not `content-type: application/json` |
-//! | 503 | `unavailable` | the route store failed |
+//! | 503 | `unavailable` | the route store (or, for a group push, the group log) failed |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,7 +41,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use longconn_core::{Code, Metadata, Text};
 use longconn_group::GroupRegistry;
-use longconn_server::{PushMessage, Server};
+use longconn_server::{PushMessage, RelayResult, Server, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -291,11 +299,16 @@ async fn push_devices(
             ));
         }
     };
-    Ok(Json(json!({
+    let mut reply = json!({
         "queued": report.queued,
         "offline": report.offline,
         "dropped": report.dropped,
-    })))
+    });
+    // Only a cluster has unknowns; single-node replies keep their original shape.
+    if !report.unknown.is_empty() {
+        reply["unknown"] = json!(report.unknown);
+    }
+    Ok(Json(reply))
 }
 
 async fn push_group(
@@ -327,6 +340,8 @@ async fn push_group(
         "members": report.members,
         "queued": report.queued,
         "dropped": report.dropped,
+        "remote_nodes": report.remote_nodes,
+        "unknown_nodes": report.unknown_nodes,
         "seq": report.seq,
         "epoch": report.epoch,
     })))
@@ -363,9 +378,24 @@ async fn kick(State(api): State<PushApi>, request: Result<Json<Kick>, JsonReject
             longconn_core::protocol::MAX_MESSAGE_LEN
         )));
     }
-    let Some(conn) = api.server.hub().find_device(&request.app, &request.device) else {
-        return Ok(Json(json!({"kicked": false})));
+    if let Some(conn) = api.server.hub().find_device(&request.app, &request.device) {
+        let kicked = conn.kick(Code::Kicked, Text::from(reason));
+        return Ok(Json(json!({"kicked": kicked, "conn_id": conn.id()})));
+    }
+    // Not here: wherever its route says, through the relay.
+    let target = Target::Device {
+        app: &request.app,
+        device: &request.device,
     };
-    let kicked = conn.kick(Code::Kicked, Text::from(reason));
-    Ok(Json(json!({"kicked": kicked, "conn_id": conn.id()})))
+    let kicked = api
+        .server
+        .pusher()
+        .kick(target, Code::Kicked, &reason)
+        .await
+        .map_err(push_failed)?;
+    Ok(Json(match kicked {
+        RelayResult::Queued => json!({"kicked": true}),
+        RelayResult::Offline | RelayResult::Dropped => json!({"kicked": false}),
+        RelayResult::Unknown => json!({"kicked": false, "unknown": true}),
+    }))
 }

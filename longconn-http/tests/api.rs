@@ -2,15 +2,21 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use longconn_client::ConnState;
 use longconn_http::ApiLimits;
-use longconn_server::Router;
+use longconn_server::{
+    DeviceKey, GroupMessage, KickRequest, MemoryRouteStore, Relay, RelayBatch, RelayResult,
+    RemoteGroupReport, Route, RouteStore, Router, Server, ServerConfig,
+};
 use serde_json::json;
-use support::{STEP, Setup, next_push};
+use support::{APP, STEP, Setup, next_push};
 
 fn b64(data: &[u8]) -> String {
     STANDARD.encode(data)
@@ -98,7 +104,7 @@ async fn group_push_presence_and_kick() {
         assert_eq!(*epoch.get_or_insert(this_epoch), this_epoch, "one epoch");
         assert_eq!(
             reply,
-            json!({"members": 3, "queued": 3, "dropped": 0, "seq": seq, "epoch": this_epoch})
+            json!({"members": 3, "queued": 3, "dropped": 0, "remote_nodes": 0, "unknown_nodes": 0, "seq": seq, "epoch": this_epoch})
         );
     }
     for stream in &mut streams {
@@ -111,7 +117,7 @@ async fn group_push_presence_and_kick() {
     let (_, reply) = setup.post("/v1/push/groups/nobody", body.to_string()).await;
     assert_eq!(
         reply,
-        json!({"members": 0, "queued": 0, "dropped": 0, "seq": 0, "epoch": 0})
+        json!({"members": 0, "queued": 0, "dropped": 0, "remote_nodes": 0, "unknown_nodes": 0, "seq": 0, "epoch": 0})
     );
 
     // Kick: the client stops for good and its groups are left.
@@ -133,6 +139,77 @@ async fn group_push_presence_and_kick() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (_, reply) = setup.post("/v1/kick", body.to_string()).await;
+    assert_eq!(reply, json!({"kicked": false}));
+}
+
+/// Node 2 answers every push and kick with `queued`; node 3 never answers (the relay's
+/// own timeout: `unknown`).
+#[derive(Debug)]
+struct TwoOtherNodes;
+
+#[async_trait]
+impl Relay for TwoOtherNodes {
+    async fn push_batch(&self, node: u16, batch: &RelayBatch) -> Vec<RelayResult> {
+        let result = if node == 2 {
+            RelayResult::Queued
+        } else {
+            RelayResult::Unknown
+        };
+        vec![result; batch.targets.len()]
+    }
+
+    async fn publish_group(&self, _: &GroupMessage) -> RemoteGroupReport {
+        RemoteGroupReport::default()
+    }
+
+    async fn kick(&self, node: u16, _: &KickRequest) -> RelayResult {
+        if node == 2 {
+            RelayResult::Queued
+        } else {
+            RelayResult::Unknown
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_other_nodes_are_pushed_and_kicked_through_the_relay() {
+    let store = Arc::new(MemoryRouteStore::new());
+    let route = |node: u16| Route {
+        conn_id: (u64::from(node) << 48) | 5,
+        node,
+    };
+    store
+        .register(&[
+            (DeviceKey::new(APP, "on-2"), route(2)),
+            (DeviceKey::new(APP, "on-3"), route(3)),
+        ])
+        .await
+        .unwrap();
+    let builder = Server::builder(ServerConfig::default(), Arc::new(support::keys()))
+        .route_store(store)
+        .relay(Arc::new(TwoOtherNodes));
+    let setup = Setup::start_with(builder, ApiLimits::default()).await;
+    let _here = setup.client("here").await;
+
+    let body = json!({
+        "app": APP,
+        "business": 1,
+        "devices": ["on-3", "here", "on-2", "ghost"],
+        "payload_b64": b64(b"x"),
+    });
+    let (status, reply) = setup.post("/v1/push/devices", body.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply,
+        json!({"queued": 2, "offline": ["ghost"], "dropped": [], "unknown": ["on-3"]})
+    );
+
+    let kick = |device: &str| json!({"app": APP, "device": device}).to_string();
+    let (_, reply) = setup.post("/v1/kick", kick("on-2")).await;
+    assert_eq!(reply, json!({"kicked": true}));
+    let (_, reply) = setup.post("/v1/kick", kick("on-3")).await;
+    assert_eq!(reply, json!({"kicked": false, "unknown": true}));
+    let (_, reply) = setup.post("/v1/kick", kick("ghost")).await;
     assert_eq!(reply, json!({"kicked": false}));
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,11 +18,15 @@ use longconn_server::{
     EchoBackend, Router,
 };
 use support::{APP, STEP, Setup};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+
+/// Signalled each time `/slow` starts handling a call.
+static SLOW_STARTED: LazyLock<Notify> = LazyLock::new(Notify::new);
 
 /// A local HTTP service standing in for a business backend. `/rpc` answers with the
 /// payload reversed and echoes what it was told in headers; `/fail` answers 500; `/slow`
-/// answers after 5 s; `/events` forwards each JSON event to the test.
+/// signals [`SLOW_STARTED`] and answers after 5 s; `/events` forwards each JSON event to
+/// the test.
 async fn business_service(events: mpsc::UnboundedSender<serde_json::Value>) -> String {
     let app = axum::Router::new()
         .route(
@@ -53,6 +58,7 @@ async fn business_service(events: mpsc::UnboundedSender<serde_json::Value>) -> S
         .route(
             "/slow",
             post(|| async {
+                SLOW_STARTED.notify_one();
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
             }),
@@ -169,7 +175,10 @@ async fn rules_send_requests_to_the_http_callback_and_map_failures_to_codes() {
         let client = client.clone();
         tokio::spawn(async move { client.request(300, Bytes::new()).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first call holds the permit once the callback has it.
+    tokio::time::timeout(STEP, SLOW_STARTED.notified())
+        .await
+        .expect("the slow callback was called");
     assert_eq!(
         failed_code(client.request(300, Bytes::new()).await),
         Code::Busy

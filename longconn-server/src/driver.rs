@@ -107,8 +107,11 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     async fn run_to_end(&mut self) -> CloseReason {
         let reason = self.run().await;
         // Abort what is still in flight for this connection: its answers have nowhere
-        // to go, and a request task holds a backend permit until it ends.
-        self.tasks = None;
+        // to go, and a request task holds a backend permit until it ends. Waiting for
+        // the aborts means no task of this connection outlives its driver.
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
         self.discard_inbox();
         self.depart(reason);
         if !matches!(

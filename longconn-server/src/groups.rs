@@ -6,8 +6,32 @@
 //! `JoinGroup` then `LeaveGroup` are applied in the order sent, and a connection's
 //! [`GroupMembership::leave_all`] runs after its last join.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
 use crate::hub::{ConnHandle, DeviceKey};
 use longconn_core::protocol::Code;
+
+/// What one group push did on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupDelivery {
+    /// Members it was sent to.
+    pub members: usize,
+    /// Pushes queued.
+    pub queued: usize,
+    /// Members whose queue was full, or that closed meanwhile.
+    pub dropped: usize,
+}
+
+impl std::ops::AddAssign for GroupDelivery {
+    fn add_assign(&mut self, other: GroupDelivery) {
+        self.members += other.members;
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+    }
+}
 
 /// Group membership as the driver needs it. Implementations must be quick (no I/O): they
 /// run on the connection's task.
@@ -28,8 +52,21 @@ pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
     /// closed every connection, after it has finished what was queued. Resolves to the
     /// number of queued fan-out chunks finished after the stop. Default: nothing runs
     /// in the background.
-    fn close(&self) -> std::pin::Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+    fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
         Box::pin(std::future::ready(0))
+    }
+
+    /// Delivers an already numbered and encoded group push (`frame`: a `Push` frame
+    /// with its group, epoch and seq set, relayed from the node that published it) to
+    /// this node's members of `group`, without taking a new position, in order with
+    /// this node's own publishes to the group. Default: no members.
+    fn deliver(
+        &self,
+        group: &str,
+        frame: Bytes,
+    ) -> Pin<Box<dyn Future<Output = GroupDelivery> + Send + '_>> {
+        let _ = (group, frame);
+        Box::pin(std::future::ready(GroupDelivery::default()))
     }
 }
 

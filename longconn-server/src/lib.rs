@@ -2,8 +2,9 @@
 //! longconn-core's sans-IO [`longconn_core::Session`] over any
 //! [`longconn_core::Connection`]. Listeners with admission control, the connection
 //! [`Hub`], one driver task per connection, the forwarding [`Router`], the push API
-//! ([`Pusher`]), device routes ([`RouteStore`]), the seam to the group layer
-//! ([`GroupMembership`]), login checks ([`Authenticator`]) and two-phase graceful shutdown.
+//! ([`Pusher`]), device routes ([`RouteStore`]), the seams to the group layer
+//! ([`GroupMembership`], [`GroupLog`]) and to other nodes ([`Relay`], [`RelayInbox`]),
+//! login checks ([`Authenticator`]) and two-phase graceful shutdown.
 //!
 //! ```text
 //! Listener::accept ──► admission permit ──► handshake ──► driver task (Session + Connection)
@@ -12,7 +13,27 @@
 //!                                                                  ├──► Router ──► Backend
 //!                                                                  ├──► GroupMembership
 //!                                                                  └──► RouteSync ──► RouteStore
+//!
+//! Pusher (route to another node) ──► Relay ──► (other node) RelayInbox ──► Hub / groups
 //! ```
+//!
+//! # Layout
+//! - `server`: [`Server`], [`ServerBuilder`], [`ServerConfig`], [`ShutdownReport`]:
+//!   accept loops, admission, serving in-memory connections, two-phase shutdown.
+//! - `hub`: [`Hub`], [`ConnHandle`], [`DeviceKey`]: this node's connections, and the
+//!   handle other tasks push and kick through.
+//! - `driver` (private): one task per connection, between the transport and the session.
+//! - `router`: [`Router`], [`Backend`] and its adapters: upstream requests by business
+//!   id, connection events to subscribers.
+//! - `push`: [`Pusher`], [`BatchReport`]: single, acked and batched pushes, and kicks,
+//!   on this node or through the relay.
+//! - `route_store`: [`RouteStore`], [`MemoryRouteStore`]: device → (connection, node),
+//!   fed in the background by one sync task per server.
+//! - `relay`: [`Relay`], [`LocalRelay`], [`RelayInbox`]: delivery between nodes.
+//! - `groups`: [`GroupMembership`], [`NoGroups`]: the seam to the group layer.
+//! - `group_log`: [`GroupLog`], [`LocalGroupLog`]: who numbers group publishes.
+//! - `auth`: [`Authenticator`]: login checks.
+//! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -23,6 +44,7 @@ mod group_log;
 mod groups;
 mod hub;
 mod push;
+mod relay;
 mod route_store;
 mod router;
 mod server;
@@ -35,10 +57,14 @@ use std::time::Duration;
 pub use auth::{AuthGrant, Authenticator, LoginRequest};
 pub use error::{Error, Result};
 pub use group_log::{GroupLog, GroupLogError, GroupPosition, LocalGroupLog};
-pub use groups::{GroupMembership, NoGroups};
+pub use groups::{GroupDelivery, GroupMembership, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use longconn_core::Listener;
 pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
+pub use relay::{
+    BatchFrames, GroupMessage, KickRequest, KickTarget, LocalRelay, Relay, RelayBatch, RelayInbox,
+    RelayResult, RelayTarget, RemoteGroupReport,
+};
 pub use route_store::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
 pub use router::{
     Backend, BackendError, BackendLimits, BackendReply, BackendRequest, ConnectionEvent,
@@ -56,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) router: Arc<Router>,
     pub(crate) groups: Arc<dyn GroupMembership>,
+    pub(crate) relay: Arc<dyn relay::Relay>,
+    /// Bound on every wait for another node ([`ServerConfig::relay_timeout`]).
+    pub(crate) relay_timeout: Duration,
     pub(crate) routes: route_store::RouteSync,
     pub(crate) acks: push::PendingAcks,
     pub(crate) close_linger: Duration,

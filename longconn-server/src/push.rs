@@ -9,10 +9,15 @@
 //! without waiting; a full queue is a [`PushResult::Dropped`] (or a disconnect, under
 //! that slow-consumer policy), never a stall.
 //!
-//! Batches look each device up in this node's hub first, then ask the [`RouteStore`]
-//! for the rest. A route to another node counts as offline until cross-node delivery
-//! exists (the routing-layer issue).
+//! Batches look each device up in this node's hub first, then ask the
+//! [`crate::RouteStore`] for the rest. Devices whose route names another node are
+//! grouped by node and sent through the [`crate::Relay`], one message per node, all
+//! nodes at once; each node's answer is merged into the [`BatchReport`]. A node that
+//! does not answer within [`crate::ServerConfig::relay_timeout`] leaves its devices in
+//! [`BatchReport::unknown`]. [`Pusher::kick`] reaches other nodes the same way; single
+//! pushes ([`Pusher::push`], [`Pusher::push_acked`]) are for this node's connections.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -22,9 +27,10 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::error::Result;
-use crate::hub::ConnHandle;
+use crate::hub::{ConnHandle, node_of};
+use crate::relay::{BatchFrames, KickRequest, KickTarget, RelayBatch, RelayResult, RelayTarget};
 use crate::shard::ShardedMap;
-use longconn_core::protocol::{Frame, Metadata};
+use longconn_core::protocol::{Code, Frame, Metadata, Text};
 use longconn_core::session::{PushOutcome, Transmit};
 
 /// What to push: a business id, metadata and an opaque payload.
@@ -63,12 +69,13 @@ impl PushMessage {
     }
 }
 
-/// Who a single push goes to.
+/// Who a single push or kick goes to. [`Pusher::push`] and [`Pusher::push_acked`] reach
+/// this node's connections only; [`Pusher::kick`] reaches any node's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
-    /// A connection of this node, by id.
+    /// A connection, by id (its node is in the id's top 16 bits).
     Conn(u64),
-    /// The connection logged in as (app, device) on this node.
+    /// The connection logged in as (app, device).
     Device {
         /// App id.
         app: &'a str,
@@ -102,23 +109,27 @@ impl PushResult {
     }
 }
 
-/// Per-device results of a batch.
+/// Per-device results of a batch, over every node the batch reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
-    /// Pushes queued.
+    /// Pushes queued (here, or on the node holding the device).
     pub queued: usize,
-    /// Devices with no connection (on this node).
+    /// Devices with no connection anywhere (no route, or the route's node does not
+    /// know them).
     pub offline: Vec<String>,
     /// Devices whose queue was full.
     pub dropped: Vec<String>,
+    /// Devices on another node that did not answer in time: maybe queued, maybe not.
+    pub unknown: Vec<String>,
 }
 
 impl BatchReport {
-    fn record(&mut self, device: &str, result: PushResult) {
+    fn record(&mut self, device: &str, result: RelayResult) {
         match result {
-            PushResult::Queued | PushResult::Delivered => self.queued += 1,
-            PushResult::Offline | PushResult::TimedOut => self.offline.push(device.to_owned()),
-            PushResult::Dropped => self.dropped.push(device.to_owned()),
+            RelayResult::Queued => self.queued += 1,
+            RelayResult::Offline => self.offline.push(device.to_owned()),
+            RelayResult::Dropped => self.dropped.push(device.to_owned()),
+            RelayResult::Unknown => self.unknown.push(device.to_owned()),
         }
     }
 }
@@ -197,8 +208,13 @@ impl Pusher {
         let encoded = message
             .frame()
             .to_bytes(self.shared.session_config.max_frame_size())?;
-        self.deliver(app, devices, |_| Transmit::Encoded(encoded.clone()))
-            .await
+        self.deliver(
+            app,
+            devices,
+            |_| Transmit::Encoded(encoded.clone()),
+            |_| Ok(BatchFrames::Shared(encoded.clone())),
+        )
+        .await
     }
 
     /// Queues a message per device: `messages` holds (device id, message) pairs of `app`.
@@ -225,45 +241,158 @@ impl Pusher {
             })?;
         }
         let devices: Vec<&str> = messages.iter().map(|(d, _)| d.as_ref()).collect();
-        self.deliver(app, &devices, |i| Transmit::Frame(messages[i].1.frame()))
-            .await
+        self.deliver(
+            app,
+            &devices,
+            |i| Transmit::Frame(messages[i].1.frame()),
+            |indices| {
+                let frames = indices
+                    .iter()
+                    .map(|&i| messages[i].1.frame().to_bytes(max))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(BatchFrames::Each(frames))
+            },
+        )
+        .await
     }
 
-    /// Pushes `transmit(i)` to device `devices[i]`: local hub first, then the route store.
+    /// Kicks a connection or device wherever it is connected: the session sends
+    /// `Kick { code, message }` and closes. A connection id of another node (its top 16
+    /// bits), or a device whose route names another node, is kicked through the relay
+    /// (`Code::Replaced` there is how a cluster ends a duplicate login on another node).
+    ///
+    /// Returns [`RelayResult::Queued`] (the kick is queued), `Offline` (nobody to kick)
+    /// or `Unknown` (the other node did not answer in time).
+    ///
+    /// # Errors
+    /// The route store failed (device targets not on this node only).
+    pub async fn kick(&self, target: Target<'_>, code: Code, message: &str) -> Result<RelayResult> {
+        let local = |conn: Option<ConnHandle>| match conn {
+            Some(conn) if conn.kick(code, Text::from(message)) => RelayResult::Queued,
+            _ => RelayResult::Offline,
+        };
+        let hub = &self.shared.hub;
+        let (node, target) = match target {
+            Target::Conn(id) if node_of(id) == hub.node_id() => return Ok(local(hub.get(id))),
+            Target::Conn(id) => (node_of(id), KickTarget::Conn(id)),
+            Target::Device { app, device } => {
+                if let Some(conn) = hub.find_device(app, device) {
+                    return Ok(local(Some(conn)));
+                }
+                let route = self.shared.routes.store().lookup(app, &[device]).await?;
+                match route.into_iter().next().flatten() {
+                    None => return Ok(RelayResult::Offline),
+                    Some(route) if route.node == hub.node_id() => {
+                        return Ok(local(hub.get(route.conn_id)));
+                    }
+                    Some(route) => (
+                        route.node,
+                        KickTarget::Device {
+                            app: app.to_owned(),
+                            device: device.to_owned(),
+                        },
+                    ),
+                }
+            }
+        };
+        let request = KickRequest {
+            target,
+            code,
+            message: message.to_owned(),
+        };
+        let relayed = self.shared.relay.kick(node, &request);
+        Ok(tokio::time::timeout(self.shared.relay_timeout, relayed)
+            .await
+            .unwrap_or(RelayResult::Unknown))
+    }
+
+    /// Pushes `transmit(i)` to device `devices[i]`: local hub first, then the route
+    /// store; devices on other nodes get `encoded(their indices)` through the relay, one
+    /// batch per node, every node at once.
     async fn deliver<S: AsRef<str>>(
         &self,
         app: &str,
         devices: &[S],
         transmit: impl Fn(usize) -> Transmit,
+        encoded: impl Fn(&[usize]) -> Result<BatchFrames>,
     ) -> Result<BatchReport> {
         let hub = &self.shared.hub;
-        let mut report = BatchReport::default();
+        // One result per device, reported in the devices' order at the end.
+        let mut results = vec![RelayResult::Offline; devices.len()];
         let mut unresolved = Vec::new();
         for (i, device) in devices.iter().enumerate() {
             match hub.find_device(app, device.as_ref()) {
-                Some(conn) => {
-                    let result = PushResult::from_outcome(conn.push(transmit(i)));
-                    report.record(device.as_ref(), result);
-                }
+                Some(conn) => results[i] = RelayResult::from(conn.push(transmit(i))),
                 None => unresolved.push(i),
             }
         }
-        if unresolved.is_empty() {
-            return Ok(report);
+        if !unresolved.is_empty() {
+            let names: Vec<&str> = unresolved.iter().map(|&i| devices[i].as_ref()).collect();
+            let routes = self.shared.routes.store().lookup(app, &names).await?;
+            // Node -> (device index, connection id) of the devices it holds.
+            let mut remote: BTreeMap<u16, Vec<(usize, u64)>> = BTreeMap::new();
+            for (&i, route) in unresolved.iter().zip(routes) {
+                match route {
+                    Some(route) if route.node != hub.node_id() => {
+                        let on_node = remote.entry(route.node).or_default();
+                        on_node.push((i, route.conn_id));
+                    }
+                    Some(route) => {
+                        if let Some(conn) = hub.get(route.conn_id) {
+                            results[i] = RelayResult::from(conn.push(transmit(i)));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            self.relay_batches(app, devices, remote, &encoded, &mut results)
+                .await?;
         }
-        let names: Vec<&str> = unresolved.iter().map(|&i| devices[i].as_ref()).collect();
-        let routes = self.shared.routes.store().lookup(app, &names).await?;
-        for (&i, route) in unresolved.iter().zip(routes) {
-            let conn = route
-                .filter(|route| route.node == hub.node_id())
-                .and_then(|route| hub.get(route.conn_id));
-            let result = match conn {
-                Some(conn) => PushResult::from_outcome(conn.push(transmit(i))),
-                None => PushResult::Offline,
-            };
-            report.record(devices[i].as_ref(), result);
+        let mut report = BatchReport::default();
+        for (device, result) in devices.iter().zip(results) {
+            report.record(device.as_ref(), result);
         }
         Ok(report)
+    }
+
+    /// Sends each node its devices' pushes through the relay, every node at once, and
+    /// writes the answers into `results`.
+    async fn relay_batches<S: AsRef<str>>(
+        &self,
+        app: &str,
+        devices: &[S],
+        remote: BTreeMap<u16, Vec<(usize, u64)>>,
+        encoded: &impl Fn(&[usize]) -> Result<BatchFrames>,
+        results: &mut [RelayResult],
+    ) -> Result<()> {
+        let mut calls = Vec::with_capacity(remote.len());
+        for (node, targets) in remote {
+            let indices: Vec<usize> = targets.iter().map(|&(i, _)| i).collect();
+            let batch = RelayBatch {
+                app: app.to_owned(),
+                targets: targets
+                    .iter()
+                    .map(|&(i, conn_id)| RelayTarget {
+                        device: devices[i].as_ref().to_owned(),
+                        conn_id,
+                    })
+                    .collect(),
+                frames: encoded(&indices)?,
+            };
+            let relay = &self.shared.relay;
+            let timeout = self.shared.relay_timeout;
+            calls.push(async move {
+                let answered = tokio::time::timeout(timeout, relay.push_batch(node, &batch)).await;
+                (indices, answered.unwrap_or_default())
+            });
+        }
+        for (indices, answers) in futures::future::join_all(calls).await {
+            for (k, i) in indices.into_iter().enumerate() {
+                // A short answer (or none, at the timeout) leaves the rest unknown.
+                results[i] = answers.get(k).copied().unwrap_or(RelayResult::Unknown);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,11 @@
 //! [`RouteSync`] task per server, which applies them in order and in batches (what a
 //! networked store wants: one round trip for many devices) and refreshes every local
 //! route each [`RouteSync::REFRESH_INTERVAL`] (what a store with expiring entries wants).
+//!
+//! A login that replaces a route to another node (the device was connected there: a
+//! duplicate login across nodes) has that connection kicked with `replaced` through the
+//! [`crate::Relay`], from the same task, as soon as the store reports the replaced route
+//! ([`RouteStore::register_replacing`]). Duplicates on this node are the hub's business.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +21,9 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::hub::{DeviceKey, Hub};
+use crate::relay::{KickRequest, KickTarget, Relay};
 use crate::shard::ShardedMap;
+use longconn_core::protocol::Code;
 
 /// Where a device is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +44,19 @@ pub struct RouteStoreError(pub Box<dyn std::error::Error + Send + Sync>);
 pub trait RouteStore: Send + Sync + std::fmt::Debug + 'static {
     /// Records these devices' routes, replacing older ones.
     async fn register(&self, routes: &[(DeviceKey, Route)]) -> Result<(), RouteStoreError>;
+
+    /// [`RouteStore::register`], returning for each device the route it replaced
+    /// (`None`: there was none, or the store cannot tell), in order. A shared store does
+    /// both in one atomic step (Redis `SET ... GET`), so that two nodes logging one device
+    /// in at once see each other. The server calls this one; the default calls
+    /// `register` and reports nothing replaced.
+    async fn register_replacing(
+        &self,
+        routes: &[(DeviceKey, Route)],
+    ) -> Result<Vec<Option<Route>>, RouteStoreError> {
+        self.register(routes).await?;
+        Ok(vec![None; routes.len()])
+    }
 
     /// Removes these devices' routes, each only if it still points at the given
     /// connection id (a newer login elsewhere keeps its route).
@@ -81,10 +101,17 @@ impl MemoryRouteStore {
 #[async_trait]
 impl RouteStore for MemoryRouteStore {
     async fn register(&self, routes: &[(DeviceKey, Route)]) -> Result<(), RouteStoreError> {
-        for (device, route) in routes {
-            self.routes.shard(device).insert(device.clone(), *route);
-        }
-        Ok(())
+        self.register_replacing(routes).await.map(drop)
+    }
+
+    async fn register_replacing(
+        &self,
+        routes: &[(DeviceKey, Route)],
+    ) -> Result<Vec<Option<Route>>, RouteStoreError> {
+        Ok(routes
+            .iter()
+            .map(|(device, route)| self.routes.shard(device).insert(device.clone(), *route))
+            .collect())
     }
 
     async fn unregister(&self, routes: &[(DeviceKey, u64)]) -> Result<(), RouteStoreError> {
@@ -133,10 +160,19 @@ pub(crate) struct RouteSyncReport {
     pub(crate) dropped: u64,
 }
 
+/// Where the route sync task sends what it learns: the store, and for routes replaced
+/// on other nodes, the relay.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSinks {
+    pub(crate) store: Arc<dyn RouteStore>,
+    pub(crate) relay: Arc<dyn Relay>,
+    pub(crate) relay_timeout: Duration,
+}
+
 /// Feeds a server's logins and closes to its [`RouteStore`] from one background task.
 #[derive(Debug)]
 pub(crate) struct RouteSync {
-    store: Arc<dyn RouteStore>,
+    sinks: RouteSinks,
     hub: Arc<Hub>,
     queue: OnceLock<mpsc::Sender<RouteChange>>,
     /// The task applying the queue; taken by [`RouteSync::finish`].
@@ -154,9 +190,9 @@ impl RouteSync {
     /// Most changes applied in one store call.
     const BATCH: usize = 512;
 
-    pub(crate) fn new(store: Arc<dyn RouteStore>, hub: Arc<Hub>) -> RouteSync {
+    pub(crate) fn new(sinks: RouteSinks, hub: Arc<Hub>) -> RouteSync {
         RouteSync {
-            store,
+            sinks,
             hub,
             queue: OnceLock::new(),
             task: std::sync::Mutex::new(None),
@@ -165,7 +201,7 @@ impl RouteSync {
     }
 
     pub(crate) fn store(&self) -> &Arc<dyn RouteStore> {
-        &self.store
+        &self.sinks.store
     }
 
     pub(crate) fn register(&self, device: DeviceKey, conn_id: u64) {
@@ -184,7 +220,7 @@ impl RouteSync {
         // Started on first use, from a driver, so it runs on the server's runtime.
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(Self::QUEUE);
-            let task = tokio::spawn(apply_changes(self.store.clone(), self.hub.clone(), rx));
+            let task = tokio::spawn(apply_changes(self.sinks.clone(), self.hub.clone(), rx));
             *crate::shard::lock(&self.task) = Some(task);
             tx
         });
@@ -215,7 +251,7 @@ impl RouteSync {
 /// Applies queued changes in order, batching runs of the same kind, and refreshes every
 /// local route periodically. Ends when the server (holding the sender) is dropped.
 async fn apply_changes(
-    store: Arc<dyn RouteStore>,
+    sinks: RouteSinks,
     hub: Arc<Hub>,
     mut changes: mpsc::Receiver<RouteChange>,
 ) -> RouteSyncReport {
@@ -236,7 +272,7 @@ async fn apply_changes(
                     report.dropped += (batch.len() - at - 1) as u64;
                     batch.truncate(at);
                 }
-                apply_batch(&*store, &mut batch, &mut report).await;
+                apply_batch(&sinks, hub.node_id(), &mut batch, &mut report).await;
                 if stop.is_some() {
                     changes.close();
                     while changes.try_recv().is_ok() {
@@ -253,7 +289,7 @@ async fn apply_changes(
                     .map(|(device, conn_id)| (device, Route { conn_id, node }))
                     .collect();
                 for chunk in routes.chunks(RouteSync::BATCH) {
-                    if let Err(err) = store.refresh(chunk).await {
+                    if let Err(err) = sinks.store.refresh(chunk).await {
                         warn!(error = %err, "route refresh failed");
                     }
                 }
@@ -263,10 +299,12 @@ async fn apply_changes(
 }
 
 async fn apply_batch(
-    store: &dyn RouteStore,
+    sinks: &RouteSinks,
+    node: u16,
     batch: &mut Vec<RouteChange>,
     report: &mut RouteSyncReport,
 ) {
+    let store = &*sinks.store;
     let mut register = Vec::new();
     let mut unregister = Vec::new();
     // Runs of one kind go in one call; a change of kind ends the run, keeping order.
@@ -277,13 +315,13 @@ async fn apply_batch(
                 register.push((device, route));
             }
             RouteChange::Unregister(device, conn_id) => {
-                flush_register(store, &mut register, report).await;
+                flush_register(sinks, node, &mut register, report).await;
                 unregister.push((device, conn_id));
             }
             RouteChange::Stop => {}
         }
     }
-    flush_register(store, &mut register, report).await;
+    flush_register(sinks, node, &mut register, report).await;
     flush_unregister(store, &mut unregister, report).await;
 }
 
@@ -298,15 +336,45 @@ fn count(report: &mut RouteSyncReport, n: usize, result: Result<(), RouteStoreEr
 }
 
 async fn flush_register(
-    store: &dyn RouteStore,
+    sinks: &RouteSinks,
+    node: u16,
     routes: &mut Vec<(DeviceKey, Route)>,
     report: &mut RouteSyncReport,
 ) {
-    if !routes.is_empty() {
-        let result = store.register(routes).await;
-        count(report, routes.len(), result, "registration");
-        routes.clear();
+    if routes.is_empty() {
+        return;
     }
+    let result = sinks.store.register_replacing(routes).await;
+    let replaced = result.as_ref().map(|r| r.as_slice()).unwrap_or_default();
+    // The device's older connection on another node: a duplicate login there.
+    let kicks = routes
+        .iter()
+        .zip(replaced)
+        .filter_map(|((_, route), old)| {
+            old.filter(|old| old.node != node && old.conn_id != route.conn_id)
+        })
+        .map(|old| {
+            let request = KickRequest {
+                target: KickTarget::Conn(old.conn_id),
+                code: Code::Replaced,
+                message: "logged in elsewhere".to_owned(),
+            };
+            async move {
+                let kicked = sinks.relay.kick(old.node, &request);
+                if tokio::time::timeout(sinks.relay_timeout, kicked)
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        node = old.node,
+                        "duplicate login: the other node did not answer the kick"
+                    );
+                }
+            }
+        });
+    futures::future::join_all(kicks).await;
+    count(report, routes.len(), result.map(drop), "registration");
+    routes.clear();
 }
 
 async fn flush_unregister(

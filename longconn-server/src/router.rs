@@ -361,6 +361,9 @@ impl Router {
         for mut task in tasks {
             if tokio::time::timeout_at(until, &mut task).await.is_err() {
                 task.abort();
+                // An aborted task ends at its next await; wait for that, so no task
+                // outlives shutdown.
+                let _ = task.await;
                 debug!("connection-event delivery aborted at the shutdown deadline");
             }
         }

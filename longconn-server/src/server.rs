@@ -13,7 +13,8 @@ use crate::auth::Authenticator;
 use crate::driver::drive;
 use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
-use crate::route_store::{MemoryRouteStore, RouteStore, RouteSync};
+use crate::relay::{LocalRelay, Relay, RelayInbox};
+use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
 use crate::{Hub, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
@@ -27,6 +28,7 @@ pub struct ServerConfig {
     close_linger: Duration,
     accept_backoff_max: Duration,
     shutdown_retry_after: Duration,
+    relay_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +40,7 @@ impl Default for ServerConfig {
             close_linger: Duration::from_secs(2),
             accept_backoff_max: Duration::from_secs(1),
             shutdown_retry_after: Duration::from_secs(5),
+            relay_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -81,6 +84,12 @@ impl ServerConfig {
     pub fn shutdown_retry_after(&self) -> Duration {
         self.shutdown_retry_after
     }
+
+    /// Longest wait for another node's answer to a relayed batch or kick; targets still
+    /// unanswered then are `unknown`. Default 5 s; at least 1 ms.
+    pub fn relay_timeout(&self) -> Duration {
+        self.relay_timeout
+    }
 }
 
 /// Builder for [`ServerConfig`].
@@ -120,6 +129,11 @@ impl ServerConfigBuilder {
         self.config.shutdown_retry_after = value;
         self
     }
+    /// See [`ServerConfig::relay_timeout`].
+    pub fn relay_timeout(mut self, value: Duration) -> Self {
+        self.config.relay_timeout = value;
+        self
+    }
 
     /// Checks every value against its documented range.
     pub fn build(self) -> std::result::Result<ServerConfig, longconn_core::ConfigError> {
@@ -136,11 +150,20 @@ impl ServerConfigBuilder {
                 reason: "must be at least 10 ms",
             });
         }
+        if c.relay_timeout < Duration::from_millis(1) {
+            return Err(longconn_core::ConfigError {
+                field: "relay_timeout",
+                reason: "must be at least 1 ms",
+            });
+        }
         Ok(c)
     }
 }
 
-/// What a graceful shutdown did.
+/// What a graceful shutdown did: what was open, what was flushed and what was lost.
+/// Every count covers this server only; when [`Server::shutdown`] returns, every task
+/// the server spawned (accept loops, connection drivers and their auth and request
+/// tasks, the route sync task, event subscribers, fan-out workers) has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShutdownReport {
     /// Connections open when shutdown began.
@@ -171,6 +194,7 @@ pub struct ServerBuilder {
     router: Option<Arc<Router>>,
     groups: Arc<dyn GroupMembership>,
     route_store: Arc<dyn RouteStore>,
+    relay: Arc<dyn Relay>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -180,6 +204,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("router", &self.router)
             .field("groups", &self.groups)
             .field("route_store", &self.route_store)
+            .field("relay", &self.relay)
             .finish_non_exhaustive()
     }
 }
@@ -205,16 +230,33 @@ impl ServerBuilder {
         self
     }
 
+    /// How pushes, kicks and group messages reach other nodes. Default [`LocalRelay`]
+    /// (a single node). Give the group layer the same relay, so that its publishes reach
+    /// the other nodes too.
+    pub fn relay(mut self, relay: Arc<dyn Relay>) -> Self {
+        self.relay = relay;
+        self
+    }
+
     /// The server, not yet serving: call [`Server::serve`] for each listener.
     pub fn build(self) -> Server {
         let hub = Arc::new(Hub::new(self.config.node_id));
         let shared = Arc::new(Shared {
-            routes: RouteSync::new(self.route_store, hub.clone()),
+            routes: RouteSync::new(
+                RouteSinks {
+                    store: self.route_store,
+                    relay: self.relay.clone(),
+                    relay_timeout: self.config.relay_timeout,
+                },
+                hub.clone(),
+            ),
             hub,
             session_config: self.config.session.clone(),
             authenticator: self.authenticator,
             router: self.router.unwrap_or_else(|| Arc::new(Router::echo())),
             groups: self.groups,
+            relay: self.relay,
+            relay_timeout: self.config.relay_timeout,
             acks: PendingAcks::default(),
             close_linger: self.config.close_linger,
             stats: Stats::default(),
@@ -262,12 +304,21 @@ impl Server {
             router: None,
             groups: Arc::new(NoGroups),
             route_store: Arc::new(MemoryRouteStore::new()),
+            relay: Arc::new(LocalRelay),
         }
     }
 
     /// The push API for this server's connections.
     pub fn pusher(&self) -> Pusher {
         Pusher {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The receiving end of the relay: the cluster layer hands it every relay message
+    /// addressed to this node.
+    pub fn relay_inbox(&self) -> RelayInbox {
+        RelayInbox {
             shared: self.shared.clone(),
         }
     }
@@ -323,7 +374,14 @@ impl Server {
                     let login_timeout = shared.session_config.login_timeout();
                     // The handshake's result is taken apart before the long await, so it
                     // is not kept inside the future while the connection lives.
-                    let handshaken = tokio::time::timeout(login_timeout, handshake).await;
+                    // Shutdown abandons a handshake in progress, so no handshake task
+                    // outlives it by up to `login_timeout`.
+                    let handshaken = tokio::select! {
+                        handshaken = tokio::time::timeout(login_timeout, handshake) => handshaken,
+                        () = shared.shutting_down.cancelled() => {
+                            return debug!(protocol, "handshake abandoned at shutdown");
+                        }
+                    };
                     let conn = match handshaken {
                         Ok(Ok(conn)) => conn,
                         Ok(Err(err)) => return debug!(protocol, error = %err, "handshake failed"),

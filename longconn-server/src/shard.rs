@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 /// full walk (`len`, `for_each_shard`) stays cheap.
 const SHARDS: usize = 64;
 
-/// A hash map split into [`SHARDS`] mutex-protected maps, chosen by the key's hash.
+/// A hash map split into 64 mutex-protected maps, chosen by the key's hash.
 #[derive(Debug)]
 pub struct ShardedMap<K, V> {
     hasher: RandomState,

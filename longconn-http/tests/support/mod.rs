@@ -11,7 +11,7 @@ use longconn_client::{Client, ClientConfig, StaticToken};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_http::{ApiLimits, PushApi, push_api};
-use longconn_server::{Listener, Router, Server, ServerConfig};
+use longconn_server::{Listener, Router, Server, ServerBuilder, ServerConfig};
 
 pub const APP: &str = "http-test";
 pub const STEP: Duration = Duration::from_secs(10);
@@ -30,11 +30,15 @@ pub struct Setup {
 
 impl Setup {
     pub async fn start(router: Router, limits: ApiLimits) -> Setup {
+        let builder = Server::builder(ServerConfig::default(), Arc::new(keys()));
+        Setup::start_with(builder.router(Arc::new(router)), limits).await
+    }
+
+    /// As [`Setup::start`], with the server's other parts (route store, relay) chosen
+    /// by the caller.
+    pub async fn start_with(builder: ServerBuilder, limits: ApiLimits) -> Setup {
         let groups = Arc::new(GroupRegistry::new(GroupConfig::default()));
-        let server = Server::builder(ServerConfig::default(), Arc::new(keys()))
-            .router(Arc::new(router))
-            .groups(groups.clone())
-            .build();
+        let server = builder.groups(groups.clone()).build();
         let acceptor = longconn_transport::tcp::TcpAcceptor::bind(
             "127.0.0.1:0".parse().unwrap(),
             65_536,

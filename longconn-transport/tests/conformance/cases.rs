@@ -11,7 +11,7 @@ use longconn_server::{ECHO_BUSINESS, node_of};
 use crate::harness::*;
 
 async fn setup<F: Fixture>(policy: SlowConsumerPolicy) -> (longconn_server::Server, F) {
-    let server = server(policy);
+    let server = server(policy, F::TIMERS);
     let fixture = F::start(&server).await;
     (server, fixture)
 }
@@ -34,7 +34,7 @@ pub async fn login_ok<F: Fixture>() {
         } => {
             assert_eq!(id, 1, "LoginAck echoes the Login id");
             assert_eq!(node_of(conn_id), NODE_ID, "conn id carries the node id");
-            assert_eq!(heartbeat_ms, HEARTBEAT.as_millis() as u32);
+            assert_eq!(heartbeat_ms, F::TIMERS.heartbeat.as_millis() as u32);
             assert_eq!(expires_at_ms, Some(exp * 1000));
             let found = server
                 .hub()
@@ -83,9 +83,11 @@ pub async fn heartbeat_keeps_the_session_alive<F: Fixture>() {
     let (_server, fixture) = setup::<F>(SlowConsumerPolicy::DropNewest).await;
     let mut c = client(&fixture).await;
     c.login_ok("dev-1").await;
-    // Five heartbeats span more than twice the idle timeout.
-    for id in 1..=5u32 {
-        tokio::time::sleep(HEARTBEAT).await;
+    // The heartbeats outlast the idle timeout.
+    let timers = F::TIMERS;
+    assert!(timers.heartbeat * timers.beats > timers.idle);
+    for id in 1..=timers.beats {
+        tokio::time::sleep(timers.heartbeat).await;
         let payload = Bytes::from(format!("beat {id}"));
         c.send(Frame::Ping {
             id,
@@ -102,7 +104,7 @@ pub async fn idle_session_is_closed<F: Fixture>() {
     c.login_ok("dev-1").await;
     let started = tokio::time::Instant::now();
     c.expect_close(Code::IdleTimeout).await;
-    assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
+    assert!(started.elapsed() >= F::TIMERS.idle - Duration::from_millis(50));
     eventually("hub to forget the connection", || server.hub().is_empty()).await;
 }
 
@@ -111,7 +113,7 @@ pub async fn missing_login_times_out<F: Fixture>() {
     let mut c = client(&fixture).await;
     let started = tokio::time::Instant::now();
     c.expect_close(Code::LoginTimeout).await;
-    assert!(started.elapsed() >= LOGIN_TIMEOUT - Duration::from_millis(50));
+    assert!(started.elapsed() >= F::TIMERS.login - Duration::from_millis(50));
 }
 
 pub async fn requests_are_echoed<F: Fixture>() {

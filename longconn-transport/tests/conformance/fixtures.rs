@@ -6,15 +6,17 @@ use longconn_core::connection::memory::{self, MemoryConnection};
 use longconn_server::Server;
 use longconn_transport::tcp::{TcpAcceptor, TcpConnection};
 
-use crate::harness::{Fixture, MAX_FRAME};
+use crate::harness::{Fixture, MAX_FRAME, Timers};
 
-/// In-process pairs handed to `Server::serve_connection`.
+/// In-process pairs handed to `Server::serve_connection`. No real I/O, so its run is on
+/// tokio's paused clock and uses long timers at no cost.
 pub struct Memory {
     server: Server,
 }
 
 impl Fixture for Memory {
     type Conn = MemoryConnection;
+    const TIMERS: Timers = Timers::PAUSED;
 
     async fn start(server: &Server) -> Self {
         Memory {

@@ -17,15 +17,44 @@ use longconn_server::{Router, Server, ServerConfig};
 pub const STEP: Duration = Duration::from_secs(5);
 pub const NODE_ID: u16 = 7;
 pub const MAX_FRAME: usize = 16 * 1024;
-pub const HEARTBEAT: Duration = Duration::from_millis(200);
-pub const IDLE: Duration = Duration::from_millis(600);
-pub const LOGIN_TIMEOUT: Duration = Duration::from_millis(500);
 pub const MAX_QUEUED: usize = 8;
 pub const APP: &str = "conformance";
+
+/// The session timers a run uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub heartbeat: Duration,
+    pub idle: Duration,
+    pub login: Duration,
+    /// Heartbeats the keep-alive case sends, one per `heartbeat`: together they outlast
+    /// `idle` by 5/3.
+    pub beats: u32,
+}
+
+impl Timers {
+    /// For runs on tokio's paused clock: their length costs no wall time (they stay
+    /// below [`STEP`], which bounds every wait).
+    pub const PAUSED: Timers = Timers {
+        heartbeat: Duration::from_millis(200),
+        idle: Duration::from_millis(600),
+        login: Duration::from_millis(500),
+        beats: 5,
+    };
+    /// For runs over real sockets on the wall clock: short, with slack (idle minus
+    /// heartbeat) for a loaded machine.
+    pub const WALL: Timers = Timers {
+        heartbeat: Duration::from_millis(100),
+        idle: Duration::from_millis(300),
+        login: Duration::from_millis(150),
+        beats: 5,
+    };
+}
 
 /// A transport under test: starts listening on a server and opens client connections.
 pub trait Fixture: Sized + Send + Sync + 'static {
     type Conn: Connection;
+    /// The session timers of this transport's run.
+    const TIMERS: Timers = Timers::WALL;
     fn start(server: &Server) -> impl Future<Output = Self> + Send;
     fn connect(&self) -> impl Future<Output = Self::Conn> + Send;
 }
@@ -46,12 +75,12 @@ pub fn token(device: &str) -> Bytes {
     Bytes::from(keys().mint(APP, device, unix_now() + 3600))
 }
 
-pub fn server(policy: SlowConsumerPolicy) -> Server {
+pub fn server(policy: SlowConsumerPolicy, timers: Timers) -> Server {
     let session = SessionConfig::builder()
         .max_frame_size(MAX_FRAME)
-        .login_timeout(LOGIN_TIMEOUT)
-        .heartbeat_interval(HEARTBEAT)
-        .idle_timeout(IDLE)
+        .login_timeout(timers.login)
+        .heartbeat_interval(timers.heartbeat)
+        .idle_timeout(timers.idle)
         .drain_timeout(Duration::from_secs(3))
         .max_queued_pushes(MAX_QUEUED)
         .slow_consumer_policy(policy)

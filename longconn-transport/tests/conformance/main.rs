@@ -2,17 +2,20 @@
 #![allow(unreachable_pub)] // test-only modules share items with `pub`
 //!
 //! Each transport gets a module of tests named after the cases, so a failure reads as
-//! `tcp::graceful_shutdown_drains`.
+//! `tcp::graceful_shutdown_drains`. The in-memory run is on tokio's paused clock (its
+//! timer cases take no wall time); the socket runs wait on real I/O, which a paused
+//! clock would skip past, so they run on the wall clock with short timers
+//! ([`harness::Timers::WALL`]).
 
 mod cases;
 mod fixtures;
 mod harness;
 
 macro_rules! conformance {
-    ($transport:ident, $fixture:ty, [$($case:ident),* $(,)?]) => {
+    ($transport:ident, $fixture:ty, #[$runtime:meta], [$($case:ident),* $(,)?]) => {
         mod $transport {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$runtime]
                 async fn $case() {
                     crate::cases::$case::<$fixture>().await;
                 }
@@ -23,9 +26,17 @@ macro_rules! conformance {
 
 macro_rules! all_cases {
     ($transport:ident, $fixture:ty) => {
+        all_cases!(
+            $transport,
+            $fixture,
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        );
+    };
+    ($transport:ident, $fixture:ty, #[$runtime:meta]) => {
         conformance!(
             $transport,
             $fixture,
+            #[$runtime],
             [
                 login_ok,
                 bad_tokens_are_refused,
@@ -45,7 +56,11 @@ macro_rules! all_cases {
     };
 }
 
-all_cases!(memory, crate::fixtures::Memory);
+all_cases!(
+    memory,
+    crate::fixtures::Memory,
+    #[tokio::test(start_paused = true)]
+);
 all_cases!(tcp, crate::fixtures::Tcp);
 #[cfg(feature = "tls")]
 all_cases!(tls, crate::fixtures::Tls);
