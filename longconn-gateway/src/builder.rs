@@ -11,7 +11,7 @@ use longconn_group::{GroupConfig, GroupRegistry, JoinAuthorizer};
 use longconn_http::{ApiLimits, PushApi};
 use longconn_server::{
     Authenticator, Backend, BackendLimits, DeviceKey, ECHO_BUSINESS, EchoBackend, GroupLog,
-    Listener, RouteStore, Router, Server, ServerConfig,
+    Listener, Relay, RouteStore, Router, Server, ServerConfig,
 };
 use longconn_transport::TransportConfig;
 use longconn_transport::cert::TlsIdentity;
@@ -59,6 +59,7 @@ pub struct GatewayBuilder {
     backends: Vec<(u32, Arc<dyn Backend>, BackendLimits)>,
     route_store: Option<Arc<dyn RouteStore>>,
     group_log: Option<Arc<dyn GroupLog>>,
+    relay: Option<Arc<dyn Relay>>,
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
 }
 
@@ -92,6 +93,7 @@ impl Default for GatewayBuilder {
             backends: Vec::new(),
             route_store: None,
             group_log: None,
+            relay: None,
             join_authorizer: None,
         }
     }
@@ -232,6 +234,16 @@ impl GatewayBuilder {
         self
     }
 
+    /// Delivery to the other nodes of a cluster: batched pushes, kicks and duplicate
+    /// logins through the server, group publishes through the group registry (one relay
+    /// for both, so they reach the same nodes). Use it with a shared
+    /// [`GatewayBuilder::route_store`] and [`GatewayBuilder::group_log`]. Default: the
+    /// single-node `LocalRelay`.
+    pub fn relay(mut self, relay: Arc<dyn Relay>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
     /// Checks client-initiated group joins. Default: every client may join every group.
     pub fn join_authorizer(mut self, authorizer: impl JoinAuthorizer) -> Self {
         self.join_authorizer = Some(Arc::new(authorizer));
@@ -349,12 +361,18 @@ impl GatewayBuilder {
         if let Some(log) = self.group_log {
             registry = registry.with_group_log(log);
         }
+        if let Some(relay) = &self.relay {
+            registry = registry.with_relay(relay.clone());
+        }
         let registry = Arc::new(registry);
         let mut server = Server::builder(self.server, authenticator)
             .router(router)
             .groups(registry.clone());
         if let Some(store) = self.route_store {
             server = server.route_store(store);
+        }
+        if let Some(relay) = self.relay {
+            server = server.relay(relay);
         }
         let server = server.build();
         for start in serve {

@@ -14,7 +14,8 @@ use longconn_gateway::{Gateway, GatewayError, ListenerKind};
 use longconn_group::GroupConfig;
 use longconn_server::{
     AuthGrant, Authenticator, BackendReply, DeviceKey, FnBackend, GroupLog, GroupLogError,
-    GroupPosition, LoginRequest, MemoryRouteStore, PushMessage, Router, ServerConfig,
+    GroupMessage, GroupPosition, KickRequest, LoginRequest, MemoryRouteStore, PushMessage, Relay,
+    RelayBatch, RelayResult, RemoteGroupReport, Route, RouteStore, Router, ServerConfig,
 };
 use longconn_transport::TransportConfig;
 use longconn_transport::tcp::TcpConnection;
@@ -425,4 +426,93 @@ async fn inconsistent_settings_are_refused_before_anything_listens() {
         .await
         .unwrap_err();
     assert!(matches!(err, GatewayError::Transport(_)), "{err}");
+}
+
+/// Answers every relayed push as queued and records what crossed "nodes".
+#[derive(Debug, Default)]
+struct RecordingRelay {
+    batches: std::sync::Mutex<Vec<(u16, Vec<String>)>>,
+    active_groups: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Relay for RecordingRelay {
+    async fn push_batch(&self, node: u16, batch: &RelayBatch) -> Vec<RelayResult> {
+        let devices = batch.targets.iter().map(|t| t.device.clone()).collect();
+        self.batches.lock().unwrap().push((node, devices));
+        vec![RelayResult::Queued; batch.targets.len()]
+    }
+
+    async fn publish_group(&self, _message: &GroupMessage) -> RemoteGroupReport {
+        RemoteGroupReport::default()
+    }
+
+    async fn kick(&self, _node: u16, _request: &KickRequest) -> RelayResult {
+        RelayResult::Offline
+    }
+
+    fn group_active(&self, group: &str) {
+        self.active_groups.lock().unwrap().push(group.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_relay_reaches_both_the_server_and_the_group_layer() {
+    let store = Arc::new(MemoryRouteStore::new());
+    // A device logged in on node 9, as a shared store would say.
+    store
+        .register(&[(
+            DeviceKey::new("demo", "far"),
+            Route {
+                conn_id: (9 << 48) | 1,
+                node: 9,
+            },
+        )])
+        .await
+        .unwrap();
+    let relay = Arc::new(RecordingRelay::default());
+    let gateway = Gateway::builder()
+        .tcp(any())
+        .authenticator(Reversed)
+        .route_store(store)
+        .relay(relay.clone())
+        .start()
+        .await
+        .unwrap();
+
+    let report = gateway
+        .server()
+        .pusher()
+        .push_devices("demo", &["far", "nowhere"], &PushMessage::new(9, "hi"))
+        .await
+        .unwrap();
+    assert_eq!(report.queued, 1, "{report:?}");
+    assert_eq!(report.offline, vec!["nowhere".to_owned()]);
+    assert_eq!(
+        *relay.batches.lock().unwrap(),
+        vec![(9, vec!["far".to_owned()])],
+        "one relay message for node 9"
+    );
+
+    let mut client = tcp(gateway.local_addr(ListenerKind::Tcp).unwrap()).await;
+    assert!(matches!(
+        client.login("abc", "cba").await,
+        Some(Frame::LoginAck { .. })
+    ));
+    client
+        .send(Frame::JoinGroup {
+            id: 2,
+            group: "room".into(),
+        })
+        .await;
+    assert!(matches!(
+        client.recv().await,
+        Some(Frame::JoinAck { id: 2, .. })
+    ));
+    assert_eq!(
+        *relay.active_groups.lock().unwrap(),
+        vec!["room".to_owned()],
+        "the group layer tells the same relay"
+    );
+    gateway.shutdown().await;
 }

@@ -479,7 +479,7 @@ timeout_ms = 2000
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         reply,
-        serde_json::json!({"queued": 1, "offline": ["tablet"], "dropped": []})
+        serde_json::json!({"queued": 1, "offline": ["tablet"], "dropped": [], "unknown": []})
     );
     assert!(matches!(c.recv(), Some(Frame::Push { group: None, .. })));
     let (_, body) = http_get(gw.http, "/v1/groups/room");

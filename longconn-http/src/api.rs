@@ -2,7 +2,7 @@
 //!
 //! | method and path | body | reply |
 //! |---|---|---|
-//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..]}`, plus `"unknown":[..]` when not empty |
+//! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..],"unknown":[..]}` |
 //! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"remote_nodes":n,"unknown_nodes":n,"seq":s,"epoch":e}` |
 //! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
 //! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` (connected here), `{"kicked":true}` (kicked on the node holding it, through the relay), `{"kicked":false}` (not connected) or `{"kicked":false,"unknown":true}` (its node did not answer in time) |
@@ -299,16 +299,14 @@ async fn push_devices(
             ));
         }
     };
-    let mut reply = json!({
+    // One shape on one node and in a cluster (`unknown` is empty on a single node), as
+    // the group reply always carries `remote_nodes` and `unknown_nodes`.
+    Ok(Json(json!({
         "queued": report.queued,
         "offline": report.offline,
         "dropped": report.dropped,
-    });
-    // Only a cluster has unknowns; single-node replies keep their original shape.
-    if !report.unknown.is_empty() {
-        reply["unknown"] = json!(report.unknown);
-    }
-    Ok(Json(reply))
+        "unknown": report.unknown,
+    })))
 }
 
 async fn push_group(

@@ -39,7 +39,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         reply,
-        json!({"queued": 2, "offline": ["ghost"], "dropped": []})
+        json!({"queued": 2, "offline": ["ghost"], "dropped": [], "unknown": []})
     );
     for pushes in [&mut p1, &mut p2] {
         let push = next_push(pushes).await;
@@ -63,7 +63,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         reply,
-        json!({"queued": 2, "offline": ["nobody"], "dropped": []})
+        json!({"queued": 2, "offline": ["nobody"], "dropped": [], "unknown": []})
     );
     assert_eq!(&next_push(&mut p1).await.payload[..], b"for d1");
     assert_eq!(&next_push(&mut p2).await.payload[..], b"for d2");
@@ -73,7 +73,7 @@ async fn batched_unicast_reports_queued_and_offline_devices() {
     let (_, reply) = setup.post("/v1/push/devices", body.to_string()).await;
     assert_eq!(
         reply,
-        json!({"queued": 0, "offline": ["d1"], "dropped": []})
+        json!({"queued": 0, "offline": ["d1"], "dropped": [], "unknown": []})
     );
 }
 
