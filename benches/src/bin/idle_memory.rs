@@ -89,7 +89,8 @@ async fn main() {
     // Timers long enough that nothing fires while the connections are measured.
     std::fs::write(
         &config,
-        "[session]\nheartbeat_interval_ms = 300000\nidle_timeout_ms = 900000\n",
+        "[session]\nheartbeat_interval_ms = 300000\nidle_timeout_ms = 900000\n\
+         [transport]\nquic_idle_timeout_ms = 900000\n",
     )
     .unwrap();
     let cert_dir = std::env::temp_dir().join(format!("idle-memory-cert-{}", std::process::id()));
