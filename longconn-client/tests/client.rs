@@ -81,24 +81,7 @@ fn start_full(
     authenticator: Arc<dyn longconn_server::Authenticator>,
 ) -> Gateway {
     use longconn_transport::{quic, tcp, tls, ws};
-    let session = SessionConfig::builder()
-        .heartbeat_interval(Duration::from_millis(300))
-        .idle_timeout(Duration::from_secs(2))
-        .token_refresh_grace(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let config = ServerConfig::builder()
-        .node_id(node_id)
-        .session(session)
-        .shutdown_retry_after(retry_after)
-        .build()
-        .unwrap();
-    let router = Router::builder()
-        .backend("test", TestBackend, BackendLimits::default())
-        .default_route("test")
-        .build()
-        .unwrap();
-    let server = Server::new(config, authenticator, Arc::new(router));
+    let server = memory_gateway(Duration::from_secs(1), retry_after, node_id, authenticator);
     let tcp_tls = || Arc::new(identity.server_config(&[], false).unwrap());
     let bound = match transport {
         Transport::Tcp => {
@@ -536,8 +519,8 @@ async fn a_push_handler_takes_every_push_inline() {
 // runtime (`Server::serve_connection`): no socket waits, which the paused clock would
 // otherwise turn into timeouts.
 
-/// A gateway for in-memory clients: heartbeat 300 ms, idle timeout 2 s, token grace
-/// `grace`, GoAway hint `retry_after`.
+/// The test gateway's server (also behind the socket listeners of `start_full`):
+/// heartbeat 300 ms, idle timeout 2 s, token grace `grace`, GoAway hint `retry_after`.
 fn memory_gateway(
     grace: Duration,
     retry_after: Duration,

@@ -91,6 +91,15 @@ impl<C: Connection> Peer<C> {
         .await;
         self.recv().await
     }
+
+    async fn join(&mut self, id: u32, group: &str) -> Option<Frame> {
+        self.send(Frame::JoinGroup {
+            id,
+            group: group.into(),
+        })
+        .await;
+        self.recv().await
+    }
 }
 
 async fn tcp(addr: SocketAddr) -> Peer<TcpConnection> {
@@ -327,24 +336,12 @@ async fn route_store_group_log_and_join_authorizer_plug_in() {
         client.login("abc", "cba").await,
         Some(Frame::LoginAck { .. })
     ));
-    client
-        .send(Frame::JoinGroup {
-            id: 2,
-            group: "room".into(),
-        })
-        .await;
     assert!(matches!(
-        client.recv().await,
+        client.join(2, "room").await,
         Some(Frame::JoinAck { id: 2, .. })
     ));
-    client
-        .send(Frame::JoinGroup {
-            id: 3,
-            group: "secret".into(),
-        })
-        .await;
     assert!(matches!(
-        client.recv().await,
+        client.join(3, "secret").await,
         Some(Frame::Error {
             id: 3,
             code: Code::GroupForbidden,
@@ -499,14 +496,8 @@ async fn a_relay_reaches_both_the_server_and_the_group_layer() {
         client.login("abc", "cba").await,
         Some(Frame::LoginAck { .. })
     ));
-    client
-        .send(Frame::JoinGroup {
-            id: 2,
-            group: "room".into(),
-        })
-        .await;
     assert!(matches!(
-        client.recv().await,
+        client.join(2, "room").await,
         Some(Frame::JoinAck { id: 2, .. })
     ));
     assert_eq!(
