@@ -265,38 +265,46 @@ impl ConnHandle {
     /// the slow-consumer policy decides: drop this push, or disconnect the connection
     /// with `slow_consumer` (discarding what waits).
     pub fn push(&self, push: Transmit) -> PushOutcome {
-        let outcome = {
-            let mut inbox = self.inbox();
-            if inbox.closed {
-                return PushOutcome::NotActive;
-            }
-            if inbox.pushes.len() < self.shared.max_queued_pushes {
-                inbox.pushes.push_back(push.into());
-                PushOutcome::Queued
-            } else {
-                match self.shared.policy {
-                    SlowConsumerPolicy::DropNewest => {
-                        self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
-                        return PushOutcome::Dropped;
-                    }
-                    SlowConsumerPolicy::Disconnect => {
-                        let discarded = inbox.pushes.len() as u64 + 1;
-                        self.shared
-                            .dropped_pushes
-                            .fetch_add(discarded, Ordering::Relaxed);
-                        inbox.pushes.clear();
-                        inbox.closed = true;
-                        inbox.commands.push_back(Command::Kick {
-                            code: Code::SlowConsumer,
-                            message: Text::from_static("outbound queue full"),
-                        });
-                        PushOutcome::Disconnected
-                    }
+        let outcome = self.push_quiet(push);
+        if matches!(outcome, PushOutcome::Queued | PushOutcome::Disconnected) {
+            self.wake();
+        }
+        outcome
+    }
+
+    /// As [`ConnHandle::push`], without waking the connection's driver: the caller
+    /// calls [`ConnHandle::wake`] later when the outcome is `Queued` or `Disconnected`.
+    /// A fan-out from another thread queues to every member first and then has one task
+    /// on the connections' runtime wake them, so no driver is woken across threads.
+    pub fn push_quiet(&self, push: Transmit) -> PushOutcome {
+        let mut inbox = self.inbox();
+        if inbox.closed {
+            return PushOutcome::NotActive;
+        }
+        if inbox.pushes.len() < self.shared.max_queued_pushes {
+            inbox.pushes.push_back(push.into());
+            PushOutcome::Queued
+        } else {
+            match self.shared.policy {
+                SlowConsumerPolicy::DropNewest => {
+                    self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
+                    PushOutcome::Dropped
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    let discarded = inbox.pushes.len() as u64 + 1;
+                    self.shared
+                        .dropped_pushes
+                        .fetch_add(discarded, Ordering::Relaxed);
+                    inbox.pushes.clear();
+                    inbox.closed = true;
+                    inbox.commands.push_back(Command::Kick {
+                        code: Code::SlowConsumer,
+                        message: Text::from_static("outbound queue full"),
+                    });
+                    PushOutcome::Disconnected
                 }
             }
-        };
-        self.wake();
-        outcome
+        }
     }
 
     /// Disconnects the connection: the session sends `Kick { code, message }` and
@@ -342,7 +350,9 @@ impl ConnHandle {
         lock(&self.shared.inbox)
     }
 
-    fn wake(&self) {
+    /// Wakes the connection's driver to look at its queue (after
+    /// [`ConnHandle::push_quiet`]). Cheap when it is already woken.
+    pub fn wake(&self) {
         self.shared.woken.store(true, Ordering::Release);
         self.shared.waker.wake();
     }
