@@ -624,6 +624,43 @@ mod tests {
         assert_eq!(groups.members("room"), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_publish_from_another_runtime_queues_to_all_and_wakes_them_on_theirs() {
+        // One worker: the large group is pushed inline, with or without the pool.
+        let config = GroupConfig::builder()
+            .fanout_chunk(16)
+            .fanout_workers(1)
+            .build()
+            .unwrap();
+        let groups = Arc::new(registry(config));
+        groups.wake_on(tokio::runtime::Handle::current());
+        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        for _ in 0..4 {
+            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        // The publisher runs on a runtime of its own, as the gateway's HTTP API does.
+        let publisher = groups.clone();
+        let report = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(publisher.publish("room", &PushMessage::new(9, &b"hi"[..])))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (report.members, report.queued, report.dropped),
+            (100, 99, 1)
+        );
+        assert_eq!(members[0].take_pushes().len(), 1);
+        assert_eq!(members[99].take_pushes().len(), 1);
+        assert_eq!(members[6].take_pushes().len(), 4);
+    }
+
     #[tokio::test]
     async fn publish_numbers_encodes_once_and_counts_full_queues() {
         let config = GroupConfig::builder().fanout_chunk(16).build().unwrap();

@@ -378,3 +378,60 @@ impl ConnHandle {
         self.shared.dropped_pushes.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn frame() -> Transmit {
+        Transmit::Encoded(bytes::Bytes::from_static(b"push"))
+    }
+
+    #[test]
+    fn quiet_pushes_wake_only_when_told() {
+        let handle = ConnHandle::new(1, 2, SlowConsumerPolicy::DropNewest);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Queued);
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Queued);
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Dropped);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+
+        // One wake for the burst, and the driver sees everything queued.
+        handle.wake();
+        handle.wake();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.poll_woken(&mut cx), Poll::Ready(()));
+        assert_eq!(handle.take_pushes().len(), 2);
+        assert_eq!(handle.dropped_pushes(), 1);
+    }
+
+    #[test]
+    fn push_wakes_unless_dropped() {
+        let handle = ConnHandle::new(1, 1, SlowConsumerPolicy::DropNewest);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+        assert_eq!(handle.push(frame()), PushOutcome::Queued);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.poll_woken(&mut cx), Poll::Ready(()));
+        assert_eq!(handle.push(frame()), PushOutcome::Dropped);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+    }
+}
