@@ -365,6 +365,8 @@ impl GatewayBuilder {
             registry = registry.with_relay(relay.clone());
         }
         let registry = Arc::new(registry);
+        // The push API publishes from its own thread; the drivers run here.
+        registry.wake_on(tokio::runtime::Handle::current());
         let mut server = Server::builder(self.server, authenticator)
             .router(router)
             .groups(registry.clone());
@@ -383,12 +385,12 @@ impl GatewayBuilder {
         if let Some((listener, local)) = http_listener {
             bound.push((ListenerKind::Http.label(), local));
             let api = PushApi::new(server.clone(), registry.clone(), api_limits);
-            http_task = Some(tokio::spawn(http::serve(
+            http_task = Some(http::spawn_thread(
                 listener,
                 server.clone(),
                 api,
                 stop_http.clone(),
-            )));
+            )?);
         }
         for (label, addr) in &bound {
             info!(%addr, "{label} listening");

@@ -51,6 +51,46 @@ pub async fn serve(
         .await
 }
 
+/// Serves the router on a thread of its own (`longconn-http`, a current-thread tokio
+/// runtime) until `stop` is cancelled; the receiver resolves with the result when the
+/// thread is done.
+///
+/// The push API is the control side of the gateway and must answer in bounded time
+/// whatever the connections are doing. On the connections' runtime an HTTP request is
+/// read only after every connection task woken before it has run: with 10,000 members
+/// woken by each group publish, that is one whole round of writes per publish, so the
+/// publish rate was capped by the round and each round carried one push per member
+/// (issue 19, docs/BENCHMARKS.md "Fan-out overload"). On its own thread the API is
+/// scheduled by the kernel next to the connections' runtime; publishes keep arriving
+/// while drivers are queued, and each driver writes everything queued for it at once.
+///
+/// # Errors
+/// The listener cannot be moved to the new runtime, or the thread cannot start.
+pub fn spawn_thread(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    api: PushApi,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let listener = listener.into_std()?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("longconn-http".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        serve(listener, server, api, stop).await
+                    })
+                });
+            let _ = done.send(served);
+        })?;
+    Ok(result)
+}
+
 /// Binds the HTTP listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await

@@ -117,7 +117,8 @@ pub struct Gateway {
     groups: Arc<GroupRegistry>,
     transport: TransportConfig,
     stop_http: CancellationToken,
-    http_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Resolves when the HTTP thread ([`http::spawn_thread`]) has stopped.
+    http_task: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
     shutdown_deadline: Duration,
     /// What each listener bound, by label ([`ListenerKind::label`]; ports resolved when 0
     /// was asked for), in the order they were added, HTTP last.
@@ -241,6 +242,13 @@ impl Gateway {
             let _ = task.await;
         }
         report
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] stops its HTTP thread too.
+    fn drop(&mut self) {
+        self.stop_http.cancel();
     }
 }
 

@@ -68,7 +68,7 @@ impl GroupConfig {
     }
 
     /// Fan-out worker tasks (the bounded pool large groups share). Default: the number of
-    /// CPUs; 1 to 256.
+    /// CPUs the process may run on; 1 to 256. With 1, publishers push inline (no pool).
     pub fn fanout_workers(&self) -> usize {
         self.fanout_workers
     }

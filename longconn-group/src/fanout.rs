@@ -46,6 +46,28 @@ pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
     tally
 }
 
+/// As [`push_all`], without waking anyone; the caller wakes the members afterwards
+/// ([`wake_all`]).
+pub(crate) fn push_all_quiet(members: &[ConnHandle], frame: &Bytes) -> Tally {
+    let mut tally = Tally::default();
+    for member in members {
+        match member.push_quiet(Transmit::Encoded(frame.clone())) {
+            PushOutcome::Queued => tally.queued += 1,
+            PushOutcome::Dropped | PushOutcome::Disconnected | PushOutcome::NotActive => {
+                tally.dropped += 1
+            }
+        }
+    }
+    tally
+}
+
+/// Wakes every member's driver (after [`push_all_quiet`]).
+pub(crate) fn wake_all(members: &[ConnHandle]) {
+    for member in members {
+        member.wake();
+    }
+}
+
 struct Chunk {
     members: Arc<[ConnHandle]>,
     range: Range<usize>,

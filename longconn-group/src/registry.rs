@@ -147,6 +147,9 @@ pub struct GroupRegistry {
     /// Carries publishes to the other nodes with members, and hears which groups have
     /// members here. `None`: a single node.
     relay: Option<Arc<dyn Relay>>,
+    /// The runtime the members' drivers run on, when publishes may come from another
+    /// thread ([`GroupRegistry::wake_on`]).
+    drivers: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -174,7 +177,19 @@ impl GroupRegistry {
             memberships: ShardedMap::new(),
             log: Arc::new(LocalGroupLog::new()),
             relay: None,
+            drivers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Says that the members' drivers run on `runtime` while publishes may come from
+    /// other threads (the gateway's HTTP API has a thread of its own). A publisher then
+    /// queues the push to every member without waking any and spawns one task on
+    /// `runtime` that wakes them all there: a wake-up across threads costs a scheduler
+    /// injection and often a futex call that hands the core to the woken runtime, once
+    /// per member, while a wake-up on the runtime itself is a push on its local queue.
+    /// Set once; later calls are ignored.
+    pub fn wake_on(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.drivers.set(runtime);
     }
 
     /// Takes publish positions from `log` instead of the in-process
@@ -371,10 +386,20 @@ impl GroupRegistry {
 
     /// Pushes the encoded `frame` to the group's current members, inline or through
     /// the pool. The caller holds the group's publish lock.
+    ///
+    /// With one fan-out worker (one core) the publisher pushes inline whatever the
+    /// group's size: a single worker task only adds a hop, and its chunks wait in the
+    /// run queue behind every connection the previous publish woke (issue 19).
     async fn fan_out(&self, entry: &Group, frame: Bytes) -> GroupDelivery {
         let members = entry.snapshot();
         let chunk = self.config.fanout_chunk();
-        let tally = if members.len() <= chunk {
+        let inline = members.len() <= chunk || self.config.fanout_workers() <= 1;
+        let tally = if let (true, Some(drivers)) = (inline, self.drivers.get()) {
+            let tally = fanout::push_all_quiet(&members, &frame);
+            let woken = members.clone();
+            drivers.spawn(async move { fanout::wake_all(&woken) });
+            tally
+        } else if inline {
             fanout::push_all(&members, &frame)
         } else {
             self.pool.push_all(members.clone(), frame, chunk).await
@@ -597,6 +622,43 @@ mod tests {
         assert!(a.is_closed());
         assert!(matches!(groups.join(&a, "room"), Err(Error::Closed)));
         assert_eq!(groups.members("room"), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_publish_from_another_runtime_queues_to_all_and_wakes_them_on_theirs() {
+        // One worker: the large group is pushed inline, with or without the pool.
+        let config = GroupConfig::builder()
+            .fanout_chunk(16)
+            .fanout_workers(1)
+            .build()
+            .unwrap();
+        let groups = Arc::new(registry(config));
+        groups.wake_on(tokio::runtime::Handle::current());
+        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        for _ in 0..4 {
+            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        // The publisher runs on a runtime of its own, as the gateway's HTTP API does.
+        let publisher = groups.clone();
+        let report = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(publisher.publish("room", &PushMessage::new(9, &b"hi"[..])))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (report.members, report.queued, report.dropped),
+            (100, 99, 1)
+        );
+        assert_eq!(members[0].take_pushes().len(), 1);
+        assert_eq!(members[99].take_pushes().len(), 1);
+        assert_eq!(members[6].take_pushes().len(), 4);
     }
 
     #[tokio::test]

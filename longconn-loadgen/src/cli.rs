@@ -25,7 +25,8 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// Gateway endpoint: tcp://, tls://, ws://, wss:// or quic://host:port[/ws]; or a
-    /// peer broker for multicast comparisons: nats://ip:port, mqtt://ip:port.
+    /// peer broker for multicast comparisons: nats://ip:port, mqtt://ip:port; or
+    /// raw://ip:port, the gateway's TCP port read by a lean raw-protocol subscriber.
     #[arg(long, global = true, default_value = "tcp://127.0.0.1:7100")]
     pub target: String,
     /// The gateway's HTTP API, where pushes are sent.
@@ -74,6 +75,9 @@ pub struct Common {
     /// each phase (after the drain) are reported as `server_cpu_s`.
     #[arg(long, global = true, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Group publishes in flight at once, each on its own keep-alive HTTP connection.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub publishers: u16,
     /// No progress bars.
     #[arg(long, global = true)]
     pub quiet: bool,

@@ -83,6 +83,15 @@ impl LoadCtx {
         format!("{}{i}", self.common.device_prefix)
     }
 
+    /// A login token for `device`, valid for a day.
+    pub(crate) fn token(&self, device: &str) -> Bytes {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 24 * 3600;
+        Bytes::from(self.keys.mint(&self.common.app, device, exp))
+    }
+
     fn client_config(&self, index: u32) -> Result<ClientConfig, String> {
         let device = self.device(index);
         let exp = SystemTime::now()

@@ -119,7 +119,8 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         }
     }
     let publisher =
-        publish::Publisher::new(&common.api, &common.app, common.payload_size as usize)?;
+        publish::Publisher::new(&common.api, &common.app, common.payload_size as usize)?
+            .with_concurrency(usize::from(common.publishers));
     let mut summaries = Vec::new();
     let mut worker_cpu = vec![0.0; links.len()];
     for (number, phase) in scenario.phases.iter().enumerate() {
@@ -168,6 +169,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
             summary.counts.sent = published.sent;
             summary.counts.expected = published.expected;
             summary.counts.errors += published.errors;
+            summary.publish_rtt_us = published.rtt_us;
             summary.reach_rate = summary.counts.reach();
         }
         if phase.kind() == "connect" {
@@ -249,7 +251,8 @@ async fn publish_phase(
             rate,
             ..
         } => {
-            if let Ok(Some((peer, addr))) = peer::Peer::from_target(&common.target) {
+            let peer = peer::Peer::from_target(&common.target).ok().flatten();
+            if let Some((peer, addr)) = peer.filter(|(p, _)| *p != peer::Peer::Raw) {
                 let published = peer::publish(peer::PeerPublish {
                     peer,
                     addr,
@@ -268,7 +271,7 @@ async fn publish_phase(
             }
             let progress = bar(u64::from(groups) * u64::from(messages));
             let out = publisher
-                .multicast(&common.device_prefix, groups, messages, rate, &progress)
+                .multicast_on_own_thread(&common.device_prefix, groups, messages, rate, &progress)
                 .await;
             progress.finish_and_clear();
             out

@@ -2,6 +2,11 @@
 //! against: NATS (`nats://host:port`, one subject per group) and MQTT 3.1.1
 //! (`mqtt://host:port`, one topic per group, QoS 0). Multicast phases only.
 //!
+//! `raw://host:port` is longconn itself through a lean raw-protocol subscriber: plain
+//! TCP, `Login` with a minted token, `JoinGroup`, then frames read with the core codec
+//! into one buffer per connection (no SDK: no session, no callbacks, no heartbeats).
+//! Publishes still go through the gateway's HTTP API.
+//!
 //! They are written by hand on purpose: a subscriber here is one task and one small read
 //! buffer per connection, no more than a longconn SDK client costs, so the load side
 //! never makes a peer look slower than it is. The full client crates (async-nats,
@@ -12,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use longconn_core::{Frame, FrameCodec, Metadata, Text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -29,6 +35,8 @@ pub enum Peer {
     Nats,
     /// An MQTT 3.1.1 broker (mosquitto).
     Mqtt,
+    /// A longconn gateway's TCP listener, read by the raw-protocol subscriber.
+    Raw,
 }
 
 impl Peer {
@@ -41,6 +49,8 @@ impl Peer {
             (Peer::Nats, rest)
         } else if let Some(rest) = target.strip_prefix("mqtt://") {
             (Peer::Mqtt, rest)
+        } else if let Some(rest) = target.strip_prefix("raw://") {
+            (Peer::Raw, rest)
         } else {
             return Ok(None);
         };
@@ -112,6 +122,7 @@ async fn subscribe(
     from: Option<std::net::IpAddr>,
     client_id: &str,
     group: &str,
+    login: Option<(&str, Bytes)>,
 ) -> Result<(TcpStream, BytesMut), String> {
     let mut stream = longconn_transport::tcp::dial(addr, from)
         .await
@@ -169,7 +180,82 @@ async fn subscribe(
             }
             Ok((stream, buf))
         }
+        Peer::Raw => {
+            let (app, token) = login.ok_or("raw subscribers need a login token")?;
+            let mut out = BytesMut::new();
+            let login = Frame::Login {
+                id: 1,
+                app: Text::from(app),
+                device: Text::from(client_id),
+                token,
+                meta: Metadata::default(),
+            };
+            login
+                .encode(&mut out, RAW_CODEC.max_frame_size())
+                .map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            // LoginAck, then JoinGroup (nothing else may follow a Login before its ack).
+            let mut joined = false;
+            loop {
+                match raw_next(&mut stream, &mut buf).await? {
+                    Frame::LoginAck { .. } => {
+                        out.clear();
+                        Frame::JoinGroup {
+                            id: 2,
+                            group: Text::from(group),
+                        }
+                        .encode(&mut out, RAW_CODEC.max_frame_size())
+                        .map_err(|e| e.to_string())?;
+                        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                    }
+                    Frame::JoinAck { .. } => joined = true,
+                    Frame::Ping { id, payload } => {
+                        raw_pong(&mut stream, id, payload).await?;
+                    }
+                    Frame::Error { code, .. }
+                    | Frame::Kick { code, .. }
+                    | Frame::Close { code, .. } => {
+                        return Err(format!("raw subscribe refused: {code:?}"));
+                    }
+                    _ => {}
+                }
+                if joined {
+                    return Ok((stream, buf));
+                }
+            }
+        }
     }
+}
+
+/// The codec the raw subscriber reads with (the gateway's default frame limit).
+const RAW_CODEC: FrameCodec = FrameCodec::new(64 * 1024);
+
+/// The next frame from a raw subscriber's stream.
+async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
+    let mut codec = RAW_CODEC;
+    loop {
+        if let Some(frame) = codec.decode(buf).map_err(|e| e.to_string())? {
+            return Ok(frame);
+        }
+        if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("gateway closed during subscribe".into());
+        }
+    }
+}
+
+/// How often a raw subscriber pings.
+const RAW_PING_EVERY: Duration = Duration::from_secs(20);
+
+async fn raw_pong(stream: &mut TcpStream, id: u32, payload: Bytes) -> Result<(), String> {
+    raw_send(stream, Frame::Pong { id, payload }).await
+}
+
+async fn raw_send(stream: &mut TcpStream, frame: Frame) -> Result<(), String> {
+    let mut out = BytesMut::new();
+    frame
+        .encode(&mut out, RAW_CODEC.max_frame_size())
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&out).await.map_err(|e| e.to_string())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -194,7 +280,25 @@ async fn receive(
         rec.bump(&rec.received, "loadgen_received_total");
         ctx.last_receive_us().fetch_max(now, Ordering::Relaxed);
     };
+    // Raw subscribers ping now and then, as the gateway closes a silent connection
+    // after its idle timeout (75 s by default).
+    let mut ping_at = Instant::now() + RAW_PING_EVERY;
     loop {
+        if peer == Peer::Raw && Instant::now() >= ping_at {
+            ping_at = Instant::now() + RAW_PING_EVERY;
+            if raw_send(
+                &mut stream,
+                Frame::Ping {
+                    id: 9,
+                    payload: Bytes::new(),
+                },
+            )
+            .await
+            .is_err()
+            {
+                return;
+            }
+        }
         // Take every complete message in the buffer.
         loop {
             match peer {
@@ -222,6 +326,20 @@ async fn receive(
                         buf.advance(eol + 2);
                     }
                 }
+                Peer::Raw => {
+                    let mut codec = RAW_CODEC;
+                    match codec.decode(&mut buf) {
+                        Ok(Some(Frame::Push { payload, .. })) => record(&payload),
+                        Ok(Some(Frame::Ping { id, payload })) => {
+                            if raw_pong(&mut stream, id, payload).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
                 Peer::Mqtt => {
                     let Some((kind, header, len)) = mqtt_frame(&buf) else {
                         break;
@@ -240,7 +358,15 @@ async fn receive(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match stream.read_buf(&mut buf).await {
+        let read = if peer == Peer::Raw {
+            match tokio::time::timeout_at(ping_at, stream.read_buf(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => continue,
+            }
+        } else {
+            stream.read_buf(&mut buf).await
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -271,7 +397,9 @@ impl LoadCtx {
                 let group = format!("{}g{}", ctx.common.device_prefix, index % groups);
                 let id = ctx.device(index);
                 let from = ctx.common.source_ips.map(|ips| ips.pick(u64::from(index)));
-                match subscribe(peer, addr, from, &id, &group).await {
+                let token = (peer == Peer::Raw).then(|| ctx.token(&id));
+                let login = token.map(|t| (ctx.common.app.as_str(), t));
+                match subscribe(peer, addr, from, &id, &group, login).await {
                     Ok((stream, buf)) => {
                         rec.connect_latency
                             .record(index as usize, started.elapsed().as_micros() as u64);
@@ -346,6 +474,7 @@ pub async fn publish(p: PeerPublish<'_>) -> Result<Published, String> {
             .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
             .await
             .map_err(|e| e.to_string())?,
+        Peer::Raw => return Err("raw subscribers are published to through the HTTP API".into()),
         Peer::Mqtt => {
             stream
                 .write_all(&mqtt_connect(&format!("{prefix}publisher")))
@@ -376,6 +505,7 @@ pub async fn publish(p: PeerPublish<'_>) -> Result<Published, String> {
                 buf.put_slice(&payload);
                 buf.put_slice(b"\r\n");
             }
+            Peer::Raw => unreachable!("refused above"),
             Peer::Mqtt => {
                 let mut body = BytesMut::new();
                 mqtt_string(&mut body, &group);
@@ -407,6 +537,10 @@ mod tests {
             Some((Peer::Nats, "127.0.0.1:4222".parse().unwrap()))
         );
         assert_eq!(Peer::from_target("tcp://127.0.0.1:1").unwrap(), None);
+        assert_eq!(
+            Peer::from_target("raw://127.0.0.1:7100").unwrap(),
+            Some((Peer::Raw, "127.0.0.1:7100".parse().unwrap()))
+        );
         assert!(Peer::from_target("mqtt://localhost").is_err());
     }
 }

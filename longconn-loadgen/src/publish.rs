@@ -15,10 +15,15 @@ use super::fleet::stamped;
 pub const PUSH_BUSINESS: u32 = 7;
 /// Devices per `POST /v1/push/devices`.
 const BATCH: usize = 500;
+/// Group publishes not sent this long after the end of their phase's window are not
+/// sent at all.
+pub const LATE_CUTOFF: Duration = Duration::from_secs(2);
 
 /// What the sending side did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Published {
+    /// Round trip of each group publish's HTTP call (multicast only).
+    pub rtt_us: Option<super::stats::Percentiles>,
     /// Pushes (unicast) or publishes (multicast) sent.
     pub sent: u64,
     /// Deliveries the gateway was asked to make: devices pushed to, or the group's
@@ -36,6 +41,8 @@ pub struct Publisher {
     api: String,
     app: String,
     payload_size: usize,
+    /// Group publishes in flight at once (one keep-alive connection each).
+    concurrency: usize,
 }
 
 impl Publisher {
@@ -53,7 +60,17 @@ impl Publisher {
             api: api.trim_end_matches('/').to_owned(),
             app: app.to_owned(),
             payload_size,
+            concurrency: 1,
         })
+    }
+
+    /// Sends group publishes over `n` keep-alive connections at once (default 1): a
+    /// slow answer then delays only its own connection's next publish, as with a
+    /// publisher that has several connections to the API.
+    #[must_use]
+    pub fn with_concurrency(mut self, n: usize) -> Publisher {
+        self.concurrency = n.max(1);
+        self
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
@@ -71,6 +88,54 @@ impl Publisher {
             return Err(format!("POST {path}: {status} {text}"));
         }
         serde_json::from_str(&text).map_err(|e| format!("POST {path}: {e}"))
+    }
+
+    /// [`Publisher::multicast`] on a thread of its own (a current-thread runtime with a
+    /// fresh HTTP client), so that the publishes' round trips do not wait behind this
+    /// process's client tasks: with thousands of members in the process, a response is
+    /// otherwise read only after every member task woken before it has run, and the
+    /// measured round trip would be the load side's.
+    pub async fn multicast_on_own_thread(
+        &self,
+        prefix: &str,
+        groups: u32,
+        messages: u32,
+        rate: f64,
+        progress: &indicatif::ProgressBar,
+    ) -> Published {
+        let publisher = match Publisher::new(&self.api, &self.app, self.payload_size) {
+            Ok(p) => p.with_concurrency(self.concurrency),
+            Err(err) => {
+                tracing::warn!(error = %err, "publisher");
+                return Published::default();
+            }
+        };
+        let (prefix, progress) = (prefix.to_owned(), progress.clone());
+        let (done, result) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("loadgen-publish".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let out = runtime.map(|runtime| {
+                    runtime
+                        .block_on(publisher.multicast(&prefix, groups, messages, rate, &progress))
+                });
+                let _ = done.send(out);
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "publisher thread");
+            return Published::default();
+        }
+        match result.await {
+            Ok(Ok(out)) => out,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "publisher runtime");
+                Published::default()
+            }
+            Err(_) => Published::default(),
+        }
     }
 
     /// `messages` pushes to each of `devices`, `rate` pushes per second in all.
@@ -113,7 +178,11 @@ impl Publisher {
     }
 
     /// `messages` publishes to each of `groups` groups (`{prefix}g{n}`), round robin,
-    /// `rate` publishes per second in all.
+    /// `rate` publishes per second in all, over the publisher's concurrency. Publish `n`
+    /// is due at `n / rate` s; a connection still waiting for an answer sends its next
+    /// publish late. Publishing stops [`LATE_CUTOFF`] after the phase's window
+    /// (`groups * messages / rate` s): a slow API shows as fewer publishes sent, and the
+    /// phase stays bounded in time.
     pub async fn multicast(
         &self,
         prefix: &str,
@@ -122,33 +191,57 @@ impl Publisher {
         rate: f64,
         progress: &indicatif::ProgressBar,
     ) -> Published {
-        let mut out = Published::default();
         let start = Instant::now();
         let total = u64::from(groups) * u64::from(messages);
-        for n in 0..total {
-            pace(start, n, rate).await;
-            let group = n % u64::from(groups);
-            let body = json!({
-                "business": PUSH_BUSINESS,
-                "payload_b64": STANDARD.encode(stamped(self.payload_size, n)),
-            });
-            out.sent += 1;
-            match self
-                .post(&format!("/v1/push/groups/{prefix}g{group}"), &body)
-                .await
-            {
-                Ok(reply) => {
-                    out.expected += reply["members"].as_u64().unwrap_or(0);
-                    out.errors += reply["dropped"].as_u64().unwrap_or(0);
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let cutoff = start + Duration::from_secs_f64(total as f64 / rate) + LATE_CUTOFF;
+        let rtt = std::sync::Mutex::new(super::stats::histogram());
+        let one = || async {
+            let mut out = Published::default();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total || Instant::now() > cutoff {
+                    return out;
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "publish failed");
-                    out.errors += 1;
+                pace(start, n, rate).await;
+                let group = n % u64::from(groups);
+                let body = json!({
+                    "business": PUSH_BUSINESS,
+                    "payload_b64": STANDARD.encode(stamped(self.payload_size, n)),
+                });
+                out.sent += 1;
+                let sent_at = Instant::now();
+                let reply = self
+                    .post(&format!("/v1/push/groups/{prefix}g{group}"), &body)
+                    .await;
+                let took = sent_at.elapsed().as_micros() as u64;
+                rtt.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .saturating_record(took.max(1));
+                match reply {
+                    Ok(reply) => {
+                        out.expected += reply["members"].as_u64().unwrap_or(0);
+                        out.errors += reply["dropped"].as_u64().unwrap_or(0);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "publish failed");
+                        out.errors += 1;
+                    }
                 }
+                metrics::counter!("loadgen_sent_total").increment(1);
+                progress.inc(1);
             }
-            metrics::counter!("loadgen_sent_total").increment(1);
-            progress.set_position(out.sent);
+        };
+        let parts = futures::future::join_all((0..self.concurrency).map(|_| one())).await;
+        let mut out = Published::default();
+        for part in parts {
+            out.sent += part.sent;
+            out.expected += part.expected;
+            out.errors += part.errors;
         }
+        out.rtt_us = Some(super::stats::Percentiles::of(
+            &rtt.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ));
         out
     }
 }

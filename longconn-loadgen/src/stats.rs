@@ -15,7 +15,7 @@ const SHARDS: usize = 32;
 /// Largest latency recorded, microseconds (larger values are clamped): 10 minutes.
 const MAX_US: u64 = 600_000_000;
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid bounds")
 }
 
@@ -212,7 +212,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn of(h: &Histogram<u64>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -255,6 +255,9 @@ pub struct Summary {
     /// CPU seconds the server (`--server-pid`) used from `Go` to the end of the phase.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub server_cpu_s: Option<f64>,
+    /// Round trip of the phase's group publishes through the HTTP API (multicast).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub publish_rtt_us: Option<Percentiles>,
     /// Per-phase summaries (in the run total only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub phases: Vec<Summary>,

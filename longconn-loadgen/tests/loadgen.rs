@@ -213,3 +213,38 @@ fn a_bad_scenario_file_fails_with_its_reason() {
         "no summary for a run that never started"
     );
 }
+
+/// The raw-protocol subscribers of `benches/fanout-overload.sh`, small: 50 members, 20
+/// publishes over 4 HTTP connections in about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_subscribers_receive_every_publish() {
+    let (gateway, target, api) = gateway().await;
+    let raw = target.replace("tcp://", "raw://");
+    let s = loadgen(
+        &raw,
+        &api,
+        &[
+            "--publishers",
+            "4",
+            "multicast",
+            "--members",
+            "50",
+            "--groups",
+            "1",
+            "--messages",
+            "20",
+            "--rate",
+            "20",
+        ],
+    )
+    .await;
+    assert_complete(&s, 50);
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(20), Some(1000))
+    );
+    let phase = &s["phases"][0];
+    assert!(phase["latency_us"]["p50"].as_u64().unwrap() > 0, "{s}");
+    assert!(phase["publish_rtt_us"]["p50"].as_u64().unwrap() > 0, "{s}");
+    gateway.shutdown().await;
+}

@@ -265,38 +265,46 @@ impl ConnHandle {
     /// the slow-consumer policy decides: drop this push, or disconnect the connection
     /// with `slow_consumer` (discarding what waits).
     pub fn push(&self, push: Transmit) -> PushOutcome {
-        let outcome = {
-            let mut inbox = self.inbox();
-            if inbox.closed {
-                return PushOutcome::NotActive;
-            }
-            if inbox.pushes.len() < self.shared.max_queued_pushes {
-                inbox.pushes.push_back(push.into());
-                PushOutcome::Queued
-            } else {
-                match self.shared.policy {
-                    SlowConsumerPolicy::DropNewest => {
-                        self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
-                        return PushOutcome::Dropped;
-                    }
-                    SlowConsumerPolicy::Disconnect => {
-                        let discarded = inbox.pushes.len() as u64 + 1;
-                        self.shared
-                            .dropped_pushes
-                            .fetch_add(discarded, Ordering::Relaxed);
-                        inbox.pushes.clear();
-                        inbox.closed = true;
-                        inbox.commands.push_back(Command::Kick {
-                            code: Code::SlowConsumer,
-                            message: Text::from_static("outbound queue full"),
-                        });
-                        PushOutcome::Disconnected
-                    }
+        let outcome = self.push_quiet(push);
+        if matches!(outcome, PushOutcome::Queued | PushOutcome::Disconnected) {
+            self.wake();
+        }
+        outcome
+    }
+
+    /// As [`ConnHandle::push`], without waking the connection's driver: the caller
+    /// calls [`ConnHandle::wake`] later when the outcome is `Queued` or `Disconnected`.
+    /// A fan-out from another thread queues to every member first and then has one task
+    /// on the connections' runtime wake them, so no driver is woken across threads.
+    pub fn push_quiet(&self, push: Transmit) -> PushOutcome {
+        let mut inbox = self.inbox();
+        if inbox.closed {
+            return PushOutcome::NotActive;
+        }
+        if inbox.pushes.len() < self.shared.max_queued_pushes {
+            inbox.pushes.push_back(push.into());
+            PushOutcome::Queued
+        } else {
+            match self.shared.policy {
+                SlowConsumerPolicy::DropNewest => {
+                    self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
+                    PushOutcome::Dropped
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    let discarded = inbox.pushes.len() as u64 + 1;
+                    self.shared
+                        .dropped_pushes
+                        .fetch_add(discarded, Ordering::Relaxed);
+                    inbox.pushes.clear();
+                    inbox.closed = true;
+                    inbox.commands.push_back(Command::Kick {
+                        code: Code::SlowConsumer,
+                        message: Text::from_static("outbound queue full"),
+                    });
+                    PushOutcome::Disconnected
                 }
             }
-        };
-        self.wake();
-        outcome
+        }
     }
 
     /// Disconnects the connection: the session sends `Kick { code, message }` and
@@ -342,7 +350,9 @@ impl ConnHandle {
         lock(&self.shared.inbox)
     }
 
-    fn wake(&self) {
+    /// Wakes the connection's driver to look at its queue (after
+    /// [`ConnHandle::push_quiet`]). Cheap when it is already woken.
+    pub fn wake(&self) {
         self.shared.woken.store(true, Ordering::Release);
         self.shared.waker.wake();
     }
@@ -366,5 +376,62 @@ impl ConnHandle {
 
     pub(crate) fn count_dropped(&self, n: u64) {
         self.shared.dropped_pushes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn frame() -> Transmit {
+        Transmit::Encoded(bytes::Bytes::from_static(b"push"))
+    }
+
+    #[test]
+    fn quiet_pushes_wake_only_when_told() {
+        let handle = ConnHandle::new(1, 2, SlowConsumerPolicy::DropNewest);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Queued);
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Queued);
+        assert_eq!(handle.push_quiet(frame()), PushOutcome::Dropped);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+
+        // One wake for the burst, and the driver sees everything queued.
+        handle.wake();
+        handle.wake();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.poll_woken(&mut cx), Poll::Ready(()));
+        assert_eq!(handle.take_pushes().len(), 2);
+        assert_eq!(handle.dropped_pushes(), 1);
+    }
+
+    #[test]
+    fn push_wakes_unless_dropped() {
+        let handle = ConnHandle::new(1, 1, SlowConsumerPolicy::DropNewest);
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(handle.poll_woken(&mut cx).is_pending());
+        assert_eq!(handle.push(frame()), PushOutcome::Queued);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.poll_woken(&mut cx), Poll::Ready(()));
+        assert_eq!(handle.push(frame()), PushOutcome::Dropped);
+        assert!(handle.poll_woken(&mut cx).is_pending());
     }
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Fan-out overload (issue 19): one group of 10,000 members, 100-byte payloads, publish
+# rate stepped past the gateway's peak. Shows whether delivery collapses or plateaus.
+#
+# Per step: a fresh release gateway on core 0 (`taskset -c 0`, `max_queued_pushes =
+# 8192`); `loadgen multicast --target raw://...` on core 1: 10,000 lean raw-protocol
+# subscribers (plain TCP, Login with the development token, JoinGroup, frames read with
+# the core codec), publishes through `POST /v1/push/groups/{group}` over 4 keep-alive
+# HTTP connections for STEP_S seconds. Each step uses its own source addresses, so no
+# wait for TIME_WAIT is needed between steps. Prints one row per step.
+#
+# Environment: OUT (target/fanout-overload), STEPS ("100 150 200 300 400"), STEP_S (10),
+# MEMBERS (10000), PUBLISHERS (4), BUILD=0 to run the binaries as built, PERF=1 to `perf record -g` the gateway for PERF_S (8)
+# seconds of each step, starting PERF_DELAY (5) seconds after the loadgen starts
+# (after the logins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-target/fanout-overload}
+STEPS=${STEPS:-"100 150 200 300 400"}
+STEP_S=${STEP_S:-10}
+MEMBERS=${MEMBERS:-10000}
+PUBLISHERS=${PUBLISHERS:-4}
+PERF=${PERF:-0}
+PERF_S=${PERF_S:-8}
+PERF_DELAY=${PERF_DELAY:-5}
+mkdir -p "$OUT"
+rm -f "$OUT"/steps.jsonl
+if [ "${BUILD:-1}" = 1 ]; then
+    cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen
+fi
+printf '[session]\nmax_queued_pushes = 8192\n' >"$OUT/gateway.toml"
+PID=""
+
+stop_server() {
+    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+    PID=""
+}
+trap stop_server EXIT
+
+wait_port() { # host port
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "gateway did not listen on $1:$2" >&2
+    exit 1
+}
+
+date -u +"%Y-%m-%dT%H:%M:%SZ" | tee "$OUT/date"
+n=0
+for rate in $STEPS; do
+    # 38 source addresses per step: 127.0.0.2-39, 127.0.0.42-79, ...
+    first=$((2 + 40 * (n % 6))); last=$((first + 37)); n=$((n + 1))
+    taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off \
+        >"$OUT/gateway-$rate.log" 2>&1 &
+    PID=$!
+    wait_port 127.0.0.1 7180
+    wait_port 127.0.0.1 7100
+    PERF_PID=""
+    if [ "$PERF" = 1 ]; then
+        (sleep "$PERF_DELAY"; perf record -e cpu-clock -F 999 -g -p "$PID" -o "$OUT/perf-$rate.data" \
+            -- sleep "$PERF_S" >/dev/null 2>&1) &
+        PERF_PID=$!
+    fi
+    messages=$(python3 -c "print(int($rate * $STEP_S))")
+    timeout $((STEP_S + 120)) taskset -c 1 target/release/loadgen --quiet \
+        --target raw://127.0.0.1:7100 --source-ips "127.0.0.$first-127.0.0.$last" \
+        --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
+        multicast --members "$MEMBERS" --groups 1 --messages "$messages" --rate "$rate" \
+        | tail -n 1 >"$OUT/step-$rate.json" || echo '{}' >"$OUT/step-$rate.json"
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+    if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
+    python3 - "$rate" "$hwm" "$OUT/step-$rate.json" >>"$OUT/steps.jsonl" <<'EOF'
+import json, sys
+rate, hwm, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+s = json.load(open(path))
+p = (s.get("phases") or [s])[0]
+print(json.dumps({"rate": rate, "peak_rss_kb": hwm, **{k: p.get(k) for k in (
+    "sent", "received", "expected", "reach_rate", "throughput_per_s", "latency_us",
+    "publish_rtt_us", "server_cpu_s", "load_cpu_s")}}))
+EOF
+    stop_server
+    sleep 5
+done
+
+python3 - "$OUT/steps.jsonl" "$STEP_S" "$MEMBERS" <<'EOF'
+import json, sys
+step_s, members = float(sys.argv[2]), int(sys.argv[3])
+print("| publishes/s | offered deliveries/s | publishes sent | delivered/s | reach | p50 / p99 ms"
+      " | publish RTT p50 / p99 ms | gateway CPU s | CPU s per M deliveries | peak RSS MB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    lat, rtt = r["latency_us"] or {}, r["publish_rtt_us"] or {}
+    cpu, got = r["server_cpu_s"] or 0, r["received"] or 0
+    per_m = cpu / (got / 1e6) if got else float("nan")
+    print(f"| {r['rate']} | {r['rate'] * members:,} | {r['sent']:,} of {int(r['rate'] * step_s):,}"
+          f" | {r['throughput_per_s']:,.0f} | {r['reach_rate']:.3f}"
+          f" | {lat.get('p50', 0) / 1000:,.0f} / {lat.get('p99', 0) / 1000:,.0f}"
+          f" | {rtt.get('p50', 0) / 1000:,.1f} / {rtt.get('p99', 0) / 1000:,.1f}"
+          f" | {cpu:.1f} | {per_m:.1f} | {r['peak_rss_kb'] / 1024:,.0f} |")
+EOF
