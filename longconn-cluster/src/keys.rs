@@ -49,6 +49,16 @@ impl Keys {
         format!("{}n:{node}", self.prefix)
     }
 
+    /// `{prefix}relay:{node id}`: the node's relay inbox channel (pub/sub, not a key).
+    pub(crate) fn relay(&self, node: u16) -> String {
+        format!("{}relay:{node}", self.prefix)
+    }
+
+    /// `{prefix}gn:{group}`: the set of node ids with members of the group.
+    pub(crate) fn group_nodes(&self, group: &str) -> String {
+        format!("{}gn:{group}", self.prefix)
+    }
+
     /// `{prefix}nodes`: the set of node ids that registered (pruned of dead ones by
     /// `NodeRegistry::list`).
     pub(crate) fn nodes(&self) -> String {

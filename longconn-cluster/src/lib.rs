@@ -9,9 +9,11 @@
 //!   epoch per group, so every node numbers one publish the same way.
 //! - [`NodeRegistry`] keeps one key per live access node (addresses, connection count,
 //!   start time, draining flag), refreshed by a heartbeat task a [`NodeLease`] owns.
+//! - [`RedisRelay`] implements [`longconn_server::Relay`]: one pub/sub inbox channel per
+//!   node, request/answer with correlation ids and a bounded wait, and per group the set
+//!   of nodes with members.
 //!
-//! The key schema, TTLs and encodings are in `docs/CLUSTER.md`; the Redis relay (delivery
-//! between nodes) is not built yet, so servers keep `LocalRelay` or their own relay.
+//! The key schema, TTLs and encodings are in `docs/CLUSTER.md`.
 //!
 //! Every type here talks to Redis through a [`redis::aio::ConnectionLike`] that is
 //! `Clone` (default [`redis::aio::ConnectionManager`], which reconnects on its own; see
@@ -24,6 +26,8 @@
 //! - `route_store`: [`RedisRouteStore`].
 //! - `group_log`: [`RedisGroupLog`].
 //! - `registry`: [`NodeRegistry`], [`NodeLease`], [`NodeInfo`], [`NodeAnnouncement`].
+//! - `relay`: [`RedisRelay`]; `relay::wire`, its binary message encoding.
+//! - `script`: `EVALSHA` in pipelines, with one reload on `NOSCRIPT`.
 //! - `error`: [`Error`], one enum for the crate.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -31,6 +35,7 @@ mod error;
 mod group_log;
 mod keys;
 mod registry;
+mod relay;
 mod route_store;
 mod script;
 
@@ -41,6 +46,7 @@ pub use group_log::RedisGroupLog;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};
 pub use redis;
 pub use registry::{NodeAnnouncement, NodeInfo, NodeLease, NodeRegistry};
+pub use relay::RedisRelay;
 pub use route_store::RedisRouteStore;
 
 /// How often `longconn-server`'s route sync task re-registers every local route (its
