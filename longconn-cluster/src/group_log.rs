@@ -43,7 +43,7 @@ return {e, o}
 /// last offset handed out). One `next_position` is one `EVALSHA` (one round trip): an
 /// `HINCRBY` of `o`, and when that creates the counter, a new random epoch (non-zero,
 /// below 2^53, drawn by the caller). A group not published to for the idle TTL (default
-/// [`Self::DEFAULT_IDLE_TTL`]) is dropped and its next publish starts a new epoch; so
+/// [`RedisGroupLog::DEFAULT_IDLE_TTL`]) is dropped and its next publish starts a new epoch; so
 /// does every group when Redis loses its data (restart without persistence, flush).
 /// [`GroupLog::forget`] is ignored: the log is shared.
 #[derive(Clone)]
@@ -68,19 +68,21 @@ fn new_epoch() -> u64 {
     (fastrand::u64(..) >> 11).max(1)
 }
 
+impl RedisGroupLog {
+    /// How long a group's log outlives its last publish unless set: 24 hours.
+    pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+}
+
 impl<C> RedisGroupLog<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// How long a group's log outlives its last publish unless set: 24 hours.
-    pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
-
     /// A log on `conn` with the default prefix and idle TTL.
     pub fn new(conn: C) -> RedisGroupLog<C> {
         RedisGroupLog {
             conn,
             keys: Keys::new(DEFAULT_PREFIX),
-            idle_ttl_ms: Self::DEFAULT_IDLE_TTL.as_millis() as u64,
+            idle_ttl_ms: RedisGroupLog::DEFAULT_IDLE_TTL.as_millis() as u64,
             script: Script::new(NEXT_POSITION),
         }
     }

@@ -90,21 +90,23 @@ impl<C> std::fmt::Debug for NodeRegistry<C> {
     }
 }
 
-impl<C> NodeRegistry<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
+impl NodeRegistry {
     /// A node's entry outlives its last heartbeat by this much unless set: 15 s. The
     /// heartbeat runs every third of the TTL (5 s), so two missed beats in a row do not
     /// make a live node disappear; a dead node is gone at most 15 s after its last beat.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+}
 
+impl<C> NodeRegistry<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     /// A registry on `conn` with the default prefix and TTL.
     pub fn new(conn: C) -> NodeRegistry<C> {
         NodeRegistry {
             conn,
             keys: Keys::new(DEFAULT_PREFIX),
-            ttl_ms: Self::DEFAULT_TTL.as_millis() as u64,
+            ttl_ms: NodeRegistry::DEFAULT_TTL.as_millis() as u64,
             heartbeat: Script::new(HEARTBEAT),
             deregister: Script::new(DEREGISTER),
         }

@@ -67,23 +67,25 @@ impl<C> std::fmt::Debug for RedisRouteStore<C> {
     }
 }
 
-impl<C> RedisRouteStore<C>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
+impl RedisRouteStore {
     /// The route TTL unless set: 90 s, three times the server's route refresh interval
     /// ([`crate::ROUTE_REFRESH_INTERVAL`], 30 s). A live node's routes survive two missed
     /// refreshes (a Redis blip, a slow refresh of a large node); a dead node's routes are
     /// gone at most 90 s after its last refresh.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
+}
 
+impl<C> RedisRouteStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     /// A store on `conn` with the default prefix ([`DEFAULT_PREFIX`]) and TTL
-    /// ([`Self::DEFAULT_TTL`]).
+    /// ([`RedisRouteStore::DEFAULT_TTL`]).
     pub fn new(conn: C) -> RedisRouteStore<C> {
         RedisRouteStore {
             conn,
             keys: Keys::new(DEFAULT_PREFIX),
-            ttl_ms: Self::DEFAULT_TTL.as_millis() as u64,
+            ttl_ms: RedisRouteStore::DEFAULT_TTL.as_millis() as u64,
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
             refresh: Script::new(REFRESH),
         }

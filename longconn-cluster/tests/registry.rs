@@ -23,7 +23,7 @@ async fn a_live_id_is_refused_and_live_nodes_are_listed() {
         return;
     };
     let registry = NodeRegistry::new(redis.connect().await);
-    assert_eq!(registry.heartbeat_interval(), Duration::from_secs(5));
+    assert_eq!(registry.heartbeat_interval(), NodeRegistry::DEFAULT_TTL / 3);
     let one = registry.register(node(1)).await.unwrap();
     let two = registry.register(node(2)).await.unwrap();
     // Another process (another connection) asks for id 1 while it is live.
@@ -74,7 +74,7 @@ async fn an_entry_lives_while_its_heartbeat_runs_and_expires_after_it_stops() {
         return;
     };
     let registry = NodeRegistry::new(redis.connect().await)
-        .with_ttl(Duration::from_millis(600))
+        .with_ttl(Duration::from_millis(1200))
         .unwrap();
     assert!(
         NodeRegistry::new(redis.connect().await)
@@ -83,15 +83,16 @@ async fn an_entry_lives_while_its_heartbeat_runs_and_expires_after_it_stops() {
     );
     let lease = registry.register(node(7)).await.unwrap();
     lease.set_connections(3);
-    // Three TTLs: only the heartbeat (every 200 ms) keeps the entry.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(registry.heartbeat_interval(), Duration::from_millis(400));
+    // Two TTLs: only the heartbeat (every 400 ms) keeps the entry.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
     let listed = registry.list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].connections, 3, "the heartbeat wrote the count");
     // A crash: the heartbeat stops, the entry stays until its TTL runs out.
     lease.stop().await;
     assert_eq!(registry.list().await.unwrap().len(), 1);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1400)).await;
     assert!(registry.list().await.unwrap().is_empty());
     let members: Vec<u16> = redis.cmd(&["SMEMBERS", "lc:nodes"]).await;
     assert!(members.is_empty(), "list pruned the dead id: {members:?}");

@@ -28,6 +28,11 @@ async fn register_lookup_and_unregister_round_trip() {
         return;
     };
     let store = RedisRouteStore::new(redis.connect().await);
+    assert_eq!(store.ttl(), RedisRouteStore::DEFAULT_TTL);
+    assert_eq!(
+        RedisRouteStore::DEFAULT_TTL,
+        3 * longconn_cluster::ROUTE_REFRESH_INTERVAL
+    );
     store
         .register(&[
             (dev("phone"), route(1, 1)),
