@@ -324,7 +324,8 @@ impl RedisRelay {
 }
 
 /// Reads this node's channel: answers go to their waiting call, requests to the
-/// handler. Re-subscribes (with backoff) if the pub/sub connection ends.
+/// handler. Re-subscribes (with backoff) if the pub/sub connection ends; unsubscribes
+/// at the stop, so that from then on a `PUBLISH` to this node reaches nobody.
 async fn subscriber(
     inner: Arc<Inner>,
     client: redis::Client,
@@ -333,10 +334,10 @@ async fn subscriber(
     stop: CancellationToken,
 ) {
     let channel = inner.keys.relay(inner.node);
-    let mut stream = Some(pubsub.into_on_message());
+    let mut subscription = Some(pubsub.split());
     let mut backoff = Duration::from_millis(50);
     loop {
-        let Some(messages) = stream.as_mut() else {
+        let Some((sink, messages)) = subscription.as_mut() else {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -344,7 +345,7 @@ async fn subscriber(
             backoff = (backoff * 2).min(Duration::from_secs(2));
             match resubscribe(&client, &channel).await {
                 Ok(pubsub) => {
-                    stream = Some(pubsub.into_on_message());
+                    subscription = Some(pubsub.split());
                     backoff = Duration::from_millis(50);
                 }
                 Err(err) => warn!(error = %err, "relay re-subscribe failed"),
@@ -352,12 +353,18 @@ async fn subscriber(
             continue;
         };
         let next = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                let unsubscribed = tokio::time::timeout(inner.timeout, sink.unsubscribe(&channel));
+                if !matches!(unsubscribed.await, Ok(Ok(()))) {
+                    warn!(channel, "relay unsubscribe failed; the connection closes instead");
+                }
+                return;
+            }
             next = messages.next() => next,
         };
         let Some(msg) = next else {
             warn!(channel, "relay subscription ended; re-subscribing");
-            stream = None;
+            subscription = None;
             continue;
         };
         let Some(message) = Message::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) else {
