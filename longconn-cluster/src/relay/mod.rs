@@ -123,6 +123,9 @@ impl RedisRelay {
     /// subscriber, the request handler and the group-hint writer. Publishes and hints go
     /// through `conn`. Messages for this node that arrive before
     /// [`RedisRelay::attach`] are answered `Offline`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled start drops its pub/sub connection and spawns nothing.
     pub async fn start(
         client: redis::Client,
         conn: ConnectionManager,
@@ -203,6 +206,10 @@ impl RedisRelay {
 
     /// Stops the relay: unsubscribes, applies the group hints already queued, and waits
     /// for its tasks. Calls in progress end `Unknown` at their timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the stop is signalled before the first await, and the tasks end on
+    /// their own; a later call waits for none of them (they were taken).
     pub async fn shutdown(&self) {
         self.stop.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
