@@ -7,12 +7,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use longconn_cluster::{RedisGroupLog, RedisRelay, RedisRouteStore, redis};
 use longconn_core::connection::memory::{MemoryClient, pair};
-use longconn_core::{Code, Frame, TokenKey, TokenKeys};
+use longconn_core::{Code, Frame};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_server::{
     BatchFrames, DeviceKey, KickRequest, KickTarget, PushMessage, Relay, RelayBatch, RelayResult,
@@ -23,19 +23,6 @@ use support::RedisServer;
 const APP: &str = "relay-test";
 const STEP: Duration = Duration::from_secs(10);
 const RELAY_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn keys() -> TokenKeys {
-    TokenKeys::new(TokenKey::new("k", b"relay-test-secret-0123").unwrap())
-}
-
-fn token(device: &str) -> Bytes {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    Bytes::from(keys().mint(APP, device, exp))
-}
 
 struct Node {
     server: Server,
@@ -65,7 +52,7 @@ async fn node(redis: &RedisServer, id: u16) -> Node {
         .relay_timeout(STEP)
         .build()
         .unwrap();
-    let server = Server::builder(config, Arc::new(keys()))
+    let server = Server::builder(config, Arc::new(support::keys()))
         .groups(groups.clone())
         .route_store(store.clone())
         .relay(relay.clone())
@@ -95,7 +82,7 @@ async fn login(node: &Node, device: &str) -> (MemoryClient, u64) {
     assert!(node.server.serve_connection(served));
     let mut client = MemoryClient::new(client);
     let conn_id = client
-        .login(APP, device, token(device))
+        .login(APP, device, support::token(APP, device))
         .await
         .unwrap()
         .unwrap();

@@ -7,13 +7,12 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use longconn_cluster::RedisRouteStore;
+use longconn_core::Code;
 use longconn_core::connection::memory::{MemoryClient, pair};
-use longconn_core::{Code, TokenKey, TokenKeys};
 use longconn_server::{
     GroupMessage, KickRequest, KickTarget, PushMessage, Relay, RelayBatch, RelayResult,
     RemoteGroupReport, Route, RouteStore, Server, ServerConfig,
@@ -22,19 +21,6 @@ use support::RedisServer;
 
 const APP: &str = "cluster-redis";
 const STEP: Duration = Duration::from_secs(10);
-
-fn keys() -> TokenKeys {
-    TokenKeys::new(TokenKey::new("k", b"cluster-redis-secret-01").unwrap())
-}
-
-fn token(device: &str) -> Bytes {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    Bytes::from(keys().mint(APP, device, exp))
-}
 
 /// Keeps every relay call; no node is reachable through it.
 #[derive(Debug, Default)]
@@ -75,7 +61,7 @@ async fn node(redis: &RedisServer, id: u16) -> Node {
         .relay_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let server = Server::builder(config, Arc::new(keys()))
+    let server = Server::builder(config, Arc::new(support::keys()))
         .route_store(store.clone())
         .relay(relay.clone())
         .build();
@@ -91,7 +77,7 @@ async fn login(node: &Node, device: &str) -> (MemoryClient, u64) {
     assert!(node.server.serve_connection(served));
     let mut client = MemoryClient::new(client);
     let conn_id = client
-        .login(APP, device, token(device))
+        .login(APP, device, support::token(APP, device))
         .await
         .unwrap()
         .unwrap();

@@ -8,8 +8,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use longconn_cluster::redis::aio::{ConnectionLike, ConnectionManager};
 use longconn_cluster::redis::{self, Cmd, Pipeline, RedisFuture, Value};
+use longconn_core::{TokenKey, TokenKeys};
+
+/// The token keys every test server checks logins with.
+pub(crate) fn keys() -> TokenKeys {
+    TokenKeys::new(TokenKey::new("k", b"cluster-test-secret-0123").unwrap())
+}
+
+/// A login token for `device` of `app`, valid for an hour.
+pub(crate) fn token(app: &str, device: &str) -> Bytes {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    Bytes::from(keys().mint(app, device, exp))
+}
 
 /// A redis-server on a free loopback port, without persistence, killed on drop.
 pub(crate) struct RedisServer {
