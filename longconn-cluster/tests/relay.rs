@@ -11,17 +11,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use longconn_cluster::{RedisGroupLog, RedisRelay, RedisRouteStore, redis};
-use longconn_core::connection::memory::{MemoryClient, pair};
+use longconn_core::connection::memory::MemoryClient;
 use longconn_core::{Code, Frame};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_server::{
     BatchFrames, DeviceKey, KickRequest, KickTarget, PushMessage, Relay, RelayBatch, RelayResult,
     RelayTarget, Route, RouteStore, Server, ServerConfig, Target,
 };
-use support::RedisServer;
+use support::{RedisServer, STEP, until};
 
 const APP: &str = "relay-test";
-const STEP: Duration = Duration::from_secs(10);
 const RELAY_TIMEOUT: Duration = Duration::from_millis(500);
 
 struct Node {
@@ -66,26 +65,9 @@ async fn node(redis: &RedisServer, id: u16) -> Node {
     }
 }
 
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let waited = tokio::time::timeout(STEP, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "timed out waiting for {what}");
-}
-
 /// Logs `device` in on `node` and waits until Redis has its route.
 async fn login(node: &Node, device: &str) -> (MemoryClient, u64) {
-    let (client, served) = pair(16, 65_536);
-    assert!(node.server.serve_connection(served));
-    let mut client = MemoryClient::new(client);
-    let conn_id = client
-        .login(APP, device, support::token(APP, device))
-        .await
-        .unwrap()
-        .unwrap();
+    let (client, conn_id) = support::login(&node.server, APP, device).await;
     let route = Route {
         conn_id,
         node: node.server.hub().node_id(),

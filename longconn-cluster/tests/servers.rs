@@ -12,15 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use longconn_cluster::RedisRouteStore;
 use longconn_core::Code;
-use longconn_core::connection::memory::{MemoryClient, pair};
+use longconn_core::connection::memory::MemoryClient;
 use longconn_server::{
     GroupMessage, KickRequest, KickTarget, PushMessage, Relay, RelayBatch, RelayResult,
     RemoteGroupReport, Route, RouteStore, Server, ServerConfig,
 };
-use support::RedisServer;
+use support::{RedisServer, until};
 
 const APP: &str = "cluster-redis";
-const STEP: Duration = Duration::from_secs(10);
 
 /// Keeps every relay call; no node is reachable through it.
 #[derive(Debug, Default)]
@@ -73,26 +72,7 @@ async fn node(redis: &RedisServer, id: u16) -> Node {
 }
 
 async fn login(node: &Node, device: &str) -> (MemoryClient, u64) {
-    let (client, served) = pair(16, 65_536);
-    assert!(node.server.serve_connection(served));
-    let mut client = MemoryClient::new(client);
-    let conn_id = client
-        .login(APP, device, support::token(APP, device))
-        .await
-        .unwrap()
-        .unwrap();
-    (client, conn_id)
-}
-
-/// Waits until `check` holds, polling every 5 ms, for at most `STEP`.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let waited = tokio::time::timeout(STEP, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "timed out waiting for {what}");
+    support::login(&node.server, APP, device).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

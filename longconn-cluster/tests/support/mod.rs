@@ -28,6 +28,39 @@ pub(crate) fn token(app: &str, device: &str) -> Bytes {
     Bytes::from(keys().mint(app, device, exp))
 }
 
+/// How long a test waits for anything to happen.
+pub(crate) const STEP: Duration = Duration::from_secs(10);
+
+/// Logs `device` of `app` in on `server` over an in-memory connection; the client and
+/// its connection id.
+pub(crate) async fn login(
+    server: &longconn_server::Server,
+    app: &str,
+    device: &str,
+) -> (longconn_core::connection::memory::MemoryClient, u64) {
+    use longconn_core::connection::memory::{MemoryClient, pair};
+    let (client, served) = pair(16, 65_536);
+    assert!(server.serve_connection(served));
+    let mut client = MemoryClient::new(client);
+    let conn_id = client
+        .login(app, device, token(app, device))
+        .await
+        .unwrap()
+        .unwrap();
+    (client, conn_id)
+}
+
+/// Waits until `check` holds, polling every 5 ms, for at most [`STEP`].
+pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let waited = tokio::time::timeout(STEP, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
 /// A redis-server on a free loopback port, without persistence, killed on drop.
 pub(crate) struct RedisServer {
     child: Child,
