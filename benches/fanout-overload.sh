@@ -29,22 +29,8 @@ if [ "${BUILD:-1}" = 1 ]; then
     cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen
 fi
 printf '[session]\nmax_queued_pushes = 8192\n' >"$OUT/gateway.toml"
-PID=""
-
-stop_server() {
-    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-    PID=""
-}
-trap stop_server EXIT
-
-wait_port() { # host port
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "gateway did not listen on $1:$2" >&2
-    exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh # (the working directory is the repository root here)
 
 date -u +"%Y-%m-%dT%H:%M:%SZ" | tee "$OUT/date"
 n=0

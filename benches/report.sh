@@ -21,22 +21,8 @@ rm -f "$OUT"/*.jsonl
 cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen \
     -p longconn-benches --bin idle-memory
 LG=(taskset -c 1 target/release/loadgen --quiet --source-ips 127.0.0.2-127.0.0.40)
-PID=""
-
-stop_server() {
-    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-    PID=""
-}
-trap stop_server EXIT
-
-wait_port() { # host port
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "server did not listen on $1:$2" >&2
-    exit 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh # (the working directory is the repository root here)
 
 start_server() { # system
     case "$1" in
