@@ -44,14 +44,19 @@ impl Keys {
         format!("{}g:{group}", self.prefix)
     }
 
-    /// `{prefix}n:{node id}`: one live node's entry.
+    /// `{prefix}{nodes}:n:<node id>`: one live node's entry. The literal `{nodes}` is a
+    /// Redis Cluster hash tag: every entry and the node set share one slot, so the
+    /// registry's scripts (entry and set together) and `MGET`s run on one shard.
     pub(crate) fn node(&self, node: u16) -> String {
-        format!("{}n:{node}", self.prefix)
+        format!("{}{{nodes}}:n:{node}", self.prefix)
     }
 
-    /// `{prefix}relay:{node id}`: the node's relay inbox channel (pub/sub, not a key).
+    /// `{prefix}relay:{<node id>}`: the node's relay inbox, a sharded pub/sub channel
+    /// (not a key). The braces are a hash tag: the channel's slot is that of the node id,
+    /// so on a Redis Cluster each node's inbox lives on one shard and the inboxes of
+    /// different nodes spread over the shards.
     pub(crate) fn relay(&self, node: u16) -> String {
-        format!("{}relay:{node}", self.prefix)
+        format!("{}relay:{{{node}}}", self.prefix)
     }
 
     /// `{prefix}gn:{group}`: the set of node ids with members of the group.
@@ -59,10 +64,10 @@ impl Keys {
         format!("{}gn:{group}", self.prefix)
     }
 
-    /// `{prefix}nodes`: the set of node ids that registered (pruned of dead ones by
-    /// `NodeRegistry::list`).
+    /// `{prefix}{nodes}:ids`: the set of node ids that registered (pruned of dead ones by
+    /// `NodeRegistry::list`); same hash tag as the entries.
     pub(crate) fn nodes(&self) -> String {
-        format!("{}nodes", self.prefix)
+        format!("{}{{nodes}}:ids", self.prefix)
     }
 }
 
@@ -117,7 +122,18 @@ mod tests {
             "lc:r:3:app:phone"
         );
         assert_eq!(keys.group_log("room"), "lc:g:room");
-        assert_eq!(keys.node(2), "lc:n:2");
-        assert_eq!(keys.nodes(), "lc:nodes");
+        assert_eq!(keys.node(2), "lc:{nodes}:n:2");
+        assert_eq!(keys.nodes(), "lc:{nodes}:ids");
+        assert_eq!(keys.relay(7), "lc:relay:{7}");
+        // Scripts touch an entry and the set together: one slot on a cluster.
+        use crate::slot::key_slot;
+        assert_eq!(
+            key_slot(keys.node(2).as_bytes()),
+            key_slot(keys.nodes().as_bytes())
+        );
+        assert_ne!(
+            key_slot(keys.relay(1).as_bytes()),
+            key_slot(keys.relay(2).as_bytes())
+        );
     }
 }

@@ -31,6 +31,7 @@
 //! - `error`: [`Error`], one enum for the crate.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod cluster;
 mod error;
 mod group_log;
 mod keys;
@@ -38,15 +39,17 @@ mod registry;
 mod relay;
 mod route_store;
 mod script;
+mod slot;
 
 use std::time::Duration;
 
+pub use cluster::{RedisClusterConnection, connect_cluster};
 pub use error::{Error, Result};
 pub use group_log::RedisGroupLog;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};
 pub use redis;
 pub use registry::{NodeAnnouncement, NodeInfo, NodeLease, NodeRegistry};
-pub use relay::RedisRelay;
+pub use relay::{RedisRelay, RelayConfig, RelayLag};
 pub use route_store::RedisRouteStore;
 
 /// How often `longconn-server`'s route sync task re-registers every local route (its

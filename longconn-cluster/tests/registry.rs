@@ -48,7 +48,7 @@ async fn a_live_id_is_refused_and_live_nodes_are_listed() {
     assert_eq!(listed, [one.info(), two.info()]);
     assert_eq!(listed[0].addrs["tcp"], "10.0.0.1:7100");
     assert!(!listed[0].draining && listed[0].started_at_ms > 0);
-    let ttl: i64 = redis.cmd(&["PTTL", "lc:n:1"]).await;
+    let ttl: i64 = redis.cmd(&["PTTL", "lc:{nodes}:n:1"]).await;
     assert!((14_000..=15_000).contains(&ttl), "{ttl}");
 
     // Draining is written at once, with the connection count.
@@ -64,7 +64,7 @@ async fn a_live_id_is_refused_and_live_nodes_are_listed() {
     again.deregister().await.unwrap();
     two.deregister().await.unwrap();
     assert!(other.list().await.unwrap().is_empty());
-    let members: Vec<u16> = redis.cmd(&["SMEMBERS", "lc:nodes"]).await;
+    let members: Vec<u16> = redis.cmd(&["SMEMBERS", "lc:{nodes}:ids"]).await;
     assert!(members.is_empty(), "{members:?}");
 }
 
@@ -94,7 +94,7 @@ async fn an_entry_lives_while_its_heartbeat_runs_and_expires_after_it_stops() {
     assert_eq!(registry.list().await.unwrap().len(), 1);
     tokio::time::sleep(Duration::from_millis(1400)).await;
     assert!(registry.list().await.unwrap().is_empty());
-    let members: Vec<u16> = redis.cmd(&["SMEMBERS", "lc:nodes"]).await;
+    let members: Vec<u16> = redis.cmd(&["SMEMBERS", "lc:{nodes}:ids"]).await;
     assert!(members.is_empty(), "list pruned the dead id: {members:?}");
     // The id is free for the restarted node.
     let restarted = registry.register(node(7)).await.unwrap();
@@ -109,7 +109,7 @@ async fn a_node_whose_id_was_taken_over_stops_claiming_it() {
     let registry = NodeRegistry::new(redis.connect().await);
     let old = registry.register(node(3)).await.unwrap();
     // Its entry is lost (it expired during a long pause), and a new instance takes id 3.
-    let _: i64 = redis.cmd(&["DEL", "lc:n:3"]).await;
+    let _: i64 = redis.cmd(&["DEL", "lc:{nodes}:n:3"]).await;
     let new = registry.register(node(3)).await.unwrap();
     assert!(!old.is_lost());
     let err = old.set_draining(true).await.unwrap_err();

@@ -122,12 +122,7 @@ async fn unicast_kicks_and_duplicate_logins_cross_nodes_through_redis() {
 
     // Node 3 does not exist (nobody listens on its channel): Offline, at once. Node 4
     // listens but never answers: Unknown after the relay's timeout.
-    let mut silent = redis::Client::open(redis.url())
-        .unwrap()
-        .get_async_pubsub()
-        .await
-        .unwrap();
-    silent.subscribe("lc:relay:4").await.unwrap();
+    let _silent = support::sharded_subscriber(&redis.url(), "lc:relay:{4}").await;
     let route = |node: u16| Route {
         conn_id: (u64::from(node) << 48) | 1,
         node,

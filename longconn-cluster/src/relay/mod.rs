@@ -1,35 +1,38 @@
-//! [`RedisRelay`]: delivery between access nodes over Redis pub/sub.
+//! [`RedisRelay`]: delivery between access nodes over Redis sharded pub/sub.
 
+mod subscriber;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use longconn_server::{
     GroupDelivery, GroupMessage, KickRequest, Relay, RelayBatch, RelayInbox, RelayResult,
     RemoteGroupReport,
 };
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::cluster::RedisClusterConnection;
 use crate::keys::{DEFAULT_PREFIX, Keys};
 use crate::{Error, Result};
+pub use subscriber::RelayLag;
+use subscriber::{LagCounters, Queued, Source};
 use wire::{Body, Message};
 
 /// Requests received and not yet handled before new ones are dropped (their senders
-/// get `Unknown` at their timeout).
+/// get `Unknown` at their timeout); see also `subscriber::MAX_QUEUED_BYTES`.
 const REQUEST_QUEUE: usize = 4096;
 /// Group hints waiting for Redis before new ones are dropped (and counted).
 const HINT_QUEUE: usize = 65_536;
-/// Most hints applied in one pipeline.
+/// Most hints (or group refreshes) applied in one pipeline.
 const HINT_BATCH: usize = 512;
 
 /// A hint from the group layer, applied in order.
@@ -39,12 +42,72 @@ enum Hint {
     Inactive(String),
 }
 
+/// Settings of a [`RedisRelay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Key and channel prefix (default [`DEFAULT_PREFIX`]); the same on every node.
+    pub prefix: String,
+    /// Bound on one call's wait for its answer (at least 1 ms; default
+    /// [`RedisRelay::DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// How often the node adds itself again to the node set of every group it has
+    /// members in, and extends the set's TTL (at least 1 ms; default
+    /// [`RedisRelay::DEFAULT_GROUP_REFRESH`]). The set's TTL is three times this.
+    pub group_refresh: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: RedisRelay::DEFAULT_TIMEOUT,
+            group_refresh: RedisRelay::DEFAULT_GROUP_REFRESH,
+        }
+    }
+}
+
+/// The connection the relay publishes and writes group sets through.
+#[derive(Clone)]
+enum Publisher {
+    Single(ConnectionManager),
+    Cluster(RedisClusterConnection),
+}
+
+impl ConnectionLike for Publisher {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Publisher::Single(conn) => conn.req_packed_command(cmd),
+            Publisher::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Publisher::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Publisher::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Publisher::Single(conn) => conn.get_db(),
+            Publisher::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// What the relay's tasks share.
 struct Inner {
     node: u16,
     keys: Keys,
-    conn: ConnectionManager,
+    conn: Publisher,
     timeout: Duration,
+    group_refresh: Duration,
     next_id: AtomicU64,
     /// Calls waiting for an answer, by correlation id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Body>>>,
@@ -52,28 +115,46 @@ struct Inner {
     inbox: OnceLock<RelayInbox>,
     hints: mpsc::Sender<Hint>,
     hints_dropped: AtomicU64,
+    /// Groups with members on this node (from the hints), refreshed in Redis by the hint
+    /// task every `group_refresh`.
+    local_groups: Mutex<HashSet<String>>,
+    lag: LagCounters,
+    /// Node ids removed from group sets because they were not in the node registry.
+    pruned: AtomicU64,
+    /// Times the inbox was subscribed again after Redis or the connection ended it.
+    resubscribed: AtomicU64,
+    stop: CancellationToken,
 }
 
-/// A [`Relay`] over Redis pub/sub, one inbox channel per node (`{prefix}relay:{node}`).
+/// A [`Relay`] over Redis sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis >= 7), one
+/// inbox channel per node (`{prefix}relay:{<node>}`, hash-tagged by the node id), on one
+/// Redis or a Redis Cluster.
 ///
 /// A call publishes one binary message (docs/CLUSTER.md "Relay messages") to the target
 /// node's channel with a fresh correlation id and waits, at most the relay timeout
 /// (default [`RedisRelay::DEFAULT_TIMEOUT`]), for the answer that node publishes to this
-/// node's channel. `PUBLISH` says how many subscribers got the message: 0 means no node
+/// node's channel. `SPUBLISH` says how many subscribers got the message: 0 means no node
 /// listens there (it does not exist or is down), which is answered `Offline` at once;
 /// no answer in time is `Unknown`. Requests are handled in arrival order by one task, so
 /// messages from one node to another are applied in the order they were sent.
 ///
-/// `group_active` / `group_inactive` maintain a Redis set per group (`{prefix}gn:{group}`)
-/// of the nodes with members, from a background task, in order; `publish_group` sends
-/// the message to every other node in that set at once.
+/// The inbox is read on a dedicated RESP3 connection whose push messages are handled as
+/// redis-rs reads them (answers to their calls, requests into a bounded queue), so a
+/// slow handler never makes Redis's pub/sub output buffer grow; [`RedisRelay::lag`] says
+/// how far behind the handler is.
 ///
-/// Build it with [`RedisRelay::start`], give it to the server (and group layer), then
-/// [`RedisRelay::attach`] the server's [`RelayInbox`]. [`RedisRelay::shutdown`] stops
-/// its tasks and waits for them.
+/// `group_active` / `group_inactive` maintain a Redis set per group (`{prefix}gn:{group}`)
+/// of the nodes with members, from a background task, in order; the same task adds the
+/// node again to the sets of all its groups every [`RelayConfig::group_refresh`] and
+/// extends their TTL. `publish_group` sends the message to every other node in that set
+/// at once; a node without a subscriber whose node registry entry is gone is removed
+/// from the set.
+///
+/// Build it with [`RedisRelay::start`] (one Redis) or [`RedisRelay::start_cluster`],
+/// give it to the server (and group layer), then [`RedisRelay::attach`] the server's
+/// [`RelayInbox`]. [`RedisRelay::shutdown`] stops its tasks and waits for them.
 pub struct RedisRelay {
     inner: Arc<Inner>,
-    stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -83,6 +164,7 @@ impl std::fmt::Debug for RedisRelay {
             .field("node", &self.inner.node)
             .field("keys", &self.inner.keys)
             .field("timeout", &self.inner.timeout)
+            .field("lag", &self.lag())
             .finish_non_exhaustive()
     }
 }
@@ -118,14 +200,18 @@ impl RedisRelay {
     /// itself.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-    /// Subscribes to this node's channel on a connection of its own from `client`
-    /// (pub/sub needs one), and starts the relay's tasks on the current runtime: the
-    /// subscriber, the request handler and the group-hint writer. Publishes and hints go
-    /// through `conn`. Messages for this node that arrive before
-    /// [`RedisRelay::attach`] are answered `Offline`.
+    /// How often a node re-adds itself to the node sets of its groups unless set: 30 s
+    /// (the sets' TTL is three times that, 90 s, like the route TTL).
+    pub const DEFAULT_GROUP_REFRESH: Duration = Duration::from_secs(30);
+
+    /// One Redis (>= 7): subscribes to this node's inbox with `SSUBSCRIBE` on a RESP3
+    /// connection of its own made from `client`'s address, and starts the relay's tasks
+    /// on the current runtime: the subscriber, the request handler and the group-hint
+    /// writer. Publishes and hints go through `conn`. Messages for this node that arrive
+    /// before [`RedisRelay::attach`] are answered `Offline`.
     ///
     /// # Cancel safety
-    /// Cancel safe: a cancelled start drops its pub/sub connection and spawns nothing.
+    /// Cancel safe: a cancelled start drops its connection and spawns nothing.
     pub async fn start(
         client: redis::Client,
         conn: ConnectionManager,
@@ -142,41 +228,86 @@ impl RedisRelay {
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisRelay> {
-        if timeout < Duration::from_millis(1) {
+        let config = RelayConfig {
+            prefix: prefix.to_owned(),
+            timeout,
+            ..RelayConfig::default()
+        };
+        RedisRelay::start_with_config(client, conn, node, config).await
+    }
+
+    /// [`RedisRelay::start`] with every setting.
+    pub async fn start_with_config(
+        client: redis::Client,
+        conn: ConnectionManager,
+        node: u16,
+        config: RelayConfig,
+    ) -> Result<RedisRelay> {
+        let source = Source::Single(subscriber::resp3(&client)?);
+        RedisRelay::start_on(source, Publisher::Single(conn), node, config).await
+    }
+
+    /// A Redis Cluster (>= 7): like [`RedisRelay::start`], with the inbox subscribed on
+    /// the shard that owns its channel's slot, through a dedicated RESP3 cluster
+    /// connection made from `conn`'s urls (one connection per Redis node, however many
+    /// channels); publishes and hints go through `conn` (see
+    /// [`crate::connect_cluster`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled start drops its connection and spawns nothing.
+    pub async fn start_cluster(conn: RedisClusterConnection, node: u16) -> Result<RedisRelay> {
+        RedisRelay::start_cluster_with(conn, node, RelayConfig::default()).await
+    }
+
+    /// [`RedisRelay::start_cluster`] with every setting.
+    pub async fn start_cluster_with(
+        conn: RedisClusterConnection,
+        node: u16,
+        config: RelayConfig,
+    ) -> Result<RedisRelay> {
+        let source = Source::Cluster(conn.urls().to_vec());
+        RedisRelay::start_on(source, Publisher::Cluster(conn), node, config).await
+    }
+
+    async fn start_on(
+        source: Source,
+        conn: Publisher,
+        node: u16,
+        config: RelayConfig,
+    ) -> Result<RedisRelay> {
+        if config.timeout < Duration::from_millis(1) {
             return Err(Error::Config("relay timeout must be at least 1 ms"));
         }
-        let keys = Keys::new(prefix);
-        let channel = keys.relay(node);
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
+        if config.group_refresh < Duration::from_millis(1) {
+            return Err(Error::Config("relay group refresh must be at least 1 ms"));
+        }
         let (hints, hint_rx) = mpsc::channel(HINT_QUEUE);
         let (requests, request_rx) = mpsc::channel(REQUEST_QUEUE);
         let inner = Arc::new(Inner {
             node,
-            keys,
+            keys: Keys::new(&config.prefix),
             conn,
-            timeout,
+            timeout: config.timeout,
+            group_refresh: config.group_refresh,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             inbox: OnceLock::new(),
             hints,
             hints_dropped: AtomicU64::new(0),
+            local_groups: Mutex::new(HashSet::new()),
+            lag: LagCounters::default(),
+            pruned: AtomicU64::new(0),
+            resubscribed: AtomicU64::new(0),
+            stop: CancellationToken::new(),
         });
-        let stop = CancellationToken::new();
+        let supervisor = subscriber::subscribe(inner.clone(), source, requests).await?;
         let tasks = vec![
-            tokio::spawn(subscriber(
-                inner.clone(),
-                client,
-                pubsub,
-                requests,
-                stop.clone(),
-            )),
+            tokio::spawn(supervisor),
             tokio::spawn(handle_requests(inner.clone(), request_rx)),
-            tokio::spawn(apply_hints(inner.clone(), hint_rx, stop.clone())),
+            tokio::spawn(apply_hints(inner.clone(), hint_rx)),
         ];
         Ok(RedisRelay {
             inner,
-            stop,
             tasks: Mutex::new(tasks),
         })
     }
@@ -204,6 +335,24 @@ impl RedisRelay {
         self.inner.hints_dropped.load(Ordering::Relaxed)
     }
 
+    /// How far behind the request handler is: requests read from Redis and not yet
+    /// handled (count and bytes), and requests dropped because the queue was full.
+    pub fn lag(&self) -> RelayLag {
+        self.inner.lag.snapshot()
+    }
+
+    /// Node ids this relay removed from group node sets because they had no inbox
+    /// subscriber and no node registry entry.
+    pub fn pruned_nodes(&self) -> u64 {
+        self.inner.pruned.load(Ordering::Relaxed)
+    }
+
+    /// Times the inbox was subscribed again after Redis ended the subscription (its slot
+    /// moved) or the connection dropped.
+    pub fn resubscribed(&self) -> u64 {
+        self.inner.resubscribed.load(Ordering::Relaxed)
+    }
+
     /// Stops the relay: unsubscribes, applies the group hints already queued, and waits
     /// for its tasks. Calls in progress end `Unknown` at their timeout.
     ///
@@ -211,7 +360,7 @@ impl RedisRelay {
     /// Cancel safe: the stop is signalled before the first await, and the tasks end on
     /// their own; a later call waits for none of them (they were taken).
     pub async fn shutdown(&self) {
-        self.stop.cancel();
+        self.inner.stop.cancel();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             let _ = task.await;
@@ -232,7 +381,7 @@ impl RedisRelay {
         }
         .encode();
         let mut conn = inner.conn.clone();
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        let sent: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
             .arg(inner.keys.relay(node))
             .arg(&message[..])
             .query_async(&mut conn)
@@ -254,7 +403,7 @@ impl RedisRelay {
 
 impl Drop for RedisRelay {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.inner.stop.cancel();
     }
 }
 
@@ -286,20 +435,24 @@ impl Relay for RedisRelay {
                 return RemoteGroupReport::default();
             }
         };
-        let calls = nodes
-            .into_iter()
-            .filter(|&node| node != inner.node)
-            .map(|node| self.call(node, Body::Group(message.clone())));
+        let others: Vec<u16> = nodes.into_iter().filter(|&n| n != inner.node).collect();
+        let calls = others
+            .iter()
+            .map(|&node| self.call(node, Body::Group(message.clone())));
         let mut report = RemoteGroupReport::default();
-        for reply in futures::future::join_all(calls).await {
+        let mut silent = Vec::new();
+        for (reply, &node) in futures::future::join_all(calls).await.into_iter().zip(&others) {
             match reply {
                 Reply::Answer(Body::GroupAnswer(delivery)) => {
                     report.nodes += 1;
                     report.delivery += delivery;
                 }
-                Reply::NoNode => {}
+                Reply::NoNode => silent.push(node),
                 _ => report.unknown_nodes += 1,
             }
+        }
+        if !silent.is_empty() {
+            prune_dead_nodes(&self.inner, &message.group, &silent).await;
         }
         report
     }
@@ -313,10 +466,12 @@ impl Relay for RedisRelay {
     }
 
     fn group_active(&self, group: &str) {
+        lock(&self.inner.local_groups).insert(group.to_owned());
         self.hint(Hint::Active(group.to_owned()));
     }
 
     fn group_inactive(&self, group: &str) {
+        lock(&self.inner.local_groups).remove(group);
         self.hint(Hint::Inactive(group.to_owned()));
     }
 }
@@ -330,74 +485,58 @@ impl RedisRelay {
     }
 }
 
-/// Reads this node's channel: answers go to their waiting call, requests to the
-/// handler. Re-subscribes (with backoff) if the pub/sub connection ends; unsubscribes
-/// at the stop, so that from then on a `PUBLISH` to this node reaches nobody.
-async fn subscriber(
-    inner: Arc<Inner>,
-    client: redis::Client,
-    pubsub: redis::aio::PubSub,
-    requests: mpsc::Sender<Message>,
-    stop: CancellationToken,
-) {
-    let channel = inner.keys.relay(inner.node);
-    let mut subscription = Some(pubsub.split());
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let Some((sink, messages)) = subscription.as_mut() else {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            match resubscribe(&client, &channel).await {
-                Ok(pubsub) => {
-                    subscription = Some(pubsub.split());
-                    backoff = Duration::from_millis(50);
-                }
-                Err(err) => warn!(error = %err, "relay re-subscribe failed"),
-            }
-            continue;
-        };
-        let next = tokio::select! {
-            _ = stop.cancelled() => {
-                let unsubscribed = tokio::time::timeout(inner.timeout, sink.unsubscribe(&channel));
-                if !matches!(unsubscribed.await, Ok(Ok(()))) {
-                    warn!(channel, "relay unsubscribe failed; the connection closes instead");
-                }
-                return;
-            }
-            next = messages.next() => next,
-        };
-        let Some(msg) = next else {
-            warn!(channel, "relay subscription ended; re-subscribing");
-            subscription = None;
-            continue;
-        };
-        let Some(message) = Message::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) else {
-            warn!(channel, "malformed relay message ignored");
-            continue;
-        };
-        if message.body.is_answer() {
-            if let Some(tx) = lock(&inner.pending).remove(&message.id) {
-                let _ = tx.send(message.body);
-            }
-        } else if requests.try_send(message).is_err() {
-            warn!("relay request queue full; request dropped (its sender sees Unknown)");
+/// Removes from `group`'s node set the `nodes` that no subscriber listens for and that
+/// have no node registry entry (dead for longer than the node TTL). A node that only
+/// lost its subscription for a moment keeps its registry entry and stays; a node that
+/// is removed wrongly (its registry entry expired during a pause) adds itself again at
+/// its next group refresh.
+async fn prune_dead_nodes(inner: &Inner, group: &str, nodes: &[u16]) {
+    let mut conn = inner.conn.clone();
+    let entries: Vec<String> = nodes.iter().map(|&n| inner.keys.node(n)).collect();
+    // The entries share one hash tag: one `MGET` on one shard.
+    let found: Vec<Option<Vec<u8>>> = match redis::cmd("MGET")
+        .arg(&entries)
+        .query_async(&mut conn)
+        .await
+    {
+        Ok(found) => found,
+        Err(err) => {
+            warn!(error = %err, "node registry unreadable; group set not pruned");
+            return;
         }
+    };
+    let dead: Vec<u16> = nodes
+        .iter()
+        .zip(found)
+        .filter(|(_, entry)| entry.is_none())
+        .map(|(&n, _)| n)
+        .collect();
+    if dead.is_empty() {
+        return;
     }
-}
-
-async fn resubscribe(client: &redis::Client, channel: &str) -> Result<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+    match redis::cmd("SREM")
+        .arg(inner.keys.group_nodes(group))
+        .arg(&dead)
+        .query_async::<u64>(&mut conn)
+        .await
+    {
+        Ok(removed) => {
+            inner.pruned.fetch_add(removed, Ordering::Relaxed);
+            warn!(group, ?dead, "dead nodes removed from the group's node set");
+        }
+        Err(err) => warn!(error = %err, "group set not pruned"),
+    }
 }
 
 /// Handles requests for this node in arrival order and publishes each answer to the
 /// sender's channel. Ends when the subscriber does.
-async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Message>) {
-    while let Some(request) = requests.recv().await {
+async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Queued>) {
+    while let Some(Queued {
+        message: request,
+        bytes,
+    }) = requests.recv().await
+    {
+        inner.lag.dequeued(bytes);
         let inbox = inner.inbox.get();
         let body = match (&request.body, inbox) {
             (Body::PushBatch(batch), Some(inbox)) => Body::PushAnswer(inbox.push_batch(batch)),
@@ -419,7 +558,7 @@ async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Message
         }
         .encode();
         let mut conn = inner.conn.clone();
-        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        let sent: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
             .arg(inner.keys.relay(request.from))
             .arg(&answer[..])
             .query_async(&mut conn)
@@ -430,15 +569,26 @@ async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Message
     }
 }
 
-/// Applies group hints in order, a pipeline per run. At the relay's stop, applies the
-/// hints already queued, then ends.
-async fn apply_hints(inner: Arc<Inner>, mut hints: mpsc::Receiver<Hint>, stop: CancellationToken) {
+/// The group node sets' TTL: three group refreshes.
+fn group_set_ttl_ms(inner: &Inner) -> u64 {
+    (inner.group_refresh.as_millis() as u64).saturating_mul(3)
+}
+
+/// Applies group hints in order, a pipeline per run (`SADD` + `PEXPIRE`, or `SREM`);
+/// every `group_refresh`, adds the node again to the sets of all its groups. At the
+/// relay's stop, applies the hints already queued, then ends.
+async fn apply_hints(inner: Arc<Inner>, mut hints: mpsc::Receiver<Hint>) {
+    let ttl_ms = group_set_ttl_ms(&inner);
     let mut batch = Vec::with_capacity(HINT_BATCH);
+    let period = inner.group_refresh;
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // `inner` holds a sender, so `recv_many` never reports a closed channel.
-        let stopping = tokio::select! {
-            _ = hints.recv_many(&mut batch, HINT_BATCH) => false,
-            _ = stop.cancelled() => true,
+        let (stopping, refreshing) = tokio::select! {
+            _ = hints.recv_many(&mut batch, HINT_BATCH) => (false, false),
+            _ = refresh.tick() => (false, true),
+            _ = inner.stop.cancelled() => (true, false),
         };
         if stopping {
             while let Ok(hint) = hints.try_recv() {
@@ -446,24 +596,46 @@ async fn apply_hints(inner: Arc<Inner>, mut hints: mpsc::Receiver<Hint>, stop: C
             }
         }
         if !batch.is_empty() {
-            let mut pipe = redis::Pipeline::with_capacity(batch.len());
+            let mut pipe = Pipeline::with_capacity(batch.len() * 2);
             for hint in batch.drain(..) {
-                let (cmd, group) = match hint {
-                    Hint::Active(group) => ("SADD", group),
-                    Hint::Inactive(group) => ("SREM", group),
-                };
-                pipe.cmd(cmd)
-                    .arg(inner.keys.group_nodes(&group))
-                    .arg(inner.node)
-                    .ignore();
+                match hint {
+                    Hint::Active(group) => add_to_group(&mut pipe, &inner, &group, ttl_ms),
+                    Hint::Inactive(group) => {
+                        pipe.cmd("SREM")
+                            .arg(inner.keys.group_nodes(&group))
+                            .arg(inner.node)
+                            .ignore();
+                    }
+                }
             }
             let mut conn = inner.conn.clone();
             if let Err(err) = pipe.exec_async(&mut conn).await {
                 warn!(error = %err, "group hints not applied");
             }
         }
+        if refreshing {
+            // A snapshot: a group that went inactive since has its `SREM` queued behind.
+            let groups: Vec<String> = lock(&inner.local_groups).iter().cloned().collect();
+            for chunk in groups.chunks(HINT_BATCH) {
+                let mut pipe = Pipeline::with_capacity(chunk.len() * 2);
+                for group in chunk {
+                    add_to_group(&mut pipe, &inner, group, ttl_ms);
+                }
+                let mut conn = inner.conn.clone();
+                if let Err(err) = pipe.exec_async(&mut conn).await {
+                    warn!(error = %err, "group sets not refreshed");
+                    break;
+                }
+            }
+        }
         if stopping {
             return;
         }
     }
+}
+
+fn add_to_group(pipe: &mut Pipeline, inner: &Inner, group: &str, ttl_ms: u64) {
+    let key = inner.keys.group_nodes(group);
+    pipe.cmd("SADD").arg(&key).arg(inner.node).ignore();
+    pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
 }

@@ -61,6 +61,30 @@ pub(crate) async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     assert!(waited.is_ok(), "timed out waiting for {what}");
 }
 
+/// A RESP3 connection subscribed (`SSUBSCRIBE`) to `channel` on the Redis at `url`,
+/// that never answers: a node that listens and stays silent. Keep both alive.
+pub(crate) async fn sharded_subscriber(
+    url: &str,
+    channel: &str,
+) -> (
+    redis::aio::MultiplexedConnection,
+    tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+) {
+    let client = redis::Client::open(format!("{url}?protocol=resp3")).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    redis::cmd("SSUBSCRIBE")
+        .arg(channel)
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    (conn, rx)
+}
+
 /// A redis-server on a free loopback port, without persistence, killed on drop.
 pub(crate) struct RedisServer {
     child: Child,
