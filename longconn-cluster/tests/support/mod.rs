@@ -1,6 +1,8 @@
 //! A private redis-server per test, and a connection that counts round trips.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -95,19 +97,7 @@ impl RedisServer {
     /// Starts one. If `redis-server` is not installed, prints a skip notice and returns
     /// `None`, unless `CI=true`, where that is a failure.
     pub(crate) fn start() -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("redis-server is not installed, and CI=true: install redis-server");
-            }
-            eprintln!(
-                "SKIPPED: redis-server is not installed; install it (apt-get install \
-                 redis-server) to run the longconn-cluster tests"
-            );
+        if !installed_or_skip("redis-server", "redis-server") {
             return None;
         }
         // A port found free can be taken before redis-server binds it: try a few.
@@ -170,7 +160,28 @@ impl Drop for RedisServer {
     }
 }
 
-fn wait_for_pong(port: u16, child: &mut Child) -> bool {
+/// Whether `binary` runs. If not, prints a skip notice and returns `false`, unless
+/// `CI=true`, where that is a failure.
+pub(crate) fn installed_or_skip(binary: &str, package: &str) -> bool {
+    if Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{binary} is not installed, and CI=true: install {package}");
+    }
+    eprintln!(
+        "SKIPPED: {binary} is not installed; install it (apt-get install {package}) to run \
+         the longconn-cluster tests"
+    );
+    false
+}
+
+pub(crate) fn wait_for_pong(port: u16, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
