@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use longconn_cluster::{RedisGroupLog, RedisRelay, RedisRouteStore, redis};
+use longconn_cluster::{
+    NodeAnnouncement, NodeRegistry, RedisGroupLog, RedisRelay, RedisRouteStore, RelayConfig, redis,
+};
 use longconn_core::connection::memory::MemoryClient;
 use longconn_core::{Code, Frame};
 use longconn_group::{GroupConfig, GroupRegistry};
@@ -33,11 +35,24 @@ struct Node {
 async fn node(redis: &RedisServer, id: u16) -> Node {
     let conn = redis.connect().await;
     let client = redis::Client::open(redis.url()).unwrap();
-    let relay = Arc::new(
-        RedisRelay::start_with(client, conn.clone(), id, "lc:", RELAY_TIMEOUT)
-            .await
-            .unwrap(),
-    );
+    let relay = RedisRelay::start_with(client, conn, id, "lc:", RELAY_TIMEOUT)
+        .await
+        .unwrap();
+    node_on(redis, id, relay).await
+}
+
+/// A node whose relay has these settings.
+async fn node_with(redis: &RedisServer, id: u16, config: RelayConfig) -> Node {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let relay = RedisRelay::start_with_config(client, redis.connect().await, id, config)
+        .await
+        .unwrap();
+    node_on(redis, id, relay).await
+}
+
+async fn node_on(redis: &RedisServer, id: u16, relay: RedisRelay) -> Node {
+    let conn = redis.connect().await;
+    let relay = Arc::new(relay);
     let store = Arc::new(RedisRouteStore::new(conn.clone()));
     let log = Arc::new(RedisGroupLog::new(conn));
     let group_config = GroupConfig::builder().relay_timeout(STEP).build().unwrap();
@@ -317,4 +332,172 @@ async fn concurrent_calls_each_get_their_own_answer() {
     };
     assert_eq!(one.relay.kick(2, &kick).await, RelayResult::Offline);
     one.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_nodes_leave_group_sets_and_live_nodes_keep_theirs_fresh() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let refresh = Duration::from_millis(200);
+    let config = RelayConfig {
+        timeout: RELAY_TIMEOUT,
+        group_refresh: refresh,
+        ..RelayConfig::default()
+    };
+    let one = node_with(&redis, 1, config.clone()).await;
+    let two = node_with(&redis, 2, config).await;
+    let (_a1, _) = login(&one, "a1").await;
+    let (b1, _) = login(&two, "b1").await;
+    one.groups
+        .join_device(one.server.hub(), APP, "a1", "room")
+        .unwrap();
+    two.groups
+        .join_device(two.server.hub(), APP, "b1", "room")
+        .unwrap();
+    let members = async || -> BTreeSet<u16> { redis.cmd(&["SMEMBERS", "lc:gn:room"]).await };
+    until("both nodes in the room's set", async || {
+        members().await == BTreeSet::from([1, 2])
+    })
+    .await;
+    // The set lives three refreshes past the last one.
+    let ttl: i64 = redis.cmd(&["PTTL", "lc:gn:room"]).await;
+    assert!((1..=600).contains(&ttl), "{ttl}");
+
+    // Node 8 died with members (no subscriber, no registry entry); node 9 is live in
+    // the registry but not listening at the moment.
+    let registry = NodeRegistry::new(redis.connect().await);
+    let nine = registry
+        .register(NodeAnnouncement {
+            id: 9,
+            addrs: Default::default(),
+        })
+        .await
+        .unwrap();
+    let _: i64 = redis.cmd(&["SADD", "lc:gn:room", "8", "9"]).await;
+    let report = one
+        .groups
+        .publish("room", &PushMessage::new(7, &b"x"[..]))
+        .await
+        .unwrap();
+    assert_eq!((report.remote_nodes, report.unknown_nodes), (1, 0), "{report:?}");
+    until("node 8 pruned", async || {
+        members().await == BTreeSet::from([1, 2, 9])
+    })
+    .await;
+    assert_eq!(one.relay.pruned_nodes(), 1);
+    nine.deregister().await.unwrap();
+
+    // Redis lost the set: the next refresh puts the live nodes back.
+    let _: i64 = redis.cmd(&["DEL", "lc:gn:room"]).await;
+    until("the set refreshed", async || {
+        members().await == BTreeSet::from([1, 2])
+    })
+    .await;
+    // A node whose last member left is not put back by its refresh.
+    drop(b1);
+    until("node 2 out of the set", async || {
+        members().await == BTreeSet::from([1])
+    })
+    .await;
+    tokio::time::sleep(3 * refresh).await;
+    assert_eq!(members().await, BTreeSet::from([1]));
+    // Every node gone: the set expires.
+    one.relay.shutdown().await;
+    two.relay.shutdown().await;
+    until("the set expired", async || {
+        redis.cmd::<i64>(&["EXISTS", "lc:gn:room"]).await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_is_subscribed_again_after_its_connection_is_killed() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let one = node(&redis, 1).await;
+    let two = node(&redis, 2).await;
+    let (mut b1, _) = login(&two, "b1").await;
+    // The subscribers are the clients with a shard channel subscription (`ssub=1`).
+    let clients: String = redis.cmd(&["CLIENT", "LIST"]).await;
+    let subscribers: Vec<&str> = clients
+        .lines()
+        .filter(|line| line.contains(" ssub=1 "))
+        .filter_map(|line| line.split(' ').next()?.strip_prefix("id="))
+        .collect();
+    assert_eq!(subscribers.len(), 2, "{clients}");
+    for id in subscribers {
+        let _: i64 = redis.cmd(&["CLIENT", "KILL", "ID", id]).await;
+    }
+    until("both inboxes subscribed again", async || {
+        one.relay.resubscribed() >= 1 && two.relay.resubscribed() >= 1
+    })
+    .await;
+    let report = one
+        .server
+        .pusher()
+        .push_devices(APP, &["b1"], &PushMessage::new(1, &b"back"[..]))
+        .await
+        .unwrap();
+    assert_eq!(report.queued, 1, "{report:?}");
+    assert_eq!(&next_payload(&mut b1).await[..], b"back");
+    one.relay.shutdown().await;
+    two.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_shows_in_the_lag_and_drains() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // A wait long enough for the whole burst (the default 500 ms is not, in debug).
+    let config = RelayConfig {
+        timeout: STEP,
+        ..RelayConfig::default()
+    };
+    let one = node_with(&redis, 1, config.clone()).await;
+    let two = node_with(&redis, 2, config).await;
+    let (_b1, b1_conn) = login(&two, "b1").await;
+    assert_eq!(two.relay.lag(), Default::default());
+    let batch = RelayBatch {
+        app: APP.into(),
+        targets: vec![RelayTarget {
+            device: "b1".into(),
+            conn_id: b1_conn,
+        }],
+        frames: BatchFrames::Shared(Bytes::from_static(b"")),
+    };
+    // 2,000 requests at once; node 2's handler answers them one by one.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let relay = two.relay.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut most = Default::default();
+            while !stop.is_cancelled() {
+                let lag: longconn_cluster::RelayLag = relay.lag();
+                if lag.queued_requests > most {
+                    most = lag.queued_requests;
+                    assert!(lag.queued_bytes >= lag.queued_requests * 12, "{lag:?}");
+                }
+                tokio::task::yield_now().await;
+            }
+            most
+        })
+    };
+    let calls = (0..2000).map(|_| one.relay.push_batch(2, &batch));
+    let results = futures::future::join_all(calls).await;
+    stop.cancel();
+    let most = sampler.await.unwrap();
+    let unanswered = results
+        .iter()
+        .filter(|r| r[0] == RelayResult::Unknown || r[0] == RelayResult::Offline)
+        .count();
+    assert_eq!(unanswered, 0, "every request answered");
+    assert!(most > 0, "the handler fell behind at some point");
+    let lag = two.relay.lag();
+    assert_eq!(lag, Default::default(), "drained, nothing dropped");
+    one.relay.shutdown().await;
+    two.relay.shutdown().await;
 }
