@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::FutureExt;
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
@@ -351,6 +351,56 @@ impl ConnectionLike for RedisClusterConnection {
 
     fn get_db(&self) -> i64 {
         0
+    }
+}
+
+/// One Redis or a Redis Cluster behind one type, for callers that pick at run time:
+/// every type of this crate takes it (`RedisRouteStore<RedisConnection>`, ...).
+#[derive(Clone, Debug)]
+pub enum RedisConnection {
+    /// One Redis: redis-rs's reconnecting multiplexed connection ([`crate::connect`]).
+    Single(ConnectionManager),
+    /// A Redis Cluster ([`connect_cluster`]).
+    Cluster(RedisClusterConnection),
+}
+
+impl From<ConnectionManager> for RedisConnection {
+    fn from(conn: ConnectionManager) -> RedisConnection {
+        RedisConnection::Single(conn)
+    }
+}
+
+impl From<RedisClusterConnection> for RedisConnection {
+    fn from(conn: RedisClusterConnection) -> RedisConnection {
+        RedisConnection::Cluster(conn)
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Single(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(conn) => conn.get_db(),
+            RedisConnection::Cluster(conn) => conn.get_db(),
+        }
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The Redis server lacks a command this crate needs (the relay's sharded pub/sub
+    /// needs Redis >= 7.0).
+    #[error("redis server too old: {0}")]
+    Unsupported(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(&'static str),

@@ -43,7 +43,7 @@ mod slot;
 
 use std::time::Duration;
 
-pub use cluster::{RedisClusterConnection, connect_cluster};
+pub use cluster::{RedisClusterConnection, RedisConnection, connect_cluster};
 pub use error::{Error, Result};
 pub use group_log::RedisGroupLog;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};

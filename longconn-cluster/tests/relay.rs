@@ -501,3 +501,20 @@ async fn a_burst_of_requests_shows_in_the_lag_and_drains() {
     one.relay.shutdown().await;
     two.relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redis_without_sharded_pub_sub_is_refused_clearly() {
+    // What a Redis 6 answers, on a Redis 7 with the command renamed away.
+    let Some(redis) = RedisServer::start_with(&["--rename-command", "SSUBSCRIBE", ""]) else {
+        return;
+    };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let err = RedisRelay::start(client, redis.connect().await, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, longconn_cluster::Error::Unsupported(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Redis >= 7.0"), "{err}");
+}

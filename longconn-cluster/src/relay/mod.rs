@@ -13,14 +13,14 @@ use longconn_server::{
     GroupDelivery, GroupMessage, KickRequest, Relay, RelayBatch, RelayInbox, RelayResult,
     RemoteGroupReport,
 };
-use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::Pipeline;
+use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::cluster::RedisClusterConnection;
+use crate::cluster::{RedisClusterConnection, RedisConnection};
 use crate::keys::{DEFAULT_PREFIX, Keys};
 use crate::{Error, Result};
 pub use subscriber::RelayLag;
@@ -66,46 +66,11 @@ impl Default for RelayConfig {
     }
 }
 
-/// The connection the relay publishes and writes group sets through.
-#[derive(Clone)]
-enum Publisher {
-    Single(ConnectionManager),
-    Cluster(RedisClusterConnection),
-}
-
-impl ConnectionLike for Publisher {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Publisher::Single(conn) => conn.req_packed_command(cmd),
-            Publisher::Cluster(conn) => conn.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Publisher::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Publisher::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Publisher::Single(conn) => conn.get_db(),
-            Publisher::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
-
 /// What the relay's tasks share.
 struct Inner {
     node: u16,
     keys: Keys,
-    conn: Publisher,
+    conn: RedisConnection,
     timeout: Duration,
     group_refresh: Duration,
     next_id: AtomicU64,
@@ -244,7 +209,7 @@ impl RedisRelay {
         config: RelayConfig,
     ) -> Result<RedisRelay> {
         let source = Source::Single(subscriber::resp3(&client)?);
-        RedisRelay::start_on(source, Publisher::Single(conn), node, config).await
+        RedisRelay::start_on(source, RedisConnection::Single(conn), node, config).await
     }
 
     /// A Redis Cluster (>= 7): like [`RedisRelay::start`], with the inbox subscribed on
@@ -266,12 +231,12 @@ impl RedisRelay {
         config: RelayConfig,
     ) -> Result<RedisRelay> {
         let source = Source::Cluster(conn.urls().to_vec());
-        RedisRelay::start_on(source, Publisher::Cluster(conn), node, config).await
+        RedisRelay::start_on(source, RedisConnection::Cluster(conn), node, config).await
     }
 
     async fn start_on(
         source: Source,
-        conn: Publisher,
+        conn: RedisConnection,
         node: u16,
         config: RelayConfig,
     ) -> Result<RedisRelay> {

@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use super::wire::Message;
 use super::{Inner, lock};
-use crate::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT, Result};
+use crate::{CONNECTION_TIMEOUT, Error, RESPONSE_TIMEOUT, Result};
 
 /// Most bytes of received requests waiting for the handler before new ones are dropped
 /// (with the count bound, `REQUEST_QUEUE`, whichever is hit first).
@@ -186,7 +186,16 @@ pub(super) async fn subscribe(
     let mut generation = 0;
     let subscription = connect(&source, &handler, generation).await?;
     let mut subscription = subscription;
-    ssubscribe(&mut subscription, &channel).await?;
+    ssubscribe(&mut subscription, &channel)
+        .await
+        .map_err(|err| match err {
+            Error::Redis(e) if e.to_string().to_ascii_lowercase().contains("unknown command") => {
+                Error::Unsupported(format!(
+                    "the relay needs sharded pub/sub (SSUBSCRIBE, Redis >= 7.0): {e}"
+                ))
+            }
+            other => other,
+        })?;
     Ok(async move {
         let mut events = event_rx;
         let stop = inner.stop.clone();

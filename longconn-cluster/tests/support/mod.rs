@@ -97,6 +97,11 @@ impl RedisServer {
     /// Starts one. If `redis-server` is not installed, prints a skip notice and returns
     /// `None`, unless `CI=true`, where that is a failure.
     pub(crate) fn start() -> Option<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// [`RedisServer::start`] with extra `redis-server` arguments.
+    pub(crate) fn start_with(extra: &[&str]) -> Option<RedisServer> {
         if !installed_or_skip("redis-server", "redis-server") {
             return None;
         }
@@ -112,6 +117,7 @@ impl RedisServer {
                 .args(["--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
