@@ -9,9 +9,13 @@
 //!   epoch per group, so every node numbers one publish the same way.
 //! - [`NodeRegistry`] keeps one key per live access node (addresses, connection count,
 //!   start time, draining flag), refreshed by a heartbeat task a [`NodeLease`] owns.
-//! - [`RedisRelay`] implements [`longconn_server::Relay`]: one pub/sub inbox channel per
-//!   node, request/answer with correlation ids and a bounded wait, and per group the set
-//!   of nodes with members.
+//! - [`RedisRelay`] implements [`longconn_server::Relay`]: one sharded pub/sub inbox
+//!   channel per node (`SPUBLISH`/`SSUBSCRIBE`, Redis >= 7), request/answer with
+//!   correlation ids and a bounded wait, and per group the set of nodes with members.
+//!
+//! Each works on one Redis ([`connect`], a [`redis::aio::ConnectionManager`]) or on a
+//! Redis Cluster ([`connect_cluster`], a [`RedisClusterConnection`] that sends a batch
+//! as one pipeline per shard); [`RedisConnection`] holds either.
 //!
 //! The key schema, TTLs and encodings are in `docs/CLUSTER.md`.
 //!
@@ -26,7 +30,11 @@
 //! - `route_store`: [`RedisRouteStore`].
 //! - `group_log`: [`RedisGroupLog`].
 //! - `registry`: [`NodeRegistry`], [`NodeLease`], [`NodeInfo`], [`NodeAnnouncement`].
-//! - `relay`: [`RedisRelay`]; `relay::wire`, its binary message encoding.
+//! - `relay`: [`RedisRelay`], [`RelayConfig`], [`RelayLag`]; `relay::subscriber`, the
+//!   inbox subscription and its push-message handler; `relay::wire`, the binary message
+//!   encoding.
+//! - `cluster`: [`connect_cluster`], [`RedisClusterConnection`], [`RedisConnection`].
+//! - `slot`: Redis Cluster hash slots.
 //! - `script`: `EVALSHA` in pipelines, with one reload on `NOSCRIPT`.
 //! - `error`: [`Error`], one enum for the crate.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]

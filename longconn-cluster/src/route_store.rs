@@ -45,7 +45,8 @@ return 0
 /// `SET .. PX`; `register_replacing`: `SET .. PX .. GET`; `unregister`: a
 /// compare-and-delete script per device; `refresh`: a set-if-absent-or-same script per
 /// device; `lookup`: one `MGET`). An empty batch costs nothing. Each command touches one
-/// key, so the batches stay valid when keys are spread over Redis Cluster slots later.
+/// key, so on a Redis Cluster ([`crate::connect_cluster`]) a batch is split by shard: one
+/// pipeline per shard its keys live on, sent at once.
 ///
 /// `C` is the connection: [`ConnectionManager`] by default (see [`crate::connect`]); any
 /// cloneable [`ConnectionLike`] works (tests wrap one to count round trips).

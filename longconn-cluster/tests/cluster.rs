@@ -19,8 +19,7 @@ use longconn_core::connection::memory::MemoryClient;
 use longconn_core::{Code, Frame};
 use longconn_group::{GroupConfig, GroupRegistry};
 use longconn_server::{
-    DeviceKey, GroupLog, PushMessage, Route, RouteStore, Server, ServerConfig, Target,
-    RelayResult,
+    DeviceKey, GroupLog, PushMessage, RelayResult, Route, RouteStore, Server, ServerConfig, Target,
 };
 use support::cluster::RedisCluster;
 use support::{STEP, until};
@@ -49,8 +48,14 @@ async fn route_batches_span_slots_in_one_request_per_shard() {
         .map(|(i, d)| (DeviceKey::new(APP, d), route(1, i as u64)))
         .collect();
     // Loads the scripts on every shard, so no NOSCRIPT retry skews the counts below.
-    store.unregister(&[(DeviceKey::new(APP, "x"), 1)]).await.unwrap();
-    store.refresh(&[(DeviceKey::new(APP, "x"), route(1, 1))]).await.unwrap();
+    store
+        .unregister(&[(DeviceKey::new(APP, "x"), 1)])
+        .await
+        .unwrap();
+    store
+        .refresh(&[(DeviceKey::new(APP, "x"), route(1, 1))])
+        .await
+        .unwrap();
 
     let requests = |conn: &RedisClusterConnection, before: &mut u64| {
         let now = conn.requests_sent();
@@ -81,14 +86,24 @@ async fn route_batches_span_slots_in_one_request_per_shard() {
         .collect();
     let replaced = store.register_replacing(&newer).await.unwrap();
     assert_eq!(requests(&conn, &mut before), 3, "register_replacing");
-    assert!(replaced.iter().zip(routes.iter().step_by(2)).all(|(old, (_, r))| *old == Some(*r)));
-    let closes: Vec<(DeviceKey, u64)> = routes.iter().map(|(d, r)| (d.clone(), r.conn_id)).collect();
+    assert!(
+        replaced
+            .iter()
+            .zip(routes.iter().step_by(2))
+            .all(|(old, (_, r))| *old == Some(*r))
+    );
+    let closes: Vec<(DeviceKey, u64)> =
+        routes.iter().map(|(d, r)| (d.clone(), r.conn_id)).collect();
     store.unregister(&closes).await.unwrap();
     assert_eq!(requests(&conn, &mut before), 3, "unregister");
     let found = store.lookup(APP, &names).await.unwrap();
     for (i, value) in found.iter().enumerate() {
         if i % 2 == 0 {
-            assert_eq!(*value, Some(route(2, (i / 2) as u64)), "device {i}: newer route kept");
+            assert_eq!(
+                *value,
+                Some(route(2, (i / 2) as u64)),
+                "device {i}: newer route kept"
+            );
         } else {
             assert_eq!(*value, None, "device {i}: removed");
         }
@@ -127,19 +142,31 @@ async fn group_positions_and_the_node_registry_work_on_a_cluster() {
     let registry = NodeRegistry::new(cluster.connect().await);
     let addrs = |id: u16| BTreeMap::from([("tcp".to_owned(), format!("10.0.0.{id}:7100"))]);
     let lease1 = registry
-        .register(NodeAnnouncement { id: 1, addrs: addrs(1) })
+        .register(NodeAnnouncement {
+            id: 1,
+            addrs: addrs(1),
+        })
         .await
         .unwrap();
     let lease2 = registry
-        .register(NodeAnnouncement { id: 2, addrs: addrs(2) })
+        .register(NodeAnnouncement {
+            id: 2,
+            addrs: addrs(2),
+        })
         .await
         .unwrap();
     let other = NodeRegistry::new(cluster.connect().await);
     let taken = other
-        .register(NodeAnnouncement { id: 1, addrs: addrs(1) })
+        .register(NodeAnnouncement {
+            id: 1,
+            addrs: addrs(1),
+        })
         .await
         .unwrap_err();
-    assert!(taken.to_string().contains("node id 1 is already live"), "{taken}");
+    assert!(
+        taken.to_string().contains("node id 1 is already live"),
+        "{taken}"
+    );
     assert_eq!(other.list().await.unwrap(), [lease1.info(), lease2.info()]);
     lease1.set_draining(true).await.unwrap();
     assert!(other.list().await.unwrap()[0].draining);
@@ -242,7 +269,11 @@ async fn the_relay_uses_sharded_pub_sub_between_nodes_on_a_cluster() {
     cluster.reset_stats().await;
     let pusher = nodes[0].server.pusher();
     let report = pusher
-        .push_devices(APP, &["a1", "b1", "c1", "ghost"], &PushMessage::new(1, &b"hi"[..]))
+        .push_devices(
+            APP,
+            &["a1", "b1", "c1", "ghost"],
+            &PushMessage::new(1, &b"hi"[..]),
+        )
         .await
         .unwrap();
     assert_eq!(report.queued, 3, "{report:?}");
@@ -272,14 +303,25 @@ async fn the_relay_uses_sharded_pub_sub_between_nodes_on_a_cluster() {
         .publish("room", &PushMessage::new(7, &b"all"[..]))
         .await
         .unwrap();
-    assert_eq!((report.members, report.queued, report.remote_nodes), (3, 3, 2), "{report:?}");
+    assert_eq!(
+        (report.members, report.queued, report.remote_nodes),
+        (3, 3, 2),
+        "{report:?}"
+    );
     let per_shard = cluster.calls("spublish").await;
-    assert_eq!(per_shard.iter().sum::<u64>(), 4, "2 requests + 2 answers: {per_shard:?}");
+    assert_eq!(
+        per_shard.iter().sum::<u64>(),
+        4,
+        "2 requests + 2 answers: {per_shard:?}"
+    );
     assert_eq!(cluster.calls("publish").await.iter().sum::<u64>(), 0);
     for client in [&mut a1, &mut b1, &mut c1] {
         match next(client).await {
             Frame::Push {
-                seq, epoch, payload, ..
+                seq,
+                epoch,
+                payload,
+                ..
             } => {
                 assert_eq!((seq, epoch), (Some(report.seq), Some(report.epoch)));
                 assert_eq!(&payload[..], b"all");
@@ -290,7 +332,14 @@ async fn the_relay_uses_sharded_pub_sub_between_nodes_on_a_cluster() {
 
     // A kick from node 1 reaches node 3's session.
     let kicked = pusher
-        .kick(Target::Device { app: APP, device: "c1" }, Code::Kicked, "operator")
+        .kick(
+            Target::Device {
+                app: APP,
+                device: "c1",
+            },
+            Code::Kicked,
+            "operator",
+        )
         .await
         .unwrap();
     assert_eq!(kicked, RelayResult::Queued);
@@ -324,7 +373,9 @@ async fn an_inbox_whose_slot_moves_is_subscribed_again_on_the_new_shard() {
     let (mut b1, _) = login(&two, "b1").await;
 
     // Move the slot of node 2's inbox (`lc:relay:{2}`, the slot of "2") to another master.
-    let slot: i64 = cluster.node_cmd(0, &["CLUSTER", "KEYSLOT", "lc:relay:{2}"]).await;
+    let slot: i64 = cluster
+        .node_cmd(0, &["CLUSTER", "KEYSLOT", "lc:relay:{2}"])
+        .await;
     let slot = slot.to_string();
     let mut owner = None;
     for node in 0..3 {
@@ -364,7 +415,10 @@ async fn an_inbox_whose_slot_moves_is_subscribed_again_on_the_new_shard() {
             .node_cmd(node, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])
             .await;
     }
-    until("node 2 subscribed again", async || two.relay.resubscribed() >= 1).await;
+    until("node 2 subscribed again", async || {
+        two.relay.resubscribed() >= 1
+    })
+    .await;
     // The new owner has the subscriber; a push from node 1 arrives.
     until("a push to b1 through the moved inbox", async || {
         let results = one
@@ -380,7 +434,10 @@ async fn an_inbox_whose_slot_moves_is_subscribed_again_on_the_new_shard() {
     let subscribers: Vec<longconn_cluster::redis::Value> = cluster
         .node_cmd(to, &["PUBSUB", "SHARDNUMSUB", "lc:relay:{2}"])
         .await;
-    assert_eq!(subscribers.get(1), Some(&longconn_cluster::redis::Value::Int(1)));
+    assert_eq!(
+        subscribers.get(1),
+        Some(&longconn_cluster::redis::Value::Int(1))
+    );
     one.relay.shutdown().await;
     two.relay.shutdown().await;
 }

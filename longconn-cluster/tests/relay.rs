@@ -380,7 +380,11 @@ async fn dead_nodes_leave_group_sets_and_live_nodes_keep_theirs_fresh() {
         .publish("room", &PushMessage::new(7, &b"x"[..]))
         .await
         .unwrap();
-    assert_eq!((report.remote_nodes, report.unknown_nodes), (1, 0), "{report:?}");
+    assert_eq!(
+        (report.remote_nodes, report.unknown_nodes),
+        (1, 0),
+        "{report:?}"
+    );
     until("node 8 pruned", async || {
         members().await == BTreeSet::from([1, 2, 9])
     })

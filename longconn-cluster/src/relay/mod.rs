@@ -406,7 +406,11 @@ impl Relay for RedisRelay {
             .map(|&node| self.call(node, Body::Group(message.clone())));
         let mut report = RemoteGroupReport::default();
         let mut silent = Vec::new();
-        for (reply, &node) in futures::future::join_all(calls).await.into_iter().zip(&others) {
+        for (reply, &node) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&others)
+        {
             match reply {
                 Reply::Answer(Body::GroupAnswer(delivery)) => {
                     report.nodes += 1;

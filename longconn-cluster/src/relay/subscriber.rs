@@ -119,15 +119,14 @@ impl PushHandler {
                 self.on_message(Bytes::from(payload));
             }
             PushKind::SUnsubscribe => {
-                let ours = matches!(info.data.first(), Some(Value::BulkString(c)) if *c == self.channel);
+                let ours =
+                    matches!(info.data.first(), Some(Value::BulkString(c)) if *c == self.channel);
                 if ours && !self.inner.stop.is_cancelled() {
                     let _ = self.events.send(Event::Unsubscribed);
                 }
             }
-            PushKind::Disconnection => {
-                if !self.inner.stop.is_cancelled() {
-                    let _ = self.events.send(Event::Disconnected(generation));
-                }
+            PushKind::Disconnection if !self.inner.stop.is_cancelled() => {
+                let _ = self.events.send(Event::Disconnected(generation));
             }
             _ => {}
         }
@@ -189,7 +188,11 @@ pub(super) async fn subscribe(
     ssubscribe(&mut subscription, &channel)
         .await
         .map_err(|err| match err {
-            Error::Redis(e) if e.to_string().to_ascii_lowercase().contains("unknown command") => {
+            Error::Redis(e)
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("unknown command") =>
+            {
                 Error::Unsupported(format!(
                     "the relay needs sharded pub/sub (SSUBSCRIBE, Redis >= 7.0): {e}"
                 ))
@@ -220,7 +223,10 @@ pub(super) async fn subscribe(
             }
             // A cluster connection reconnects on its own: subscribing again is enough.
             reconnect &= matches!(source, Source::Single(_));
-            warn!(channel, reconnect, "relay subscription lost; subscribing again");
+            warn!(
+                channel,
+                reconnect, "relay subscription lost; subscribing again"
+            );
             let mut backoff = Duration::from_millis(50);
             loop {
                 tokio::select! {

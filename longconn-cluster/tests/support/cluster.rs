@@ -117,7 +117,9 @@ impl RedisCluster {
 
     /// A fresh cluster connection.
     pub(crate) async fn connect(&self) -> RedisClusterConnection {
-        longconn_cluster::connect_cluster(&self.urls()).await.unwrap()
+        longconn_cluster::connect_cluster(&self.urls())
+            .await
+            .unwrap()
     }
 
     /// Runs one command on one node (by index), not through the cluster.
