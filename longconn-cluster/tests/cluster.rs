@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use longconn_cluster::redis;
 use longconn_cluster::{
     NodeAnnouncement, NodeRegistry, RedisClusterConnection, RedisGroupLog, RedisRelay,
     RedisRouteStore, RelayConfig,
@@ -115,6 +116,25 @@ async fn route_batches_span_slots_in_one_request_per_shard() {
     // A batch on one slot is one request.
     store.register(&routes[..1]).await.unwrap();
     assert_eq!(requests(&conn, &mut before), 1);
+
+    // Why the split is ours: redis-rs 1.2's cluster connection refuses a pipeline whose
+    // keys lie in two slots (it would send it whole to one node).
+    let raw_client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut raw = raw_client.get_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg("{a}1").cmd("GET").arg("{b}2");
+    let refused = pipe
+        .query_async::<Vec<Option<String>>>(&mut raw)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+        "{refused}"
+    );
+    let mut ours = conn.clone();
+    let both: Vec<Option<String>> = pipe.query_async(&mut ours).await.unwrap();
+    assert_eq!(both, [None, None]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +376,7 @@ async fn the_relay_uses_sharded_pub_sub_between_nodes_on_a_cluster() {
 async fn cluster_smembers(node: &Node, key: &str) -> BTreeSet<u16> {
     // Through the node's own cluster connection: routed by the key.
     let mut conn = node.conn.clone();
-    longconn_cluster::redis::cmd("SMEMBERS")
+    redis::cmd("SMEMBERS")
         .arg(key)
         .query_async(&mut conn)
         .await
@@ -431,13 +451,10 @@ async fn an_inbox_whose_slot_moves_is_subscribed_again_on_the_new_shard() {
     })
     .await;
     assert_eq!(&next_payload(&mut b1).await[..], b"moved");
-    let subscribers: Vec<longconn_cluster::redis::Value> = cluster
+    let subscribers: Vec<redis::Value> = cluster
         .node_cmd(to, &["PUBSUB", "SHARDNUMSUB", "lc:relay:{2}"])
         .await;
-    assert_eq!(
-        subscribers.get(1),
-        Some(&longconn_cluster::redis::Value::Int(1))
-    );
+    assert_eq!(subscribers.get(1), Some(&redis::Value::Int(1)));
     one.relay.shutdown().await;
     two.relay.shutdown().await;
 }
