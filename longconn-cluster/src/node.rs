@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use longconn_server::{
-    GroupLog, GroupMessage, KickRequest, Relay, RelayBatch, RelayResult, RemoteGroupReport,
-    Route, RouteStore, Server,
+    GroupLog, GroupMessage, KickRequest, Relay, RelayBatch, RelayResult, RemoteGroupReport, Route,
+    RouteStore, Server,
 };
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
@@ -121,7 +121,8 @@ impl ClusterConfig {
     /// # Errors
     /// [`Error::Config`] naming the first value out of range.
     pub fn validate(&self) -> Result<()> {
-        let check = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::Config(what)) };
+        let check =
+            |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::Config(what)) };
         match &self.target {
             RedisTarget::Single(url) => check(!url.is_empty(), "the redis url is empty")?,
             RedisTarget::Cluster(urls) => check(
@@ -130,8 +131,14 @@ impl ClusterConfig {
             )?,
         }
         let ttl_ok = |ttl: Duration| (Self::MIN_TTL..=Self::MAX_TTL).contains(&ttl);
-        check(ttl_ok(self.route_ttl), "route ttl must be from 30 ms to 1 hour")?;
-        check(ttl_ok(self.node_ttl), "node ttl must be from 30 ms to 1 hour")?;
+        check(
+            ttl_ok(self.route_ttl),
+            "route ttl must be from 30 ms to 1 hour",
+        )?;
+        check(
+            ttl_ok(self.node_ttl),
+            "node ttl must be from 30 ms to 1 hour",
+        )?;
         check(
             (Duration::from_millis(1)..=Self::MAX_RELAY_TIMEOUT).contains(&self.relay_timeout),
             "relay timeout must be from 1 ms to 60 s",
@@ -200,6 +207,27 @@ impl Relay for TrackingRelay {
     }
 }
 
+/// Connection attempts after the first when Redis is lost: one, 100 ms later. A call
+/// made while Redis is down waits for the attempts in progress, so they are few: a push
+/// that needs Redis fails within about one connection timeout
+/// ([`crate::CONNECTION_TIMEOUT`]; at once when the port refuses), instead of after
+/// redis-rs's default six attempts over about six seconds. The next call tries again,
+/// and so does the watch task every heartbeat interval.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// A [`ConnectionManager`] like [`crate::connect`]'s, with few reconnection attempts per
+/// outage call ([`RECONNECT_RETRIES`]).
+async fn connect_failing_fast(client: redis::Client) -> Result<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(crate::RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(crate::CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_DELAY)
+        .set_max_delay(RECONNECT_DELAY * 4);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
 /// What the node and its watch task share.
 #[derive(Debug)]
 struct NodeShared {
@@ -257,7 +285,7 @@ impl ClusterNode {
             }
         };
         let client = redis::Client::open(url.as_str())?;
-        let conn = crate::connect(&url).await?;
+        let conn = connect_failing_fast(client.clone()).await?;
         let prefix = config.key_prefix.as_str();
         let lease = NodeRegistry::new(conn.clone())
             .with_prefix(prefix)
@@ -527,6 +555,9 @@ async fn resync(shared: &NodeShared) -> Result<()> {
         let mut conn = shared.conn.clone();
         pipe.exec_async(&mut conn).await?;
     }
-    info!(groups = groups.len(), "node state written again after a redis restart");
+    info!(
+        groups = groups.len(),
+        "node state written again after a redis restart"
+    );
     Ok(())
 }
