@@ -561,3 +561,68 @@ async fn resync(shared: &NodeShared) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single() -> ClusterConfig {
+        ClusterConfig::new(RedisTarget::Single("redis://127.0.0.1:6379/".into()), 3)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let config = single();
+        config.validate().unwrap();
+        assert_eq!(config.route_ttl, Duration::from_secs(30));
+        assert!(
+            config.route_ttl <= Duration::from_secs(30),
+            "issue 13: at most 30 s"
+        );
+        assert_eq!(config.node_ttl, Duration::from_secs(15));
+        assert_eq!(config.relay_timeout, Duration::from_secs(2));
+        assert_eq!(config.key_prefix, "lc:");
+        assert!(config.advertise.is_empty());
+    }
+
+    #[test]
+    fn values_out_of_range_are_named() {
+        let cases: [(fn(&mut ClusterConfig), &str); 8] = [
+            (|c| c.route_ttl = Duration::from_millis(29), "route ttl"),
+            (|c| c.route_ttl = Duration::from_secs(3601), "route ttl"),
+            (|c| c.node_ttl = Duration::ZERO, "node ttl"),
+            (|c| c.relay_timeout = Duration::ZERO, "relay timeout"),
+            (|c| c.key_prefix = "a b".into(), "key prefix"),
+            (
+                |c| c.target = RedisTarget::Single(String::new()),
+                "redis url",
+            ),
+            (|c| c.target = RedisTarget::Cluster(Vec::new()), "seed url"),
+            (
+                |c| {
+                    c.advertise.insert("tcp".into(), String::new());
+                },
+                "advertised",
+            ),
+        ];
+        for (change, named) in cases {
+            let mut config = single();
+            change(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{err} should name {named}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redis_cluster_target_is_refused_before_connecting() {
+        let mut config = single();
+        config.target = RedisTarget::Cluster(vec!["redis://127.0.0.1:1/".into()]);
+        let err = ClusterNode::start(config).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("Redis Cluster support is not built"),
+            "{err}"
+        );
+    }
+}
