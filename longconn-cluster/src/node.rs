@@ -6,9 +6,12 @@
 //!
 //! - its registry entry's connection count follows the attached server's hub;
 //! - it watches Redis (every heartbeat interval): when Redis comes back with a new run
-//!   id (restarted, so its data is gone), it writes every local route and every local
-//!   group membership (`{prefix}gn:{group}`) again at once, instead of waiting for the
-//!   next route refresh (routes) or the next first join (groups, which have no refresh).
+//!   id (restarted, so its data is gone), or after the watch found it unreachable (group
+//!   hints sent meanwhile were lost), it writes every local route and every local group
+//!   membership (`{prefix}gn:{group}`) again at once, instead of waiting for the next
+//!   route refresh (routes) or the next first join (groups, which have no refresh). An
+//!   outage shorter than one watch period goes unseen: its lost hints stay lost until
+//!   Redis restarts or the group's next first join (docs/CLUSTER.md).
 //!   The node entry comes back with the next heartbeat, the relay re-subscribes by
 //!   itself, and group positions start a new epoch.
 //!
@@ -389,8 +392,8 @@ impl ClusterNode {
         self.shared.redis_up.load(Ordering::Relaxed)
     }
 
-    /// Times Redis came back with a new run id and this node wrote its routes and group
-    /// memberships again.
+    /// Times Redis came back (with a new run id, or after the watch found it
+    /// unreachable) and this node wrote its routes and group memberships again.
     pub fn resyncs(&self) -> u64 {
         self.shared.resyncs.load(Ordering::Relaxed)
     }
@@ -470,12 +473,18 @@ async fn watch(shared: Arc<NodeShared>, period: Duration, stop: CancellationToke
         };
         match run_id {
             Ok(run_id) => {
-                if !shared.redis_up.swap(true, Ordering::Relaxed) {
+                let was_down = !shared.redis_up.swap(true, Ordering::Relaxed);
+                if was_down {
                     info!("redis reachable again");
                 }
                 let restarted = known_run_id.as_ref().is_some_and(|known| *known != run_id);
-                if restarted {
-                    warn!("redis restarted (new run id): writing this node's state again");
+                // After an outage without a restart, group hints sent meanwhile were
+                // lost (and routes may have expired): write the state again as well.
+                if restarted || was_down {
+                    warn!(
+                        restarted,
+                        "redis back after an outage: writing this node's state again"
+                    );
                     match resync(&shared).await {
                         Ok(()) => {
                             shared.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -587,7 +596,8 @@ mod tests {
 
     #[test]
     fn values_out_of_range_are_named() {
-        let cases: [(fn(&mut ClusterConfig), &str); 8] = [
+        type Change = fn(&mut ClusterConfig);
+        let cases: [(Change, &str); 8] = [
             (|c| c.route_ttl = Duration::from_millis(29), "route ttl"),
             (|c| c.route_ttl = Duration::from_secs(3601), "route ttl"),
             (|c| c.node_ttl = Duration::ZERO, "node ttl"),

@@ -537,6 +537,8 @@ async fn next_push(
 /// group publishes reach the other node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_write_their_state_again_after_a_redis_restart() {
+    // Logs show with --nocapture or when the test fails.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
@@ -619,6 +621,12 @@ async fn nodes_write_their_state_again_after_a_redis_restart() {
     .await;
     assert!(two.cluster().unwrap().resyncs() >= 1);
     assert!(two.cluster().unwrap().redis_available());
+    // The heartbeat writes the entry again, with the hub's connection count.
+    support::until("node 2's entry with its connection", async || {
+        let entry: Option<String> = redis.cmd(&["GET", "lc:n:2"]).await;
+        entry.is_some_and(|e| e.contains("\"connections\":1"))
+    })
+    .await;
     // Remote pushes go through again once node 2's relay has subscribed again.
     support::until("a remote push after the restart", async || {
         let (status, body, _) =
@@ -638,6 +646,14 @@ async fn nodes_write_their_state_again_after_a_redis_restart() {
     assert_eq!(payload, "lobby");
     assert_eq!(seq.map(|s| json!(s)), Some(body["seq"].clone()));
 
+    // Phase 1 of a shutdown marks the node draining at once.
+    two.cluster().unwrap().drain().await.unwrap();
+    let entry: String = redis.cmd(&["GET", "lc:n:2"]).await;
+    assert!(entry.contains("\"draining\":true"), "{entry}");
     one.shutdown().await;
     two.shutdown().await;
+    // Node 1's connection was re-made by a push on its HTTP thread: the HTTP side stops
+    // after the node, or this removal would fail.
+    let nodes: u64 = redis.cmd(&["SCARD", "lc:nodes"]).await;
+    assert_eq!(nodes, 0, "both entries removed at shutdown");
 }
