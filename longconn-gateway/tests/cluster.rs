@@ -363,7 +363,8 @@ fn three_gateways_on_one_redis_act_as_one() {
     });
     let gone_after = killed.elapsed();
     assert!(
-        gone_after <= ROUTE_TTL + Duration::from_millis(500),
+        // The margin covers the polling (a fresh Redis connection per look).
+        gone_after <= ROUTE_TTL + Duration::from_millis(750),
         "node 3's routes took {gone_after:?} to expire (TTL {ROUTE_TTL:?})"
     );
     assert!(phone.recv().is_none(), "node 3's connections died with it");
