@@ -217,6 +217,7 @@ impl Relay for TrackingRelay {
 /// redis-rs's default six attempts over about six seconds. The next call tries again,
 /// and so does the watch task every heartbeat interval.
 const RECONNECT_RETRIES: usize = 1;
+/// Wait before the retry of [`RECONNECT_RETRIES`].
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 
 /// A [`ConnectionManager`] like [`crate::connect`]'s, with few reconnection attempts per
@@ -244,7 +245,8 @@ struct NodeShared {
     server: OnceLock<Server>,
     /// Whether the last look at Redis succeeded.
     redis_up: AtomicBool,
-    /// Times Redis came back with its data lost and this node wrote its state again.
+    /// Times Redis came back (restarted, or after an outage) and this node wrote its
+    /// state again.
     resyncs: AtomicU64,
 }
 
