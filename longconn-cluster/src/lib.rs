@@ -12,6 +12,9 @@
 //! - [`RedisRelay`] implements [`longconn_server::Relay`]: one sharded pub/sub inbox
 //!   channel per node (`SPUBLISH`/`SSUBSCRIBE`, Redis >= 7), request/answer with
 //!   correlation ids and a bounded wait, and per group the set of nodes with members.
+//! - [`ClusterNode`] is what a gateway holds: one [`ClusterNode::start`] builds all of
+//!   the above from a [`ClusterConfig`], and the node keeps its connection count, its
+//!   draining flag and, after a Redis restart, its routes and group memberships in Redis.
 //!
 //! Each works on one Redis ([`connect`], a [`redis::aio::ConnectionManager`]) or on a
 //! Redis Cluster ([`connect_cluster`], a [`RedisClusterConnection`] that sends a batch
@@ -35,6 +38,9 @@
 //!   encoding.
 //! - `cluster`: [`connect_cluster`], [`RedisClusterConnection`], [`RedisConnection`].
 //! - `slot`: Redis Cluster hash slots.
+//! - `node`: [`ClusterNode`], [`ClusterConfig`], [`RedisTarget`]: one call to join a
+//!   cluster (all of the above), its lifecycle, and its state written again after a
+//!   Redis restart.
 //! - `script`: `EVALSHA` in pipelines, with one reload on `NOSCRIPT`.
 //! - `error`: [`Error`], one enum for the crate.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -43,6 +49,7 @@ mod cluster;
 mod error;
 mod group_log;
 mod keys;
+mod node;
 mod registry;
 mod relay;
 mod route_store;
@@ -55,15 +62,16 @@ pub use cluster::{RedisClusterConnection, RedisConnection, connect_cluster};
 pub use error::{Error, Result};
 pub use group_log::RedisGroupLog;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};
+pub use node::{ClusterConfig, ClusterNode, RedisTarget};
 pub use redis;
 pub use registry::{NodeAnnouncement, NodeInfo, NodeLease, NodeRegistry};
 pub use relay::{RedisRelay, RelayConfig, RelayLag};
 pub use route_store::RedisRouteStore;
 
-/// How often `longconn-server`'s route sync task re-registers every local route (its
-/// `RouteSync::REFRESH_INTERVAL`, repeated here because the server keeps it private).
-/// A route TTL must be well above it: see [`RedisRouteStore::DEFAULT_TTL`].
-pub const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often `longconn-server`'s route sync task re-registers every local route with
+/// the default route TTL: a third of [`RedisRouteStore::DEFAULT_TTL`] (the store answers
+/// `RouteStore::refresh_interval` with a third of its TTL, whatever it is).
+pub const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Bound on one reply from Redis for connections made by [`connect`].
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);

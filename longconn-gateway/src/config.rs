@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use longconn_cluster::{ClusterConfig, RedisTarget};
 use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
 use longconn_http::{HttpBackend, HttpBackendConfig};
@@ -90,6 +91,32 @@ pub struct Cli {
     /// Bind listeners with SO_REUSEPORT, so several gateways can share the ports.
     #[arg(long)]
     pub reuse_port: bool,
+    /// Join a cluster on this Redis (`redis://host:port/db`): routes, group positions,
+    /// the node registry and cross-node delivery live there. Every node needs its own
+    /// --node-id [default: no cluster, in-memory routes].
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
+    pub redis: Option<String>,
+    /// Join a cluster on this Redis Cluster (seed URLs, comma-separated). Not built in
+    /// this build yet: refused at start.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    pub redis_cluster: Option<Vec<String>>,
+    /// Addresses clients reach this node at, per transport, written to the cluster's
+    /// node registry: `tcp=HOST:PORT,ws=...`. Set it when the listeners bind 0.0.0.0 or
+    /// sit behind NAT or a load balancer [default: the bound listen addresses].
+    #[arg(long, value_name = "NAME=ADDR,...", value_delimiter = ',', value_parser = parse_advertised)]
+    pub advertise: Option<Vec<(String, String)>>,
+}
+
+/// One `--advertise` entry: `name=address`.
+fn parse_advertised(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => {
+            Ok((name.to_owned(), addr.to_owned()))
+        }
+        _ => Err(format!(
+            "`{s}` is not NAME=ADDRESS (like tcp=10.0.0.5:7100)"
+        )),
+    }
 }
 
 /// A listen address, or `off`.
@@ -143,6 +170,30 @@ pub struct FileConfig {
     /// Forwarding rules to HTTP callbacks (business 1 stays on the echo backend unless
     /// a rule claims it).
     pub backends: Vec<FileBackend>,
+    /// Cluster on Redis; absent: a single node on memory.
+    pub cluster: FileCluster,
+}
+
+/// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
+/// and range. Without `redis` or `redis_cluster` (here or as a flag) the other keys are
+/// refused: they would do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCluster {
+    /// See [`Cli::redis`].
+    pub redis: Option<String>,
+    /// See [`Cli::redis_cluster`].
+    pub redis_cluster: Option<Vec<String>>,
+    /// See [`Cli::advertise`]: `{ tcp = "10.0.0.5:7100", ws = "10.0.0.5:7101" }`.
+    pub advertise: Option<std::collections::BTreeMap<String, String>>,
+    /// Prefix of every key and channel (default `lc:`).
+    pub key_prefix: Option<String>,
+    /// Route TTL, milliseconds (default 30000).
+    pub route_ttl_ms: Option<u64>,
+    /// Node entry TTL, milliseconds (default 15000).
+    pub node_ttl_ms: Option<u64>,
+    /// Relay call timeout, milliseconds (default 2000).
+    pub relay_timeout_ms: Option<u64>,
 }
 
 /// `[transport]`: see `longconn_transport::TransportConfig` for each value's meaning and
@@ -316,6 +367,8 @@ pub struct GatewaySettings {
     pub dev_secret: bool,
     /// HTTP callback rules.
     pub backends: Vec<FileBackend>,
+    /// The cluster to join, if any (its node id is the server's).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl GatewaySettings {
@@ -360,6 +413,13 @@ impl GatewaySettings {
         let server = server
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let cluster = cluster_config(
+            &file.cluster,
+            cli.redis,
+            cli.redis_cluster,
+            cli.advertise,
+            server.node_id(),
+        )?;
         let reuse_port = if cli.reuse_port {
             Some(true)
         } else {
@@ -395,6 +455,7 @@ impl GatewaySettings {
             token_keys,
             dev_secret,
             backends: file.backends,
+            cluster,
         })
     }
 
@@ -428,8 +489,74 @@ impl GatewaySettings {
         if self.quic.is_some() || self.tls.is_some() || self.wss.is_some() {
             builder = builder.tls_identity(tls_identity(&self)?);
         }
+        if let Some(cluster) = self.cluster {
+            builder = builder.cluster(cluster);
+        }
         Ok(builder)
     }
+}
+
+/// The cluster settings from flags (which win) and `[cluster]`; `None` without a Redis.
+fn cluster_config(
+    file: &FileCluster,
+    redis: Option<String>,
+    redis_cluster: Option<Vec<String>>,
+    advertise: Option<Vec<(String, String)>>,
+    node_id: u16,
+) -> Result<Option<ClusterConfig>, GatewayError> {
+    let config = GatewayError::Config;
+    let target = match (redis, redis_cluster) {
+        (Some(url), _) => Some(RedisTarget::Single(url)),
+        (None, Some(urls)) => Some(RedisTarget::Cluster(urls)),
+        (None, None) => match (&file.redis, &file.redis_cluster) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "cluster: give either redis or redis_cluster, not both".into(),
+                ));
+            }
+            (Some(url), None) => Some(RedisTarget::Single(url.clone())),
+            (None, Some(urls)) => Some(RedisTarget::Cluster(urls.clone())),
+            (None, None) => None,
+        },
+    };
+    let Some(target) = target else {
+        let set = advertise.is_some()
+            || file.advertise.is_some()
+            || file.key_prefix.is_some()
+            || file.route_ttl_ms.is_some()
+            || file.node_ttl_ms.is_some()
+            || file.relay_timeout_ms.is_some();
+        if set {
+            return Err(config(
+                "cluster settings given without --redis or --redis-cluster (or [cluster] redis)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let ms = Duration::from_millis;
+    let mut cluster = ClusterConfig::new(target, node_id);
+    if let Some(addrs) = advertise {
+        cluster.advertise = addrs.into_iter().collect();
+    } else if let Some(addrs) = &file.advertise {
+        cluster.advertise = addrs.clone();
+    }
+    if let Some(v) = &file.key_prefix {
+        cluster.key_prefix = v.clone();
+    }
+    if let Some(v) = file.route_ttl_ms {
+        cluster.route_ttl = ms(v);
+    }
+    if let Some(v) = file.node_ttl_ms {
+        cluster.node_ttl = ms(v);
+    }
+    if let Some(v) = file.relay_timeout_ms {
+        cluster.relay_timeout = ms(v);
+    }
+    cluster
+        .validate()
+        .map_err(|e| config(format!("cluster: {e}")))?;
+    Ok(Some(cluster))
 }
 
 /// The forwarding rules: the echo backend on business 1 (unless a configured rule claims
@@ -752,6 +879,78 @@ slow_consumer_policy = "disconnect"
         ] {
             assert!(help.contains(&quoted), "--help lacks {quoted}");
         }
+    }
+
+    #[test]
+    fn cluster_flags_and_the_cluster_section() {
+        let s = GatewaySettings::resolve(cli(&[])).unwrap();
+        assert!(s.cluster.is_none(), "no Redis: a single node on memory");
+
+        let s = GatewaySettings::resolve(cli(&[
+            "--node-id",
+            "4",
+            "--redis",
+            "redis://10.0.0.9:6379/",
+            "--advertise",
+            "tcp=203.0.113.7:7100,ws=ws://203.0.113.7:7101/ws",
+        ]))
+        .unwrap();
+        let cluster = s.cluster.unwrap();
+        assert_eq!(cluster.node_id, 4, "the server's node id");
+        assert_eq!(
+            cluster.target,
+            RedisTarget::Single("redis://10.0.0.9:6379/".into())
+        );
+        assert_eq!(cluster.advertise["tcp"], "203.0.113.7:7100");
+        assert_eq!(cluster.advertise["ws"], "ws://203.0.113.7:7101/ws");
+        assert_eq!(cluster.route_ttl, ClusterConfig::DEFAULT_ROUTE_TTL);
+
+        let dir = std::env::temp_dir().join(format!("lc-gw-cluster-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nredis_cluster = [\"redis://a:7000\", \"redis://b:7000\"]\n\
+             key_prefix = \"blue:\"\nroute_ttl_ms = 12000\nnode_ttl_ms = 6000\n\
+             relay_timeout_ms = 500\nadvertise = { tcp = \"10.0.0.5:7100\" }\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cluster = GatewaySettings::resolve(cli(&["--config", file]))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(
+            cluster.target,
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7000".into()])
+        );
+        assert_eq!(cluster.key_prefix, "blue:");
+        assert_eq!(cluster.route_ttl, Duration::from_secs(12));
+        assert_eq!(cluster.node_ttl, Duration::from_secs(6));
+        assert_eq!(cluster.relay_timeout, Duration::from_millis(500));
+        assert_eq!(cluster.advertise["tcp"], "10.0.0.5:7100");
+        // The flag wins over the file's target.
+        let cluster = GatewaySettings::resolve(cli(&["--config", file, "--redis", "redis://c/"]))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(cluster.target, RedisTarget::Single("redis://c/".into()));
+
+        std::fs::write(
+            &path,
+            "[cluster]\nredis = \"redis://a/\"\nroute_ttl_ms = 1\n",
+        )
+        .unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", file])).unwrap_err();
+        assert!(err.to_string().contains("route ttl"), "{err}");
+        std::fs::write(&path, "[cluster]\nroute_ttl_ms = 5000\n").unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", file])).unwrap_err();
+        assert!(err.to_string().contains("without --redis"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(Cli::try_parse_from(["gateway", "--redis", "a", "--redis-cluster", "b"]).is_err());
+        let err = Cli::try_parse_from(["gateway", "--advertise", "tcp"]).unwrap_err();
+        assert!(err.to_string().contains("NAME=ADDRESS"), "{err}");
     }
 
     #[test]

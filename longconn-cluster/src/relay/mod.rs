@@ -318,6 +318,16 @@ impl RedisRelay {
         self.inner.resubscribed.load(Ordering::Relaxed)
     }
 
+    /// Writes this node into the node set of every group it has members in now, rather
+    /// than at the next periodic refresh: for a node that saw Redis come back without
+    /// its data. Answers how many groups were written.
+    ///
+    /// # Errors
+    /// Redis could not be reached; the periodic refresh tries again.
+    pub async fn refresh_groups(&self) -> Result<usize> {
+        write_group_sets(&self.inner).await
+    }
+
     /// Stops the relay: unsubscribes, applies the group hints already queued, and waits
     /// for its tasks. Calls in progress end `Unknown` at their timeout.
     ///
@@ -583,24 +593,32 @@ async fn apply_hints(inner: Arc<Inner>, mut hints: mpsc::Receiver<Hint>) {
             }
         }
         if refreshing {
-            // A snapshot: a group that went inactive since has its `SREM` queued behind.
-            let groups: Vec<String> = lock(&inner.local_groups).iter().cloned().collect();
-            for chunk in groups.chunks(HINT_BATCH) {
-                let mut pipe = Pipeline::with_capacity(chunk.len() * 2);
-                for group in chunk {
-                    add_to_group(&mut pipe, &inner, group, ttl_ms);
-                }
-                let mut conn = inner.conn.clone();
-                if let Err(err) = pipe.exec_async(&mut conn).await {
-                    warn!(error = %err, "group sets not refreshed");
-                    break;
-                }
+            if let Err(err) = write_group_sets(&inner).await {
+                warn!(error = %err, "group sets not refreshed");
             }
         }
         if stopping {
             return;
         }
     }
+}
+
+/// Adds the node again to the set of every group it has members in (a snapshot of
+/// them), a pipeline per [`HINT_BATCH`] groups; answers how many groups it wrote. A
+/// group that went inactive after the snapshot may be written back: its set then names
+/// this node until the set expires (a publish to it reaches nobody here: harmless).
+async fn write_group_sets(inner: &Inner) -> Result<usize> {
+    let ttl_ms = group_set_ttl_ms(inner);
+    let groups: Vec<String> = lock(&inner.local_groups).iter().cloned().collect();
+    for chunk in groups.chunks(HINT_BATCH) {
+        let mut pipe = Pipeline::with_capacity(chunk.len() * 2);
+        for group in chunk {
+            add_to_group(&mut pipe, inner, group, ttl_ms);
+        }
+        let mut conn = inner.conn.clone();
+        pipe.exec_async(&mut conn).await?;
+    }
+    Ok(groups.len())
 }
 
 fn add_to_group(pipe: &mut Pipeline, inner: &Inner, group: &str, ttl_ms: u64) {

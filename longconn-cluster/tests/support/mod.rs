@@ -91,6 +91,8 @@ pub(crate) async fn sharded_subscriber(
 pub(crate) struct RedisServer {
     child: Child,
     port: u16,
+    /// The extra arguments it was started with, kept for a restart.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -105,6 +107,7 @@ impl RedisServer {
         if !installed_or_skip("redis-server", "redis-server") {
             return None;
         }
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         // A port found free can be taken before redis-server binds it: try a few.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -112,23 +115,37 @@ impl RedisServer {
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
+            let mut child = spawn_on(port, &extra);
             if wait_for_pong(port, &mut child) {
-                return Some(RedisServer { child, port });
+                return Some(RedisServer { child, port, extra });
             }
             let _ = child.kill();
             let _ = child.wait();
         }
         panic!("redis-server did not answer PING on any of 5 ports");
+    }
+
+    /// Kills the server (SIGKILL: its data are gone, as after a crash without
+    /// persistence); [`RedisServer::restart`] starts a new one on the same port.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty redis-server on the same port (after [`RedisServer::kill`]).
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            let mut child = spawn_on(self.port, &self.extra);
+            if wait_for_pong(self.port, &mut child) {
+                self.child = child;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {}", self.port);
     }
 
     pub(crate) fn url(&self) -> String {
@@ -185,6 +202,19 @@ pub(crate) fn installed_or_skip(binary: &str, package: &str) -> bool {
          the longconn-cluster tests"
     );
     false
+}
+
+fn spawn_on(port: u16, extra: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
 }
 
 pub(crate) fn wait_for_pong(port: u16, child: &mut Child) -> bool {
