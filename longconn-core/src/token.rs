@@ -317,7 +317,10 @@ mod tests {
             k.mint_in_bucket("demo", "d", 2_000, ""),
             Err(TokenError::BadBucket { len: 0, .. })
         ));
-        assert!(k.mint_in_bucket("demo", "d", 2_000, &"b".repeat(65)).is_err());
+        assert!(
+            k.mint_in_bucket("demo", "d", 2_000, &"b".repeat(65))
+                .is_err()
+        );
     }
 
     /// Rotation in the order a deployment does it: verifiers learn the new key first,
