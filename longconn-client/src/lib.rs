@@ -45,19 +45,26 @@
 //! - [`config`]: [`ClientConfig`], [`TokenProvider`]; [`Endpoint`] and [`Scheme`] are
 //!   the transport dialer's, re-exported.
 //! - [`backoff`]: [`Backoff`], full-jitter reconnect delays (core's rule, re-exported).
+//! - [`bootstrap`]: asking a control layer where to connect ([`ClientConfig::from_control`]):
+//!   `/v1/access`, the endpoint walk, token renewal, asking again after failures.
 //! - `driver` (private): the background task: dial, feed the `ClientSession`, move its
 //!   frames and events; the token provider runs beside the frame loop, never in it.
 //! - [`error`] holds [`ClientError`], the one error type.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
 
 pub use backoff::Backoff;
+pub use bootstrap::AccessAnswer;
 pub use client::{Client, ConnState, Push, Quality, Response};
-pub use config::{ClientConfig, Endpoint, PushHandler, Scheme, StaticToken, TokenProvider};
+pub use config::{
+    ClientConfig, ControlSettings, Endpoint, FromControl, PushHandler, Scheme, StaticToken,
+    TokenProvider,
+};
 pub use error::ClientError;
 pub use longconn_transport::cert::Trust;
