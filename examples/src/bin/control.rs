@@ -68,8 +68,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let policy = control.policy();
     let mut registry = None;
     if let Some(reg) = &policy.config.registry {
-        let conn = longconn_cluster::redis::Client::open(reg.url.as_str())?
-            .get_connection_manager()
+        let conn = longconn_cluster::connect(&reg.url)
             .await
             .map_err(|e| longconn_control::Error::Registry(e.to_string()))?;
         let mut lister = NodeRegistry::new(conn);
