@@ -10,6 +10,11 @@
 //! machine tested on a simulated clock); this crate is the async loop around it, over
 //! the dialer of `longconn-transport`: there is no second parser and no second login.
 //!
+//! Instead of a fixed endpoint and token, a client can bootstrap from a control layer
+//! (longconn-control, docs/CONTROL.md) with [`ClientConfig::from_control`]: it asks
+//! where to connect, falls back through the answer's endpoints and transports, renews
+//! its token in band before it expires, and asks again after repeated failures.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
