@@ -2,7 +2,7 @@
 //! connect, walk the answer's endpoints in order on failure, renew the token through
 //! `POST /v1/token/refresh`, and ask again after repeated failures.
 //!
-//! The driver owns one [`Bootstrap`]; the HTTP calls run inside the driver's dial
+//! The driver owns one `Bootstrap`; the HTTP calls run inside the driver's dial
 //! future or beside its frame loop, never blocking heartbeats. The answer's shapes are
 //! declared here (not taken from longconn-control) so the SDK does not depend on the
 //! server crate: the JSON is the contract (docs/CONTROL.md).
