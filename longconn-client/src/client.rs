@@ -124,6 +124,7 @@ pub struct Client {
     quality: Arc<Mutex<Quality>>,
     listeners: Listeners,
     stopped: Arc<Mutex<Option<ClientError>>>,
+    access: Arc<Mutex<Option<crate::AccessAnswer>>>,
     request_timeout: Duration,
 }
 
@@ -170,6 +171,7 @@ impl Client {
         let quality = Arc::new(Mutex::new(Quality::default()));
         let listeners = Listeners::default();
         let stopped = Arc::new(Mutex::new(None));
+        let access = Arc::new(Mutex::new(None));
         let request_timeout = config.request_timeout;
         let shared = crate::driver::Shared {
             state: state_tx,
@@ -177,6 +179,7 @@ impl Client {
             listeners: listeners.clone(),
             quality: quality.clone(),
             stopped: stopped.clone(),
+            access: access.clone(),
         };
         tokio::spawn(crate::driver::run(config, connector, command_rx, shared));
         Client {
@@ -186,6 +189,7 @@ impl Client {
             quality,
             listeners,
             stopped,
+            access,
             request_timeout,
         }
     }
@@ -232,6 +236,16 @@ impl Client {
     /// refused for good, [`ClientError::Closed`] otherwise. `None` while it runs.
     pub fn stop_error(&self) -> Option<ClientError> {
         self.stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The control layer's last access answer (bucket, flags, endpoints, policy) when
+    /// the client bootstraps from one ([`ClientConfig::from_control`]); `None` before
+    /// the first answer and for clients with a fixed endpoint.
+    pub fn access_answer(&self) -> Option<crate::AccessAnswer> {
+        self.access
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()

@@ -40,14 +40,66 @@ impl TokenProvider for StaticToken {
     }
 }
 
+/// The token provider of a config made by [`ClientConfig::from_control`]: tokens come
+/// from the control layer's answers, so this one is never asked (and fails if it is).
+#[derive(Debug, Clone, Copy)]
+pub struct FromControl;
+
+#[async_trait]
+impl TokenProvider for FromControl {
+    async fn token(&self) -> Result<Bytes, ClientError> {
+        Err(ClientError::Control(
+            "tokens come from the control layer's access answer".into(),
+        ))
+    }
+}
+
+/// How to ask a control layer (longconn-control) where to connect; see
+/// [`ClientConfig::from_control`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSettings {
+    /// Base URL of the control layer, `http://host:port`. (`https` needs reqwest's TLS,
+    /// which this build does not enable.)
+    pub url: String,
+    /// Platform reported to the rules (`ios`, `android`, `web`, ...). Default the OS
+    /// this runs on (`std::env::consts::OS`).
+    pub platform: String,
+    /// App version reported to the rules. Default `0.0.0`.
+    pub app_version: String,
+    /// SDK version reported. Default this crate's version.
+    pub sdk_version: String,
+    /// Network type: `wifi`, `cellular` or `unknown` (default).
+    pub network: String,
+}
+
+impl ControlSettings {
+    /// Settings for the control layer at `url`, with the defaults above.
+    pub fn new(url: &str) -> ControlSettings {
+        ControlSettings {
+            url: url.to_owned(),
+            platform: std::env::consts::OS.to_owned(),
+            app_version: "0.0.0".to_owned(),
+            sdk_version: env!("CARGO_PKG_VERSION").to_owned(),
+            network: "unknown".to_owned(),
+        }
+    }
+}
+
 /// A push callback; see [`ClientConfig::on_push`].
 pub type PushHandler = Arc<dyn Fn(crate::Push) + Send + Sync>;
 
 /// Everything a [`crate::Client`] needs.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// Where to connect.
+    /// Where to connect. Not used when `control` is set (the control layer's answer
+    /// says where).
     pub endpoint: Endpoint,
+    /// Ask this control layer where to connect instead of dialing `endpoint`: the
+    /// client calls `/v1/access`, dials its endpoints in order (falling back through
+    /// the list and across transports), logs in with its token, renews the token in
+    /// band before it expires, uses its heartbeat and reconnect policy, and asks again
+    /// after repeated failures. Default `None`.
+    pub control: Option<ControlSettings>,
     /// App id.
     pub app: String,
     /// Device id.
@@ -95,6 +147,7 @@ impl ClientConfig {
     ) -> Result<ClientConfig, ClientError> {
         Ok(ClientConfig {
             endpoint: Endpoint::parse(url)?,
+            control: None,
             app: app.to_owned(),
             device: device.to_owned(),
             tokens,
@@ -106,6 +159,29 @@ impl ClientConfig {
             local_ip: None,
             on_push: None,
         })
+    }
+}
+
+impl ClientConfig {
+    /// A config that bootstraps from the control layer at `control_url`
+    /// (`http://host:port`) instead of a fixed address: see [`ClientConfig::control`].
+    /// Tokens come from the control layer ([`FromControl`] stands in for a provider);
+    /// `endpoint` is a placeholder that is never dialed. Adjust
+    /// [`ControlSettings`] (platform, versions, network) through `control`.
+    pub fn from_control(
+        control_url: &str,
+        app: &str,
+        device: &str,
+    ) -> Result<ClientConfig, ClientError> {
+        if !control_url.starts_with("http://") && !control_url.starts_with("https://") {
+            return Err(ClientError::BadEndpoint {
+                url: control_url.to_owned(),
+                reason: "a control URL is http://host:port".into(),
+            });
+        }
+        let mut config = ClientConfig::new("tcp://0.0.0.0:0", app, device, Arc::new(FromControl))?;
+        config.control = Some(ControlSettings::new(control_url));
+        Ok(config)
     }
 }
 

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::bootstrap::Bootstrap;
 use crate::client::{ClientCommand, ConnState, Listeners, Push, Quality, Response};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -74,6 +75,13 @@ impl Connector {
     }
 }
 
+/// A dial in progress: the connection and, when bootstrapped, the index of the
+/// endpoint that answered.
+type Dialing = Pin<Box<dyn Future<Output = Result<(Conn, Option<usize>), String>> + Send>>;
+
+/// How long to wait before retrying a failed token renewal.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
+
 /// A connection of any kind the client makes.
 enum Conn {
     Dialed(Dialed),
@@ -103,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) quality: Arc<Mutex<Quality>>,
     /// Why the client stopped, as a typed error (`AuthRejected` for a refused login).
     pub(crate) stopped: Arc<Mutex<Option<ClientError>>>,
+    /// The control layer's last access answer.
+    pub(crate) access: Arc<Mutex<Option<crate::AccessAnswer>>>,
 }
 
 struct Driver {
@@ -116,18 +126,49 @@ struct Driver {
     attempt_started: Instant,
     /// Why the last connection ended, for the final reason.
     last_end: Option<EndReason>,
+    /// The control layer, when the client bootstraps from one.
+    boot: Option<Arc<Bootstrap>>,
+    /// The bootstrap endpoint of the current connection.
+    endpoint_index: Option<usize>,
+    /// Whether the current connection logged in.
+    logged_in_here: bool,
+    /// A token renewal (control layer) running beside the frame loop.
+    renewal: Option<TokenFetch>,
+    /// Earliest time for the next renewal after a failed one.
+    renew_retry_at: Option<Instant>,
 }
 
 pub(crate) async fn run(
     config: ClientConfig,
     connector: Connector,
-    commands: mpsc::Receiver<ClientCommand>,
+    mut commands: mpsc::Receiver<ClientCommand>,
     shared: Shared,
 ) {
     let mut session_config = ClientSessionConfig::new(config.app.as_str(), config.device.as_str());
     session_config.connect_timeout = config.connect_timeout;
     session_config.login_timeout = config.connect_timeout;
     session_config.backoff = config.backoff;
+    let mut held = Vec::new();
+    let boot = match &config.control {
+        Some(settings) => {
+            let boot = Arc::new(Bootstrap::new(
+                settings.clone(),
+                &config.app,
+                &config.device,
+                config.connect_timeout,
+            ));
+            if !first_access(&boot, &config, &mut commands, &mut held, &shared).await {
+                return;
+            }
+            if let Some((heartbeat, base, cap)) = boot.policy() {
+                session_config.max_heartbeat = Some(heartbeat);
+                session_config.backoff.base = base;
+                session_config.backoff.cap = cap;
+            }
+            Some(boot)
+        }
+        None => None,
+    };
     let session = ClientSession::new(session_config, now(), fastrand::u64(..));
     let mut driver = Driver {
         config,
@@ -138,8 +179,96 @@ pub(crate) async fn run(
         token: None,
         attempt_started: Instant::now(),
         last_end: None,
+        boot,
+        endpoint_index: None,
+        logged_in_here: false,
+        renewal: None,
+        renew_retry_at: None,
     };
+    driver.publish_answer();
+    for command in held {
+        driver.command(Some(command));
+    }
     driver.run(connector).await;
+}
+
+/// Asks the control layer until it answers, with the config's backoff between tries;
+/// commands meanwhile are held in `held` (a close stops at once). `false` when the
+/// client stopped (closed, or out of attempts).
+async fn first_access(
+    boot: &Bootstrap,
+    config: &ClientConfig,
+    commands: &mut mpsc::Receiver<ClientCommand>,
+    held: &mut Vec<ClientCommand>,
+    shared: &Shared,
+) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        let asking = boot.access();
+        tokio::pin!(asking);
+        let failed = loop {
+            tokio::select! {
+                answer = &mut asking => match answer {
+                    Ok(_) => return true,
+                    Err(err) => break err,
+                },
+                command = commands.recv() => match command {
+                    Some(ClientCommand::Close) | None => {
+                        stop_before_start(held, shared, "closed by the application".into(), None);
+                        return false;
+                    }
+                    Some(command) => held.push(command),
+                },
+            }
+        };
+        debug!(%failed, attempt, "control layer did not answer");
+        if config
+            .backoff
+            .max_attempts
+            .is_some_and(|max| attempt + 1 >= max)
+        {
+            let reason = format!("gave up after {} attempts: {failed}", attempt + 1);
+            stop_before_start(held, shared, reason, Some(failed));
+            return false;
+        }
+        let delay = config.backoff.delay(attempt, fastrand::u64(..));
+        attempt += 1;
+        shared
+            .state
+            .send_replace(ConnState::Reconnecting { attempt, delay });
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                command = commands.recv() => match command {
+                    Some(ClientCommand::Close) | None => {
+                        stop_before_start(held, shared, "closed by the application".into(), None);
+                        return false;
+                    }
+                    Some(command) => held.push(command),
+                },
+            }
+        }
+        shared.state.send_replace(ConnState::Connecting { attempt });
+    }
+}
+
+/// The client stops before its first connection: held calls fail, the state says why.
+fn stop_before_start(
+    held: &mut Vec<ClientCommand>,
+    shared: &Shared,
+    reason: String,
+    error: Option<ClientError>,
+) {
+    for command in held.drain(..) {
+        refuse(command, ClientError::Closed(reason.clone()));
+    }
+    *shared.stopped.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(error.unwrap_or_else(|| ClientError::Closed(reason.clone())));
+    shared
+        .state
+        .send_replace(ConnState::Disconnected { reason });
 }
 
 /// The session's clock: tokio's, so a paused test clock drives it too.
@@ -208,24 +337,49 @@ impl Driver {
     async fn dial(&mut self, connector: &mut Connector) -> Option<Conn> {
         self.attempt_started = Instant::now();
         bump(&self.shared.quality, |q| q.connect_attempts += 1);
-        let dialing: Pin<Box<dyn Future<Output = Result<Conn, String>> + Send>> = match connector {
-            Connector::Dial(dialer) => {
-                let dialer = dialer.clone();
-                let endpoint = self.config.endpoint.clone();
-                Box::pin(async move {
-                    dialer
-                        .connect(&endpoint)
-                        .await
-                        .map(Conn::Dialed)
-                        .map_err(|e| e.to_string())
-                })
-            }
+        self.endpoint_index = None;
+        self.logged_in_here = false;
+        let dialing: Dialing = match connector {
+            Connector::Dial(dialer) => match self.boot.clone() {
+                Some(boot) => {
+                    let dialer = dialer.clone();
+                    Box::pin(async move {
+                        if boot.needs_access() {
+                            boot.access().await.map_err(|e| e.to_string())?;
+                        }
+                        for (i, endpoint) in boot.walk() {
+                            match dialer.connect(&endpoint).await {
+                                Ok(conn) => {
+                                    boot.connected(i);
+                                    return Ok((Conn::Dialed(conn), Some(i)));
+                                }
+                                Err(err) => {
+                                    debug!(%err, endpoint = i, "endpoint failed, trying the next");
+                                    boot.failed(i);
+                                }
+                            }
+                        }
+                        Err("every endpoint of the access answer failed".to_owned())
+                    })
+                }
+                None => {
+                    let dialer = dialer.clone();
+                    let endpoint = self.config.endpoint.clone();
+                    Box::pin(async move {
+                        dialer
+                            .connect(&endpoint)
+                            .await
+                            .map(|c| (Conn::Dialed(c), None))
+                            .map_err(|e| e.to_string())
+                    })
+                }
+            },
             Connector::Memory(make) => {
                 let connecting = make();
                 Box::pin(async move {
                     connecting
                         .await
-                        .map(Conn::Memory)
+                        .map(|c| (Conn::Memory(c), None))
                         .map_err(|e| e.to_string())
                 })
             }
@@ -234,8 +388,12 @@ impl Driver {
         loop {
             tokio::select! {
                 dialed = &mut dialing => {
+                    self.publish_answer();
                     match dialed {
-                        Ok(conn) => return Some(conn),
+                        Ok((conn, index)) => {
+                            self.endpoint_index = index;
+                            return Some(conn);
+                        }
                         Err(why) => {
                             debug!(%why, "dial failed");
                             self.session.dial_failed(now());
@@ -282,9 +440,19 @@ impl Driver {
                     _ => CloseReason::Local(Code::Normal),
                 };
                 let _ = tokio::time::timeout(CLOSE_LINGER, writer.close(reason)).await;
+                if let (Some(boot), Some(i), false) =
+                    (&self.boot, self.endpoint_index, self.logged_in_here)
+                {
+                    // Connected but never logged in: move on to the next endpoint.
+                    boot.failed(i);
+                }
+                self.renewal = None;
                 return;
             }
             let deadline = self.session.poll_timeout();
+            let renew_at = self.renew_at();
+            let renewing = self.renewal.is_some();
+            let renewal = &mut self.renewal;
             let pending_writes = writer.has_pending_writes();
             let fetching = self.token.is_some();
             let fetch = &mut self.token;
@@ -306,6 +474,25 @@ impl Driver {
                     }
                 },
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
+                () = sleep_until(renew_at.map(Instant::into_std)), if renew_at.is_some() => {
+                    let boot = self.boot.clone();
+                    self.renewal = boot.map(|boot| -> TokenFetch {
+                        Box::pin(async move { boot.renew().await })
+                    });
+                }
+                renewed = fetched(renewal), if renewing => {
+                    self.renewal = None;
+                    match renewed {
+                        Ok(token) => {
+                            self.renew_retry_at = None;
+                            self.session.refresh_token(now(), token);
+                        }
+                        Err(err) => {
+                            debug!(%err, "token renewal failed; retrying later");
+                            self.renew_retry_at = Some(Instant::now() + RENEW_RETRY);
+                        }
+                    }
+                }
                 token = fetched(fetch), if fetching => {
                     self.token = None;
                     match token {
@@ -320,6 +507,27 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Shows the bootstrap's answer to the application ([`crate::Client::access_answer`]).
+    fn publish_answer(&self) {
+        if let Some(boot) = &self.boot {
+            *self.shared.access.lock().unwrap_or_else(|p| p.into_inner()) = boot.answer();
+        }
+    }
+
+    /// When the next in-band token renewal is due (control layer only; while logged
+    /// in and no renewal is running).
+    fn renew_at(&self) -> Option<Instant> {
+        let boot = self.boot.as_ref()?;
+        if self.renewal.is_some() || !self.logged_in_here {
+            return None;
+        }
+        let due = boot.renew_at()?;
+        Some(match self.renew_retry_at {
+            Some(retry) => due.max(retry),
+            None => due,
+        })
     }
 
     /// Buffers `frame`; a call whose frame cannot be encoded (too large) fails at once.
@@ -405,10 +613,19 @@ impl Driver {
             }
             ClientEvent::StateChanged(_) => {}
             ClientEvent::TokenNeeded => {
-                let tokens = self.config.tokens.clone();
-                self.token = Some(Box::pin(async move { tokens.token().await }));
+                self.token = Some(match self.boot.clone() {
+                    Some(boot) => Box::pin(async move { boot.token().await }),
+                    None => {
+                        let tokens = self.config.tokens.clone();
+                        Box::pin(async move { tokens.token().await })
+                    }
+                });
             }
             ClientEvent::LoggedIn { conn_id, .. } => {
+                self.logged_in_here = true;
+                if let (Some(boot), Some(i)) = (&self.boot, self.endpoint_index) {
+                    boot.logged_in(i);
+                }
                 let latency = self.attempt_started.elapsed();
                 bump(&self.shared.quality, |q| {
                     q.connect_successes += 1;

@@ -35,6 +35,10 @@ pub enum ClientError {
     /// reconnect attempts.
     #[error("closed: {0}")]
     Closed(String),
+    /// The control layer could not be reached, refused the request, or answered
+    /// nothing usable.
+    #[error("control layer: {0}")]
+    Control(String),
     /// The gateway or the network broke the protocol (a frame that could not be decoded,
     /// a transport error).
     #[error("protocol or transport error: {0}")]

@@ -10,6 +10,11 @@
 //! machine tested on a simulated clock); this crate is the async loop around it, over
 //! the dialer of `longconn-transport`: there is no second parser and no second login.
 //!
+//! Instead of a fixed endpoint and token, a client can bootstrap from a control layer
+//! (longconn-control, docs/CONTROL.md) with [`ClientConfig::from_control`]: it asks
+//! where to connect, falls back through the answer's endpoints and transports, renews
+//! its token in band before it expires, and asks again after repeated failures.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -45,19 +50,26 @@
 //! - [`config`]: [`ClientConfig`], [`TokenProvider`]; [`Endpoint`] and [`Scheme`] are
 //!   the transport dialer's, re-exported.
 //! - [`backoff`]: [`Backoff`], full-jitter reconnect delays (core's rule, re-exported).
+//! - [`bootstrap`]: asking a control layer where to connect ([`ClientConfig::from_control`]):
+//!   `/v1/access`, the endpoint walk, token renewal, asking again after failures.
 //! - `driver` (private): the background task: dial, feed the `ClientSession`, move its
 //!   frames and events; the token provider runs beside the frame loop, never in it.
 //! - [`error`] holds [`ClientError`], the one error type.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod backoff;
+pub mod bootstrap;
 pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
 
 pub use backoff::Backoff;
+pub use bootstrap::AccessAnswer;
 pub use client::{Client, ConnState, Push, Quality, Response};
-pub use config::{ClientConfig, Endpoint, PushHandler, Scheme, StaticToken, TokenProvider};
+pub use config::{
+    ClientConfig, ControlSettings, Endpoint, FromControl, PushHandler, Scheme, StaticToken,
+    TokenProvider,
+};
 pub use error::ClientError;
 pub use longconn_transport::cert::Trust;

@@ -164,13 +164,23 @@ pub enum TokenError {
         /// Why.
         reason: &'static str,
     },
+    /// A bucket name to mint with is empty or too long.
+    #[error("token bucket of {len} bytes, expected 1..={max}")]
+    BadBucket {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest accepted.
+        max: usize,
+    },
 }
 
 impl TokenError {
     /// The wire code a login refused for this reason is closed with.
     pub fn wire_code(&self) -> Code {
         match self {
-            TokenError::Invalid { .. } | TokenError::BadKey { .. } => Code::InvalidToken,
+            TokenError::Invalid { .. }
+            | TokenError::BadKey { .. }
+            | TokenError::BadBucket { .. } => Code::InvalidToken,
             TokenError::Expired { .. } => Code::ExpiredToken,
         }
     }

@@ -948,6 +948,54 @@ fn cell_ca8_token_refresh_does_not_stop_heartbeats() {
 }
 
 #[test]
+fn cell_ca13_an_early_refresh_is_sent_at_once_and_its_answer_changes_nothing() {
+    let mut h = Harness::new();
+    assert!(
+        !h.s.refresh_token(h.now, Bytes::from_static(b"early")),
+        "nothing to refresh before login"
+    );
+    h.reach(ClientState::LoggedIn);
+    assert!(h.s.refresh_token(h.now, Bytes::from_static(b"fresh")));
+    let sent = h.sent();
+    let [Frame::TokenRefresh { id, token }] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(token.as_ref(), b"fresh");
+    h.frame(Frame::TokenRefreshAck {
+        id: *id,
+        expires_at_ms: Some(1),
+    });
+    assert_eq!(h.events(), []);
+    assert!(h.s.refresh_token(h.now, Bytes::from_static(b"again")));
+    let sent = h.sent();
+    let [Frame::TokenRefresh { id, .. }] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    h.frame(Frame::Error {
+        id: *id,
+        code: Code::InvalidToken,
+        message: "refused".into(),
+    });
+    assert_eq!(
+        h.events(),
+        [],
+        "a refused early refresh is not a call failure"
+    );
+    assert_eq!(h.s.state(), ClientState::LoggedIn);
+}
+
+#[test]
+fn max_heartbeat_caps_the_gateways_interval() {
+    let mut config = config();
+    config.max_heartbeat = Some(Duration::from_millis(500));
+    let mut h = Harness::with(config, 1);
+    h.reach(ClientState::LoggedIn);
+    h.advance(Duration::from_millis(500));
+    h.timeout();
+    assert!(matches!(h.sent().as_slice(), [Frame::Ping { .. }]));
+}
+
+#[test]
 fn cell_ca9_go_away_starts_draining() {
     let mut h = Harness::in_state(ClientState::LoggedIn);
     h.frame(go_away(3_000));

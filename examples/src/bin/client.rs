@@ -9,6 +9,10 @@
 //!
 //! Without `--token` it mints one with the gateway's development secret (or
 //! `--token-secret`), which only works against a gateway that uses the same secret.
+//!
+//! With `--control http://127.0.0.1:7190` it asks the control layer (the `control`
+//! binary) where to connect and for its token instead: `--url` and the token flags are
+//! not used.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +36,16 @@ struct Args {
     /// Device id.
     #[arg(long, default_value = "cli-1")]
     device: String,
+    /// Bootstrap from this control layer (http://host:port) instead of --url and a
+    /// local token.
+    #[arg(long, value_name = "URL", conflicts_with = "token")]
+    control: Option<String>,
+    /// Platform reported to the control layer's rules [default: this OS].
+    #[arg(long, requires = "control")]
+    platform: Option<String>,
+    /// App version reported to the control layer's rules.
+    #[arg(long, requires = "control", default_value = "1.0.0")]
+    app_version: String,
     /// Login token; minted locally from --token-secret when absent.
     #[arg(long)]
     token: Option<String>,
@@ -88,13 +102,26 @@ async fn run(args: Args) -> Result<(), String> {
             Bytes::from(keys.mint(&args.app, &args.device, exp))
         }
     };
-    let mut config = ClientConfig::new(
-        &args.url,
-        &args.app,
-        &args.device,
-        Arc::new(StaticToken(token)),
-    )
-    .map_err(|e| e.to_string())?;
+    let mut config = match &args.control {
+        Some(control) => {
+            let mut config = ClientConfig::from_control(control, &args.app, &args.device)
+                .map_err(|e| e.to_string())?;
+            if let Some(settings) = config.control.as_mut() {
+                if let Some(platform) = &args.platform {
+                    settings.platform = platform.clone();
+                }
+                settings.app_version = args.app_version.clone();
+            }
+            config
+        }
+        None => ClientConfig::new(
+            &args.url,
+            &args.app,
+            &args.device,
+            Arc::new(StaticToken(token)),
+        )
+        .map_err(|e| e.to_string())?,
+    };
     if let Some(path) = &args.ca {
         config.trust = Trust::from_pem_file(path).map_err(|e| e.to_string())?;
     }
@@ -119,7 +146,20 @@ async fn run(args: Args) -> Result<(), String> {
             ),
             other => other.to_string(),
         })?;
-    println!("connected: conn_id {conn_id:#x} via {}", args.url);
+    match client.access_answer() {
+        Some(answer) => println!(
+            "connected: conn_id {conn_id:#x} via control {} (bucket {}, flags {:?}, endpoints {:?})",
+            args.control.as_deref().unwrap_or_default(),
+            answer.bucket,
+            answer.flags,
+            answer
+                .endpoints
+                .iter()
+                .map(|e| e.url.as_str())
+                .collect::<Vec<_>>()
+        ),
+        None => println!("connected: conn_id {conn_id:#x} via {}", args.url),
+    }
     for spec in &args.requests {
         let (business, payload) = spec
             .split_once(':')

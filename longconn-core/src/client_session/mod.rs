@@ -92,6 +92,7 @@
 //! | CA10 | `LoggedIn` | `Close {code}` | nothing | `Ended {ClosedByGateway(code), After(..)}`: the jitter alone for `going_away`, backoff otherwise | `Waiting` |
 //! | CA11 | `LoggedIn` | `LoginAck` or a frame only a client sends | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
 //! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
+//! | CA13 | `LoggedIn` | *refresh token* (the application renewed its token before expiry) | `TokenRefresh {id, token}` | nothing; a `TokenRefreshAck` or `Error` for it changes nothing either | `LoggedIn` |
 //!
 //! #### Draining
 //! Every `LoggedIn` row applies in `Draining` too, except for these:
@@ -349,6 +350,28 @@ impl ClientSession {
         }
     }
 
+    /// Sends `TokenRefresh` with `token` now, before the gateway asks: the application
+    /// renewed a token that is about to expire, and the session goes on without a
+    /// reconnect (docs/PROTOCOL.md 8.6). Any outstanding `TokenNeeded` is answered by it.
+    /// Returns `false` (and sends nothing) unless logged in or draining.
+    pub fn refresh_token(&mut self, _now: Instant, token: Bytes) -> bool {
+        if !matches!(self.state, ClientState::LoggedIn | ClientState::Draining) {
+            return false;
+        }
+        self.token_wanted = false;
+        let id = self.next_id();
+        self.pending.insert(
+            id,
+            Pending {
+                kind: Kind::Refresh,
+                deadline: None,
+                held: None,
+            },
+        );
+        self.transmit.push_back(Frame::TokenRefresh { id, token });
+        true
+    }
+
     /// The token provider failed. Before login this ends the attempt
     /// (`TokenUnavailable`, retried with backoff); while logged in nothing changes (the
     /// gateway closes with `token_expired` at its deadline, or a later `TokenExpiring`
@@ -560,8 +583,9 @@ impl ClientSession {
                 self.attempt = 0;
                 self.expired_retries_left = self.config.expired_token_retries;
                 self.deadline = None;
-                self.heartbeat =
-                    Duration::from_millis(u64::from(heartbeat_ms)).max(self.config.min_heartbeat);
+                self.heartbeat = Duration::from_millis(u64::from(heartbeat_ms))
+                    .min(self.config.max_heartbeat.unwrap_or(Duration::MAX))
+                    .max(self.config.min_heartbeat);
                 self.ping_at = Some(now + self.heartbeat);
                 self.ping_out = None;
                 self.events.push_back(ClientEvent::LoggedIn {

@@ -75,6 +75,10 @@ pub struct ClientSessionConfig {
     pub pong_timeout: Option<Duration>,
     /// Smallest heartbeat interval honoured, whatever `LoginAck` says. Default 100 ms.
     pub min_heartbeat: Duration,
+    /// Largest heartbeat interval used: the client pings at the smaller of this and
+    /// `LoginAck`'s interval (a control layer that knows the network's NAT timeouts sets
+    /// it). Default `None`: `LoginAck`'s.
+    pub max_heartbeat: Option<Duration>,
     /// Reconnect delays after a lost connection.
     pub backoff: Backoff,
     /// Logins refused with `expired_token` that are retried (each with a freshly fetched
@@ -93,6 +97,7 @@ impl ClientSessionConfig {
             login_timeout: Duration::from_secs(10),
             pong_timeout: None,
             min_heartbeat: Duration::from_millis(100),
+            max_heartbeat: None,
             backoff: Backoff::default(),
             expired_token_retries: 1,
         }
