@@ -31,9 +31,7 @@ async fn node(redis: &RedisServer, id: u16) -> Node {
         .await
         .unwrap();
     let relay = Arc::new(relay);
-    let groups = Arc::new(
-        GroupRegistry::new(GroupConfig::default()).with_relay(relay.clone()),
-    );
+    let groups = Arc::new(GroupRegistry::new(GroupConfig::default()).with_relay(relay.clone()));
     let config = ServerConfig::builder()
         .node_id(id)
         .relay_timeout(STEP)
@@ -70,9 +68,7 @@ async fn calls(redis: &RedisServer, command: &str) -> u64 {
     let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
         .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |rest| {
-            rest.split(',').next().unwrap().parse().unwrap()
-        })
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
 fn remote(members: usize, nodes: usize, unknown_nodes: usize) -> RemotePresence {

@@ -216,7 +216,10 @@ async fn a_node_that_does_not_answer_is_unknown_not_guessed() {
     );
     // The nodes were asked at once: one node wait, not two.
     let took = started.elapsed();
-    assert!(took >= NODE_WAIT && took < 2 * NODE_WAIT + STEP / 20, "{took:?}");
+    assert!(
+        took >= NODE_WAIT && took < 2 * NODE_WAIT + STEP / 20,
+        "{took:?}"
+    );
 
     // Node 2 goes silent too.
     net.silent.lock().unwrap().insert(2);
@@ -237,7 +240,10 @@ async fn a_cluster_that_cannot_say_who_holds_members_is_a_503() {
 
     net.sets_unreadable.store(true, Ordering::Relaxed);
     let (status, reply) = one.get("/v1/groups/room").await;
-    assert_eq!((status, &reply["error"]), (503, &json!("cluster_unavailable")));
+    assert_eq!(
+        (status, &reply["error"]),
+        (503, &json!("cluster_unavailable"))
+    );
     assert_eq!(reply["retry_after_ms"], 1000, "{reply}");
     assert!(
         reply["message"].as_str().unwrap().contains("1 members"),
@@ -255,9 +261,17 @@ async fn a_cluster_that_cannot_say_who_holds_members_is_a_503() {
         .insert(3);
     net.silent.lock().unwrap().insert(3);
     let (status, reply) = one.get("/v1/groups/room").await;
-    assert_eq!((status, &reply["error"]), (503, &json!("cluster_unavailable")));
+    assert_eq!(
+        (status, &reply["error"]),
+        (503, &json!("cluster_unavailable"))
+    );
 
     // The slow node is gone from the set: the answer is whole again.
-    net.groups.lock().unwrap().get_mut("room").unwrap().remove(&3);
+    net.groups
+        .lock()
+        .unwrap()
+        .get_mut("room")
+        .unwrap()
+        .remove(&3);
     assert_eq!(presence(&one, "room").await["members"], 1);
 }

@@ -359,7 +359,9 @@ mod tests {
         .encode();
         assert_eq!(
             &answer[..],
-            &[1, 0x84, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3]
+            &[
+                1, 0x84, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3
+            ]
         );
         assert!(Message::decode(answer).unwrap().body.is_answer());
         assert!(!Message::decode(query).unwrap().body.is_answer());
