@@ -281,6 +281,21 @@ fn http_post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// Pushes `payload` to `devices` through `node`'s push API.
 fn push(http: SocketAddr, devices: &[&str], payload: &[u8]) -> (u16, Value) {
     use base64::Engine;
@@ -381,6 +396,18 @@ fn three_gateways_act_as_one(redis: &Store, name: &str) {
         assert_eq!(group.as_deref(), Some("room"));
         assert_eq!((*seq, *epoch), (pushes[0].2, pushes[0].3));
         assert_eq!(seq.map(|s| json!(s)), Some(body["seq"].clone()));
+    }
+
+    // Presence through any node counts the members on all three.
+    for node in &nodes {
+        let (status, body) = http_get(node.http, "/v1/groups/room");
+        assert_eq!(
+            (status, body),
+            (
+                200,
+                json!({"group": "room", "members": 3, "local_members": 1, "remote_nodes": 2, "unknown_nodes": 0})
+            )
+        );
     }
 
     // A second login of one device on another node kicks the first (duplicate login).

@@ -513,6 +513,10 @@ impl GroupMembership for GroupRegistry {
         GroupRegistry::leave_all(self, conn_id);
     }
 
+    fn local_members(&self, group: &str) -> usize {
+        GroupRegistry::members(self, group)
+    }
+
     fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
         Box::pin(self.pool.close())
     }

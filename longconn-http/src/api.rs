@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `POST /v1/push/devices` | `{"app","business","devices":[..],"payload_b64"}` or `{"app","business","messages":[{"device","payload_b64"}]}`, optional `"meta":{"k":"v"}` | `{"queued":n,"offline":[..],"dropped":[..],"unknown":[..]}` |
 //! | `POST /v1/push/groups/{group}` | `{"business","payload_b64"}`, optional `"meta"` | `{"members":n,"queued":n,"dropped":n,"remote_nodes":n,"unknown_nodes":n,"seq":s,"epoch":e}` |
-//! | `GET /v1/groups/{group}` | | `{"group":g,"members":n}` |
+//! | `GET /v1/groups/{group}` | | `{"group":g,"members":n,"local_members":n,"remote_nodes":n,"unknown_nodes":n}` |
 //! | `POST /v1/kick` | `{"app","device","reason"}` (`reason` optional) | `{"kicked":true,"conn_id":n}` (connected here), `{"kicked":true}` (kicked on the node holding it, through the relay), `{"kicked":false}` (not connected) or `{"kicked":false,"unknown":true}` (its node did not answer in time) |
 //!
 //! In a device push reply, `queued` counts pushes queued on this node or on the node
@@ -14,6 +14,10 @@
 //! field is left out when empty, as it always is on a single node).
 //! A group push reply counts members here and on the `remote_nodes` other nodes that
 //! answered; `unknown_nodes` did not answer in time.
+//! A presence reply's `members` is the cluster-wide count: `local_members` on this node
+//! plus the members of the `remote_nodes` other nodes with members that answered (the
+//! server's relay; 0 and 0 on a single node); `unknown_nodes` did not answer in time and
+//! their members are not counted.
 //!
 //! Every error is a JSON body `{"error":"<code>","message":"<detail>"}`:
 //!
@@ -26,6 +30,7 @@
 //! | 413 | `payload_too_large` | a payload over [`ApiLimits::max_payload`], a batch over [`ApiLimits::max_batch`], or a body over [`ApiLimits::max_body`] |
 //! | 415 | `bad_json` | the request is not `content-type: application/json` |
 //! | 503 | `cluster_unavailable` | device push: some devices are not connected to this node and the cluster's route store (Redis) cannot be reached; devices connected here were pushed. The body has `"retry_after_ms"` and the reply a `Retry-After` header ([`CLUSTER_RETRY_AFTER`]); counted by [`PushApi::cluster_unavailable`] |
+//! | 503 | `cluster_unavailable` | presence: the cluster could not say which nodes hold members of the group (Redis unreachable, or no answer within the server's relay timeout); with `"retry_after_ms"` and `Retry-After` |
 //! | 503 | `unavailable` | the route store failed (kick), or the group log failed (group push) |
 
 use std::collections::BTreeMap;
@@ -409,11 +414,35 @@ fn check_group(api: &PushApi, group: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The group's members across the cluster: this node's plus those of every other node
+/// with members that answered in time. `unknown_nodes` did not answer (their members are
+/// not counted). If the cluster could not say which nodes hold members, the count would
+/// be a guess: 503 `cluster_unavailable` instead.
 async fn group_presence(State(api): State<PushApi>, Path(group): Path<String>) -> ApiResult {
     check_group(&api, &group)?;
-    Ok(Json(
-        json!({"group": group, "members": api.groups.members(&group)}),
-    ))
+    let presence = api.server.group_presence(&group).await;
+    if presence.remote.incomplete {
+        tracing::warn!(group, "presence refused: cluster unavailable");
+        return Err(ApiError {
+            retry_after: Some(CLUSTER_RETRY_AFTER),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!(
+                    "the cluster could not say which nodes hold members of the group \
+                     ({} members on this node)",
+                    presence.local_members
+                ),
+            )
+        });
+    }
+    Ok(Json(json!({
+        "group": group,
+        "members": presence.members(),
+        "local_members": presence.local_members,
+        "remote_nodes": presence.remote.nodes,
+        "unknown_nodes": presence.remote.unknown_nodes,
+    })))
 }
 
 async fn kick(State(api): State<PushApi>, request: Result<Json<Kick>, JsonRejection>) -> ApiResult {

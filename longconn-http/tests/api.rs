@@ -89,7 +89,10 @@ async fn group_push_presence_and_kick() {
     let (status, reply) = setup.get("/v1/groups/news").await;
     assert_eq!(
         (status, reply),
-        (200, json!({"group": "news", "members": 3}))
+        (
+            200,
+            json!({"group": "news", "members": 3, "local_members": 3, "remote_nodes": 0, "unknown_nodes": 0})
+        )
     );
     assert_eq!(setup.get("/v1/groups/empty").await.1["members"], 0);
 

@@ -56,6 +56,14 @@ pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(std::future::ready(0))
     }
 
+    /// How many connections on this node are members of `group` (what a presence query
+    /// from another node is answered with). Must be quick: it runs on the relay's
+    /// request handler. Default: no members.
+    fn local_members(&self, group: &str) -> usize {
+        let _ = group;
+        0
+    }
+
     /// Delivers an already numbered and encoded group push (`frame`: a `Push` frame
     /// with its group, epoch and seq set, relayed from the node that published it) to
     /// this node's members of `group`, without taking a new position, in order with

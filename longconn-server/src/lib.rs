@@ -62,8 +62,8 @@ pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use longconn_core::Listener;
 pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
 pub use relay::{
-    BatchFrames, GroupMessage, KickRequest, KickTarget, LocalRelay, Relay, RelayBatch, RelayInbox,
-    RelayResult, RelayTarget, RemoteGroupReport,
+    BatchFrames, GroupMessage, GroupPresence, KickRequest, KickTarget, LocalRelay, Relay,
+    RelayBatch, RelayInbox, RelayResult, RelayTarget, RemoteGroupReport, RemotePresence,
 };
 pub use route_store::{MemoryRouteStore, Route, RouteStore, RouteStoreError};
 pub use router::{

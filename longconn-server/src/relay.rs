@@ -13,6 +13,11 @@
 //!   [`GroupPosition`] the publishing node took from the [`crate::GroupLog`], already
 //!   stamped into the encoded frame, so every node delivers the same `(epoch, seq)`; a
 //!   receiving node never takes a position of its own.
+//! - **a presence query** ([`Relay::group_members`]): sent once to each other node that
+//!   has members of the group, asking for its local member count; the answers add up to
+//!   the cluster-wide count ([`Server::group_presence`](crate::Server::group_presence)).
+//!   A node that does not answer in time is counted in
+//!   [`RemotePresence::unknown_nodes`], never given a guessed count.
 //! - **a kick** ([`Relay::kick`]) of a connection or device on a node, with a wire code
 //!   (`Code::Replaced` for a duplicate login on another node, `Code::Kicked` for an
 //!   operator's kick). The server sends the first kind itself: when registering a login's
@@ -145,6 +150,48 @@ pub struct RemoteGroupReport {
     pub delivery: GroupDelivery,
 }
 
+/// How many members of a group the other nodes hold ([`Relay::group_members`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemotePresence {
+    /// Members, summed over the nodes that answered.
+    pub members: usize,
+    /// Other nodes that answered (each with its local member count).
+    pub nodes: usize,
+    /// Other nodes asked that did not answer in time: their members are not counted.
+    pub unknown_nodes: usize,
+    /// The relay could not tell which nodes hold members (the cluster's store could not
+    /// be read, or the whole query ran out of
+    /// [`crate::ServerConfig::relay_timeout`]): the counts above are incomplete and the
+    /// number of nodes left out is not known.
+    pub incomplete: bool,
+}
+
+impl std::ops::AddAssign for RemotePresence {
+    fn add_assign(&mut self, other: RemotePresence) {
+        self.members += other.members;
+        self.nodes += other.nodes;
+        self.unknown_nodes += other.unknown_nodes;
+        self.incomplete |= other.incomplete;
+    }
+}
+
+/// A group's presence across the cluster: this node's members plus the other nodes'
+/// ([`crate::Server::group_presence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupPresence {
+    /// Members connected to this node.
+    pub local_members: usize,
+    /// What the other nodes with members answered.
+    pub remote: RemotePresence,
+}
+
+impl GroupPresence {
+    /// Members on this node and on the other nodes that answered.
+    pub fn members(&self) -> usize {
+        self.local_members + self.remote.members
+    }
+}
+
 /// Who a relayed kick is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KickTarget {
@@ -185,6 +232,16 @@ pub trait Relay: Send + Sync + std::fmt::Debug + 'static {
     /// `Offline` (nobody to kick) or `Unknown` (no answer).
     async fn kick(&self, node: u16, request: &KickRequest) -> RelayResult;
 
+    /// Asks each other node with members of `group` for its local member count, every
+    /// node at once, and sums the answers. A node that does not answer within the
+    /// relay's own bound is counted in [`RemotePresence::unknown_nodes`]; a node that
+    /// does not exist any more holds no members (not counted at all). Default: there is
+    /// no other node.
+    async fn group_members(&self, group: &str) -> RemotePresence {
+        let _ = group;
+        RemotePresence::default()
+    }
+
     /// Hint: this node now has members of `group`. Must not wait.
     fn group_active(&self, group: &str) {
         let _ = group;
@@ -197,7 +254,8 @@ pub trait Relay: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The single-node [`Relay`]: there are no other nodes. A route to one is stale, so its
-/// targets are `Offline`; a kick there finds nobody; a group message reaches no node.
+/// targets are `Offline`; a kick there finds nobody; a group message reaches no node; a
+/// presence query counts no remote member.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalRelay;
 
@@ -213,6 +271,27 @@ impl Relay for LocalRelay {
 
     async fn kick(&self, _node: u16, _request: &KickRequest) -> RelayResult {
         RelayResult::Offline
+    }
+
+    async fn group_members(&self, _group: &str) -> RemotePresence {
+        RemotePresence::default()
+    }
+}
+
+/// `group`'s members here (from the server's group layer) and on the other nodes (through
+/// the relay, bounded by [`crate::ServerConfig::relay_timeout`]; a query that runs out
+/// of it is [`RemotePresence::incomplete`]).
+pub(crate) async fn group_presence(shared: &Shared, group: &str) -> GroupPresence {
+    let local_members = shared.groups.local_members(group);
+    let remote = tokio::time::timeout(shared.relay_timeout, shared.relay.group_members(group))
+        .await
+        .unwrap_or(RemotePresence {
+            incomplete: true,
+            ..RemotePresence::default()
+        });
+    GroupPresence {
+        local_members,
+        remote,
     }
 }
 
@@ -267,6 +346,12 @@ impl RelayInbox {
             .groups
             .deliver(&message.group, message.frame.clone())
             .await
+    }
+
+    /// This node's member count of `group`, from the server's group layer (what a
+    /// presence query from another node is answered with).
+    pub fn group_members(&self, group: &str) -> usize {
+        self.shared.groups.local_members(group)
     }
 
     /// Kicks the connection or device here: `Queued` or `Offline`.
@@ -335,6 +420,37 @@ mod tests {
             message: "elsewhere".into(),
         };
         assert_eq!(relay.kick(2, &kick).await, RelayResult::Offline);
+        assert_eq!(relay.group_members("g").await, RemotePresence::default());
+    }
+
+    #[test]
+    fn presence_adds_up_and_stays_incomplete_once_incomplete() {
+        let mut remote = RemotePresence {
+            members: 3,
+            nodes: 1,
+            unknown_nodes: 0,
+            incomplete: false,
+        };
+        remote += RemotePresence {
+            members: 2,
+            nodes: 1,
+            unknown_nodes: 1,
+            incomplete: true,
+        };
+        assert_eq!(
+            remote,
+            RemotePresence {
+                members: 5,
+                nodes: 2,
+                unknown_nodes: 1,
+                incomplete: true
+            }
+        );
+        let presence = GroupPresence {
+            local_members: 4,
+            remote,
+        };
+        assert_eq!(presence.members(), 9);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::auth::Authenticator;
 use crate::driver::drive;
 use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
-use crate::relay::{LocalRelay, Relay, RelayInbox};
+use crate::relay::{GroupPresence, LocalRelay, Relay, RelayInbox};
 use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
 use crate::{Hub, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
@@ -321,6 +321,18 @@ impl Server {
         RelayInbox {
             shared: self.shared.clone(),
         }
+    }
+
+    /// How many members `group` has across the cluster: this node's (from the group
+    /// layer) plus what the other nodes with members answer through the relay, within
+    /// [`ServerConfig::relay_timeout`]. On a single node ([`LocalRelay`]) the remote
+    /// part is empty.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads; a dropped query leaves nothing behind (answers that
+    /// arrive later are discarded by the relay).
+    pub async fn group_presence(&self, group: &str) -> GroupPresence {
+        crate::relay::group_presence(&self.shared, group).await
     }
 
     /// The forwarding router.

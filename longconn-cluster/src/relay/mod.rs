@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use longconn_server::{
     GroupDelivery, GroupMessage, KickRequest, Relay, RelayBatch, RelayInbox, RelayResult,
-    RemoteGroupReport,
+    RemoteGroupReport, RemotePresence,
 };
 use redis::Pipeline;
 use redis::aio::ConnectionManager;
@@ -112,8 +112,9 @@ struct Inner {
 /// of the nodes with members, from a background task, in order; the same task adds the
 /// node again to the sets of all its groups every [`RelayConfig::group_refresh`] and
 /// extends their TTL. `publish_group` sends the message to every other node in that set
-/// at once; a node without a subscriber whose node registry entry is gone is removed
-/// from the set.
+/// at once, and `group_members` (presence) asks each of them for its local member count
+/// the same way; a node without a subscriber whose node registry entry is gone is
+/// removed from the set.
 ///
 /// Build it with [`RedisRelay::start`] (one Redis) or [`RedisRelay::start_cluster`],
 /// give it to the server (and group layer), then [`RedisRelay::attach`] the server's
@@ -397,20 +398,9 @@ impl Relay for RedisRelay {
     }
 
     async fn publish_group(&self, message: &GroupMessage) -> RemoteGroupReport {
-        let inner = &*self.inner;
-        let mut conn = inner.conn.clone();
-        let nodes: Vec<u16> = match redis::cmd("SMEMBERS")
-            .arg(inner.keys.group_nodes(&message.group))
-            .query_async(&mut conn)
-            .await
-        {
-            Ok(nodes) => nodes,
-            Err(err) => {
-                warn!(error = %err, group = %message.group, "group nodes unreadable");
-                return RemoteGroupReport::default();
-            }
+        let Some(others) = self.other_group_nodes(&message.group).await else {
+            return RemoteGroupReport::default();
         };
-        let others: Vec<u16> = nodes.into_iter().filter(|&n| n != inner.node).collect();
         let calls = others
             .iter()
             .map(|&node| self.call(node, Body::Group(message.clone())));
@@ -436,6 +426,38 @@ impl Relay for RedisRelay {
         report
     }
 
+    async fn group_members(&self, group: &str) -> RemotePresence {
+        let Some(others) = self.other_group_nodes(group).await else {
+            return RemotePresence {
+                incomplete: true,
+                ..RemotePresence::default()
+            };
+        };
+        let calls = others
+            .iter()
+            .map(|&node| self.call(node, Body::Presence(group.to_owned())));
+        let mut presence = RemotePresence::default();
+        let mut silent = Vec::new();
+        for (reply, &node) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&others)
+        {
+            match reply {
+                Reply::Answer(Body::PresenceAnswer(members)) => {
+                    presence.nodes += 1;
+                    presence.members += usize::try_from(members).unwrap_or(usize::MAX);
+                }
+                Reply::NoNode => silent.push(node),
+                _ => presence.unknown_nodes += 1,
+            }
+        }
+        if !silent.is_empty() {
+            prune_dead_nodes(&self.inner, group, &silent).await;
+        }
+        presence
+    }
+
     async fn kick(&self, node: u16, request: &KickRequest) -> RelayResult {
         match self.call(node, Body::Kick(request.clone())).await {
             Reply::Answer(Body::KickAnswer(result)) => result,
@@ -456,6 +478,23 @@ impl Relay for RedisRelay {
 }
 
 impl RedisRelay {
+    /// The other nodes in `group`'s node set; `None` if Redis could not be read.
+    async fn other_group_nodes(&self, group: &str) -> Option<Vec<u16>> {
+        let inner = &*self.inner;
+        let mut conn = inner.conn.clone();
+        match redis::cmd("SMEMBERS")
+            .arg(inner.keys.group_nodes(group))
+            .query_async::<Vec<u16>>(&mut conn)
+            .await
+        {
+            Ok(nodes) => Some(nodes.into_iter().filter(|&n| n != inner.node).collect()),
+            Err(err) => {
+                warn!(error = %err, group, "group nodes unreadable");
+                None
+            }
+        }
+    }
+
     fn hint(&self, hint: Hint) {
         if self.inner.hints.try_send(hint).is_err() {
             self.inner.hints_dropped.fetch_add(1, Ordering::Relaxed);
@@ -528,6 +567,10 @@ async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Queued>
             (Body::Group(_), None) => Body::GroupAnswer(GroupDelivery::default()),
             (Body::Kick(kick), Some(inbox)) => Body::KickAnswer(inbox.kick(kick)),
             (Body::Kick(_), None) => Body::KickAnswer(RelayResult::Offline),
+            (Body::Presence(group), Some(inbox)) => {
+                Body::PresenceAnswer(inbox.group_members(group) as u64)
+            }
+            (Body::Presence(_), None) => Body::PresenceAnswer(0),
             _ => continue,
         };
         let answer = Message {

@@ -18,9 +18,13 @@ pub(crate) enum Body {
     PushBatch(RelayBatch),
     Group(GroupMessage),
     Kick(KickRequest),
+    /// A presence query: the group id.
+    Presence(String),
     PushAnswer(Vec<RelayResult>),
     GroupAnswer(GroupDelivery),
     KickAnswer(RelayResult),
+    /// The answering node's local member count of the queried group.
+    PresenceAnswer(u64),
 }
 
 impl Body {
@@ -29,9 +33,11 @@ impl Body {
             Body::PushBatch(_) => 1,
             Body::Group(_) => 2,
             Body::Kick(_) => 3,
+            Body::Presence(_) => 4,
             Body::PushAnswer(_) => 0x81,
             Body::GroupAnswer(_) => 0x82,
             Body::KickAnswer(_) => 0x83,
+            Body::PresenceAnswer(_) => 0x84,
         }
     }
 
@@ -124,6 +130,7 @@ impl Message {
                 out.put_u16(kick.code.as_u16());
                 put_bytes(&mut out, kick.message.as_bytes());
             }
+            Body::Presence(group) => put_bytes(&mut out, group.as_bytes()),
             Body::PushAnswer(results) => {
                 out.put_u32(results.len() as u32);
                 for r in results {
@@ -136,6 +143,7 @@ impl Message {
                 out.put_u64(d.dropped as u64);
             }
             Body::KickAnswer(r) => out.put_u8(result_byte(*r)),
+            Body::PresenceAnswer(members) => out.put_u64(*members),
         }
         out.freeze()
     }
@@ -201,6 +209,7 @@ impl Message {
                     message: r.string()?,
                 })
             }
+            4 => Body::Presence(r.string()?),
             0x81 => {
                 let n = r.u32()? as usize;
                 let mut results = Vec::with_capacity(n.min(65_536));
@@ -215,6 +224,7 @@ impl Message {
                 dropped: r.u64()? as usize,
             }),
             0x83 => Body::KickAnswer(byte_result(r.u8()?)?),
+            0x84 => Body::PresenceAnswer(r.u64()?),
             _ => return None,
         };
         if r.0.has_remaining() {
@@ -325,6 +335,36 @@ mod tests {
             dropped: 1,
         }));
         round_trip(Body::KickAnswer(RelayResult::Queued));
+        round_trip(Body::Presence("room".into()));
+        round_trip(Body::PresenceAnswer(12_345));
+    }
+
+    #[test]
+    fn a_presence_query_and_its_answer_are_laid_out_as_documented() {
+        let query = Message {
+            from: 1,
+            id: 2,
+            body: Body::Presence("g1".into()),
+        }
+        .encode();
+        assert_eq!(
+            &query[..],
+            &[1, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2, b'g', b'1']
+        );
+        let answer = Message {
+            from: 2,
+            id: 2,
+            body: Body::PresenceAnswer(3),
+        }
+        .encode();
+        assert_eq!(
+            &answer[..],
+            &[
+                1, 0x84, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3
+            ]
+        );
+        assert!(Message::decode(answer).unwrap().body.is_answer());
+        assert!(!Message::decode(query).unwrap().body.is_answer());
     }
 
     #[test]

@@ -38,6 +38,16 @@ impl Setup {
     /// by the caller.
     pub async fn start_with(builder: ServerBuilder, limits: ApiLimits) -> Setup {
         let groups = Arc::new(GroupRegistry::new(GroupConfig::default()));
+        Setup::start_with_groups(builder, limits, groups).await
+    }
+
+    /// As [`Setup::start_with`], with the group registry chosen by the caller too (one
+    /// with a relay, for a cluster).
+    pub async fn start_with_groups(
+        builder: ServerBuilder,
+        limits: ApiLimits,
+        groups: Arc<GroupRegistry>,
+    ) -> Setup {
         let server = builder.groups(groups.clone()).build();
         let acceptor = longconn_transport::tcp::TcpAcceptor::bind(
             "127.0.0.1:0".parse().unwrap(),
