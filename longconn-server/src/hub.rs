@@ -368,6 +368,12 @@ impl ConnHandle {
         }
     }
 
+    /// Pushes waiting in the queue for the driver (what a group's saturation check
+    /// samples).
+    pub fn queued_pushes(&self) -> usize {
+        self.inbox().pushes.len()
+    }
+
     /// Takes every queued push, oldest first (what a driver does on each wake-up).
     pub fn take_pushes(&self) -> Vec<Transmit> {
         let taken = std::mem::take(&mut self.inbox().pushes);
