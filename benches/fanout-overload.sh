@@ -17,7 +17,9 @@
 # ("longconn nats"), STEP_S (10), MEMBERS (10000), PUBLISHERS (4), BUILD=0 to run the
 # binaries as built, PERF=1 to `perf record -g` the server for PERF_S (8) seconds of
 # each step, starting PERF_DELAY (5) seconds after the loadgen starts (after the
-# logins). Needs nats-server for the nats system (apt-get install -y nats-server).
+# logins). The last column is the share of core 0 that niced processes (other sessions'
+# builds) took during the step: a run is only comparable when it is near 0. Needs
+# nats-server for the nats system (apt-get install -y nats-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/fanout-overload}
@@ -71,19 +73,25 @@ for rate in $STEPS; do
     fi
     messages=$(python3 -c "print(int($rate * $STEP_S))")
     step="$OUT/step-$system-$rate.json"
+    # Core 0's jiffies (user nice system idle): how much of it other processes took.
+    cpu0_before=$(awk '$1 == "cpu0" {print $2, $3, $4, $5}' /proc/stat)
     timeout $((STEP_S + 120)) taskset -c 1 target/release/loadgen --quiet \
         --target "$TARGET" --source-ips "127.0.0.$first-127.0.0.$last" \
         --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
         multicast --members "$MEMBERS" --groups 1 --messages "$messages" --rate "$rate" \
         | tail -n 1 >"$step" || echo '{}' >"$step"
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
+    cpu0_after=$(awk '$1 == "cpu0" {print $2, $3, $4, $5}' /proc/stat)
+    # Share of core 0 spent in niced processes (other sessions' builds) during the step.
+    niced=$(python3 -c "b='$cpu0_before'.split(); a='$cpu0_after'.split(); d=[int(x)-int(y) for x,y in zip(a,b)]; print(round(d[1]/max(1,sum(d)),3))")
     if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
-    python3 - "$system" "$rate" "$hwm" "$step" >>"$OUT/steps.jsonl" <<'EOF2'
+    python3 - "$system" "$rate" "$hwm" "$step" "$niced" >>"$OUT/steps.jsonl" <<'EOF2'
 import json, sys
 system, rate, hwm, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+niced = float(sys.argv[5])
 s = json.load(open(path))
 p = (s.get("phases") or [s])[0]
-print(json.dumps({"system": system, "rate": rate, "peak_rss_kb": hwm, **{k: p.get(k) for k in (
+print(json.dumps({"system": system, "rate": rate, "peak_rss_kb": hwm, "core0_niced": niced, **{k: p.get(k) for k in (
     "sent", "received", "expected", "errors", "reach_rate", "throughput_per_s", "latency_us",
     "publish_rtt_us", "server_cpu_s", "load_cpu_s")}}))
 EOF2
@@ -97,8 +105,8 @@ import json, sys
 step_s, members = float(sys.argv[2]), int(sys.argv[3])
 print("| system | publishes/s | offered deliveries/s | publishes sent | refused or failed | delivered/s"
       " | reach | p50 / p99 ms | publish RTT p50 / p99 ms | server CPU s | CPU s per M deliveries"
-      " | peak RSS MB |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      " | peak RSS MB | core 0 niced |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for line in open(sys.argv[1]):
     r = json.loads(line)
     lat, rtt = r["latency_us"] or {}, r["publish_rtt_us"] or {}
@@ -109,5 +117,6 @@ for line in open(sys.argv[1]):
           f" | {r['throughput_per_s'] or 0:,.0f} | {r['reach_rate'] or 0:.3f}"
           f" | {lat.get('p50', 0) / 1000:,.0f} / {lat.get('p99', 0) / 1000:,.0f}"
           f" | {rtt.get('p50', 0) / 1000:,.1f} / {rtt.get('p99', 0) / 1000:,.1f}"
-          f" | {cpu:.1f} | {per_m:.1f} | {r['peak_rss_kb'] / 1024:,.0f} |")
+          f" | {cpu:.1f} | {per_m:.2f} | {r['peak_rss_kb'] / 1024:,.0f}"
+          f" | {r.get('core0_niced', 0):.0%} |")
 EOF
