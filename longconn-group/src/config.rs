@@ -103,7 +103,7 @@ impl GroupConfig {
     /// publish is never more than this many pushes behind for most members. Lone slow
     /// members are the slow-consumer policy's business (`max_queued_pushes`), not
     /// this limit's. Default 128; 1 to 1,048,576. Set it below the sessions'
-    /// `max_queued_pushes` (default 1,024) for it to act before members drop pushes.
+    /// `max_queued_pushes` (default 256) for it to act before members drop pushes.
     pub fn max_group_backlog(&self) -> usize {
         self.max_group_backlog
     }
