@@ -229,6 +229,12 @@ pub struct FileGroups {
     pub fanout_chunk: Option<usize>,
     /// Fan-out worker tasks.
     pub fanout_workers: Option<usize>,
+    /// Publishes to one group waiting here before more get 503 `group_saturated`.
+    pub max_pending_publishes: Option<usize>,
+    /// Pushes waiting in most sampled members' queues at which a group is saturated.
+    pub max_group_backlog: Option<usize>,
+    /// Retry hint of a 503 `group_saturated`, milliseconds.
+    pub saturated_retry_after_ms: Option<u64>,
 }
 
 /// One `[[backends]]` entry: an HTTP callback and the business ids it serves.
@@ -692,6 +698,15 @@ fn group_config(file: &FileGroups, max_frame_size: usize) -> Result<GroupConfig,
     }
     if let Some(v) = file.fanout_workers {
         b = b.fanout_workers(v);
+    }
+    if let Some(v) = file.max_pending_publishes {
+        b = b.max_pending_publishes(v);
+    }
+    if let Some(v) = file.max_group_backlog {
+        b = b.max_group_backlog(v);
+    }
+    if let Some(v) = file.saturated_retry_after_ms {
+        b = b.saturated_retry_after(Duration::from_millis(v));
     }
     b.max_frame_size(max_frame_size)
         .build()

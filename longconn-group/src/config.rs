@@ -12,6 +12,9 @@ pub struct GroupConfig {
     fanout_chunk: usize,
     fanout_workers: usize,
     relay_timeout: std::time::Duration,
+    max_pending_publishes: usize,
+    max_group_backlog: usize,
+    saturated_retry_after: std::time::Duration,
 }
 
 impl Default for GroupConfig {
@@ -24,6 +27,9 @@ impl Default for GroupConfig {
             fanout_chunk: 1024,
             fanout_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             relay_timeout: std::time::Duration::from_secs(5),
+            max_pending_publishes: 64,
+            max_group_backlog: 128,
+            saturated_retry_after: std::time::Duration::from_millis(100),
         }
     }
 }
@@ -79,6 +85,35 @@ impl GroupConfig {
     pub fn relay_timeout(&self) -> std::time::Duration {
         self.relay_timeout
     }
+
+    /// Publishes to one group this node may hold at once, waiting for the group's
+    /// publish order or fanning out; one more is refused with [`Error::Saturated`]
+    /// (HTTP 503 `group_saturated`) instead of waiting. Bounds how long a publish can
+    /// wait behind others of its group. Default 64; 1 to 65,536.
+    pub fn max_pending_publishes(&self) -> usize {
+        self.max_pending_publishes
+    }
+
+    /// The group's fan-out backlog at which it counts as saturated: when more than half
+    /// of a sample of its members (8, spread over the member list; all of them in
+    /// smaller groups) each have at least this many pushes still waiting in their
+    /// queue, a publish is refused with [`Error::Saturated`] before it is numbered. So
+    /// a group whose members are not keeping up costs at most about `members ×
+    /// (max_group_backlog + 1)` queued pushes (40 B each, the frames shared), and a
+    /// publish is never more than this many pushes behind for most members. Lone slow
+    /// members are the slow-consumer policy's business (`max_queued_pushes`), not
+    /// this limit's. Default 128; 1 to 1,048,576. Set it below the sessions'
+    /// `max_queued_pushes` (default 256) for it to act before members drop pushes.
+    pub fn max_group_backlog(&self) -> usize {
+        self.max_group_backlog
+    }
+
+    /// The retry hint a refused publish carries ([`Error::Saturated`]; the HTTP API's
+    /// `Retry-After` header, rounded up to whole seconds, and `retry_after_ms`).
+    /// Default 100 ms; 1 ms to 60 s.
+    pub fn saturated_retry_after(&self) -> std::time::Duration {
+        self.saturated_retry_after
+    }
 }
 
 /// Builder for [`GroupConfig`].
@@ -121,6 +156,21 @@ impl GroupConfigBuilder {
     /// See [`GroupConfig::relay_timeout`].
     pub fn relay_timeout(mut self, value: std::time::Duration) -> Self {
         self.config.relay_timeout = value;
+        self
+    }
+    /// See [`GroupConfig::max_pending_publishes`].
+    pub fn max_pending_publishes(mut self, value: usize) -> Self {
+        self.config.max_pending_publishes = value;
+        self
+    }
+    /// See [`GroupConfig::max_group_backlog`].
+    pub fn max_group_backlog(mut self, value: usize) -> Self {
+        self.config.max_group_backlog = value;
+        self
+    }
+    /// See [`GroupConfig::saturated_retry_after`].
+    pub fn saturated_retry_after(mut self, value: std::time::Duration) -> Self {
+        self.config.saturated_retry_after = value;
         self
     }
 
@@ -169,6 +219,22 @@ impl GroupConfigBuilder {
             "relay_timeout",
             "must be at least 1 ms",
         )?;
+        check(
+            (1..=65_536).contains(&c.max_pending_publishes),
+            "max_pending_publishes",
+            "must be 1 to 65536",
+        )?;
+        check(
+            (1..=1 << 20).contains(&c.max_group_backlog),
+            "max_group_backlog",
+            "must be 1 to 1048576",
+        )?;
+        check(
+            (std::time::Duration::from_millis(1)..=std::time::Duration::from_secs(60))
+                .contains(&c.saturated_retry_after),
+            "saturated_retry_after",
+            "must be 1 ms to 60 s",
+        )?;
         Ok(c)
     }
 }
@@ -188,6 +254,11 @@ mod tests {
             GroupConfig::builder().fanout_workers(0),
             GroupConfig::builder().max_frame_size(10),
             GroupConfig::builder().relay_timeout(std::time::Duration::ZERO),
+            GroupConfig::builder().max_pending_publishes(0),
+            GroupConfig::builder().max_group_backlog(0),
+            GroupConfig::builder().max_group_backlog((1 << 20) + 1),
+            GroupConfig::builder().saturated_retry_after(std::time::Duration::ZERO),
+            GroupConfig::builder().saturated_retry_after(std::time::Duration::from_secs(61)),
         ] {
             assert!(matches!(builder.build(), Err(Error::InvalidConfig { .. })));
         }

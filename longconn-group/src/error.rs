@@ -42,6 +42,17 @@ pub enum Error {
     /// The push could not be encoded (larger than the maximum frame size).
     #[error(transparent)]
     Encode(#[from] longconn_core::EncodeError),
+    /// The group's fan-out is saturated ([`crate::GroupConfig::max_group_backlog`]) or
+    /// has as many publishes waiting as it may
+    /// ([`crate::GroupConfig::max_pending_publishes`]): the publish was refused before
+    /// it was numbered, nothing was sent. Retry after `retry_after`.
+    #[error("group fan-out saturated ({reason}); retry in {} ms", retry_after.as_millis())]
+    Saturated {
+        /// Which bound was reached.
+        reason: &'static str,
+        /// [`crate::GroupConfig::saturated_retry_after`].
+        retry_after: std::time::Duration,
+    },
     /// The group log could not number the publish; nothing was sent.
     #[error(transparent)]
     Log(#[from] longconn_server::GroupLogError),
@@ -58,7 +69,10 @@ impl Error {
             Error::GroupLimit { .. } => Code::GroupLimit,
             Error::GroupFull { .. } => Code::GroupFull,
             Error::Forbidden | Error::InvalidGroupId { .. } | Error::Closed => Code::GroupForbidden,
-            Error::InvalidConfig { .. } | Error::Encode(_) | Error::Log(_) => Code::Internal,
+            Error::InvalidConfig { .. }
+            | Error::Saturated { .. }
+            | Error::Encode(_)
+            | Error::Log(_) => Code::Internal,
         }
     }
 }

@@ -4,10 +4,12 @@
 //! ```text
 //! JoinGroup / LeaveGroup ──► driver ──► GroupRegistry (GroupMembership) ◄── server-side join/leave
 //!                                              │
-//! GroupRegistry::publish(group, msg) ── GroupLog position, encode once ──► member snapshot
-//!          ├── small group: every member's ConnHandle::push, inline
-//!          ├── large group: chunks of `fanout_chunk` members ──► FanoutPool (bounded workers)
-//!          └── with a relay: Relay::publish_group ──► other nodes' RelayInbox ──► deliver_relayed
+//! GroupRegistry::publish(group, msg) ── saturated? ──► Error::Saturated (HTTP 503 group_saturated)
+//!          │  (max_pending_publishes waiting, or sampled members' queues at max_group_backlog)
+//!          └── GroupLog position, encode once ──► member snapshot
+//!                ├── small group: every member's ConnHandle::push, inline
+//!                ├── large group: chunks of `fanout_chunk` members ──► FanoutPool (bounded workers)
+//!                └── with a relay: Relay::publish_group ──► other nodes' RelayInbox ──► deliver_relayed
 //! ```
 //!
 //! In a cluster, [`GroupRegistry::with_relay`] sends each publish once to every other

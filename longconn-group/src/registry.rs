@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -78,6 +79,21 @@ struct Group {
     members: Mutex<Members>,
     /// Held for a whole publish, so one group's pushes reach every member in `seq` order.
     publishing: tokio::sync::Mutex<()>,
+    /// This node's publishes to the group waiting for `publishing` or fanning out.
+    pending: AtomicUsize,
+}
+
+/// Members whose queues a publish looks at to tell whether the group is saturated.
+const BACKLOG_SAMPLE: usize = 8;
+
+/// One publish counted in [`Group::pending`] until it is dropped (finished, failed or
+/// cancelled).
+struct PendingPublish<'a>(&'a AtomicUsize);
+
+impl Drop for PendingPublish<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +111,18 @@ impl Group {
             id: id.into(),
             members: Mutex::new(Members::default()),
             publishing: tokio::sync::Mutex::new(()),
+            pending: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a publish in, unless `max` are pending already.
+    fn admit(&self, max: usize) -> Option<PendingPublish<'_>> {
+        let admitted = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        admitted.ok().map(|_| PendingPublish(&self.pending))
     }
 
     fn members(&self) -> MutexGuard<'_, Members> {
@@ -150,6 +177,8 @@ pub struct GroupRegistry {
     /// The runtime the members' drivers run on, when publishes may come from another
     /// thread ([`GroupRegistry::wake_on`]).
     drivers: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Publishes refused with [`Error::Saturated`].
+    saturated: AtomicU64,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -178,7 +207,14 @@ impl GroupRegistry {
             log: Arc::new(LocalGroupLog::new()),
             relay: None,
             drivers: std::sync::OnceLock::new(),
+            saturated: AtomicU64::new(0),
         }
+    }
+
+    /// Publishes refused since start because their group's fan-out was saturated
+    /// ([`Error::Saturated`]).
+    pub fn saturated_publishes(&self) -> u64 {
+        self.saturated.load(Ordering::Relaxed)
     }
 
     /// Says that the members' drivers run on `runtime` while publishes may come from
@@ -307,7 +343,13 @@ impl GroupRegistry {
     /// # Errors
     /// [`Error::Encode`] if the push is larger than [`GroupConfig::max_frame_size`]
     /// (checked before a position is taken, so no number is wasted);
-    /// [`Error::Log`] if the group log could not hand out a position (nothing is sent).
+    /// [`Error::Log`] if the group log could not hand out a position (nothing is sent);
+    /// [`Error::Saturated`] if the group already has
+    /// [`GroupConfig::max_pending_publishes`] publishes waiting here, or its members'
+    /// queues hold [`GroupConfig::max_group_backlog`] pushes (nothing is sent, no
+    /// position is taken, and [`GroupRegistry::saturated_publishes`] counts it). So a
+    /// publish never waits behind more than a bounded backlog: it is applied in
+    /// bounded time or refused at once with a retry hint.
     ///
     /// # Cancel safety
     /// Not cancel safe in what it reports: if the future is dropped mid-fan-out (an HTTP
@@ -337,9 +379,20 @@ impl GroupRegistry {
             return Err(longconn_core::EncodeError::FrameTooLarge { len, max }.into());
         }
         // With no members here, only the log orders this node's publishes to the group.
-        let _in_order = match &entry {
-            Some(entry) => Some(entry.publishing.lock().await),
-            None => None,
+        let (_pending, _in_order, members) = match &entry {
+            Some(entry) => {
+                let max_pending = self.config.max_pending_publishes();
+                let pending = entry
+                    .admit(max_pending)
+                    .ok_or_else(|| self.refuse("too many publishes waiting for the group"))?;
+                let in_order = entry.publishing.lock().await;
+                let members = entry.snapshot();
+                if self.backlogged(&members) {
+                    return Err(self.refuse("members' queues hold max_group_backlog pushes"));
+                }
+                (Some(pending), Some(in_order), Some(members))
+            }
+            None => (None, None, None),
         };
         let position = self.log.next_position(group).await?;
         if let Frame::Push { seq, epoch, .. } = &mut frame {
@@ -362,8 +415,8 @@ impl GroupRegistry {
             answered.unwrap_or_default()
         };
         let local = async {
-            match &entry {
-                Some(entry) => self.fan_out(entry, frame.clone()).await,
+            match members {
+                Some(members) => self.fan_out(members, frame.clone()).await,
                 None => GroupDelivery::default(),
             }
         };
@@ -384,14 +437,40 @@ impl GroupRegistry {
         })
     }
 
-    /// Pushes the encoded `frame` to the group's current members, inline or through
-    /// the pool. The caller holds the group's publish lock.
+    /// An [`Error::Saturated`] for `reason`, counted.
+    fn refuse(&self, reason: &'static str) -> Error {
+        self.saturated.fetch_add(1, Ordering::Relaxed);
+        Error::Saturated {
+            reason,
+            retry_after: self.config.saturated_retry_after(),
+        }
+    }
+
+    /// Whether more than half of a sample of `members` (up to [`BACKLOG_SAMPLE`],
+    /// spread over the list) each have [`GroupConfig::max_group_backlog`] pushes
+    /// waiting: the group's fan-out is not being drained as fast as it is published.
+    /// A sample, not every member, so the check costs a few lock round trips whatever
+    /// the group's size.
+    fn backlogged(&self, members: &[ConnHandle]) -> bool {
+        let sample = members.len().min(BACKLOG_SAMPLE);
+        if sample == 0 {
+            return false;
+        }
+        let limit = self.config.max_group_backlog();
+        let behind = (0..sample)
+            .map(|k| &members[k * members.len() / sample])
+            .filter(|member| member.queued_pushes() >= limit)
+            .count();
+        behind * 2 > sample
+    }
+
+    /// Pushes the encoded `frame` to `members`, inline or through the pool. The caller
+    /// holds the group's publish lock.
     ///
     /// With one fan-out worker (one core) the publisher pushes inline whatever the
     /// group's size: a single worker task only adds a hop, and its chunks wait in the
     /// run queue behind every connection the previous publish woke (issue 19).
-    async fn fan_out(&self, entry: &Group, frame: Bytes) -> GroupDelivery {
-        let members = entry.snapshot();
+    async fn fan_out(&self, members: Arc<[ConnHandle]>, frame: Bytes) -> GroupDelivery {
         let chunk = self.config.fanout_chunk();
         let inline = members.len() <= chunk || self.config.fanout_workers() <= 1;
         let tally = if let (true, Some(drivers)) = (inline, self.drivers.get()) {
@@ -413,8 +492,9 @@ impl GroupRegistry {
 
     /// Delivers a publish relayed from another node (numbered and encoded there) to
     /// this node's members of `group`, in order with this node's own publishes to it.
-    /// Takes no position. What the server's `RelayInbox` calls, through
-    /// [`GroupMembership::deliver`].
+    /// Takes no position, and is never refused for saturation (it is numbered already:
+    /// refusing it would leave a gap); the publishing node's own bounds apply to it.
+    /// What the server's `RelayInbox` calls, through [`GroupMembership::deliver`].
     ///
     /// # Cancel safety
     /// As [`GroupRegistry::publish`]: chunks already handed to the pool are delivered.
@@ -423,7 +503,7 @@ impl GroupRegistry {
             return GroupDelivery::default();
         };
         let _in_order = entry.publishing.lock().await;
-        self.fan_out(&entry, frame).await
+        self.fan_out(entry.snapshot(), frame).await
     }
 
     fn check_id(&self, group: &str) -> Result<()> {
@@ -714,5 +794,105 @@ mod tests {
             groups.publish("nobody-here", &message).await.unwrap(),
             PublishReport::default()
         );
+    }
+
+    #[tokio::test]
+    async fn a_saturated_group_is_refused_and_another_is_not() {
+        let config = GroupConfig::builder()
+            .max_group_backlog(3)
+            .saturated_retry_after(std::time::Duration::from_millis(250))
+            .build()
+            .unwrap();
+        let groups = registry(config);
+        // Nobody drains `busy` (no driver); `calm`'s members are drained after each
+        // publish.
+        let busy: Vec<ConnHandle> = (1..=20).map(conn_with_room).collect();
+        let calm: Vec<ConnHandle> = (101..=120).map(conn_with_room).collect();
+        for m in &busy {
+            groups.join(m, "busy").unwrap();
+        }
+        for m in &calm {
+            groups.join(m, "calm").unwrap();
+        }
+        let message = PushMessage::new(1, &b"x"[..]);
+        for seq in 1..=3 {
+            let report = groups.publish("busy", &message).await.unwrap();
+            assert_eq!((report.seq, report.queued), (seq, 20));
+        }
+        for _ in 0..5 {
+            match groups.publish("busy", &message).await {
+                Err(Error::Saturated { retry_after, .. }) => {
+                    assert_eq!(retry_after, std::time::Duration::from_millis(250));
+                }
+                other => panic!("expected Saturated, got {other:?}"),
+            }
+            let report = groups.publish("calm", &message).await.unwrap();
+            assert_eq!(report.queued, 20);
+            calm.iter()
+                .for_each(|m| assert_eq!(m.take_pushes().len(), 1));
+        }
+        assert_eq!(groups.saturated_publishes(), 5);
+        assert_eq!(
+            busy[0].queued_pushes(),
+            3,
+            "refused publishes queue nothing"
+        );
+        // Drained, the group takes publishes again, numbered without a gap.
+        busy.iter().for_each(|m| drop(m.take_pushes()));
+        let report = groups.publish("busy", &message).await.unwrap();
+        assert_eq!((report.seq, report.queued), (4, 20));
+    }
+
+    #[tokio::test]
+    async fn a_lone_slow_member_does_not_saturate_its_group() {
+        let config = GroupConfig::builder().max_group_backlog(2).build().unwrap();
+        let groups = registry(config);
+        let members: Vec<ConnHandle> = (1..=20).map(conn_with_room).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        let message = PushMessage::new(1, &b"x"[..]);
+        for _ in 0..6 {
+            groups.publish("room", &message).await.unwrap();
+            // Everyone but the first member keeps up.
+            members[1..].iter().for_each(|m| drop(m.take_pushes()));
+        }
+        assert_eq!(members[0].queued_pushes(), 6);
+        assert_eq!(groups.saturated_publishes(), 0);
+    }
+
+    #[tokio::test]
+    async fn publishes_past_max_pending_are_refused_at_once() {
+        use futures::FutureExt;
+        let config = GroupConfig::builder()
+            .max_pending_publishes(2)
+            .build()
+            .unwrap();
+        let groups = registry(config);
+        let member = conn_with_room(1);
+        groups.join(&member, "room").unwrap();
+        let entry = groups.groups.shard("room").get("room").cloned().unwrap();
+        let message = PushMessage::new(1, &b"x"[..]);
+        // A publish in progress holds the group's order: later ones wait for it.
+        let held = entry.publishing.lock().await;
+        let mut first = std::pin::pin!(groups.publish("room", &message));
+        let mut second = std::pin::pin!(groups.publish("room", &message));
+        assert!(first.as_mut().now_or_never().is_none());
+        assert!(second.as_mut().now_or_never().is_none());
+        let third = groups.publish("room", &message).now_or_never();
+        assert!(
+            matches!(third, Some(Err(Error::Saturated { .. }))),
+            "{third:?}"
+        );
+        drop(held);
+        assert_eq!(first.await.unwrap().seq, 1);
+        assert_eq!(second.await.unwrap().seq, 2);
+        assert_eq!(entry.pending.load(Ordering::Relaxed), 0);
+        assert_eq!(groups.publish("room", &message).await.unwrap().seq, 3);
+        assert_eq!(groups.saturated_publishes(), 1);
+    }
+
+    fn conn_with_room(id: u64) -> ConnHandle {
+        ConnHandle::new(id, 64, SlowConsumerPolicy::DropNewest)
     }
 }

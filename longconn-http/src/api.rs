@@ -32,6 +32,7 @@
 //! | 503 | `cluster_unavailable` | device push: some devices are not connected to this node and the cluster's route store (Redis) cannot be reached; devices connected here were pushed. The body has `"retry_after_ms"` and the reply a `Retry-After` header ([`CLUSTER_RETRY_AFTER`]); counted by [`PushApi::cluster_unavailable`] |
 //! | 503 | `cluster_unavailable` | presence: the cluster could not say which nodes hold members of the group (Redis unreachable, or no answer within the server's relay timeout); with `"retry_after_ms"` and `Retry-After` |
 //! | 503 | `unavailable` | the route store failed (kick), or the group log failed (group push) |
+//! | 503 | `group_saturated` | a group push, when the group's fan-out is saturated here (its members' queues hold `GroupConfig::max_group_backlog` pushes, or `max_pending_publishes` publishes to it are waiting): nothing was sent and no `seq` was used. The reply has a `Retry-After` header (whole seconds, rounded up) and `"retry_after_ms"` in the body; other groups are unaffected |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -372,26 +373,32 @@ async fn push_group(
     State(api): State<PushApi>,
     Path(group): Path<String>,
     request: Result<Json<GroupPush>, JsonRejection>,
-) -> ApiResult {
-    let request = body(request)?;
+) -> Result<Json<Value>, Response> {
+    let request = body(request).map_err(IntoResponse::into_response)?;
     let message = PushMessage {
         business: request.business,
-        meta: metadata(&request.meta)?,
-        payload: api.payload(&request.payload_b64, "payload_b64")?,
+        meta: metadata(&request.meta).map_err(IntoResponse::into_response)?,
+        payload: api
+            .payload(&request.payload_b64, "payload_b64")
+            .map_err(IntoResponse::into_response)?,
     };
-    check_group(&api, &group)?;
+    check_group(&api, &group).map_err(IntoResponse::into_response)?;
     let report = api
         .groups
         .publish(&group, &message)
         .await
         .map_err(|e| match e {
-            longconn_group::Error::Encode(e) => push_failed(e.into()),
+            longconn_group::Error::Saturated { retry_after, .. } => {
+                group_saturated(&e.to_string(), retry_after)
+            }
+            longconn_group::Error::Encode(e) => push_failed(e.into()).into_response(),
             longconn_group::Error::Log(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 e.to_string(),
-            ),
-            other => ApiError::bad_request(other.to_string()),
+            )
+            .into_response(),
+            other => ApiError::bad_request(other.to_string()).into_response(),
         })?;
     Ok(Json(json!({
         "members": report.members,
@@ -402,6 +409,20 @@ async fn push_group(
         "seq": report.seq,
         "epoch": report.epoch,
     })))
+}
+
+/// 503 `group_saturated` with the retry hint: `Retry-After` in whole seconds (rounded
+/// up, as the header has no finer unit) and `retry_after_ms` in the body.
+fn group_saturated(message: &str, retry_after: std::time::Duration) -> Response {
+    let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+    let body = json!({"error": "group_saturated", "message": message, "retry_after_ms": ms});
+    let seconds = ms.div_ceil(1000).max(1).to_string();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, seconds)],
+        Json(body),
+    )
+        .into_response()
 }
 
 fn check_group(api: &PushApi, group: &str) -> Result<(), ApiError> {

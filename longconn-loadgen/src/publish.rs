@@ -224,8 +224,17 @@ impl Publisher {
                         out.errors += reply["dropped"].as_u64().unwrap_or(0);
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "publish failed");
                         out.errors += 1;
+                        // A refused publish (503 `group_saturated`) says when to come
+                        // back: this connection waits that long, as a well-behaved
+                        // publisher does, instead of hammering the API.
+                        match retry_hint(&err) {
+                            Some(wait) => {
+                                tracing::debug!(error = %err, "publish refused");
+                                tokio::time::sleep(wait).await;
+                            }
+                            None => tracing::warn!(error = %err, "publish failed"),
+                        }
                     }
                 }
                 metrics::counter!("loadgen_sent_total").increment(1);
@@ -246,8 +255,31 @@ impl Publisher {
     }
 }
 
+/// The `retry_after_ms` of a refused publish's JSON error body, if it has one.
+fn retry_hint(error: &str) -> Option<Duration> {
+    let body: Value = serde_json::from_str(&error[error.find('{')?..]).ok()?;
+    body["retry_after_ms"].as_u64().map(Duration::from_millis)
+}
+
 /// Waits until `done` sends are due at `rate` per second since `start`.
 async fn pace(start: Instant, done: u64, rate: f64) {
     let due = start + Duration::from_secs_f64(done as f64 / rate);
     tokio::time::sleep_until(due).await;
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_with_a_hint_is_read_and_other_errors_have_none() {
+        let refused = r#"POST /v1/push/groups/g: 503 Service Unavailable {"error":"group_saturated","message":"m","retry_after_ms":250}"#;
+        assert_eq!(retry_hint(refused), Some(Duration::from_millis(250)));
+        let failed = r#"POST /v1/push/groups/g: 503 Service Unavailable {"error":"unavailable","message":"m"}"#;
+        assert_eq!(retry_hint(failed), None);
+        assert_eq!(
+            retry_hint("POST /v1/push/groups/g: connection refused"),
+            None
+        );
+    }
 }

@@ -214,14 +214,16 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         if self.writer.has_pending_writes() {
             return;
         }
+        let mut drained = 0;
         while let Some(push) = inbox.pushes.pop_front() {
+            drained += 1;
             match self.session.push(push.into()) {
                 PushOutcome::Queued => {}
                 PushOutcome::Dropped | PushOutcome::NotActive => self.handle.count_dropped(1),
                 PushOutcome::Disconnected => break,
             }
         }
-        inbox.release_idle_memory();
+        inbox.release_idle_memory(drained);
     }
 
     /// Marks the inbox closed so late pushes report `NotActive`, and counts what it held.
