@@ -248,3 +248,106 @@ async fn raw_subscribers_receive_every_publish() {
     assert!(phase["publish_rtt_us"]["p50"].as_u64().unwrap() > 0, "{s}");
     gateway.shutdown().await;
 }
+
+/// Two separate single-node gateways (memory routes, no cluster): connections are
+/// spread by device index, pushes go to the APIs in turn, and each gateway can reach
+/// only its own devices. The accounting has to show exactly that: half of every push
+/// round is offline, and each target receives the rounds sent through its own API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_targets_split_devices_and_apis_take_turns() {
+    let (a, target_a, api_a) = gateway().await;
+    let (b, target_b, api_b) = gateway().await;
+    let targets = format!("{target_a},{target_b}");
+    let apis = format!("{api_a},{api_b}");
+
+    let s = loadgen(
+        &targets,
+        &apis,
+        &["connect", "--connections", "101", "--hold", "0.3"],
+    )
+    .await;
+    assert_complete(&s, 101);
+    let per_target = s["phases"][0]["per_target"].as_array().unwrap();
+    assert_eq!(per_target.len(), 2, "{s}");
+    assert_eq!(per_target[0]["target"], target_a.as_str());
+    assert_eq!(
+        (
+            per_target[0]["established"].as_u64(),
+            per_target[1]["established"].as_u64()
+        ),
+        (Some(51), Some(50)),
+        "device i on target i mod 2: {s}"
+    );
+
+    // 300 devices in one batch per round; rounds 0 and 2 go through A, 1 and 3 through B.
+    let s = loadgen(
+        &targets,
+        &apis,
+        &[
+            "--procs",
+            "2",
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "4",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    assert_eq!(s["established"], 300, "{s}");
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["expected"].as_u64(),
+            s["received"].as_u64()
+        ),
+        (Some(1200), Some(1200), Some(600)),
+        "{s}"
+    );
+    assert_eq!(
+        s["errors"], 600,
+        "the other node's devices are offline: {s}"
+    );
+    assert_eq!(s["reach_rate"], 0.5);
+    for t in s["phases"][0]["per_target"].as_array().unwrap() {
+        assert_eq!(
+            (
+                t["established"].as_u64(),
+                t["received"].as_u64(),
+                t["expected"].as_u64()
+            ),
+            (Some(150), Some(300), Some(600)),
+            "{t}"
+        );
+        assert_eq!(t["reach_rate"], 0.5, "{t}");
+    }
+
+    // Through one API only: only that node's devices are reached.
+    let s = loadgen(
+        &targets,
+        &api_b,
+        &[
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "2",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    let per_target = s["phases"][0]["per_target"].as_array().unwrap();
+    assert_eq!(
+        (
+            per_target[0]["received"].as_u64(),
+            per_target[1]["received"].as_u64()
+        ),
+        (Some(0), Some(300)),
+        "{s}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
