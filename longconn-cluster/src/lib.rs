@@ -27,6 +27,9 @@
 //! - `group_log`: [`RedisGroupLog`].
 //! - `registry`: [`NodeRegistry`], [`NodeLease`], [`NodeInfo`], [`NodeAnnouncement`].
 //! - `relay`: [`RedisRelay`]; `relay::wire`, its binary message encoding.
+//! - `node`: [`ClusterNode`], [`ClusterConfig`], [`RedisTarget`]: one call to join a
+//!   cluster (all of the above), its lifecycle, and its state written again after a
+//!   Redis restart.
 //! - `script`: `EVALSHA` in pipelines, with one reload on `NOSCRIPT`.
 //! - `error`: [`Error`], one enum for the crate.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -34,6 +37,7 @@
 mod error;
 mod group_log;
 mod keys;
+mod node;
 mod registry;
 mod relay;
 mod route_store;
@@ -44,15 +48,16 @@ use std::time::Duration;
 pub use error::{Error, Result};
 pub use group_log::RedisGroupLog;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};
+pub use node::{ClusterConfig, ClusterNode, RedisTarget};
 pub use redis;
 pub use registry::{NodeAnnouncement, NodeInfo, NodeLease, NodeRegistry};
 pub use relay::RedisRelay;
 pub use route_store::RedisRouteStore;
 
-/// How often `longconn-server`'s route sync task re-registers every local route (its
-/// `RouteSync::REFRESH_INTERVAL`, repeated here because the server keeps it private).
-/// A route TTL must be well above it: see [`RedisRouteStore::DEFAULT_TTL`].
-pub const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often `longconn-server`'s route sync task re-registers every local route with
+/// the default route TTL: a third of [`RedisRouteStore::DEFAULT_TTL`] (the store answers
+/// `RouteStore::refresh_interval` with a third of its TTL, whatever it is).
+pub const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Bound on one reply from Redis for connections made by [`connect`].
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);

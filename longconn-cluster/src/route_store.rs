@@ -68,11 +68,11 @@ impl<C> std::fmt::Debug for RedisRouteStore<C> {
 }
 
 impl RedisRouteStore {
-    /// The route TTL unless set: 90 s, three times the server's route refresh interval
-    /// ([`crate::ROUTE_REFRESH_INTERVAL`], 30 s). A live node's routes survive two missed
-    /// refreshes (a Redis blip, a slow refresh of a large node); a dead node's routes are
-    /// gone at most 90 s after its last refresh.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(90);
+    /// The route TTL unless set: 30 s. The server refreshes every route each third of
+    /// the TTL ([`RouteStore::refresh_interval`], 10 s), so a live node's routes survive
+    /// two missed refreshes (a Redis blip, a slow refresh of a large node); a dead node's
+    /// routes are gone at most 30 s after its last refresh.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 }
 
 impl<C> RedisRouteStore<C>
@@ -91,9 +91,8 @@ where
         }
     }
 
-    /// Sets the route TTL (at least 1 ms; whole milliseconds). Keep it above
-    /// [`crate::ROUTE_REFRESH_INTERVAL`] in production, or idle devices' routes expire
-    /// between refreshes; short TTLs are for tests.
+    /// Sets the route TTL (at least 1 ms; whole milliseconds). The server refreshes
+    /// every route each third of it; short TTLs (a second) are for tests.
     pub fn with_ttl(mut self, ttl: Duration) -> Result<RedisRouteStore<C>> {
         self.ttl_ms = ttl_millis(ttl, "route ttl must be at least 1 ms")?;
         Ok(self)
@@ -256,5 +255,10 @@ where
         devices: &[&str],
     ) -> Result<Vec<Option<Route>>, RouteStoreError> {
         self.lookup_inner(app, devices).await.map_err(store_error)
+    }
+
+    /// A third of the TTL: a live route survives two failed refreshes.
+    fn refresh_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis((self.ttl_ms / 3).max(1)))
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use longconn_cluster::{ClusterConfig, ClusterNode};
 use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry, JoinAuthorizer};
@@ -60,6 +61,7 @@ pub struct GatewayBuilder {
     route_store: Option<Arc<dyn RouteStore>>,
     group_log: Option<Arc<dyn GroupLog>>,
     relay: Option<Arc<dyn Relay>>,
+    cluster: Option<ClusterConfig>,
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
 }
 
@@ -74,6 +76,7 @@ impl std::fmt::Debug for GatewayBuilder {
             .field("listeners", &self.listeners)
             .field("router", &self.router)
             .field("backends", &self.backends.len())
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +97,7 @@ impl Default for GatewayBuilder {
             route_store: None,
             group_log: None,
             relay: None,
+            cluster: None,
             join_authorizer: None,
         }
     }
@@ -244,6 +248,21 @@ impl GatewayBuilder {
         self
     }
 
+    /// Makes this gateway one node of a cluster on Redis: `start` joins it with
+    /// [`ClusterNode::start`] once every listener is bound, and wires the node's route
+    /// store, group log and relay in (not with [`GatewayBuilder::route_store`],
+    /// [`GatewayBuilder::group_log`] or [`GatewayBuilder::relay`]). Its `node_id` must be
+    /// the server's ([`ServerConfig::node_id`]); an empty `advertise` is filled with
+    /// the bound connection listeners (`tcp` -> `127.0.0.1:7100`, ...), which is only
+    /// right when those addresses are what clients reach (not `0.0.0.0`, not behind
+    /// NAT). [`Gateway::shutdown`] then drains in order: draining flag, server drain
+    /// (routes unregistered), relay stop and node entry removal. Default: no cluster
+    /// (memory routes, a single node).
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Checks client-initiated group joins. Default: every client may join every group.
     pub fn join_authorizer(mut self, authorizer: impl JoinAuthorizer) -> Self {
         self.join_authorizer = Some(Arc::new(authorizer));
@@ -289,6 +308,23 @@ impl GatewayBuilder {
                 return Err(config("give either a router or backends, not both".into()));
             }
         };
+        if let Some(cluster) = &self.cluster {
+            if self.route_store.is_some() || self.group_log.is_some() || self.relay.is_some() {
+                return Err(config(
+                    "give either a cluster or a route store / group log / relay, not both".into(),
+                ));
+            }
+            if cluster.node_id != self.server.node_id() {
+                return Err(config(format!(
+                    "cluster node id {} differs from the server's node id {}",
+                    cluster.node_id,
+                    self.server.node_id()
+                )));
+            }
+            cluster
+                .validate()
+                .map_err(|e| config(format!("cluster: {e}")))?;
+        }
         let authenticator = match self.authenticator {
             Some(authenticator) => authenticator,
             None => {
@@ -352,16 +388,33 @@ impl GatewayBuilder {
             bound.push((kind.label(), local));
         }
 
+        // Join the cluster once the listeners are bound (the default advertised
+        // addresses are the bound ones) and before anything is served.
+        let (mut route_store, mut group_log, mut relay) =
+            (self.route_store, self.group_log, self.relay);
+        let cluster = match self.cluster {
+            Some(mut cluster) => {
+                if cluster.advertise.is_empty() {
+                    cluster.advertise = advertised(&bound);
+                }
+                let node = ClusterNode::start(cluster).await?;
+                route_store = Some(node.route_store());
+                group_log = Some(node.group_log());
+                relay = Some(node.relay());
+                Some(node)
+            }
+            None => None,
+        };
         let mut registry = match self.join_authorizer {
             Some(authorizer) => {
                 GroupRegistry::with_authorizer(groups, SharedAuthorizer(authorizer))
             }
             None => GroupRegistry::new(groups),
         };
-        if let Some(log) = self.group_log {
+        if let Some(log) = group_log {
             registry = registry.with_group_log(log);
         }
-        if let Some(relay) = &self.relay {
+        if let Some(relay) = &relay {
             registry = registry.with_relay(relay.clone());
         }
         let registry = Arc::new(registry);
@@ -370,13 +423,16 @@ impl GatewayBuilder {
         let mut server = Server::builder(self.server, authenticator)
             .router(router)
             .groups(registry.clone());
-        if let Some(store) = self.route_store {
+        if let Some(store) = route_store {
             server = server.route_store(store);
         }
-        if let Some(relay) = self.relay {
+        if let Some(relay) = relay {
             server = server.relay(relay);
         }
         let server = server.build();
+        if let Some(node) = &cluster {
+            node.attach(&server);
+        }
         for start in serve {
             start(&server);
         }
@@ -402,9 +458,32 @@ impl GatewayBuilder {
             stop_http,
             http_task,
             shutdown_deadline: self.shutdown_deadline,
+            cluster,
             bound,
         })
     }
+}
+
+/// The addresses a node advertises when none are configured: each bound connection
+/// listener by its label (the HTTP listener is not for clients). A wildcard address
+/// (`0.0.0.0`, `::`) is advertised as it is, with a warning: clients cannot reach it.
+fn advertised(
+    bound: &[(&'static str, SocketAddr)],
+) -> std::collections::BTreeMap<String, String> {
+    let mut addrs = std::collections::BTreeMap::new();
+    for &(label, addr) in bound {
+        if label == ListenerKind::Http.label() || addrs.contains_key(label) {
+            continue;
+        }
+        if addr.ip().is_unspecified() {
+            warn!(
+                %addr,
+                "advertising the wildcard {label} address; set --advertise to what clients reach"
+            );
+        }
+        addrs.insert(label.to_owned(), addr.to_string());
+    }
+    addrs
 }
 
 /// Starts one bound acceptor's accept loop on the server.

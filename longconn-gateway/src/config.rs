@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use longconn_cluster::{ClusterConfig, RedisTarget};
 use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
 use longconn_http::{HttpBackend, HttpBackendConfig};
@@ -90,6 +91,30 @@ pub struct Cli {
     /// Bind listeners with SO_REUSEPORT, so several gateways can share the ports.
     #[arg(long)]
     pub reuse_port: bool,
+    /// Join a cluster on this Redis (`redis://host:port/db`): routes, group positions,
+    /// the node registry and cross-node delivery live there. Every node needs its own
+    /// --node-id [default: no cluster, in-memory routes].
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
+    pub redis: Option<String>,
+    /// Join a cluster on this Redis Cluster (seed URLs, comma-separated). Not built in
+    /// this build yet: refused at start.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    pub redis_cluster: Option<Vec<String>>,
+    /// Addresses clients reach this node at, per transport, written to the cluster's
+    /// node registry: `tcp=HOST:PORT,ws=...`. Set it when the listeners bind 0.0.0.0 or
+    /// sit behind NAT or a load balancer [default: the bound listen addresses].
+    #[arg(long, value_name = "NAME=ADDR,...", value_delimiter = ',', value_parser = parse_advertised)]
+    pub advertise: Option<Vec<(String, String)>>,
+}
+
+/// One `--advertise` entry: `name=address`.
+fn parse_advertised(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => {
+            Ok((name.to_owned(), addr.to_owned()))
+        }
+        _ => Err(format!("`{s}` is not NAME=ADDRESS (like tcp=10.0.0.5:7100)")),
+    }
 }
 
 /// A listen address, or `off`.
@@ -143,6 +168,30 @@ pub struct FileConfig {
     /// Forwarding rules to HTTP callbacks (business 1 stays on the echo backend unless
     /// a rule claims it).
     pub backends: Vec<FileBackend>,
+    /// Cluster on Redis; absent: a single node on memory.
+    pub cluster: FileCluster,
+}
+
+/// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
+/// and range. Without `redis` or `redis_cluster` (here or as a flag) the other keys are
+/// refused: they would do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCluster {
+    /// See [`Cli::redis`].
+    pub redis: Option<String>,
+    /// See [`Cli::redis_cluster`].
+    pub redis_cluster: Option<Vec<String>>,
+    /// See [`Cli::advertise`]: `{ tcp = "10.0.0.5:7100", ws = "10.0.0.5:7101" }`.
+    pub advertise: Option<std::collections::BTreeMap<String, String>>,
+    /// Prefix of every key and channel (default `lc:`).
+    pub key_prefix: Option<String>,
+    /// Route TTL, milliseconds (default 30000).
+    pub route_ttl_ms: Option<u64>,
+    /// Node entry TTL, milliseconds (default 15000).
+    pub node_ttl_ms: Option<u64>,
+    /// Relay call timeout, milliseconds (default 2000).
+    pub relay_timeout_ms: Option<u64>,
 }
 
 /// `[transport]`: see `longconn_transport::TransportConfig` for each value's meaning and
@@ -316,6 +365,8 @@ pub struct GatewaySettings {
     pub dev_secret: bool,
     /// HTTP callback rules.
     pub backends: Vec<FileBackend>,
+    /// The cluster to join, if any (its node id is the server's).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl GatewaySettings {
@@ -360,6 +411,13 @@ impl GatewaySettings {
         let server = server
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let cluster = cluster_config(
+            &file.cluster,
+            cli.redis,
+            cli.redis_cluster,
+            cli.advertise,
+            server.node_id(),
+        )?;
         let reuse_port = if cli.reuse_port {
             Some(true)
         } else {
@@ -395,6 +453,7 @@ impl GatewaySettings {
             token_keys,
             dev_secret,
             backends: file.backends,
+            cluster,
         })
     }
 
@@ -428,8 +487,74 @@ impl GatewaySettings {
         if self.quic.is_some() || self.tls.is_some() || self.wss.is_some() {
             builder = builder.tls_identity(tls_identity(&self)?);
         }
+        if let Some(cluster) = self.cluster {
+            builder = builder.cluster(cluster);
+        }
         Ok(builder)
     }
+}
+
+/// The cluster settings from flags (which win) and `[cluster]`; `None` without a Redis.
+fn cluster_config(
+    file: &FileCluster,
+    redis: Option<String>,
+    redis_cluster: Option<Vec<String>>,
+    advertise: Option<Vec<(String, String)>>,
+    node_id: u16,
+) -> Result<Option<ClusterConfig>, GatewayError> {
+    let config = GatewayError::Config;
+    let target = match (redis, redis_cluster) {
+        (Some(url), _) => Some(RedisTarget::Single(url)),
+        (None, Some(urls)) => Some(RedisTarget::Cluster(urls)),
+        (None, None) => match (&file.redis, &file.redis_cluster) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "cluster: give either redis or redis_cluster, not both".into(),
+                ));
+            }
+            (Some(url), None) => Some(RedisTarget::Single(url.clone())),
+            (None, Some(urls)) => Some(RedisTarget::Cluster(urls.clone())),
+            (None, None) => None,
+        },
+    };
+    let Some(target) = target else {
+        let set = advertise.is_some()
+            || file.advertise.is_some()
+            || file.key_prefix.is_some()
+            || file.route_ttl_ms.is_some()
+            || file.node_ttl_ms.is_some()
+            || file.relay_timeout_ms.is_some();
+        if set {
+            return Err(config(
+                "cluster settings given without --redis or --redis-cluster (or [cluster] redis)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let ms = Duration::from_millis;
+    let mut cluster = ClusterConfig::new(target, node_id);
+    if let Some(addrs) = advertise {
+        cluster.advertise = addrs.into_iter().collect();
+    } else if let Some(addrs) = &file.advertise {
+        cluster.advertise = addrs.clone();
+    }
+    if let Some(v) = &file.key_prefix {
+        cluster.key_prefix = v.clone();
+    }
+    if let Some(v) = file.route_ttl_ms {
+        cluster.route_ttl = ms(v);
+    }
+    if let Some(v) = file.node_ttl_ms {
+        cluster.node_ttl = ms(v);
+    }
+    if let Some(v) = file.relay_timeout_ms {
+        cluster.relay_timeout = ms(v);
+    }
+    cluster
+        .validate()
+        .map_err(|e| config(format!("cluster: {e}")))?;
+    Ok(Some(cluster))
 }
 
 /// The forwarding rules: the echo backend on business 1 (unless a configured rule claims

@@ -13,21 +13,24 @@ use longconn_server::Server;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// The router: `/healthz` answers 200 with the connection count, the push API serves
-/// `/v1/...`; anything else is a JSON 404 (or 405 for a wrong method).
+/// The router: `/healthz` answers 200 with the node id, the connection count and the
+/// device pushes refused because the cluster was unreachable (`cluster_unavailable`),
+/// the push API serves `/v1/...`; anything else is a JSON 404 (or 405 for a wrong
+/// method).
 pub fn router(server: Server, api: PushApi) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state(server)
+        .with_state((server, api.clone()))
         .merge(push_api(api))
         .fallback(not_found)
 }
 
-async fn healthz(State(server): State<Server>) -> Json<serde_json::Value> {
+async fn healthz(State((server, api)): State<(Server, PushApi)>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "node_id": server.config().node_id(),
         "connections": server.hub().len(),
+        "cluster_unavailable": api.cluster_unavailable(),
     }))
 }
 

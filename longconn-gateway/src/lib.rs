@@ -75,6 +75,10 @@ pub enum GatewayError {
     /// A socket operation failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// Joining the cluster failed: Redis unreachable, or the node id is held by a live
+    /// node (`longconn_cluster::Error::NodeIdTaken`).
+    #[error("cluster: {0}")]
+    Cluster(#[from] longconn_cluster::Error),
 }
 
 /// The kinds of listener a gateway runs.
@@ -120,6 +124,8 @@ pub struct Gateway {
     /// Resolves when the HTTP thread ([`http::spawn_thread`]) has stopped.
     http_task: Option<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
     shutdown_deadline: Duration,
+    /// The cluster node, when the gateway is one ([`GatewayBuilder::cluster`]).
+    cluster: Option<longconn_cluster::ClusterNode>,
     /// What each listener bound, by label ([`ListenerKind::label`]; ports resolved when 0
     /// was asked for), in the order they were added, HTTP last.
     pub bound: Vec<(&'static str, SocketAddr)>,
@@ -228,18 +234,36 @@ impl Gateway {
         &self.groups
     }
 
+    /// The cluster node, when the gateway is one.
+    pub fn cluster(&self) -> Option<&longconn_cluster::ClusterNode> {
+        self.cluster.as_ref()
+    }
+
     /// The limits every acceptor was bound with (its frame limit is the session's).
     pub fn transport_config(&self) -> &TransportConfig {
         &self.transport
     }
 
     /// Graceful shutdown: drains every session (until the builder's shutdown deadline),
-    /// then stops the HTTP side.
+    /// then stops the HTTP side. A cluster node first marks itself draining in the
+    /// registry; the server's drain unregisters its routes (compare-and-delete) before
+    /// it returns; then the relay stops and the node entry is removed.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        if let Some(node) = &self.cluster {
+            if let Err(err) = node.drain().await {
+                tracing::warn!(error = %err, "cluster: draining flag not written");
+            }
+        }
         let report = self.server.shutdown(self.shutdown_deadline).await;
         self.stop_http.cancel();
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
+        }
+        if let Some(node) = self.cluster.take() {
+            match node.shutdown().await {
+                Ok(()) => tracing::info!("cluster: node deregistered"),
+                Err(err) => tracing::warn!(error = %err, "cluster: node entry not removed"),
+            }
         }
         report
     }

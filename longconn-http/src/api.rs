@@ -25,10 +25,12 @@
 //! | 400 | `bad_base64` | a payload is not standard base64 |
 //! | 413 | `payload_too_large` | a payload over [`ApiLimits::max_payload`], a batch over [`ApiLimits::max_batch`], or a body over [`ApiLimits::max_body`] |
 //! | 415 | `bad_json` | the request is not `content-type: application/json` |
-//! | 503 | `unavailable` | the route store (or, for a group push, the group log) failed |
+//! | 503 | `cluster_unavailable` | device push: some devices are not connected to this node and the cluster's route store (Redis) cannot be reached; devices connected here were pushed. The body has `"retry_after_ms"` and the reply a `Retry-After` header ([`CLUSTER_RETRY_AFTER`]); counted by [`PushApi::cluster_unavailable`] |
+//! | 503 | `unavailable` | the route store failed (kick), or the group log failed (group push) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -67,12 +69,19 @@ impl Default for ApiLimits {
     }
 }
 
+/// The retry hint of a `cluster_unavailable` reply: 1 s, about how long a node takes to
+/// notice that Redis is back (its connection reconnects on the next call, with a 2 s
+/// connection timeout).
+pub const CLUSTER_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the API works on: the server's push API and hub, and the group registry.
 #[derive(Debug, Clone)]
 pub struct PushApi {
     server: Server,
     groups: Arc<GroupRegistry>,
     limits: ApiLimits,
+    /// Device pushes refused with `cluster_unavailable`.
+    cluster_unavailable: Arc<AtomicU64>,
 }
 
 impl PushApi {
@@ -82,7 +91,14 @@ impl PushApi {
             server,
             groups,
             limits,
+            cluster_unavailable: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Device pushes refused with `cluster_unavailable` (503) since the API was made:
+    /// the cluster's route store could not be reached.
+    pub fn cluster_unavailable(&self) -> u64 {
+        self.cluster_unavailable.load(Ordering::Relaxed)
     }
 }
 
@@ -104,6 +120,8 @@ struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A retry hint: `"retry_after_ms"` in the body and a `Retry-After` header.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -112,6 +130,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -122,8 +141,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.code, "message": self.message});
-        (self.status, Json(body)).into_response()
+        let mut body = json!({"error": self.code, "message": self.message});
+        let Some(retry_after) = self.retry_after else {
+            return (self.status, Json(body)).into_response();
+        };
+        body["retry_after_ms"] = json!(retry_after.as_millis() as u64);
+        // `Retry-After` counts whole seconds: round up.
+        let seconds = retry_after.as_millis().div_ceil(1000).max(1).to_string();
+        (
+            self.status,
+            [(axum::http::header::RETRY_AFTER, seconds)],
+            Json(body),
+        )
+            .into_response()
     }
 }
 
@@ -245,6 +275,30 @@ fn push_failed(err: longconn_server::Error) -> ApiError {
     }
 }
 
+/// A device push that failed: a route store failure is the cluster being unreachable
+/// (devices here were pushed; the others could not be looked up), counted.
+fn device_push_failed(api: &PushApi, err: longconn_server::Error) -> ApiError {
+    match err {
+        longconn_server::Error::RouteStore(err) => {
+            api.cluster_unavailable.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, "device push refused: cluster unavailable");
+            ApiError {
+                retry_after: Some(CLUSTER_RETRY_AFTER),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    format!(
+                        "the cluster's route store cannot be reached, so devices not \
+                         connected to this node could not be looked up (devices connected \
+                         here were pushed): {err}"
+                    ),
+                )
+            }
+        }
+        other => push_failed(other),
+    }
+}
+
 async fn push_devices(
     State(api): State<PushApi>,
     request: Result<Json<DevicesPush>, JsonRejection>,
@@ -269,7 +323,7 @@ async fn push_devices(
             pusher
                 .push_devices(&request.app, &devices, &message)
                 .await
-                .map_err(push_failed)?
+                .map_err(|e| device_push_failed(&api, e))?
         }
         (None, None, Some(messages)) => {
             api.check_batch(messages.len())?;
@@ -291,7 +345,7 @@ async fn push_devices(
             pusher
                 .push_each(&request.app, &batch)
                 .await
-                .map_err(push_failed)?
+                .map_err(|e| device_push_failed(&api, e))?
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -17,6 +17,6 @@ pub mod api;
 pub mod callback;
 pub mod error;
 
-pub use api::{ApiLimits, PushApi, push_api};
+pub use api::{ApiLimits, CLUSTER_RETRY_AFTER, PushApi, push_api};
 pub use callback::{HttpBackend, HttpBackendConfig};
 pub use error::{Error, Result};

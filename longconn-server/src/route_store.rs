@@ -4,8 +4,9 @@
 //!
 //! Drivers never wait for the store: logins and closes are queued to one
 //! [`RouteSync`] task per server, which applies them in order and in batches (what a
-//! networked store wants: one round trip for many devices) and refreshes every local
-//! route each [`RouteSync::REFRESH_INTERVAL`] (what a store with expiring entries wants).
+//! networked store wants: one round trip for many devices) and, for a store whose entries
+//! expire, refreshes every local route each [`RouteStore::refresh_interval`] (the store
+//! knows its TTL, so it says how often; a store that does not expire is never refreshed).
 //!
 //! A login that replaces a route to another node (the device was connected there: a
 //! duplicate login across nodes) has that connection kicked with `replaced` through the
@@ -63,8 +64,18 @@ pub trait RouteStore: Send + Sync + std::fmt::Debug + 'static {
     async fn unregister(&self, routes: &[(DeviceKey, u64)]) -> Result<(), RouteStoreError>;
 
     /// Confirms that these routes are still live. A store whose entries expire extends
-    /// them; one whose entries do not may ignore the call.
+    /// them (and re-creates those it lost); one whose entries do not may ignore the call.
     async fn refresh(&self, routes: &[(DeviceKey, Route)]) -> Result<(), RouteStoreError>;
+
+    /// How often the server refreshes every local route ([`RouteStore::refresh`]), or
+    /// `None` for never. A store whose entries expire answers well below its TTL (a
+    /// third of it lets a live route survive two failed refreshes), so that its entries
+    /// outlive a live node and expire soon after a dead one. The default is `None`: a
+    /// store whose entries do not expire (as [`MemoryRouteStore`]) needs no refresh.
+    /// Read once, when the server's route sync task starts.
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// The route of each of `devices` of `app`, in the same order (`None`: offline).
     async fn lookup(
@@ -75,7 +86,7 @@ pub trait RouteStore: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The default [`RouteStore`]: a sharded map in this process. Routes never expire;
-/// `refresh` is a no-op.
+/// `refresh` is a no-op and never scheduled ([`RouteStore::refresh_interval`] is `None`).
 #[derive(Debug, Default)]
 pub struct MemoryRouteStore {
     routes: ShardedMap<DeviceKey, Route>,
@@ -182,8 +193,9 @@ pub(crate) struct RouteSync {
 }
 
 impl RouteSync {
-    /// How often every local route is refreshed.
-    pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+    /// Shortest refresh period honoured, whatever the store asks: a refresh pass walks
+    /// every local connection.
+    const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
     /// Changes waiting for the store before new ones are dropped; the next refresh
     /// re-registers what a dropped registration missed.
     const QUEUE: usize = 65_536;
@@ -256,7 +268,12 @@ async fn apply_changes(
     mut changes: mpsc::Receiver<RouteChange>,
 ) -> RouteSyncReport {
     let mut report = RouteSyncReport::default();
-    let mut refresh = tokio::time::interval(RouteSync::REFRESH_INTERVAL);
+    // No refresh for a store that does not ask for one: a timer that never fires.
+    let period = sinks
+        .store
+        .refresh_interval()
+        .map(|p| p.max(RouteSync::MIN_REFRESH_INTERVAL));
+    let mut refresh = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
     let mut batch = Vec::with_capacity(RouteSync::BATCH);
@@ -281,7 +298,7 @@ async fn apply_changes(
                     return report;
                 }
             }
-            _ = refresh.tick() => {
+            () = tick_or_never(&mut refresh, period.is_some()) => {
                 let node = hub.node_id();
                 let routes: Vec<_> = hub
                     .devices()
@@ -295,6 +312,18 @@ async fn apply_changes(
                 }
             }
         }
+    }
+}
+
+/// The next tick of `refresh`, or never when refreshing is off.
+///
+/// # Cancel safety
+/// Cancel safe, as `Interval::tick`.
+async fn tick_or_never(refresh: &mut tokio::time::Interval, enabled: bool) {
+    if enabled {
+        refresh.tick().await;
+    } else {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -20,11 +20,19 @@ async fn main() -> std::process::ExitCode {
         Ok(gateway) => gateway,
         Err(err) => {
             eprintln!("gateway: {err}");
-            // Settings out of range or inconsistent: 2, as for a bad flag.
-            let status = if matches!(err, GatewayError::Config(_)) {
-                2
-            } else {
-                1
+            // Settings out of range or inconsistent: 2, as for a bad flag. A node id
+            // another live node holds: 3. Anything else (a bind, Redis unreachable): 1.
+            let status = match &err {
+                GatewayError::Config(_) => 2,
+                GatewayError::Cluster(longconn_cluster::Error::NodeIdTaken { .. }) => {
+                    eprintln!(
+                        "gateway: every node of a cluster needs its own --node-id; this one \
+                         is free again once its holder stops (or one node TTL after it died)"
+                    );
+                    3
+                }
+                GatewayError::Cluster(longconn_cluster::Error::Config(_)) => 2,
+                _ => 1,
             };
             return std::process::ExitCode::from(status);
         }

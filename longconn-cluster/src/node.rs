@@ -1,0 +1,532 @@
+//! [`ClusterNode`]: what a gateway holds to be one node of a cluster on Redis.
+//!
+//! One call, [`ClusterNode::start`], connects to Redis, takes the node id (a live holder
+//! is refused with [`Error::NodeIdTaken`]), and builds the route store, group log and
+//! relay the server and group layer take. The node then keeps itself in the cluster:
+//!
+//! - its registry entry's connection count follows the attached server's hub;
+//! - it watches Redis (every heartbeat interval): when Redis comes back with a new run
+//!   id (restarted, so its data is gone), it writes every local route and every local
+//!   group membership (`{prefix}gn:{group}`) again at once, instead of waiting for the
+//!   next route refresh (routes) or the next first join (groups, which have no refresh).
+//!   The node entry comes back with the next heartbeat, the relay re-subscribes by
+//!   itself, and group positions start a new epoch.
+//!
+//! Lifecycle, in the gateway's two-phase shutdown: [`ClusterNode::drain`] sets the
+//! draining flag (the control layer stops sending clients here), the server drains
+//! (its route sync task unregisters every route with compare-and-delete before its
+//! shutdown returns), then [`ClusterNode::shutdown`] stops the relay (the node is
+//! `Offline` to the others from then on) and deregisters the node entry.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use longconn_server::{
+    GroupLog, GroupMessage, KickRequest, Relay, RelayBatch, RelayResult, RemoteGroupReport,
+    Route, RouteStore, Server,
+};
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::keys::{DEFAULT_PREFIX, Keys};
+use crate::{
+    Error, NodeAnnouncement, NodeLease, NodeRegistry, RedisGroupLog, RedisRelay, RedisRouteStore,
+    Result,
+};
+
+/// Where the cluster's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One Redis (or a primary behind a stable address): `redis://host:port/db`.
+    Single(String),
+    /// The seed nodes of a Redis Cluster (`redis://host:port` each). Not built in this
+    /// build: [`ClusterNode::start`] refuses it with [`Error::Config`].
+    Cluster(Vec<String>),
+}
+
+/// How a node joins a cluster. Build with [`ClusterConfig::new`] and change the public
+/// fields; [`ClusterConfig::validate`] (also run by [`ClusterNode::start`]) checks every
+/// limit.
+///
+/// Every node of one cluster must use the same `target`, `key_prefix` and `route_ttl`
+/// (docs/CLUSTER.md, "TTL relations").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The Redis holding the cluster's state.
+    pub target: RedisTarget,
+    /// This node's id: the top 16 bits of its connection ids, and its name in the
+    /// registry and the relay. Unique per cluster: a live holder makes
+    /// [`ClusterNode::start`] fail with [`Error::NodeIdTaken`]. Must equal the server's
+    /// `ServerConfig::node_id`.
+    pub node_id: u16,
+    /// Addresses clients reach this node at, per transport (`"tcp" -> "10.0.0.5:7100"`),
+    /// written into the node's registry entry for the control layer. At most 16 entries,
+    /// names and addresses non-empty and at most 256 bytes.
+    pub advertise: BTreeMap<String, String>,
+    /// Prefix of every key and channel. Default [`DEFAULT_PREFIX`] (`lc:`); 1 to 64
+    /// bytes, no whitespace.
+    pub key_prefix: String,
+    /// Route TTL. Default [`ClusterConfig::DEFAULT_ROUTE_TTL`] (30 s); the server
+    /// refreshes every route each third of it, and a dead node's routes are gone at most
+    /// this long after its last refresh. From 30 ms to 1 hour.
+    pub route_ttl: Duration,
+    /// Node entry TTL. Default [`ClusterConfig::DEFAULT_NODE_TTL`] (15 s); the heartbeat
+    /// (and the Redis watch) run every third of it. From 30 ms to 1 hour.
+    pub node_ttl: Duration,
+    /// Bound on one relay call's wait for the other node's answer. Default
+    /// [`ClusterConfig::DEFAULT_RELAY_TIMEOUT`] (2 s); keep it below the server's
+    /// `relay_timeout` (default 5 s) so the relay answers `Unknown` itself. From 1 ms to
+    /// 60 s.
+    pub relay_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Default [`ClusterConfig::route_ttl`]: 30 s ([`RedisRouteStore::DEFAULT_TTL`]).
+    pub const DEFAULT_ROUTE_TTL: Duration = RedisRouteStore::DEFAULT_TTL;
+    /// Default [`ClusterConfig::node_ttl`]: 15 s ([`NodeRegistry::DEFAULT_TTL`]).
+    pub const DEFAULT_NODE_TTL: Duration = NodeRegistry::DEFAULT_TTL;
+    /// Default [`ClusterConfig::relay_timeout`]: 2 s ([`RedisRelay::DEFAULT_TIMEOUT`]).
+    pub const DEFAULT_RELAY_TIMEOUT: Duration = RedisRelay::DEFAULT_TIMEOUT;
+    /// Shortest route or node TTL accepted (tests use short ones; a third of it is the
+    /// refresh or heartbeat period).
+    pub const MIN_TTL: Duration = Duration::from_millis(30);
+    /// Longest route or node TTL accepted.
+    pub const MAX_TTL: Duration = Duration::from_secs(3600);
+    /// Longest relay timeout accepted.
+    pub const MAX_RELAY_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Most advertised addresses.
+    pub const MAX_ADVERTISED: usize = 16;
+
+    /// A config for node `node_id` on `target`, with every other value at its default
+    /// (no advertised address: the gateway fills in its bound listeners).
+    pub fn new(target: RedisTarget, node_id: u16) -> ClusterConfig {
+        ClusterConfig {
+            target,
+            node_id,
+            advertise: BTreeMap::new(),
+            key_prefix: DEFAULT_PREFIX.to_owned(),
+            route_ttl: Self::DEFAULT_ROUTE_TTL,
+            node_ttl: Self::DEFAULT_NODE_TTL,
+            relay_timeout: Self::DEFAULT_RELAY_TIMEOUT,
+        }
+    }
+
+    /// Checks every limit of the field documentation.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first value out of range.
+    pub fn validate(&self) -> Result<()> {
+        let check = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::Config(what)) };
+        match &self.target {
+            RedisTarget::Single(url) => check(!url.is_empty(), "the redis url is empty")?,
+            RedisTarget::Cluster(urls) => check(
+                !urls.is_empty() && urls.iter().all(|u| !u.is_empty()),
+                "redis cluster needs at least one non-empty seed url",
+            )?,
+        }
+        let ttl_ok = |ttl: Duration| (Self::MIN_TTL..=Self::MAX_TTL).contains(&ttl);
+        check(ttl_ok(self.route_ttl), "route ttl must be from 30 ms to 1 hour")?;
+        check(ttl_ok(self.node_ttl), "node ttl must be from 30 ms to 1 hour")?;
+        check(
+            (Duration::from_millis(1)..=Self::MAX_RELAY_TIMEOUT).contains(&self.relay_timeout),
+            "relay timeout must be from 1 ms to 60 s",
+        )?;
+        check(
+            !self.key_prefix.is_empty()
+                && self.key_prefix.len() <= 64
+                && !self.key_prefix.chars().any(char::is_whitespace),
+            "key prefix must be 1 to 64 bytes without whitespace",
+        )?;
+        check(
+            self.advertise.len() <= Self::MAX_ADVERTISED,
+            "at most 16 advertised addresses",
+        )?;
+        check(
+            self.advertise.iter().all(|(name, addr)| {
+                !name.is_empty() && !addr.is_empty() && name.len() <= 256 && addr.len() <= 256
+            }),
+            "advertised transport names and addresses must be 1 to 256 bytes",
+        )?;
+        Ok(())
+    }
+}
+
+/// A [`Relay`] that remembers which groups have members here, so that they can be
+/// written again after Redis lost its data. Every call goes to the [`RedisRelay`].
+#[derive(Debug)]
+struct TrackingRelay {
+    inner: RedisRelay,
+    /// Groups with members on this node, as the group layer's hints said.
+    active: Mutex<HashSet<String>>,
+}
+
+impl TrackingRelay {
+    fn active_groups(&self) -> Vec<String> {
+        lock(&self.active).iter().cloned().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl Relay for TrackingRelay {
+    async fn push_batch(&self, node: u16, batch: &RelayBatch) -> Vec<RelayResult> {
+        self.inner.push_batch(node, batch).await
+    }
+
+    async fn publish_group(&self, message: &GroupMessage) -> RemoteGroupReport {
+        self.inner.publish_group(message).await
+    }
+
+    async fn kick(&self, node: u16, request: &KickRequest) -> RelayResult {
+        self.inner.kick(node, request).await
+    }
+
+    fn group_active(&self, group: &str) {
+        lock(&self.active).insert(group.to_owned());
+        self.inner.group_active(group);
+    }
+
+    fn group_inactive(&self, group: &str) {
+        lock(&self.active).remove(group);
+        self.inner.group_inactive(group);
+    }
+}
+
+/// What the node and its watch task share.
+#[derive(Debug)]
+struct NodeShared {
+    node_id: u16,
+    keys: Keys,
+    conn: ConnectionManager,
+    routes: Arc<RedisRouteStore>,
+    relay: Arc<TrackingRelay>,
+    lease: Arc<NodeLease>,
+    /// The attached server (for the connection count and a resync).
+    server: OnceLock<Server>,
+    /// Whether the last look at Redis succeeded.
+    redis_up: AtomicBool,
+    /// Times Redis came back with its data lost and this node wrote its state again.
+    resyncs: AtomicU64,
+}
+
+/// Most commands in one pipeline of a resync.
+const RESYNC_BATCH: usize = 512;
+
+/// One node of a cluster on Redis: its registry lease, its route store, group log and
+/// relay, and a task that keeps its state in Redis. See the [module docs](self).
+#[derive(Debug)]
+pub struct ClusterNode {
+    shared: Arc<NodeShared>,
+    group_log: Arc<RedisGroupLog>,
+    stop: CancellationToken,
+    watch: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ClusterNode {
+    /// Validates `config`, connects to Redis, registers the node (its heartbeat starts),
+    /// starts the relay (subscribed to this node's inbox), and starts the watch task, all
+    /// on the current runtime. Give [`ClusterNode::route_store`],
+    /// [`ClusterNode::group_log`] and [`ClusterNode::relay`] to the server and group
+    /// layer, then [`ClusterNode::attach`] the server.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a value out of range or a Redis Cluster target (not built
+    /// in this build), [`Error::Redis`] if Redis cannot be reached,
+    /// [`Error::NodeIdTaken`] if a live node holds `node_id`.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the registration, the node entry expires after one node TTL
+    /// (the id stays taken until then); nothing else is left behind.
+    pub async fn start(config: ClusterConfig) -> Result<ClusterNode> {
+        config.validate()?;
+        let url = match &config.target {
+            RedisTarget::Single(url) => url.clone(),
+            RedisTarget::Cluster(_) => {
+                return Err(Error::Config(
+                    "Redis Cluster support is not built in this build; use a single Redis \
+                     (--redis / RedisTarget::Single)",
+                ));
+            }
+        };
+        let client = redis::Client::open(url.as_str())?;
+        let conn = crate::connect(&url).await?;
+        let prefix = config.key_prefix.as_str();
+        let lease = NodeRegistry::new(conn.clone())
+            .with_prefix(prefix)
+            .with_ttl(config.node_ttl)?
+            .register(NodeAnnouncement {
+                id: config.node_id,
+                addrs: config.advertise.clone(),
+            })
+            .await?;
+        let routes = RedisRouteStore::new(conn.clone())
+            .with_prefix(prefix)
+            .with_ttl(config.route_ttl)?;
+        let group_log = RedisGroupLog::new(conn.clone()).with_prefix(prefix);
+        let relay = match RedisRelay::start_with(
+            client,
+            conn.clone(),
+            config.node_id,
+            prefix,
+            config.relay_timeout,
+        )
+        .await
+        {
+            Ok(relay) => relay,
+            Err(err) => {
+                // Free the id now rather than one TTL later.
+                if let Err(undo) = lease.deregister().await {
+                    warn!(error = %undo, "node entry not removed after a failed start");
+                }
+                return Err(err);
+            }
+        };
+        let shared = Arc::new(NodeShared {
+            node_id: config.node_id,
+            keys: Keys::new(prefix),
+            conn,
+            routes: Arc::new(routes),
+            relay: Arc::new(TrackingRelay {
+                inner: relay,
+                active: Mutex::new(HashSet::new()),
+            }),
+            lease: Arc::new(lease),
+            server: OnceLock::new(),
+            redis_up: AtomicBool::new(true),
+            resyncs: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let period = (config.node_ttl / 3).max(Duration::from_millis(10));
+        let watch = tokio::spawn(watch(shared.clone(), period, stop.clone()));
+        info!(
+            node = config.node_id,
+            route_ttl_ms = config.route_ttl.as_millis() as u64,
+            node_ttl_ms = config.node_ttl.as_millis() as u64,
+            "joined the cluster"
+        );
+        Ok(ClusterNode {
+            shared,
+            group_log: Arc::new(group_log),
+            stop,
+            watch: Mutex::new(Some(watch)),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u16 {
+        self.shared.node_id
+    }
+
+    /// The shared route store, for `ServerBuilder::route_store`.
+    pub fn route_store(&self) -> Arc<dyn RouteStore> {
+        self.shared.routes.clone()
+    }
+
+    /// The shared group log, for `GroupRegistry::with_group_log`.
+    pub fn group_log(&self) -> Arc<dyn GroupLog> {
+        self.group_log.clone()
+    }
+
+    /// The relay, for both `ServerBuilder::relay` and `GroupRegistry::with_relay` (one
+    /// relay, so that group hints and deliveries reach the same nodes).
+    pub fn relay(&self) -> Arc<dyn Relay> {
+        self.shared.relay.clone()
+    }
+
+    /// Connects the node to its server: relay messages for this node go to the server's
+    /// `RelayInbox`, the registry entry's connection count follows the server's hub, and
+    /// a Redis restart re-writes the server's routes. Once: later calls are ignored.
+    pub fn attach(&self, server: &Server) {
+        if server.config().node_id() != self.shared.node_id {
+            warn!(
+                cluster = self.shared.node_id,
+                server = server.config().node_id(),
+                "cluster node attached to a server with another node id"
+            );
+        }
+        self.shared.relay.inner.attach(server.relay_inbox());
+        let _ = self.shared.server.set(server.clone());
+    }
+
+    /// Whether the last look at Redis (every heartbeat interval) succeeded.
+    pub fn redis_available(&self) -> bool {
+        self.shared.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// Times Redis came back with a new run id and this node wrote its routes and group
+    /// memberships again.
+    pub fn resyncs(&self) -> u64 {
+        self.shared.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// Whether another instance took this node's id (after this one's entry expired):
+    /// the node should stop serving.
+    pub fn lease_lost(&self) -> bool {
+        self.shared.lease.is_lost()
+    }
+
+    /// Phase 1 of a shutdown: marks the node draining in the registry, at once.
+    ///
+    /// # Errors
+    /// Redis could not be reached (the flag is written by the next heartbeat), or
+    /// another instance holds the id.
+    ///
+    /// # Cancel safety
+    /// Cancel safe (see `NodeLease::set_draining`).
+    pub async fn drain(&self) -> Result<()> {
+        self.shared.lease.set_draining(true).await
+    }
+
+    /// The end of a shutdown, after the server's (which unregistered its routes): stops
+    /// the watch task, stops the relay (unsubscribes: this node is `Offline` to the
+    /// others from then on), and removes the node's registry entry.
+    ///
+    /// # Errors
+    /// The entry could not be removed (it then expires after one node TTL).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a cancelled shutdown may leave the entry to expire on its own.
+    pub async fn shutdown(self) -> Result<()> {
+        self.stop.cancel();
+        let watch = lock(&self.watch).take();
+        if let Some(watch) = watch {
+            let _ = watch.await;
+        }
+        self.shared.relay.inner.shutdown().await;
+        let shared = self.shared.clone();
+        drop(self);
+        // The watch task has ended, so the node holds the only handle to the lease
+        // unless a clone of the shared state is still alive somewhere.
+        match Arc::try_unwrap(shared).map(|shared| Arc::try_unwrap(shared.lease)) {
+            Ok(Ok(lease)) => lease.deregister().await,
+            _ => {
+                warn!("node lease still shared at shutdown; its entry expires after one TTL");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Every `period`: feeds the connection count to the lease, and looks at Redis's run
+/// id; a new one after a known one means Redis restarted and lost this node's state,
+/// which is written again at once.
+async fn watch(shared: Arc<NodeShared>, period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known_run_id: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Some(server) = shared.server.get() {
+            shared.lease.set_connections(server.hub().len() as u64);
+        }
+        let run_id = tokio::select! {
+            _ = stop.cancelled() => return,
+            run_id = redis_run_id(&shared.conn) => run_id,
+        };
+        match run_id {
+            Ok(run_id) => {
+                if !shared.redis_up.swap(true, Ordering::Relaxed) {
+                    info!("redis reachable again");
+                }
+                let restarted = known_run_id.as_ref().is_some_and(|known| *known != run_id);
+                if restarted {
+                    warn!("redis restarted (new run id): writing this node's state again");
+                    match resync(&shared).await {
+                        Ok(()) => {
+                            shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Keep the old run id: the next tick tries again.
+                        Err(err) => {
+                            warn!(error = %err, "resync failed; retrying next period");
+                            continue;
+                        }
+                    }
+                }
+                known_run_id = Some(run_id);
+            }
+            Err(err) => {
+                if shared.redis_up.swap(false, Ordering::Relaxed) {
+                    warn!(error = %err, "redis unreachable; remote pushes fail until it is back");
+                }
+            }
+        }
+    }
+}
+
+/// The crate's error inside a [`longconn_server::RouteStoreError`] from our own store.
+fn from_store(err: longconn_server::RouteStoreError) -> Error {
+    match err.0.downcast::<Error>() {
+        Ok(err) => *err,
+        Err(other) => Error::Malformed {
+            key: "routes".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Redis's `run_id` (`INFO server`): a new value means a new process, without the old
+/// one's data unless it persisted them.
+async fn redis_run_id(conn: &ConnectionManager) -> Result<String> {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| Error::Malformed {
+            key: "INFO server".into(),
+            reason: "no run_id".into(),
+        })
+}
+
+/// Writes every local route (the refresh script: only where absent or ours) and every
+/// local group membership again, a pipeline per [`RESYNC_BATCH`].
+async fn resync(shared: &NodeShared) -> Result<()> {
+    if let Some(server) = shared.server.get() {
+        let node = shared.node_id;
+        let routes: Vec<_> = server
+            .hub()
+            .devices()
+            .into_iter()
+            .map(|(device, conn_id)| (device, Route { conn_id, node }))
+            .collect();
+        for chunk in routes.chunks(RESYNC_BATCH) {
+            shared.routes.refresh(chunk).await.map_err(from_store)?;
+        }
+    }
+    // A group the layer leaves meanwhile may be added back here: its set then names
+    // this node until the next leave; a publish to it reaches nobody here (harmless).
+    let groups = shared.relay.active_groups();
+    for chunk in groups.chunks(RESYNC_BATCH) {
+        let mut pipe = redis::Pipeline::with_capacity(chunk.len());
+        for group in chunk {
+            pipe.cmd("SADD")
+                .arg(shared.keys.group_nodes(group))
+                .arg(shared.node_id)
+                .ignore();
+        }
+        let mut conn = shared.conn.clone();
+        pipe.exec_async(&mut conn).await?;
+    }
+    info!(groups = groups.len(), "node state written again after a redis restart");
+    Ok(())
+}
