@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use longconn_server::{
-    GroupLog, GroupMessage, KickRequest, Relay, RelayBatch, RelayResult, RemoteGroupReport,
-    Route, RouteStore, Server,
+    GroupLog, GroupMessage, KickRequest, Relay, RelayBatch, RelayResult, RemoteGroupReport, Route,
+    RouteStore, Server,
 };
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
@@ -121,7 +121,8 @@ impl ClusterConfig {
     /// # Errors
     /// [`Error::Config`] naming the first value out of range.
     pub fn validate(&self) -> Result<()> {
-        let check = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::Config(what)) };
+        let check =
+            |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(Error::Config(what)) };
         match &self.target {
             RedisTarget::Single(url) => check(!url.is_empty(), "the redis url is empty")?,
             RedisTarget::Cluster(urls) => check(
@@ -130,8 +131,14 @@ impl ClusterConfig {
             )?,
         }
         let ttl_ok = |ttl: Duration| (Self::MIN_TTL..=Self::MAX_TTL).contains(&ttl);
-        check(ttl_ok(self.route_ttl), "route ttl must be from 30 ms to 1 hour")?;
-        check(ttl_ok(self.node_ttl), "node ttl must be from 30 ms to 1 hour")?;
+        check(
+            ttl_ok(self.route_ttl),
+            "route ttl must be from 30 ms to 1 hour",
+        )?;
+        check(
+            ttl_ok(self.node_ttl),
+            "node ttl must be from 30 ms to 1 hour",
+        )?;
         check(
             (Duration::from_millis(1)..=Self::MAX_RELAY_TIMEOUT).contains(&self.relay_timeout),
             "relay timeout must be from 1 ms to 60 s",
@@ -527,6 +534,9 @@ async fn resync(shared: &NodeShared) -> Result<()> {
         let mut conn = shared.conn.clone();
         pipe.exec_async(&mut conn).await?;
     }
-    info!(groups = groups.len(), "node state written again after a redis restart");
+    info!(
+        groups = groups.len(),
+        "node state written again after a redis restart"
+    );
     Ok(())
 }

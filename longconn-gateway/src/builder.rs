@@ -467,9 +467,7 @@ impl GatewayBuilder {
 /// The addresses a node advertises when none are configured: each bound connection
 /// listener by its label (the HTTP listener is not for clients). A wildcard address
 /// (`0.0.0.0`, `::`) is advertised as it is, with a warning: clients cannot reach it.
-fn advertised(
-    bound: &[(&'static str, SocketAddr)],
-) -> std::collections::BTreeMap<String, String> {
+fn advertised(bound: &[(&'static str, SocketAddr)]) -> std::collections::BTreeMap<String, String> {
     let mut addrs = std::collections::BTreeMap::new();
     for &(label, addr) in bound {
         if label == ListenerKind::Http.label() || addrs.contains_key(label) {

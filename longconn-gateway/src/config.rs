@@ -113,7 +113,9 @@ fn parse_advertised(s: &str) -> Result<(String, String), String> {
         Some((name, addr)) if !name.is_empty() && !addr.is_empty() => {
             Ok((name.to_owned(), addr.to_owned()))
         }
-        _ => Err(format!("`{s}` is not NAME=ADDRESS (like tcp=10.0.0.5:7100)")),
+        _ => Err(format!(
+            "`{s}` is not NAME=ADDRESS (like tcp=10.0.0.5:7100)"
+        )),
     }
 }
 

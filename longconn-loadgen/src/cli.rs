@@ -46,6 +46,11 @@ pub struct Common {
         value_name = "URL[,URL..]"
     )]
     pub api: ApiBases,
+    /// Connects per second over all processes in phases without a rate of their own
+    /// (unicast, multicast, request) [default: 2,000 per process; raw subscribers
+    /// 4,000 per process].
+    #[arg(long, global = true, value_name = "PER_S", value_parser = positive_rate)]
+    pub connect_rate: Option<f64>,
     /// Devices per `POST /v1/push/devices` in unicast phases.
     #[arg(long, global = true, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch: u32,
@@ -235,6 +240,13 @@ impl Mode {
     }
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
 /// An inclusive range of IPv4 source addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpRange {
@@ -391,6 +403,7 @@ mod tests {
                 "empty API base",
             ),
             (&["unicast", "--batch", "0"], "batch"),
+            (&["unicast", "--connect-rate", "0"], "positive"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -187,7 +187,10 @@ impl LoadCtx {
         };
         let rate = match phase {
             Phase::Connect { rate, .. } => *rate / f64::from(self.slot.count),
-            _ => DEFAULT_CONNECT_RATE,
+            _ => self
+                .common
+                .connect_rate
+                .map_or(DEFAULT_CONNECT_RATE, |r| r / f64::from(self.slot.count)),
         };
         let ramp = Instant::now();
         let members = self.connect_all(phase.connections(), rate, groups).await;

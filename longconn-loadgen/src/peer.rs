@@ -386,7 +386,11 @@ impl LoadCtx {
         groups: u32,
     ) -> Vec<(usize, tokio::task::JoinHandle<()>)> {
         let share: Vec<u32> = self.slot.share(members).collect();
-        let interval = Duration::from_secs_f64(1.0 / 4000.0);
+        let per_s = self
+            .common
+            .connect_rate
+            .map_or(4000.0, |r| r / f64::from(self.slot.count));
+        let interval = Duration::from_secs_f64(1.0 / per_s);
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (n, index) in share.into_iter().enumerate() {
