@@ -8,7 +8,7 @@
 #
 #   connect         CONNS logged-in TCP connections over NODES nodes, held HOLD_S s:
 #                   gateway RSS per connection (sum over nodes, before and while held),
-#                   Redis memory per route
+#                   Redis memory per route, Redis CPU while the connections idle
 #   unicast         CONNS devices on every node, batched unicast through node 1's HTTP
 #                   API only: pushes/s, reach, p50/p99, `unknown`; Redis CPU per 1,000
 #                   pushes (loadgen --server-pid on redis-server: utime+stime from Go to
@@ -27,11 +27,11 @@
 #
 # Environment (defaults in brackets): CONNS [100000], NODES [6], PROCS [6] loadgen
 # processes (each holds at most 20,000 fds), SOURCES [60] source addresses per step
-# (127.0.<step>.2 ..), CONNECT_RATE [3000]/s, HOLD_S [30] (at least 5: the sample is
-# taken while held), SMALL [15000],
+# (127.0.<step>.2 ..), CONNECT_RATE [3000]/s, HOLD_S [40] (the samples are taken
+# while held: at least IDLE_S + 10), IDLE_S [10] s of Redis CPU sampled while idle, SMALL [15000],
 # UNI_MESSAGES [5], UNI_RATE [150000] pushes/s offered, BATCH [500], PUBLISHERS [8]
 # HTTP calls in flight, FANOUT_GROUPS [1], FANOUT_MESSAGES [20], FANOUT_RATE [2]
-# publishes/s, GAP_S [60], LOCK [unset], BUILD [1], OUT [target/bench-cluster].
+# publishes/s, FANOUT_PUBLISHERS [4] publishes in flight, GAP_S [60], LOCK [unset], BUILD [1], OUT [target/bench-cluster].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-100000}
@@ -39,7 +39,8 @@ NODES=${NODES:-6}
 PROCS=${PROCS:-6}
 SOURCES=${SOURCES:-60}
 CONNECT_RATE=${CONNECT_RATE:-3000}
-HOLD_S=${HOLD_S:-30}
+HOLD_S=${HOLD_S:-40}
+IDLE_S=${IDLE_S:-10}
 SMALL=${SMALL:-15000}
 UNI_MESSAGES=${UNI_MESSAGES:-5}
 UNI_RATE=${UNI_RATE:-150000}
@@ -48,10 +49,11 @@ PUBLISHERS=${PUBLISHERS:-8}
 FANOUT_GROUPS=${FANOUT_GROUPS:-1}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-20}
 FANOUT_RATE=${FANOUT_RATE:-2}
+FANOUT_PUBLISHERS=${FANOUT_PUBLISHERS:-4}
 GAP_S=${GAP_S:-60}
 OUT=${OUT:-target/bench-cluster}
-export CONNS NODES PROCS SOURCES CONNECT_RATE HOLD_S SMALL UNI_MESSAGES UNI_RATE BATCH \
-    PUBLISHERS FANOUT_GROUPS FANOUT_MESSAGES FANOUT_RATE OUT
+export CONNS NODES PROCS SOURCES CONNECT_RATE HOLD_S IDLE_S SMALL UNI_MESSAGES UNI_RATE BATCH \
+    PUBLISHERS FANOUT_GROUPS FANOUT_MESSAGES FANOUT_RATE FANOUT_PUBLISHERS OUT
 REDIS_PORT=6390
 mkdir -p "$OUT"
 
@@ -77,7 +79,8 @@ if c:
           f"{c['connect_p99_ms']:.1f} ms; gateway RSS {c['rss_before_kb']/1024:,.0f} -> "
           f"{c['rss_held_kb']/1024:,.0f} MB = {c['bytes_per_conn']:,.0f} B per connection "
           f"(user space, all nodes); Redis {c['redis_bytes_per_route']:,.0f} B per route "
-          f"({c['routes']:,} keys)")
+          f"({c['routes']:,} keys); Redis CPU while they idle: {c['redis_idle_cpu_per_s']:.3f} s/s"
+          f" ({c['idle_held']:,} still held at its end)")
 print("| run | devices | nodes | pushes sent | received/s | reach | unknown | p50 / p99 ms | batch RTT p50 / p99 ms | Redis CPU s per 1,000 pushes |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for name in ("unicast", "unicast-small", "unicast-single"):
@@ -162,6 +165,9 @@ connections() { # summed /healthz connection counts (cheap: no interpreter per c
     done
     echo "$sum"
 }
+cpu_ticks() { # utime + stime of a process, clock ticks (100/s)
+    awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
+}
 commandstats() { redis info commandstats | tr -d '\r' | grep '^cmdstat_'; }
 
 case "$STEP" in
@@ -191,19 +197,23 @@ connect)
     rss_held=$(rss_kb "${GW_PIDS[@]}")
     redis_held=$(redis info memory | tr -d '\r' | awk -F: '$1 == "used_memory" {print $2}')
     routes=$(redis dbsize)
+    # Redis's own CPU while the connections sit idle (route refreshes, heartbeats).
+    idle_from=$(cpu_ticks "$REDIS_PID"); sleep "$IDLE_S"; idle_to=$(cpu_ticks "$REDIS_PID")
+    idle_held=$(connections)
     wait "$lg" || true
     tail -n 1 "$DIR/loadgen.out" >"$DIR/summary.json"
     cluster_down
     python3 - "$DIR/summary.json" "$held" "$rss_before" "$rss_held" "$redis_before" "$redis_held" \
-        "$routes" >"$OUT/connect.json" <<'PY'
+        "$routes" "$((idle_to - idle_from))" "$IDLE_S" "$idle_held" >"$OUT/connect.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-held, rb, rh, mb, mh, routes = (int(x) for x in sys.argv[2:])
+held, rb, rh, mb, mh, routes, idle_ticks, idle_s, idle_held = (int(x) for x in sys.argv[2:])
 import os
 print(json.dumps({"conns": int(os.environ["CONNS"]), "nodes": int(os.environ["NODES"]),
     "established": s["established"], "held": held, "rss_before_kb": rb, "rss_held_kb": rh,
     "bytes_per_conn": (rh - rb) * 1024 / max(held, 1),
     "redis_bytes_per_route": (mh - mb) / max(held, 1), "routes": routes,
+    "redis_idle_cpu_per_s": idle_ticks / 100 / idle_s, "idle_held": idle_held,
     "connect_p50_ms": s["connect_latency_us"]["p50"] / 1000,
     "connect_p99_ms": s["connect_latency_us"]["p99"] / 1000, "summary": s}))
 PY
@@ -248,7 +258,7 @@ fanout)
     commandstats >"$DIR/commandstats.before"
     raw_targets=${TARGETS//tcp:/raw:}
     timeout $((CONNS / 1000 + 300)) "${LG[@]}" --target "$raw_targets" --api "$API1" \
-        --server-pid "$REDIS_PID" \
+        --server-pid "$REDIS_PID" --publishers "$FANOUT_PUBLISHERS" \
         multicast --members "$CONNS" --groups "$FANOUT_GROUPS" --messages "$FANOUT_MESSAGES" \
         --rate "$FANOUT_RATE" >"$DIR/loadgen.out" 2>"$DIR/loadgen.err" || true
     commandstats >"$DIR/commandstats.after"
