@@ -575,4 +575,39 @@ mod tests {
         }
         assert_eq!(json["phases"].as_array().unwrap().len(), 1);
     }
+
+    #[test]
+    fn per_target_counts_add_up_by_position_and_refuse_another_order() {
+        let report = |targets: &[(&str, u64, u64, u64)]| Report {
+            per_target: targets
+                .iter()
+                .map(|&(target, established, received, expected)| TargetCounts {
+                    target: target.into(),
+                    established,
+                    received,
+                    expected,
+                    reach_rate: 0.0,
+                })
+                .collect(),
+            ..Report::default()
+        };
+        let a = report(&[("tcp://a", 5, 10, 10), ("tcp://b", 5, 6, 10)]);
+        let b = report(&[("tcp://a", 4, 8, 8), ("tcp://b", 4, 8, 8)]);
+        let s = merge("sc", "unicast", "tcp://a,tcp://b", &[a.clone(), b], 1.0).unwrap();
+        let got: Vec<_> = s
+            .per_target
+            .iter()
+            .map(|t| (t.target.as_str(), t.established, t.received, t.expected))
+            .collect();
+        assert_eq!(got, [("tcp://a", 9, 18, 18), ("tcp://b", 9, 14, 18)]);
+        assert!((s.per_target[1].reach_rate - 14.0 / 18.0).abs() < 1e-9);
+
+        let swapped = report(&[("tcp://b", 1, 1, 1), ("tcp://a", 1, 1, 1)]);
+        let err = merge("sc", "unicast", "x", &[a, swapped], 1.0).unwrap_err();
+        assert!(err.contains("target order"), "{err}");
+
+        let one = report(&[("tcp://a", 3, 3, 3)]);
+        let s = merge("sc", "unicast", "tcp://a", &[one], 1.0).unwrap();
+        assert!(s.per_target.is_empty(), "one target: no breakdown");
+    }
 }
