@@ -12,6 +12,9 @@
 //! - [`RedisRelay`] implements [`longconn_server::Relay`]: one pub/sub inbox channel per
 //!   node, request/answer with correlation ids and a bounded wait, and per group the set
 //!   of nodes with members.
+//! - [`ClusterNode`] is what a gateway holds: one [`ClusterNode::start`] builds all of
+//!   the above from a [`ClusterConfig`], and the node keeps its connection count, its
+//!   draining flag and, after a Redis restart, its routes and group memberships in Redis.
 //!
 //! The key schema, TTLs and encodings are in `docs/CLUSTER.md`.
 //!

@@ -6,9 +6,12 @@
 //!
 //! - its registry entry's connection count follows the attached server's hub;
 //! - it watches Redis (every heartbeat interval): when Redis comes back with a new run
-//!   id (restarted, so its data is gone), it writes every local route and every local
-//!   group membership (`{prefix}gn:{group}`) again at once, instead of waiting for the
-//!   next route refresh (routes) or the next first join (groups, which have no refresh).
+//!   id (restarted, so its data is gone), or after the watch found it unreachable (group
+//!   hints sent meanwhile were lost), it writes every local route and every local group
+//!   membership (`{prefix}gn:{group}`) again at once, instead of waiting for the next
+//!   route refresh (routes) or the next first join (groups, which have no refresh). An
+//!   outage shorter than one watch period goes unseen: its lost hints stay lost until
+//!   Redis restarts or the group's next first join (docs/CLUSTER.md).
 //!   The node entry comes back with the next heartbeat, the relay re-subscribes by
 //!   itself, and group positions start a new epoch.
 //!
@@ -207,6 +210,28 @@ impl Relay for TrackingRelay {
     }
 }
 
+/// Connection attempts after the first when Redis is lost: one, 100 ms later. A call
+/// made while Redis is down waits for the attempts in progress, so they are few: a push
+/// that needs Redis fails within about one connection timeout
+/// ([`crate::CONNECTION_TIMEOUT`]; at once when the port refuses), instead of after
+/// redis-rs's default six attempts over about six seconds. The next call tries again,
+/// and so does the watch task every heartbeat interval.
+const RECONNECT_RETRIES: usize = 1;
+/// Wait before the retry of [`RECONNECT_RETRIES`].
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// A [`ConnectionManager`] like [`crate::connect`]'s, with few reconnection attempts per
+/// outage call ([`RECONNECT_RETRIES`]).
+async fn connect_failing_fast(client: redis::Client) -> Result<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(crate::RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(crate::CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_DELAY)
+        .set_max_delay(RECONNECT_DELAY * 4);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
 /// What the node and its watch task share.
 #[derive(Debug)]
 struct NodeShared {
@@ -220,7 +245,8 @@ struct NodeShared {
     server: OnceLock<Server>,
     /// Whether the last look at Redis succeeded.
     redis_up: AtomicBool,
-    /// Times Redis came back with its data lost and this node wrote its state again.
+    /// Times Redis came back (restarted, or after an outage) and this node wrote its
+    /// state again.
     resyncs: AtomicU64,
 }
 
@@ -264,7 +290,7 @@ impl ClusterNode {
             }
         };
         let client = redis::Client::open(url.as_str())?;
-        let conn = crate::connect(&url).await?;
+        let conn = connect_failing_fast(client.clone()).await?;
         let prefix = config.key_prefix.as_str();
         let lease = NodeRegistry::new(conn.clone())
             .with_prefix(prefix)
@@ -368,8 +394,8 @@ impl ClusterNode {
         self.shared.redis_up.load(Ordering::Relaxed)
     }
 
-    /// Times Redis came back with a new run id and this node wrote its routes and group
-    /// memberships again.
+    /// Times Redis came back (with a new run id, or after the watch found it
+    /// unreachable) and this node wrote its routes and group memberships again.
     pub fn resyncs(&self) -> u64 {
         self.shared.resyncs.load(Ordering::Relaxed)
     }
@@ -449,12 +475,18 @@ async fn watch(shared: Arc<NodeShared>, period: Duration, stop: CancellationToke
         };
         match run_id {
             Ok(run_id) => {
-                if !shared.redis_up.swap(true, Ordering::Relaxed) {
+                let was_down = !shared.redis_up.swap(true, Ordering::Relaxed);
+                if was_down {
                     info!("redis reachable again");
                 }
                 let restarted = known_run_id.as_ref().is_some_and(|known| *known != run_id);
-                if restarted {
-                    warn!("redis restarted (new run id): writing this node's state again");
+                // After an outage without a restart, group hints sent meanwhile were
+                // lost (and routes may have expired): write the state again as well.
+                if restarted || was_down {
+                    warn!(
+                        restarted,
+                        "redis back after an outage: writing this node's state again"
+                    );
                     match resync(&shared).await {
                         Ok(()) => {
                             shared.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -539,4 +571,70 @@ async fn resync(shared: &NodeShared) -> Result<()> {
         "node state written again after a redis restart"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single() -> ClusterConfig {
+        ClusterConfig::new(RedisTarget::Single("redis://127.0.0.1:6379/".into()), 3)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let config = single();
+        config.validate().unwrap();
+        assert_eq!(config.route_ttl, Duration::from_secs(30));
+        assert!(
+            config.route_ttl <= Duration::from_secs(30),
+            "issue 13: at most 30 s"
+        );
+        assert_eq!(config.node_ttl, Duration::from_secs(15));
+        assert_eq!(config.relay_timeout, Duration::from_secs(2));
+        assert_eq!(config.key_prefix, "lc:");
+        assert!(config.advertise.is_empty());
+    }
+
+    #[test]
+    fn values_out_of_range_are_named() {
+        type Change = fn(&mut ClusterConfig);
+        let cases: [(Change, &str); 8] = [
+            (|c| c.route_ttl = Duration::from_millis(29), "route ttl"),
+            (|c| c.route_ttl = Duration::from_secs(3601), "route ttl"),
+            (|c| c.node_ttl = Duration::ZERO, "node ttl"),
+            (|c| c.relay_timeout = Duration::ZERO, "relay timeout"),
+            (|c| c.key_prefix = "a b".into(), "key prefix"),
+            (
+                |c| c.target = RedisTarget::Single(String::new()),
+                "redis url",
+            ),
+            (|c| c.target = RedisTarget::Cluster(Vec::new()), "seed url"),
+            (
+                |c| {
+                    c.advertise.insert("tcp".into(), String::new());
+                },
+                "advertised",
+            ),
+        ];
+        for (change, named) in cases {
+            let mut config = single();
+            change(&mut config);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{err} should name {named}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redis_cluster_target_is_refused_before_connecting() {
+        let mut config = single();
+        config.target = RedisTarget::Cluster(vec!["redis://127.0.0.1:1/".into()]);
+        let err = ClusterNode::start(config).await.unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("Redis Cluster support is not built"),
+            "{err}"
+        );
+    }
 }

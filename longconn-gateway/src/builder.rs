@@ -324,6 +324,14 @@ impl GatewayBuilder {
             cluster
                 .validate()
                 .map_err(|e| config(format!("cluster: {e}")))?;
+            if cluster.relay_timeout >= self.server.relay_timeout() {
+                warn!(
+                    cluster = ?cluster.relay_timeout,
+                    server = ?self.server.relay_timeout(),
+                    "the cluster's relay timeout is not below the server's: a silent node \
+                     is then reported by the server's timeout rather than the relay's"
+                );
+            }
         }
         let authenticator = match self.authenticator {
             Some(authenticator) => authenticator,

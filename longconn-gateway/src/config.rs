@@ -882,6 +882,78 @@ slow_consumer_policy = "disconnect"
     }
 
     #[test]
+    fn cluster_flags_and_the_cluster_section() {
+        let s = GatewaySettings::resolve(cli(&[])).unwrap();
+        assert!(s.cluster.is_none(), "no Redis: a single node on memory");
+
+        let s = GatewaySettings::resolve(cli(&[
+            "--node-id",
+            "4",
+            "--redis",
+            "redis://10.0.0.9:6379/",
+            "--advertise",
+            "tcp=203.0.113.7:7100,ws=ws://203.0.113.7:7101/ws",
+        ]))
+        .unwrap();
+        let cluster = s.cluster.unwrap();
+        assert_eq!(cluster.node_id, 4, "the server's node id");
+        assert_eq!(
+            cluster.target,
+            RedisTarget::Single("redis://10.0.0.9:6379/".into())
+        );
+        assert_eq!(cluster.advertise["tcp"], "203.0.113.7:7100");
+        assert_eq!(cluster.advertise["ws"], "ws://203.0.113.7:7101/ws");
+        assert_eq!(cluster.route_ttl, ClusterConfig::DEFAULT_ROUTE_TTL);
+
+        let dir = std::env::temp_dir().join(format!("lc-gw-cluster-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nredis_cluster = [\"redis://a:7000\", \"redis://b:7000\"]\n\
+             key_prefix = \"blue:\"\nroute_ttl_ms = 12000\nnode_ttl_ms = 6000\n\
+             relay_timeout_ms = 500\nadvertise = { tcp = \"10.0.0.5:7100\" }\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cluster = GatewaySettings::resolve(cli(&["--config", file]))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(
+            cluster.target,
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7000".into()])
+        );
+        assert_eq!(cluster.key_prefix, "blue:");
+        assert_eq!(cluster.route_ttl, Duration::from_secs(12));
+        assert_eq!(cluster.node_ttl, Duration::from_secs(6));
+        assert_eq!(cluster.relay_timeout, Duration::from_millis(500));
+        assert_eq!(cluster.advertise["tcp"], "10.0.0.5:7100");
+        // The flag wins over the file's target.
+        let cluster = GatewaySettings::resolve(cli(&["--config", file, "--redis", "redis://c/"]))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(cluster.target, RedisTarget::Single("redis://c/".into()));
+
+        std::fs::write(
+            &path,
+            "[cluster]\nredis = \"redis://a/\"\nroute_ttl_ms = 1\n",
+        )
+        .unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", file])).unwrap_err();
+        assert!(err.to_string().contains("route ttl"), "{err}");
+        std::fs::write(&path, "[cluster]\nroute_ttl_ms = 5000\n").unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", file])).unwrap_err();
+        assert!(err.to_string().contains("without --redis"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(Cli::try_parse_from(["gateway", "--redis", "a", "--redis-cluster", "b"]).is_err());
+        let err = Cli::try_parse_from(["gateway", "--advertise", "tcp"]).unwrap_err();
+        assert!(err.to_string().contains("NAME=ADDRESS"), "{err}");
+    }
+
+    #[test]
     fn bad_listen_values_are_explained() {
         let err = Cli::try_parse_from(["gateway", "--tcp", "nowhere"]).unwrap_err();
         assert!(err.to_string().contains("neither an address"), "{err}");

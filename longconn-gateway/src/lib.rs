@@ -247,7 +247,8 @@ impl Gateway {
     /// Graceful shutdown: drains every session (until the builder's shutdown deadline),
     /// then stops the HTTP side. A cluster node first marks itself draining in the
     /// registry; the server's drain unregisters its routes (compare-and-delete) before
-    /// it returns; then the relay stops and the node entry is removed.
+    /// it returns; then the relay stops and the node entry is removed; the HTTP side
+    /// stops last.
     pub async fn shutdown(mut self) -> ShutdownReport {
         if let Some(node) = &self.cluster {
             if let Err(err) = node.drain().await {
@@ -255,15 +256,18 @@ impl Gateway {
             }
         }
         let report = self.server.shutdown(self.shutdown_deadline).await;
-        self.stop_http.cancel();
-        if let Some(task) = self.http_task.take() {
-            let _ = task.await;
-        }
+        // Before the HTTP thread stops: redis-rs re-establishes a lost connection on the
+        // runtime of the call that found it broken, which may be the HTTP thread's, and
+        // the connection dies with that runtime.
         if let Some(node) = self.cluster.take() {
             match node.shutdown().await {
                 Ok(()) => tracing::info!("cluster: node deregistered"),
                 Err(err) => tracing::warn!(error = %err, "cluster: node entry not removed"),
             }
+        }
+        self.stop_http.cancel();
+        if let Some(task) = self.http_task.take() {
+            let _ = task.await;
         }
         report
     }

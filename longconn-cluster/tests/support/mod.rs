@@ -93,15 +93,7 @@ impl RedisServer {
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
+            let mut child = spawn_on(port);
             if wait_for_pong(port, &mut child) {
                 return Some(RedisServer { child, port });
             }
@@ -109,6 +101,29 @@ impl RedisServer {
             let _ = child.wait();
         }
         panic!("redis-server did not answer PING on any of 5 ports");
+    }
+
+    /// Kills the server (SIGKILL: its data are gone, as after a crash without
+    /// persistence); [`RedisServer::restart`] starts a new one on the same port.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new, empty redis-server on the same port (after [`RedisServer::kill`]).
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            let mut child = spawn_on(self.port);
+            if wait_for_pong(self.port, &mut child) {
+                self.child = child;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {}", self.port);
     }
 
     pub(crate) fn url(&self) -> String {
@@ -144,6 +159,18 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_on(port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
 }
 
 fn wait_for_pong(port: u16, child: &mut Child) -> bool {
