@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use super::scenario::{Phase, Scenario};
+use super::spread::{ApiBases, Targets};
 use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 
 /// `loadgen`: simulated users against a longconn gateway. The last line of stdout is a
@@ -27,11 +28,32 @@ pub struct Common {
     /// Gateway endpoint: tcp://, tls://, ws://, wss:// or quic://host:port[/ws]; or a
     /// peer broker for multicast comparisons: nats://ip:port, mqtt://ip:port; or
     /// raw://ip:port, the gateway's TCP port read by a lean raw-protocol subscriber.
-    #[arg(long, global = true, default_value = "tcp://127.0.0.1:7100")]
-    pub target: String,
-    /// The gateway's HTTP API, where pushes are sent.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:7180")]
-    pub api: String,
+    /// Several gateways: a comma-separated list of one kind; device i connects to
+    /// target i mod n.
+    #[arg(
+        long,
+        global = true,
+        default_value = "tcp://127.0.0.1:7100",
+        value_name = "URL[,URL..]"
+    )]
+    pub target: Targets,
+    /// The gateway's HTTP API, where pushes are sent. Several: a comma-separated list,
+    /// used round robin per request (one base sends everything through that node).
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:7180",
+        value_name = "URL[,URL..]"
+    )]
+    pub api: ApiBases,
+    /// Connects per second over all processes in phases without a rate of their own
+    /// (unicast, multicast, request) [default: 2,000 per process; raw subscribers
+    /// 4,000 per process].
+    #[arg(long, global = true, value_name = "PER_S", value_parser = positive_rate)]
+    pub connect_rate: Option<f64>,
+    /// Devices per `POST /v1/push/devices` in unicast phases.
+    #[arg(long, global = true, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
     /// Secret to mint login tokens with [default: the gateway's development secret].
     #[arg(long, global = true)]
     pub token_secret: Option<String>,
@@ -75,7 +97,8 @@ pub struct Common {
     /// each phase (after the drain) are reported as `server_cpu_s`.
     #[arg(long, global = true, value_name = "PID")]
     pub server_pid: Option<u32>,
-    /// Group publishes in flight at once, each on its own keep-alive HTTP connection.
+    /// HTTP calls in flight at once (group publishes, or unicast batches), each on its
+    /// own keep-alive HTTP connection.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub publishers: u16,
     /// No progress bars.
@@ -217,6 +240,13 @@ impl Mode {
     }
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
 /// An inclusive range of IPv4 source addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpRange {
@@ -326,7 +356,7 @@ mod tests {
             "3",
         ])
         .unwrap();
-        assert_eq!(cli.common.target, "ws://127.0.0.1:7101/ws");
+        assert_eq!(cli.common.target.to_string(), "ws://127.0.0.1:7101/ws");
         assert_eq!(cli.common.procs, 3);
         let ips = cli.common.source_ips.unwrap();
         assert_eq!(ips.len(), 39);
@@ -364,10 +394,41 @@ mod tests {
             (&["unicast", "--devices", "-1"], "-1"),
             (&["request", "--ca", "a.pem", "--insecure"], "insecure"),
             (&["nonsense"], "nonsense"),
+            (
+                &["connect", "--target", "tcp://127.0.0.1:1,raw://127.0.0.1:2"],
+                "one kind",
+            ),
+            (
+                &["unicast", "--api", "http://127.0.0.1:1,,"],
+                "empty API base",
+            ),
+            (&["unicast", "--batch", "0"], "batch"),
+            (&["unicast", "--connect-rate", "0"], "positive"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn several_targets_and_apis_parse_as_lists() {
+        let cli = parse(&[
+            "unicast",
+            "--target",
+            "tcp://127.0.0.1:7100,tcp://127.0.0.1:7200",
+            "--api",
+            "http://127.0.0.1:7180,http://127.0.0.1:7280",
+            "--batch",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.target.len(), 2);
+        assert_eq!(cli.common.target.for_client(3).1, "tcp://127.0.0.1:7200");
+        assert_eq!(cli.common.api.all().len(), 2);
+        assert_eq!(cli.common.batch, 1000);
+        let defaults = parse(&["unicast"]).unwrap();
+        assert_eq!(defaults.common.target.urls(), ["tcp://127.0.0.1:7100"]);
+        assert_eq!(defaults.common.api.all(), ["http://127.0.0.1:7180"]);
     }
 
     #[test]

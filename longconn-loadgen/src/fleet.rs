@@ -41,20 +41,19 @@ pub struct LoadCtx {
 /// One simulated device.
 struct Member {
     index: u32,
+    /// Its position in `--target`.
+    target: usize,
     client: Arc<Client>,
     group: Option<String>,
 }
 
 impl LoadCtx {
-    /// The context for `common` as worker `slot`.
+    /// The context for `common` as worker `slot`, counting per target.
     ///
     /// # Errors
     /// A bad token secret or CA file.
-    pub fn new(
-        common: Common,
-        slot: WorkerSlot,
-        recorder: Arc<Recorder>,
-    ) -> Result<LoadCtx, String> {
+    pub fn new(common: Common, slot: WorkerSlot) -> Result<LoadCtx, String> {
+        let recorder = Arc::new(Recorder::with_targets(common.target.len()));
         let (id, secret) = common.token_key();
         let keys =
             TokenKeys::new(TokenKey::new(&id, secret.as_bytes()).map_err(|e| e.to_string())?);
@@ -101,7 +100,7 @@ impl LoadCtx {
             + 24 * 3600;
         let token = Bytes::from(self.keys.mint(&self.common.app, &device, exp));
         let mut config = ClientConfig::new(
-            &self.common.target,
+            self.common.target.for_client(index).1,
             &self.common.app,
             &device,
             Arc::new(StaticToken(token)),
@@ -116,10 +115,11 @@ impl LoadCtx {
     /// Connects one device, counts it, starts its push counter and joins its group.
     async fn connect(&self, index: u32, group: Option<String>) -> Option<Member> {
         let rec = &self.recorder;
+        let target = self.common.target.for_client(index).0;
         rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
         let config = match self.client_config(index) {
             Ok(mut config) => {
-                config.on_push = Some(self.count_pushes(index));
+                config.on_push = Some(self.count_pushes(index, target));
                 config
             }
             Err(err) => {
@@ -137,7 +137,7 @@ impl LoadCtx {
         }
         rec.connect_latency
             .record(index as usize, started.elapsed().as_micros() as u64);
-        rec.bump(&rec.established, "loadgen_connects_established_total");
+        rec.established_on(target);
         metrics::gauge!("loadgen_connected").increment(1.0);
         if let Some(group) = &group {
             if client.join(group).await.is_err() {
@@ -146,6 +146,7 @@ impl LoadCtx {
         }
         Some(Member {
             index,
+            target,
             client: Arc::new(client),
             group,
         })
@@ -154,7 +155,7 @@ impl LoadCtx {
     /// A push handler that counts every push with its latency from the timestamp in the
     /// payload's first 8 bytes. It runs on the client's own task: no channel and no
     /// extra task per push, so the load side stays cheap.
-    fn count_pushes(&self, index: u32) -> PushHandler {
+    fn count_pushes(&self, index: u32, target: usize) -> PushHandler {
         let rec = self.recorder.clone();
         let last = self.last_receive_us.clone();
         Arc::new(move |push| {
@@ -163,7 +164,7 @@ impl LoadCtx {
                 let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
                 rec.latency.record(index as usize, now.saturating_sub(sent));
             }
-            rec.bump(&rec.received, "loadgen_received_total");
+            rec.received_on(target);
             last.fetch_max(now, Ordering::Relaxed);
         })
     }
@@ -177,8 +178,8 @@ impl LoadCtx {
         phase: &Phase,
         link: &mut LoadLink,
     ) -> Result<(), String> {
-        if let Some((peer, addr)) = Peer::from_target(&self.common.target)? {
-            return self.run_peer_phase(peer, addr, phase, link).await;
+        if let Some((peer, _)) = Peer::from_target(self.common.target.first())? {
+            return self.run_peer_phase(peer, phase, link).await;
         }
         let groups = match phase {
             Phase::Multicast { groups, .. } => Some(*groups),
@@ -186,7 +187,10 @@ impl LoadCtx {
         };
         let rate = match phase {
             Phase::Connect { rate, .. } => *rate / f64::from(self.slot.count),
-            _ => DEFAULT_CONNECT_RATE,
+            _ => self
+                .common
+                .connect_rate
+                .map_or(DEFAULT_CONNECT_RATE, |r| r / f64::from(self.slot.count)),
         };
         let ramp = Instant::now();
         let members = self.connect_all(phase.connections(), rate, groups).await;
@@ -196,6 +200,13 @@ impl LoadCtx {
         let go_us = unix_us();
         let go = Instant::now();
         let mut report_extra = (0u64, 0.0f64); // (expected, active seconds)
+        // Pushes each member should receive (push phases).
+        let per_member = match *phase {
+            Phase::Unicast { messages, .. } | Phase::Multicast { messages, .. } => {
+                u64::from(messages)
+            }
+            Phase::Connect { .. } | Phase::Request { .. } => 0,
+        };
         match *phase {
             Phase::Connect { hold, .. } => {
                 tokio::time::sleep(Duration::from_secs_f64(hold)).await;
@@ -231,20 +242,28 @@ impl LoadCtx {
                     .into_iter()
                     .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
                     .collect();
-                return self.finish(members, go_us, report_extra, link).await;
+                return self
+                    .finish(members, go_us, report_extra, per_member, link)
+                    .await;
             }
         }
-        self.finish(members, go_us, report_extra, link).await
+        self.finish(members, go_us, report_extra, per_member, link)
+            .await
     }
 
     /// A multicast phase against a peer broker (see [`super::peer`]).
     async fn run_peer_phase(
         self: &Arc<Self>,
         peer: Peer,
-        addr: std::net::SocketAddr,
         phase: &Phase,
         link: &mut LoadLink,
     ) -> Result<(), String> {
+        let mut addrs = Vec::with_capacity(self.common.target.len());
+        for url in self.common.target.urls() {
+            if let Some((_, addr)) = Peer::from_target(url)? {
+                addrs.push(addr);
+            }
+        }
         let Phase::Multicast {
             members,
             groups,
@@ -257,17 +276,22 @@ impl LoadCtx {
                 phase.kind()
             ));
         };
-        let readers = self.subscribe_peers(peer, addr, members, groups).await;
+        let readers = self.subscribe_peers(peer, &addrs, members, groups).await;
         link.notify(Notice::Ready).await?;
         expect_order(link, Order::Go).await?;
         let go_us = unix_us();
         expect_order(link, Order::End).await?;
         self.drain(u64::from(messages) * readers.len() as u64).await;
-        let connected_at_end = readers.iter().filter(|r| !r.is_finished()).count() as u64;
-        for reader in &readers {
+        let connected_at_end = readers.iter().filter(|(_, r)| !r.is_finished()).count() as u64;
+        for (_, reader) in &readers {
             reader.abort();
         }
-        let report = self.take_report(go_us, connected_at_end, None);
+        let mut report = self.take_report(go_us, connected_at_end, None);
+        for (target, _) in &readers {
+            if let Some(t) = report.per_target.get_mut(*target) {
+                t.expected += u64::from(messages);
+            }
+        }
         link.notify(Notice::Done(report)).await
     }
 
@@ -276,20 +300,29 @@ impl LoadCtx {
     fn take_report(&self, go_us: u64, connected_at_end: u64, active_s: Option<f64>) -> Report {
         let last_receive = self.last_receive_us.swap(0, Ordering::Relaxed);
         let mut report = self.recorder.take();
+        for (t, url) in report.per_target.iter_mut().zip(self.common.target.urls()) {
+            t.target.clone_from(url);
+        }
         report.counts.connected_at_end = connected_at_end;
         report.active_s =
             active_s.unwrap_or_else(|| last_receive.saturating_sub(go_us) as f64 / 1e6);
         report
     }
 
-    /// Counts who is still connected, closes everyone and sends the report.
+    /// Counts who is still connected, closes everyone and sends the report; each
+    /// member's target expects `per_member` pushes.
     async fn finish(
         &self,
         members: Vec<Member>,
         go_us: u64,
         (expected, active_s): (u64, f64),
+        per_member: u64,
         link: &mut LoadLink,
     ) -> Result<(), String> {
+        let mut expected_per_target = vec![0u64; self.common.target.len()];
+        for member in &members {
+            expected_per_target[member.target] += per_member;
+        }
         let connected_at_end = members
             .iter()
             .filter(|m| matches!(*m.client.state().borrow(), ConnState::Connected { .. }))
@@ -311,6 +344,9 @@ impl LoadCtx {
         );
         report.counts.reconnects += reconnects;
         report.counts.expected = expected;
+        for (t, expected) in report.per_target.iter_mut().zip(expected_per_target) {
+            t.expected = expected;
+        }
         link.notify(Notice::Done(report)).await
     }
 
@@ -440,7 +476,12 @@ impl LoadCtx {
                     // connections, so take it back out.
                     let fresh = this.connect(index, group).await;
                     this.recorder.attempted.fetch_sub(1, Ordering::Relaxed);
-                    this.recorder.established.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(fresh) = &fresh {
+                        this.recorder.established.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(t) = this.recorder.targets.get(fresh.target) {
+                            t.established.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
                     if let Some(fresh) = fresh {
                         *slot.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
                     }

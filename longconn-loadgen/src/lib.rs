@@ -16,6 +16,7 @@
 //! - [`fleet`]: the load side (clients); [`publish`]: the driver's HTTP sends.
 //! - [`link`]: driver-load messages, over channels or a worker's stdin/stdout.
 //! - [`stats`]: live counters, per-process reports, merged summaries.
+//! - [`spread`]: several gateways: clients over `--target`s, calls over `--api`s.
 
 pub mod cli;
 pub mod fleet;
@@ -23,6 +24,7 @@ pub mod link;
 pub mod peer;
 pub mod publish;
 pub mod scenario;
+pub mod spread;
 pub mod stats;
 
 use std::process::Stdio;
@@ -49,7 +51,7 @@ pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
             let port = addr.port().wrapping_add(1 + slot.index);
             install_prometheus(std::net::SocketAddr::new(addr.ip(), port))?;
         }
-        let ctx = Arc::new(LoadCtx::new(cli.common, slot, Arc::default())?);
+        let ctx = Arc::new(LoadCtx::new(cli.common, slot)?);
         let mut link = LoadLink::Stdio {
             lines: BufReader::new(tokio::io::stdin()).lines(),
         };
@@ -79,11 +81,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
     let mut local_load = None;
     if common.procs == 1 {
         let (driver, mut load) = DriverLink::local_pair();
-        let ctx = Arc::new(LoadCtx::new(
-            common.clone(),
-            WorkerSlot::ALONE,
-            Arc::default(),
-        )?);
+        let ctx = Arc::new(LoadCtx::new(common.clone(), WorkerSlot::ALONE)?);
         let phases = scenario.phases.clone();
         local_load = Some(tokio::spawn(async move {
             for phase in &phases {
@@ -118,9 +116,14 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
             });
         }
     }
-    let publisher =
-        publish::Publisher::new(&common.api, &common.app, common.payload_size as usize)?
-            .with_concurrency(usize::from(common.publishers));
+    let publisher = publish::Publisher::new(
+        common.api.clone(),
+        &common.app,
+        common.payload_size as usize,
+    )?
+    .with_concurrency(usize::from(common.publishers))
+    .with_batch(common.batch as usize);
+    let target = common.target.to_string();
     let mut summaries = Vec::new();
     let mut worker_cpu = vec![0.0; links.len()];
     for (number, phase) in scenario.phases.iter().enumerate() {
@@ -161,7 +164,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         let mut summary = stats::merge(
             &scenario.name,
             phase.kind(),
-            &common.target,
+            &target,
             &reports,
             phase_started.elapsed().as_secs_f64(),
         )?;
@@ -169,6 +172,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
             summary.counts.sent = published.sent;
             summary.counts.expected = published.expected;
             summary.counts.errors += published.errors;
+            summary.counts.unknown += published.unknown;
             summary.publish_rtt_us = published.rtt_us;
             summary.reach_rate = summary.counts.reach();
         }
@@ -206,7 +210,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
     }
     let mut total = Summary::total(
         &scenario.name,
-        &common.target,
+        &target,
         summaries,
         started.elapsed().as_secs_f64(),
     );
@@ -251,7 +255,9 @@ async fn publish_phase(
             rate,
             ..
         } => {
-            let peer = peer::Peer::from_target(&common.target).ok().flatten();
+            let peer = peer::Peer::from_target(common.target.first())
+                .ok()
+                .flatten();
             if let Some((peer, addr)) = peer.filter(|(p, _)| *p != peer::Peer::Raw) {
                 let published = peer::publish(peer::PeerPublish {
                     peer,

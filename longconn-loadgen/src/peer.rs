@@ -268,7 +268,7 @@ async fn receive(
     mut stream: TcpStream,
     mut buf: BytesMut,
     ctx: Arc<LoadCtx>,
-    index: usize,
+    (index, target): (usize, usize),
 ) {
     let rec = &ctx.recorder;
     let record = |payload: &[u8]| {
@@ -277,7 +277,7 @@ async fn receive(
             let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
             rec.latency.record(index, now.saturating_sub(sent));
         }
-        rec.bump(&rec.received, "loadgen_received_total");
+        rec.received_on(target);
         ctx.last_receive_us().fetch_max(now, Ordering::Relaxed);
     };
     // Raw subscribers ping now and then, as the gateway closes a silent connection
@@ -375,21 +375,29 @@ async fn receive(
 
 impl LoadCtx {
     /// Connects this process's share of `members` peer subscribers (member i to group
-    /// i mod `groups`) at the default connect rate. Returns their reader tasks.
+    /// i mod `groups`, and to address i mod `addrs.len()`, as [`crate::spread`] says)
+    /// at the default connect rate. Returns their reader tasks, each with the position
+    /// of its address.
     pub async fn subscribe_peers(
         self: &Arc<Self>,
         peer: Peer,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         members: u32,
         groups: u32,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    ) -> Vec<(usize, tokio::task::JoinHandle<()>)> {
         let share: Vec<u32> = self.slot.share(members).collect();
-        let interval = Duration::from_secs_f64(1.0 / 4000.0);
+        let per_s = self
+            .common
+            .connect_rate
+            .map_or(4000.0, |r| r / f64::from(self.slot.count));
+        let interval = Duration::from_secs_f64(1.0 / per_s);
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for (n, index) in share.into_iter().enumerate() {
             tokio::time::sleep_until(start + interval * n as u32).await;
             let ctx = self.clone();
+            let target = index as usize % addrs.len();
+            let addr = addrs[target];
             tasks.spawn(async move {
                 let rec = &ctx.recorder;
                 rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
@@ -403,14 +411,17 @@ impl LoadCtx {
                     Ok((stream, buf)) => {
                         rec.connect_latency
                             .record(index as usize, started.elapsed().as_micros() as u64);
-                        rec.bump(&rec.established, "loadgen_connects_established_total");
-                        Some(tokio::spawn(receive(
-                            peer,
-                            stream,
-                            buf,
-                            ctx.clone(),
-                            index as usize,
-                        )))
+                        rec.established_on(target);
+                        Some((
+                            target,
+                            tokio::spawn(receive(
+                                peer,
+                                stream,
+                                buf,
+                                ctx.clone(),
+                                (index as usize, target),
+                            )),
+                        ))
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "peer subscribe failed");

@@ -2,6 +2,8 @@
 //! through the gateway's HTTP API, paced to the phase's rate, with the send time in
 //! every payload.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -10,11 +12,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::fleet::stamped;
+use super::spread::ApiBases;
 
 /// Business id of the pushes loadgen sends.
 pub const PUSH_BUSINESS: u32 = 7;
-/// Devices per `POST /v1/push/devices`.
-const BATCH: usize = 500;
+/// Devices per `POST /v1/push/devices` unless `--batch` says otherwise.
+pub const DEFAULT_BATCH: usize = 500;
 /// Group publishes not sent this long after the end of their phase's window are not
 /// sent at all.
 pub const LATE_CUTOFF: Duration = Duration::from_secs(2);
@@ -22,7 +25,7 @@ pub const LATE_CUTOFF: Duration = Duration::from_secs(2);
 /// What the sending side did.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Published {
-    /// Round trip of each group publish's HTTP call (multicast only).
+    /// Round trip of each HTTP call (a unicast batch or a group publish).
     pub rtt_us: Option<super::stats::Percentiles>,
     /// Pushes (unicast) or publishes (multicast) sent.
     pub sent: u64,
@@ -32,41 +35,64 @@ pub struct Published {
     /// Deliveries the gateway refused at once (offline or dropped devices, dropped
     /// members) and failed HTTP calls.
     pub errors: u64,
+    /// Devices (unicast) or nodes (group publish) the answering node reported as
+    /// `unknown`: on another node that did not answer in time. Not errors, not counted
+    /// as delivered: whether they arrived shows in `received`.
+    pub unknown: u64,
+}
+
+impl Published {
+    fn add(&mut self, other: &Published) {
+        self.sent += other.sent;
+        self.expected += other.expected;
+        self.errors += other.errors;
+        self.unknown += other.unknown;
+    }
 }
 
 /// Sends through the HTTP API.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     http: reqwest::Client,
-    api: String,
+    apis: Arc<ApiBases>,
     app: String,
     payload_size: usize,
-    /// Group publishes in flight at once (one keep-alive connection each).
+    /// Calls in flight at once (one keep-alive connection each).
     concurrency: usize,
+    /// Devices per unicast call.
+    batch: usize,
 }
 
 impl Publisher {
-    /// A publisher for the API at `api` (`http://host:port`).
+    /// A publisher for the API bases `apis` (round robin per call).
     ///
     /// # Errors
     /// The HTTP client cannot be built.
-    pub fn new(api: &str, app: &str, payload_size: usize) -> Result<Publisher, String> {
+    pub fn new(apis: ApiBases, app: &str, payload_size: usize) -> Result<Publisher, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Publisher {
             http,
-            api: api.trim_end_matches('/').to_owned(),
+            apis: Arc::new(apis),
             app: app.to_owned(),
             payload_size,
             concurrency: 1,
+            batch: DEFAULT_BATCH,
         })
     }
 
-    /// Sends group publishes over `n` keep-alive connections at once (default 1): a
-    /// slow answer then delays only its own connection's next publish, as with a
-    /// publisher that has several connections to the API.
+    /// Sends `n` devices per unicast call (default [`DEFAULT_BATCH`]).
+    #[must_use]
+    pub fn with_batch(mut self, n: usize) -> Publisher {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Sends group publishes and unicast batches over `n` keep-alive connections at
+    /// once (default 1): a slow answer then delays only its own connection's next call,
+    /// as with a publisher that has several connections to the API.
     #[must_use]
     pub fn with_concurrency(mut self, n: usize) -> Publisher {
         self.concurrency = n.max(1);
@@ -76,7 +102,7 @@ impl Publisher {
     async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         let reply = self
             .http
-            .post(format!("{}{path}", self.api))
+            .post(format!("{}{path}", self.apis.next()))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -103,8 +129,8 @@ impl Publisher {
         rate: f64,
         progress: &indicatif::ProgressBar,
     ) -> Published {
-        let publisher = match Publisher::new(&self.api, &self.app, self.payload_size) {
-            Ok(p) => p.with_concurrency(self.concurrency),
+        let publisher = match Publisher::new((*self.apis).clone(), &self.app, self.payload_size) {
+            Ok(p) => p.with_concurrency(self.concurrency).with_batch(self.batch),
             Err(err) => {
                 tracing::warn!(error = %err, "publisher");
                 return Published::default();
@@ -138,7 +164,9 @@ impl Publisher {
         }
     }
 
-    /// `messages` pushes to each of `devices`, `rate` pushes per second in all.
+    /// `messages` pushes to each of `devices`, `rate` pushes per second in all, in
+    /// batches of the publisher's batch size over its concurrency. Batch `n` (round
+    /// `n / batches per round`) is due when the pushes before it are due at `rate`.
     pub async fn unicast(
         &self,
         devices: &[String],
@@ -146,12 +174,24 @@ impl Publisher {
         rate: f64,
         progress: &indicatif::ProgressBar,
     ) -> Published {
-        let mut out = Published::default();
         let start = Instant::now();
-        for round in 0..messages {
-            for batch in devices.chunks(BATCH) {
-                pace(start, out.sent, rate).await;
-                let payload = STANDARD.encode(stamped(self.payload_size, u64::from(round)));
+        let chunks: Vec<&[String]> = devices.chunks(self.batch).collect();
+        let per_round = chunks.len() as u64;
+        let total = per_round * u64::from(messages);
+        let next = AtomicU64::new(0);
+        let rtt = Mutex::new(super::stats::histogram());
+        let one = || async {
+            let mut out = Published::default();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return out;
+                }
+                let (round, chunk) = (n / per_round, (n % per_round) as usize);
+                let batch = chunks[chunk];
+                let before = round * devices.len() as u64 + (chunk * self.batch) as u64;
+                pace(start, before, rate).await;
+                let payload = STANDARD.encode(stamped(self.payload_size, round));
                 let body = json!({
                     "app": self.app,
                     "business": PUSH_BUSINESS,
@@ -160,10 +200,14 @@ impl Publisher {
                 });
                 out.sent += batch.len() as u64;
                 out.expected += batch.len() as u64;
-                match self.post("/v1/push/devices", &body).await {
+                let sent_at = Instant::now();
+                let reply = self.post("/v1/push/devices", &body).await;
+                record_rtt(&rtt, sent_at);
+                match reply {
                     Ok(reply) => {
-                        let refused = |key: &str| reply[key].as_array().map_or(0, Vec::len);
-                        out.errors += (refused("offline") + refused("dropped")) as u64;
+                        let listed = |key: &str| reply[key].as_array().map_or(0, Vec::len) as u64;
+                        out.errors += listed("offline") + listed("dropped");
+                        out.unknown += listed("unknown");
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "unicast batch failed");
@@ -171,9 +215,17 @@ impl Publisher {
                     }
                 }
                 metrics::counter!("loadgen_sent_total").increment(batch.len() as u64);
-                progress.set_position(out.sent);
+                progress.inc(batch.len() as u64);
             }
+        };
+        let parts = futures::future::join_all((0..self.concurrency).map(|_| one())).await;
+        let mut out = Published::default();
+        for part in &parts {
+            out.add(part);
         }
+        out.rtt_us = Some(super::stats::Percentiles::of(
+            &rtt.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ));
         out
     }
 
@@ -193,13 +245,13 @@ impl Publisher {
     ) -> Published {
         let start = Instant::now();
         let total = u64::from(groups) * u64::from(messages);
-        let next = std::sync::atomic::AtomicU64::new(0);
+        let next = AtomicU64::new(0);
         let cutoff = start + Duration::from_secs_f64(total as f64 / rate) + LATE_CUTOFF;
-        let rtt = std::sync::Mutex::new(super::stats::histogram());
+        let rtt = Mutex::new(super::stats::histogram());
         let one = || async {
             let mut out = Published::default();
             loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total || Instant::now() > cutoff {
                     return out;
                 }
@@ -214,14 +266,12 @@ impl Publisher {
                 let reply = self
                     .post(&format!("/v1/push/groups/{prefix}g{group}"), &body)
                     .await;
-                let took = sent_at.elapsed().as_micros() as u64;
-                rtt.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .saturating_record(took.max(1));
+                record_rtt(&rtt, sent_at);
                 match reply {
                     Ok(reply) => {
                         out.expected += reply["members"].as_u64().unwrap_or(0);
                         out.errors += reply["dropped"].as_u64().unwrap_or(0);
+                        out.unknown += reply["unknown_nodes"].as_u64().unwrap_or(0);
                     }
                     Err(err) => {
                         out.errors += 1;
@@ -243,10 +293,8 @@ impl Publisher {
         };
         let parts = futures::future::join_all((0..self.concurrency).map(|_| one())).await;
         let mut out = Published::default();
-        for part in parts {
-            out.sent += part.sent;
-            out.expected += part.expected;
-            out.errors += part.errors;
+        for part in &parts {
+            out.add(part);
         }
         out.rtt_us = Some(super::stats::Percentiles::of(
             &rtt.into_inner().unwrap_or_else(|e| e.into_inner()),
@@ -259,6 +307,13 @@ impl Publisher {
 fn retry_hint(error: &str) -> Option<Duration> {
     let body: Value = serde_json::from_str(&error[error.find('{')?..]).ok()?;
     body["retry_after_ms"].as_u64().map(Duration::from_millis)
+}
+
+fn record_rtt(rtt: &Mutex<hdrhistogram::Histogram<u64>>, sent_at: Instant) {
+    let took = sent_at.elapsed().as_micros() as u64;
+    rtt.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .saturating_record(took.max(1));
 }
 
 /// Waits until `done` sends are due at `rate` per second since `start`.

@@ -75,9 +75,44 @@ pub struct Recorder {
     pub latency: ShardedHistogram,
     /// Connect-and-login latency, microseconds.
     pub connect_latency: ShardedHistogram,
+    /// Per `--target`, in the order given (empty: not counted per target).
+    pub targets: Vec<TargetCounters>,
+}
+
+/// Live counters of one target.
+#[derive(Debug, Default)]
+pub struct TargetCounters {
+    /// Connections logged in to this target.
+    pub established: AtomicU64,
+    /// Pushes received over connections to this target.
+    pub received: AtomicU64,
 }
 
 impl Recorder {
+    /// A recorder that also counts per target, for `n` targets.
+    pub fn with_targets(n: usize) -> Recorder {
+        Recorder {
+            targets: (0..n).map(|_| TargetCounters::default()).collect(),
+            ..Recorder::default()
+        }
+    }
+
+    /// Counts a login on target `at` (and in the totals).
+    pub fn established_on(&self, at: usize) {
+        self.bump(&self.established, "loadgen_connects_established_total");
+        if let Some(t) = self.targets.get(at) {
+            t.established.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a push received over a connection to target `at` (and in the totals).
+    pub fn received_on(&self, at: usize) {
+        self.bump(&self.received, "loadgen_received_total");
+        if let Some(t) = self.targets.get(at) {
+            t.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Adds 1 to `counter` and to its Prometheus twin.
     pub fn bump(&self, counter: &AtomicU64, name: &'static str) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -100,6 +135,15 @@ impl Recorder {
             },
             latency: encode(&self.latency.take()),
             connect_latency: encode(&self.connect_latency.take()),
+            per_target: self
+                .targets
+                .iter()
+                .map(|t| TargetCounts {
+                    established: take(&t.established),
+                    received: take(&t.received),
+                    ..TargetCounts::default()
+                })
+                .collect(),
             ..Report::default()
         }
     }
@@ -152,6 +196,10 @@ pub struct Counts {
     pub expected: u64,
     /// Errors.
     pub errors: u64,
+    /// Deliveries the answering node reported as `unknown` (another node did not
+    /// answer in time): devices for unicast, nodes for group publishes.
+    #[serde(default)]
+    pub unknown: u64,
     /// Reconnects.
     pub reconnects: u64,
     /// Connected when the phase ended.
@@ -177,6 +225,7 @@ impl Counts {
         self.received += other.received;
         self.expected += other.expected;
         self.errors += other.errors;
+        self.unknown += other.unknown;
         self.reconnects += other.reconnects;
         self.connected_at_end += other.connected_at_end;
     }
@@ -194,6 +243,26 @@ pub struct Report {
     pub latency: String,
     /// Connect latency histogram, V2-serialised, base64.
     pub connect_latency: String,
+    /// Per target, in `--target` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_target: Vec<TargetCounts>,
+}
+
+/// One target's share of a phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetCounts {
+    /// The target's URL.
+    pub target: String,
+    /// Connections logged in to it.
+    pub established: u64,
+    /// Pushes received over its connections.
+    pub received: u64,
+    /// Pushes its connections should have received: connected members times the
+    /// phase's messages (push phases; assumes every message was sent, which the
+    /// overall `sent` shows).
+    pub expected: u64,
+    /// received / expected (1.0 when nothing was expected).
+    pub reach_rate: f64,
 }
 
 /// Percentiles in microseconds.
@@ -258,6 +327,9 @@ pub struct Summary {
     /// Round trip of the phase's group publishes through the HTTP API (multicast).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub publish_rtt_us: Option<Percentiles>,
+    /// Per target, when there are several (`--target a,b,..`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub per_target: Vec<TargetCounts>,
     /// Per-phase summaries (in the run total only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub phases: Vec<Summary>,
@@ -287,6 +359,23 @@ pub fn merge(
     let mut active_s: f64 = 0.0;
     for r in reports {
         s.counts.add(&r.counts);
+        if s.per_target.len() < r.per_target.len() {
+            s.per_target
+                .resize(r.per_target.len(), TargetCounts::default());
+        }
+        for (sum, t) in s.per_target.iter_mut().zip(&r.per_target) {
+            if sum.target.is_empty() {
+                sum.target.clone_from(&t.target);
+            } else if sum.target != t.target {
+                return Err(format!(
+                    "reports disagree on target order: `{}` and `{}`",
+                    sum.target, t.target
+                ));
+            }
+            sum.established += t.established;
+            sum.received += t.received;
+            sum.expected += t.expected;
+        }
         active_s = active_s.max(r.active_s);
         latency
             .add(decode(&r.latency)?)
@@ -294,6 +383,16 @@ pub fn merge(
         connect
             .add(decode(&r.connect_latency)?)
             .map_err(|e| e.to_string())?;
+    }
+    for t in &mut s.per_target {
+        t.reach_rate = if t.expected == 0 {
+            1.0
+        } else {
+            t.received as f64 / t.expected as f64
+        };
+    }
+    if s.per_target.len() < 2 {
+        s.per_target.clear();
     }
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
@@ -346,9 +445,9 @@ impl Summary {
     /// A few readable lines (for stderr).
     pub fn human(&self) -> String {
         let l = &self.latency_us;
-        format!(
+        let mut out = format!(
             "{phase:<9} conns {est}/{conns} (failed {failed}), sent {sent}, received \
-             {recv}/{exp} (reach {reach:.4}), {tp:.0}/s, latency p50 {p50} us p99 {p99} us \
+             {recv}/{exp} (reach {reach:.4}, unknown {unknown}), {tp:.0}/s, latency p50 {p50} us p99 {p99} us \
              max {max} us, reconnects {rc}, connected at end {end}, {dur:.1} s",
             phase = self.phase,
             est = self.counts.established,
@@ -358,6 +457,7 @@ impl Summary {
             recv = self.counts.received,
             exp = self.counts.expected,
             reach = self.reach_rate,
+            unknown = self.counts.unknown,
             tp = self.throughput_per_s,
             p50 = l.p50,
             p99 = l.p99,
@@ -365,7 +465,14 @@ impl Summary {
             rc = self.counts.reconnects,
             end = self.counts.connected_at_end,
             dur = self.duration_s,
-        )
+        );
+        for t in &self.per_target {
+            out.push_str(&format!(
+                "\n  {}: logged in {}, received {}/{} (reach {:.4})",
+                t.target, t.established, t.received, t.expected, t.reach_rate
+            ));
+        }
+        out
     }
 }
 
@@ -467,5 +574,40 @@ mod tests {
             assert!(json["latency_us"][key].is_u64(), "latency_us.{key}");
         }
         assert_eq!(json["phases"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn per_target_counts_add_up_by_position_and_refuse_another_order() {
+        let report = |targets: &[(&str, u64, u64, u64)]| Report {
+            per_target: targets
+                .iter()
+                .map(|&(target, established, received, expected)| TargetCounts {
+                    target: target.into(),
+                    established,
+                    received,
+                    expected,
+                    reach_rate: 0.0,
+                })
+                .collect(),
+            ..Report::default()
+        };
+        let a = report(&[("tcp://a", 5, 10, 10), ("tcp://b", 5, 6, 10)]);
+        let b = report(&[("tcp://a", 4, 8, 8), ("tcp://b", 4, 8, 8)]);
+        let s = merge("sc", "unicast", "tcp://a,tcp://b", &[a.clone(), b], 1.0).unwrap();
+        let got: Vec<_> = s
+            .per_target
+            .iter()
+            .map(|t| (t.target.as_str(), t.established, t.received, t.expected))
+            .collect();
+        assert_eq!(got, [("tcp://a", 9, 18, 18), ("tcp://b", 9, 14, 18)]);
+        assert!((s.per_target[1].reach_rate - 14.0 / 18.0).abs() < 1e-9);
+
+        let swapped = report(&[("tcp://b", 1, 1, 1), ("tcp://a", 1, 1, 1)]);
+        let err = merge("sc", "unicast", "x", &[a, swapped], 1.0).unwrap_err();
+        assert!(err.contains("target order"), "{err}");
+
+        let one = report(&[("tcp://a", 3, 3, 3)]);
+        let s = merge("sc", "unicast", "tcp://a", &[one], 1.0).unwrap();
+        assert!(s.per_target.is_empty(), "one target: no breakdown");
     }
 }

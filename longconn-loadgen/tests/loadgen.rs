@@ -248,3 +248,269 @@ async fn raw_subscribers_receive_every_publish() {
     assert!(phase["publish_rtt_us"]["p50"].as_u64().unwrap() > 0, "{s}");
     gateway.shutdown().await;
 }
+
+/// Two separate single-node gateways (memory routes, no cluster): connections are
+/// spread by device index, pushes go to the APIs in turn, and each gateway can reach
+/// only its own devices. The accounting has to show exactly that: half of every push
+/// round is offline, and each target receives the rounds sent through its own API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_targets_split_devices_and_apis_take_turns() {
+    let (a, target_a, api_a) = gateway().await;
+    let (b, target_b, api_b) = gateway().await;
+    let targets = format!("{target_a},{target_b}");
+    let apis = format!("{api_a},{api_b}");
+
+    let s = loadgen(
+        &targets,
+        &apis,
+        &["connect", "--connections", "101", "--hold", "0.3"],
+    )
+    .await;
+    assert_complete(&s, 101);
+    let per_target = s["phases"][0]["per_target"].as_array().unwrap();
+    assert_eq!(per_target.len(), 2, "{s}");
+    assert_eq!(per_target[0]["target"], target_a.as_str());
+    assert_eq!(
+        (
+            per_target[0]["established"].as_u64(),
+            per_target[1]["established"].as_u64()
+        ),
+        (Some(51), Some(50)),
+        "device i on target i mod 2: {s}"
+    );
+
+    // 300 devices in one batch per round; rounds 0 and 2 go through A, 1 and 3 through B.
+    let s = loadgen(
+        &targets,
+        &apis,
+        &[
+            "--procs",
+            "2",
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "4",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    assert_eq!(s["established"], 300, "{s}");
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["expected"].as_u64(),
+            s["received"].as_u64()
+        ),
+        (Some(1200), Some(1200), Some(600)),
+        "{s}"
+    );
+    assert_eq!(
+        s["errors"], 600,
+        "the other node's devices are offline: {s}"
+    );
+    assert_eq!(s["reach_rate"], 0.5);
+    for t in s["phases"][0]["per_target"].as_array().unwrap() {
+        assert_eq!(
+            (
+                t["established"].as_u64(),
+                t["received"].as_u64(),
+                t["expected"].as_u64()
+            ),
+            (Some(150), Some(300), Some(600)),
+            "{t}"
+        );
+        assert_eq!(t["reach_rate"], 0.5, "{t}");
+    }
+
+    // Through one API only: only that node's devices are reached.
+    let s = loadgen(
+        &targets,
+        &api_b,
+        &[
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "2",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    let per_target = s["phases"][0]["per_target"].as_array().unwrap();
+    assert_eq!(
+        (
+            per_target[0]["received"].as_u64(),
+            per_target[1]["received"].as_u64()
+        ),
+        (Some(0), Some(300)),
+        "{s}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A redis-server on a free loopback port, killed on drop; `None` (with a visible
+/// notice) when it is not installed, unless `CI=true`.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        use std::io::{Read, Write};
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !installed {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "redis-server is not installed, and CI=true"
+            );
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let redis = Redis { child, port };
+        for _ in 0..200 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut reply = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() {
+                    assert_eq!(&reply, b"+PONG\r\n");
+                    return Some(redis);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("redis-server did not answer PING on port {port}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn cluster_node(redis: &Redis, node: u16) -> (Gateway, String, String) {
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let node = node.to_string();
+    let cli = Cli::try_parse_from([
+        "gateway",
+        "--node-id",
+        &node,
+        "--redis",
+        &url,
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--quic",
+        "off",
+    ])
+    .unwrap();
+    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
+        .await
+        .unwrap();
+    let addr = |label| {
+        gateway
+            .bound
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, a)| *a)
+            .unwrap()
+    };
+    let target = format!("tcp://{}", addr("tcp"));
+    let api = format!("http://{}", addr("http"));
+    (gateway, target, api)
+}
+
+/// Two gateways on one Redis: devices spread over both, every push sent through node
+/// 1's API; the devices on node 2 are reached through the relay, and the accounting
+/// shows full reach on each target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_one_node_reaches_devices_on_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, target_a, api_a) = cluster_node(&redis, 1).await;
+    let (b, target_b, _) = cluster_node(&redis, 2).await;
+    let targets = format!("{target_a},{target_b}");
+
+    let s = loadgen(
+        &targets,
+        &api_a,
+        &[
+            "unicast",
+            "--devices",
+            "300",
+            "--messages",
+            "3",
+            "--rate",
+            "20000",
+        ],
+    )
+    .await;
+    assert_complete(&s, 300);
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["received"].as_u64(),
+            s["unknown"].as_u64()
+        ),
+        (Some(900), Some(900), Some(0)),
+        "{s}"
+    );
+    for t in s["phases"][0]["per_target"].as_array().unwrap() {
+        assert_eq!(
+            (t["established"].as_u64(), t["received"].as_u64()),
+            (Some(150), Some(450)),
+            "{t}"
+        );
+    }
+
+    let s = loadgen(
+        &targets,
+        &api_a,
+        &[
+            "multicast",
+            "--members",
+            "200",
+            "--groups",
+            "3",
+            "--messages",
+            "3",
+            "--rate",
+            "30",
+        ],
+    )
+    .await;
+    assert_complete(&s, 200);
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["expected"].as_u64(),
+            s["received"].as_u64()
+        ),
+        (Some(9), Some(600), Some(600)),
+        "group i mod 3 has members on both nodes (device i on node i mod 2); each counts once per publish: {s}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
