@@ -375,6 +375,25 @@ impl RedisRelay {
             _ => Reply::NoAnswer,
         }
     }
+
+    /// Sends `body` to each of `others` (nodes of `group`'s node set) at once and
+    /// answers their replies in the same order. Nodes nobody listens for (`NoNode`)
+    /// hold no members: they are removed from the set if the registry has no entry for
+    /// them (`prune_dead_nodes`) and callers do not count them.
+    async fn ask_group_nodes(&self, group: &str, others: &[u16], body: Body) -> Vec<Reply> {
+        let calls = others.iter().map(|&node| self.call(node, body.clone()));
+        let replies = futures::future::join_all(calls).await;
+        let silent: Vec<u16> = replies
+            .iter()
+            .zip(others)
+            .filter(|(reply, _)| matches!(reply, Reply::NoNode))
+            .map(|(_, &node)| node)
+            .collect();
+        if !silent.is_empty() {
+            prune_dead_nodes(&self.inner, group, &silent).await;
+        }
+        replies
+    }
 }
 
 impl Drop for RedisRelay {
@@ -401,27 +420,17 @@ impl Relay for RedisRelay {
         let Some(others) = self.other_group_nodes(&message.group).await else {
             return RemoteGroupReport::default();
         };
-        let calls = others
-            .iter()
-            .map(|&node| self.call(node, Body::Group(message.clone())));
+        let body = Body::Group(message.clone());
         let mut report = RemoteGroupReport::default();
-        let mut silent = Vec::new();
-        for (reply, &node) in futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .zip(&others)
-        {
+        for reply in self.ask_group_nodes(&message.group, &others, body).await {
             match reply {
                 Reply::Answer(Body::GroupAnswer(delivery)) => {
                     report.nodes += 1;
                     report.delivery += delivery;
                 }
-                Reply::NoNode => silent.push(node),
+                Reply::NoNode => {}
                 _ => report.unknown_nodes += 1,
             }
-        }
-        if !silent.is_empty() {
-            prune_dead_nodes(&self.inner, &message.group, &silent).await;
         }
         report
     }
@@ -433,27 +442,17 @@ impl Relay for RedisRelay {
                 ..RemotePresence::default()
             };
         };
-        let calls = others
-            .iter()
-            .map(|&node| self.call(node, Body::Presence(group.to_owned())));
+        let body = Body::Presence(group.to_owned());
         let mut presence = RemotePresence::default();
-        let mut silent = Vec::new();
-        for (reply, &node) in futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .zip(&others)
-        {
+        for reply in self.ask_group_nodes(group, &others, body).await {
             match reply {
                 Reply::Answer(Body::PresenceAnswer(members)) => {
                     presence.nodes += 1;
                     presence.members += usize::try_from(members).unwrap_or(usize::MAX);
                 }
-                Reply::NoNode => silent.push(node),
+                Reply::NoNode => {}
                 _ => presence.unknown_nodes += 1,
             }
-        }
-        if !silent.is_empty() {
-            prune_dead_nodes(&self.inner, group, &silent).await;
         }
         presence
     }
