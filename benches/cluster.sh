@@ -52,8 +52,13 @@ FANOUT_RATE=${FANOUT_RATE:-2}
 FANOUT_PUBLISHERS=${FANOUT_PUBLISHERS:-4}
 GAP_S=${GAP_S:-60}
 OUT=${OUT:-target/bench-cluster}
+RECV=${RECV:-sdk}
+PERF=${PERF:-0}
+PERF_S=${PERF_S:-8}
+PERF_DELAY=${PERF_DELAY:-3}
 export CONNS NODES PROCS SOURCES CONNECT_RATE HOLD_S IDLE_S SMALL UNI_MESSAGES UNI_RATE BATCH \
-    PUBLISHERS FANOUT_GROUPS FANOUT_MESSAGES FANOUT_RATE FANOUT_PUBLISHERS OUT
+    PUBLISHERS FANOUT_GROUPS FANOUT_MESSAGES FANOUT_RATE FANOUT_PUBLISHERS OUT RECV PERF PERF_S \
+    PERF_DELAY
 REDIS_PORT=6390
 mkdir -p "$OUT"
 
@@ -232,10 +237,24 @@ unicast | unicast-small | unicast-single)
         cluster_up "$NODES"
         server=(--server-pid "$REDIS_PID")
     fi
+    case "$RECV" in
+        sdk) ;;
+        raw) targets=${targets//tcp:/raw:} ;;
+        *) echo "RECV must be sdk or raw, not '$RECV'" >&2; exit 2 ;;
+    esac
     timeout $((devices / 1000 + 300)) "${LG[@]}" --target "$targets" --api "$API1" \
         --batch "$BATCH" --publishers "$PUBLISHERS" "${server[@]}" \
         unicast --devices "$devices" --messages "$UNI_MESSAGES" --rate "$UNI_RATE" \
-        >"$DIR/loadgen.out" 2>"$DIR/loadgen.err" || true
+        >"$DIR/loadgen.out" 2>"$DIR/loadgen.err" &
+    lg=$!
+    if [ "$PERF" = 1 ]; then
+        # The pushes start once every receiver is in (`Go`): wait for the connections.
+        for _ in $(seq 600); do [ "$(connections)" -ge "$devices" ] && break; sleep 0.5; done
+        sleep "$PERF_DELAY"
+        perf record -e cpu-clock -F 999 -g -p "${GW_PIDS[0]}" -o "$DIR/perf.data" \
+            -- sleep "$PERF_S" >"$DIR/perf.log" 2>&1 || true
+    fi
+    wait "$lg" || true
     if [ "$STEP" = unicast-single ]; then
         kill -TERM "${GW_PIDS[0]}"; wait "${GW_PIDS[0]}" || true
     else

@@ -606,8 +606,8 @@ def add_invalid():
 
     # UnknownFrameType
     invalid("unknown_frame_type_0x00", raw_frame(0x00), "UnknownFrameType", "type 0 is unused")
-    invalid("unknown_frame_type_0x14", raw_frame(0x14, id=1), "UnknownFrameType",
-            "one past the last type (Close = 0x13)")
+    invalid("unknown_frame_type_0x7f", raw_frame(0x7F, id=1), "UnknownFrameType",
+            "type 0x7f is unassigned (new types are allocated upwards from the last one)")
     invalid("unknown_frame_type_0xff", raw_frame(0xFF, b"", b"xyz"), "UnknownFrameType",
             "type 0xff")
     invalid("unknown_frame_type_before_flags", raw_frame(0x20, flags=0xFF, reserved=1),

@@ -264,17 +264,24 @@ impl LoadCtx {
                 addrs.push(addr);
             }
         }
-        let Phase::Multicast {
-            members,
-            groups,
-            messages,
-            ..
-        } = *phase
-        else {
-            return Err(format!(
-                "{} phases need a longconn target; peers take multicast only",
-                phase.kind()
-            ));
+        // Raw subscribers also take unicast (logged in, no group): the lean receive
+        // side for measuring unicast without the SDK's cost on the load side.
+        let (members, groups, messages) = match *phase {
+            Phase::Multicast {
+                members,
+                groups,
+                messages,
+                ..
+            } => (members, Some(groups), messages),
+            Phase::Unicast {
+                devices, messages, ..
+            } if peer == Peer::Raw => (devices, None, messages),
+            _ => {
+                return Err(format!(
+                    "{} phases need a longconn target; peers take multicast only (raw:// also unicast)",
+                    phase.kind()
+                ));
+            }
         };
         let readers = self.subscribe_peers(peer, &addrs, members, groups).await;
         link.notify(Notice::Ready).await?;

@@ -116,14 +116,16 @@ fn mqtt_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
 }
 
 /// Connects one subscriber of `group` and waits until the subscription is in place.
+/// Without a group (unicast), a raw subscriber only logs in; brokers need one.
 async fn subscribe(
     peer: Peer,
     addr: SocketAddr,
     from: Option<std::net::IpAddr>,
     client_id: &str,
-    group: &str,
+    group: Option<&str>,
     login: Option<(&str, Bytes)>,
 ) -> Result<(TcpStream, BytesMut), String> {
+    let group_or_err = || group.ok_or_else(|| format!("{peer:?} subscribers need a group"));
     let mut stream = longconn_transport::tcp::dial(addr, from)
         .await
         .map_err(|e| e.to_string())?;
@@ -131,6 +133,7 @@ async fn subscribe(
     let mut buf = BytesMut::with_capacity(256);
     match peer {
         Peer::Nats => {
+            let group = group_or_err()?;
             let hello = format!(
                 "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false}}\r\nSUB {group} 1\r\nPING\r\n"
             );
@@ -153,6 +156,7 @@ async fn subscribe(
             }
         }
         Peer::Mqtt => {
+            let group = group_or_err()?;
             let mut hello = mqtt_connect(client_id);
             let mut body = BytesMut::new();
             body.put_u16(1); // packet id
@@ -198,11 +202,12 @@ async fn subscribe(
             let mut joined = false;
             loop {
                 match raw_next(&mut stream, &mut buf).await? {
+                    Frame::LoginAck { .. } if group.is_none() => return Ok((stream, buf)),
                     Frame::LoginAck { .. } => {
                         out.clear();
                         Frame::JoinGroup {
                             id: 2,
-                            group: Text::from(group),
+                            group: Text::from(group.unwrap_or_default()),
                         }
                         .encode(&mut out, RAW_CODEC.max_frame_size())
                         .map_err(|e| e.to_string())?;
@@ -383,7 +388,7 @@ impl LoadCtx {
         peer: Peer,
         addrs: &[SocketAddr],
         members: u32,
-        groups: u32,
+        groups: Option<u32>,
     ) -> Vec<(usize, tokio::task::JoinHandle<()>)> {
         let share: Vec<u32> = self.slot.share(members).collect();
         let per_s = self
@@ -402,12 +407,12 @@ impl LoadCtx {
                 let rec = &ctx.recorder;
                 rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
                 let started = Instant::now();
-                let group = format!("{}g{}", ctx.common.device_prefix, index % groups);
+                let group = groups.map(|g| format!("{}g{}", ctx.common.device_prefix, index % g));
                 let id = ctx.device(index);
                 let from = ctx.common.source_ips.map(|ips| ips.pick(u64::from(index)));
                 let token = (peer == Peer::Raw).then(|| ctx.token(&id));
                 let login = token.map(|t| (ctx.common.app.as_str(), t));
-                match subscribe(peer, addr, from, &id, &group, login).await {
+                match subscribe(peer, addr, from, &id, group.as_deref(), login).await {
                     Ok((stream, buf)) => {
                         rec.connect_latency
                             .record(index as usize, started.elapsed().as_micros() as u64);
