@@ -9,13 +9,30 @@
 # Needs nats-server and mosquitto (apt-get install -y nats-server mosquitto).
 # Environment: OUT (target/report), STEPS ("1 5 10 20 50 100 200"), STEP_S (10),
 # MEMBERS (10000), SKIP_IDLE=1 to skip part 1, SYSTEMS ("longconn nats mosquitto").
+# `--quick` (the regression guard, under 3 minutes once built): idle memory over TCP only,
+# no part 2, fan-out at 10 and 100 msgs/s for 5 s each against longconn and nats-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-target/report}
-STEPS=${STEPS:-"1 5 10 20 50 100 200"}
-STEP_S=${STEP_S:-10}
+QUICK=0
+case "${1:-}" in
+    --quick) QUICK=1 ;;
+    "") ;;
+    *) echo "usage: benches/report.sh [--quick]" >&2; exit 2 ;;
+esac
+if [ "$QUICK" = 1 ]; then
+    OUT=${OUT:-target/report-quick}
+    STEPS=${STEPS:-"10 100"}
+    STEP_S=${STEP_S:-5}
+    SYSTEMS=${SYSTEMS:-"longconn nats"}
+    IDLE_TRANSPORTS=${IDLE_TRANSPORTS:-tcp}
+else
+    OUT=${OUT:-target/report}
+    STEPS=${STEPS:-"1 5 10 20 50 100 200"}
+    STEP_S=${STEP_S:-10}
+    SYSTEMS=${SYSTEMS:-"longconn nats mosquitto"}
+    IDLE_TRANSPORTS=${IDLE_TRANSPORTS:-"tcp ws quic"}
+fi
 MEMBERS=${MEMBERS:-10000}
-SYSTEMS=${SYSTEMS:-"longconn nats mosquitto"}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl
 cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen \
@@ -45,21 +62,25 @@ echo "$STEP_S" >"$OUT/step_s"
 
 if [ "${SKIP_IDLE:-0}" != 1 ]; then
     echo "== 1. idle memory" >&2
-    for transport in tcp ws quic; do
+    rm -f "$OUT/idle.txt"
+    for transport in $IDLE_TRANSPORTS; do
         target/release/idle-memory --transport "$transport" --conns 15000 | tee -a "$OUT/idle.txt"
-        sleep 60 # TIME_WAIT
+        # TIME_WAIT; the quick mode's fan-out connects from other source addresses.
+        [ "$QUICK" = 1 ] || sleep 60
     done
 fi
 
-echo "== 2. connect rate, 4. unicast, 5. requests (longconn)" >&2
-start_server longconn
-"${LG[@]}" --server-pid "$PID" connect --connections 10000 --rate 20000 --hold 1 \
-    | tail -1 >>"$OUT/connect.jsonl"
-"${LG[@]}" --server-pid "$PID" unicast --devices 10000 --messages 10 --rate 200000 \
-    | tail -1 >>"$OUT/unicast.jsonl"
-"${LG[@]}" --server-pid "$PID" request --connections 200 --requests 500 --business 1 \
-    | tail -1 >>"$OUT/request.jsonl"
-stop_server
+if [ "$QUICK" != 1 ]; then
+    echo "== 2. connect rate, 4. unicast, 5. requests (longconn)" >&2
+    start_server longconn
+    "${LG[@]}" --server-pid "$PID" connect --connections 10000 --rate 20000 --hold 1 \
+        | tail -1 >>"$OUT/connect.jsonl"
+    "${LG[@]}" --server-pid "$PID" unicast --devices 10000 --messages 10 --rate 200000 \
+        | tail -1 >>"$OUT/unicast.jsonl"
+    "${LG[@]}" --server-pid "$PID" request --connections 200 --requests 500 --business 1 \
+        | tail -1 >>"$OUT/request.jsonl"
+    stop_server
+fi
 
 echo "== 3. fan-out steps" >&2
 for system in $SYSTEMS; do
@@ -71,7 +92,7 @@ for system in $SYSTEMS; do
             | tail -1 >>"$OUT/fanout-$system.jsonl"
     done
     stop_server
-    sleep 20
+    [ "$QUICK" = 1 ] || sleep 20
 done
 
 python3 benches/report.py "$OUT"
