@@ -1,5 +1,6 @@
 //! The gateway's HTTP side: `GET /healthz`, the push API of `longconn-http`
-//! (`/v1/...`), and JSON errors for everything else.
+//! (`/v1/...`), the demo's `/demo` routes when it is on ([`crate::demo`]), and JSON
+//! errors for everything else.
 
 use std::net::SocketAddr;
 
@@ -42,19 +43,18 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Serves the router on `addr` until `stop` is cancelled.
+/// Serves `app` (usually [`router`]) on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    server: Server,
-    api: PushApi,
+    app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(server, api))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
 
-/// Serves the router on a thread of its own (`longconn-http`, a current-thread tokio
+/// Serves `app` (usually [`router`]) on a thread of its own (`longconn-http`, a current-thread tokio
 /// runtime) until `stop` is cancelled; the receiver resolves with the result when the
 /// thread is done.
 ///
@@ -71,8 +71,7 @@ pub async fn serve(
 /// The listener cannot be moved to the new runtime, or the thread cannot start.
 pub fn spawn_thread(
     listener: tokio::net::TcpListener,
-    server: Server,
-    api: PushApi,
+    app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let listener = listener.into_std()?;
@@ -86,7 +85,7 @@ pub fn spawn_thread(
                 .and_then(|runtime| {
                     runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        serve(listener, server, api, stop).await
+                        serve(listener, app, stop).await
                     })
                 });
             let _ = done.send(served);
