@@ -43,9 +43,13 @@ pub const DEMO_MAX_MESSAGE: usize = 4096;
 const INDEX_HTML: &str = include_str!("../demo/index.html");
 const APP_JS: &str = include_str!("../demo/app.js");
 const STYLE_CSS: &str = include_str!("../demo/style.css");
-const SDK_INDEX_JS: &str = include_str!("../demo/sdk/index.js");
-const SDK_CLIENT_JS: &str = include_str!("../demo/sdk/client.js");
-const SDK_CODEC_JS: &str = include_str!("../demo/sdk/codec.js");
+/// The SDK's build (sdk/typescript `npm run sync-demo`), served at `/demo/sdk/{name}`.
+const SDK_FILES: [(&str, &str); 4] = [
+    ("index.js", include_str!("../demo/sdk/index.js")),
+    ("client.js", include_str!("../demo/sdk/client.js")),
+    ("codec.js", include_str!("../demo/sdk/codec.js")),
+    ("quality.js", include_str!("../demo/sdk/quality.js")),
+];
 
 /// The demo: its token keys, and once the gateway has started, its server, group
 /// registry and WebSocket port. Cheap to clone (one `Arc`).
@@ -106,18 +110,7 @@ impl Demo {
                 "/demo/style.css",
                 get(|| async { asset("text/css", STYLE_CSS) }),
             )
-            .route(
-                "/demo/sdk/index.js",
-                get(|| async { asset(JS, SDK_INDEX_JS) }),
-            )
-            .route(
-                "/demo/sdk/client.js",
-                get(|| async { asset(JS, SDK_CLIENT_JS) }),
-            )
-            .route(
-                "/demo/sdk/codec.js",
-                get(|| async { asset(JS, SDK_CODEC_JS) }),
-            )
+            .route("/demo/sdk/{name}", get(sdk_file))
             .route("/demo/config", get(config))
             .route("/demo/token", post(token))
             .route("/demo/rooms/{group}", get(room))
@@ -140,6 +133,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn sdk_file(Path(name): Path<String>) -> Response {
+    match SDK_FILES.iter().find(|(file, _)| *file == name) {
+        Some((_, body)) => asset(JS, body),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such file"),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

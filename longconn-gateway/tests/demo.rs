@@ -112,12 +112,15 @@ async fn the_page_and_the_sdk_are_served() {
     assert_eq!(status, 200);
     assert!(head.contains("content-type: text/html"), "{head}");
     assert!(body.contains("<script type=\"module\" src=\"app.js\">"));
-    for path in [
-        "/demo/app.js",
-        "/demo/sdk/index.js",
-        "/demo/sdk/client.js",
-        "/demo/sdk/codec.js",
-    ] {
+    // Every file of the SDK's build that the page imports is served.
+    let sdk_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/sdk");
+    let mut paths = vec!["/demo/app.js".to_owned()];
+    for entry in std::fs::read_dir(sdk_dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        paths.push(format!("/demo/sdk/{name}"));
+    }
+    assert!(paths.len() >= 5, "{paths:?}");
+    for path in &paths {
         let (status, head, body) = http(http_addr, "GET", path, "").await;
         assert_eq!(status, 200, "{path}");
         assert!(
@@ -135,6 +138,7 @@ async fn the_page_and_the_sdk_are_served() {
     // The rest of the HTTP side is unchanged.
     assert_eq!(http(http_addr, "GET", "/healthz", "").await.0, 200);
     assert_eq!(http(http_addr, "GET", "/demo/nope", "").await.0, 404);
+    assert_eq!(http(http_addr, "GET", "/demo/sdk/nope.js", "").await.0, 404);
 
     let (status, config) = json(http_addr, "GET", "/demo/config", "").await;
     assert_eq!(status, 200);

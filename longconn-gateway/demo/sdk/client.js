@@ -156,14 +156,11 @@ export class Client {
      * `group_forbidden`, ...).
      */
     async join(group, listener, options = {}) {
-        await this.call("join", (id) => ({ type: "JoinGroup", id, group }), options.timeoutMs, group);
-        this.groups.set(group, listener);
+        await this.call("join", (id) => ({ type: "JoinGroup", id, group }), options.timeoutMs, group, listener);
     }
     /** Leaves `group` and forgets its listener and position. */
     async leave(group, options = {}) {
         await this.call("leave", (id) => ({ type: "LeaveGroup", id, group }), options.timeoutMs, group);
-        this.groups.delete(group);
-        this._positions.delete(group);
     }
     // ---- internals -------------------------------------------------------------------
     emit(event, ...args) {
@@ -193,7 +190,7 @@ export class Client {
             }
         }
     }
-    call(kind, build, timeoutMs, group) {
+    call(kind, build, timeoutMs, group, listener) {
         if (this._state === "closed") {
             return Promise.reject(new CallError("closed", "the client is closed"));
         }
@@ -218,6 +215,7 @@ export class Client {
                 resolve,
                 reject,
                 ...(group === undefined ? {} : { group }),
+                ...(listener === undefined ? {} : { listener }),
             };
             call.timer = this.env.setTimeout(() => {
                 this.calls.delete(id);
@@ -548,8 +546,25 @@ export class Client {
                 call?.reject(new CallError("rejected", `${codeName(frame.code)}${frame.message ? `: ${frame.message}` : ""}`, frame.code));
                 return;
             }
-            case "JoinAck":
-            case "LeaveAck":
+            case "JoinAck": {
+                // The listener is in place before the next frame (a push may follow at once).
+                const call = this.settle(frame.id);
+                // A rejoin (no listener of its own) keeps the listener the group has.
+                if (call?.group !== undefined && (call.listener !== undefined || !this.groups.has(call.group))) {
+                    this.groups.set(call.group, call.listener);
+                }
+                call?.resolve(undefined);
+                return;
+            }
+            case "LeaveAck": {
+                const call = this.settle(frame.id);
+                if (call?.group !== undefined) {
+                    this.groups.delete(call.group);
+                    this._positions.delete(call.group);
+                }
+                call?.resolve(undefined);
+                return;
+            }
             case "TokenRefreshAck":
                 this.settle(frame.id)?.resolve(undefined);
                 return;

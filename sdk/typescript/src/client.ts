@@ -214,6 +214,8 @@ const defaultEnv: Environment = {
 interface OpenCall {
   kind: "request" | "join" | "leave" | "refresh";
   group?: string;
+  /** `join`: the group's listener, registered when the `JoinAck` arrives. */
+  listener?: GroupListener;
   timer: unknown;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
@@ -391,15 +393,12 @@ export class Client {
    * `group_forbidden`, ...).
    */
   async join(group: string, listener?: GroupListener, options: { timeoutMs?: number } = {}): Promise<void> {
-    await this.call("join", (id) => ({ type: "JoinGroup", id, group }), options.timeoutMs, group);
-    this.groups.set(group, listener);
+    await this.call("join", (id) => ({ type: "JoinGroup", id, group }), options.timeoutMs, group, listener);
   }
 
   /** Leaves `group` and forgets its listener and position. */
   async leave(group: string, options: { timeoutMs?: number } = {}): Promise<void> {
     await this.call("leave", (id) => ({ type: "LeaveGroup", id, group }), options.timeoutMs, group);
-    this.groups.delete(group);
-    this._positions.delete(group);
   }
 
   // ---- internals -------------------------------------------------------------------
@@ -439,6 +438,7 @@ export class Client {
     build: (id: number) => Frame,
     timeoutMs: number | undefined,
     group?: string,
+    listener?: GroupListener,
   ): Promise<unknown> {
     if (this._state === "closed") {
       return Promise.reject(new CallError("closed", "the client is closed"));
@@ -463,6 +463,7 @@ export class Client {
         resolve,
         reject,
         ...(group === undefined ? {} : { group }),
+        ...(listener === undefined ? {} : { listener }),
       };
       call.timer = this.env.setTimeout(() => {
         this.calls.delete(id);
@@ -813,8 +814,25 @@ export class Client {
         );
         return;
       }
-      case "JoinAck":
-      case "LeaveAck":
+      case "JoinAck": {
+        // The listener is in place before the next frame (a push may follow at once).
+        const call = this.settle(frame.id);
+        // A rejoin (no listener of its own) keeps the listener the group has.
+        if (call?.group !== undefined && (call.listener !== undefined || !this.groups.has(call.group))) {
+          this.groups.set(call.group, call.listener);
+        }
+        call?.resolve(undefined);
+        return;
+      }
+      case "LeaveAck": {
+        const call = this.settle(frame.id);
+        if (call?.group !== undefined) {
+          this.groups.delete(call.group);
+          this._positions.delete(call.group);
+        }
+        call?.resolve(undefined);
+        return;
+      }
       case "TokenRefreshAck":
         this.settle(frame.id)?.resolve(undefined);
         return;

@@ -96,6 +96,8 @@ export const Code = {
   group_limit: 310,
   group_full: 311,
   group_forbidden: 312,
+  /** A `QualityReport` body that breaks PROTOCOL.md section 4.1. */
+  malformed_report: 320,
   internal: 500,
 } as const;
 

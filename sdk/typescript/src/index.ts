@@ -2,3 +2,4 @@
 
 export * from "./codec.js";
 export * from "./client.js";
+export * from "./quality.js";

@@ -237,6 +237,26 @@ test("CA4: group pushes reach the group listener, positions and gaps are tracked
   assert.deepEqual(t.client.position("room"), { epoch: 6n, seq: 1n });
 });
 
+test("CA3: a push right behind the JoinAck reaches the new listener; leave forgets the group", async () => {
+  const t = setup();
+  const socket = await login(t);
+  const seen = [];
+  const joining = t.client.join("room", (p) => seen.push(p.seq));
+  socket.deliver({ type: "JoinAck", id: socket.last("JoinGroup").id, group: "room" });
+  socket.deliver({ type: "Push", id: 0, ackRequired: false, business: 7, group: "room", seq: 1n, epoch: 1n, meta: [], payload: utf8("x") });
+  await joining;
+  assert.deepEqual(seen, [1n]);
+  const leaving = t.client.leave("room");
+  socket.deliver({ type: "LeaveAck", id: socket.last("LeaveGroup").id, group: "room" });
+  await leaving;
+  assert.deepEqual(t.client.joinedGroups, []);
+  assert.equal(t.client.position("room"), undefined);
+  const failed = t.client.join("full-room");
+  socket.deliver({ type: "Error", id: socket.last("JoinGroup").id, code: Code.group_full, message: "" });
+  await assert.rejects(failed, (e) => e.reason === "rejected" && e.code === Code.group_full);
+  assert.deepEqual(t.client.joinedGroups, []);
+});
+
 test("CX4/CW1/CL3: a dropped connection reconnects with full jitter and rejoins its groups", async () => {
   const t = setup({ random: 0.5, client: { reconnectBaseMs: 1000, reconnectCapMs: 30000 } });
   let socket = await login(t);

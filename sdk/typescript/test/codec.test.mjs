@@ -9,13 +9,19 @@ import {
   DecodeError,
   EncodeError,
   StreamDecoder,
+  ReportError,
   decodeMessage,
+  decodeQualityReport,
   encodeFrame,
+  encodeQualityReport,
   hex,
+  latencyBucket,
   utf8,
 } from "../dist/index.js";
 
-const vectorsPath = fileURLToPath(new URL("../../../docs/protocol-vectors.json", import.meta.url));
+// LONGCONN_VECTORS: another vector file (e.g. a branch's regenerated one).
+const vectorsPath =
+  process.env.LONGCONN_VECTORS ?? fileURLToPath(new URL("../../../docs/protocol-vectors.json", import.meta.url));
 
 /** JSON numbers can be as large as 2^64-1: quote long integers before parsing, then read every integer as a BigInt. */
 function loadVectors() {
@@ -248,4 +254,83 @@ test("a stream carries frames back to back", () => {
     frames.map((f) => f.type),
     ["Ping", "JoinGroup"],
   );
+});
+
+/** A report body in the vector file's form. */
+function reportToJson(report) {
+  return {
+    version: report.version,
+    transports: report.transports.map((e) => ({
+      transport: e.transport,
+      connect_attempts: e.connectAttempts,
+      connect_latency: e.connectLatency,
+      pings: e.pings,
+      rtt: e.rtt,
+    })),
+  };
+}
+
+function reportFromJson(json) {
+  return {
+    version: Number(json.version),
+    transports: json.transports.map((e) => ({
+      transport: e.transport,
+      connectAttempts: Number(e.connect_attempts),
+      connectLatency: e.connect_latency.map(Number),
+      pings: Number(e.pings),
+      rtt: e.rtt.map(Number),
+    })),
+  };
+}
+
+const normalizeReport = (json) => reportToJson(reportFromJson(json));
+
+// QualityReport bodies (PROTOCOL.md 4.1), when the vector file has them.
+for (const v of vectors.quality_report_bodies ?? []) {
+  test(`report body vector ${v.name}`, () => {
+    const bytes = fromHex(v.hex);
+    if (v.report !== undefined) {
+      const decoded = decodeQualityReport(bytes);
+      assert.deepEqual(reportToJson(decoded), normalizeReport(v.report));
+      assert.equal(hex(encodeQualityReport(decoded)), v.hex, "valid bodies are canonical");
+    } else {
+      assert.throws(
+        () => decodeQualityReport(bytes),
+        (err) => err instanceof ReportError && err.kind === v.error,
+      );
+    }
+  });
+}
+
+test("QualityReport body: the example of PROTOCOL.md 4.1, buckets and refusals", () => {
+  const example =
+    "0102" +
+    "000003" + "0000000000010001000000000000000000000000" + "000a" + "0000000000020005000200000000000000000000" +
+    "040001" + "0000000000000000000100000000000000000000" + "0000" + "0000000000000000000000000000000000000000";
+  const report = decodeQualityReport(fromHex(example));
+  assert.deepEqual(report.transports.map((e) => [e.transport, e.connectAttempts, e.pings]), [
+    ["tcp", 3, 10],
+    ["quic", 1, 0],
+  ]);
+  assert.equal(hex(encodeQualityReport(report)), example);
+  assert.deepEqual([0, 10, 11, 5000, 5001, 1e9].map(latencyBucket), [0, 0, 1, 8, 9, 9]);
+  const kind = (h) => {
+    try {
+      decodeQualityReport(fromHex(h));
+      return "ok";
+    } catch (err) {
+      return err.kind;
+    }
+  };
+  assert.equal(kind(""), "Truncated");
+  assert.equal(kind("02"), "Truncated");
+  assert.equal(kind("0200"), "UnsupportedVersion");
+  assert.equal(kind("0100"), "ok");
+  assert.equal(kind("010000"), "TrailingBytes");
+  assert.equal(kind(example.slice(0, -2)), "Truncated");
+  assert.equal(kind("0101" + "05" + example.slice(6, 4 + 90)), "UnknownTransport");
+  assert.equal(kind("0102" + example.slice(4, 94) + example.slice(4, 94)), "TransportOrder");
+  assert.equal(kind("0100" + "00".repeat(255)), "TooLong");
+  const tooManyPongs = { version: 1, transports: [{ transport: "ws", connectAttempts: 0, connectLatency: Array(10).fill(0), pings: 1, rtt: [2, ...Array(9).fill(0)] }] };
+  assert.throws(() => encodeQualityReport(tooManyPongs), (e) => e.kind === "CountsInconsistent");
 });
