@@ -120,6 +120,8 @@ function describe(reason) {
   switch (reason.kind) {
     case "droppedByApp":
       return "dropped on purpose";
+    case "dialFailed":
+      return "gateway unreachable";
     case "transportEnded":
       return `socket closed, ${reason.wsCode}`;
     case "closedByGateway":
@@ -143,14 +145,15 @@ function onPush(push) {
   }
   if (push.gap && lastSeq !== null) {
     const missed = push.seq - lastSeq - 1n;
-    system(`${missed} message(s) missed while offline; recovery comes with server-side history`, "warn");
+    const what = missed === 1n ? "1 message" : `${missed} messages`;
+    system(`${what} missed while offline; recovery comes with server-side history`, "warn");
   }
   lastSeq = push.seq;
   const fromDevice = from ? decoder.decode(from[1]) : "";
   message(body.name || fromDevice, String(body.text ?? ""), push.seq, fromDevice === device);
   const position = client.position(room);
   if (position) {
-    const epoch = position.epoch === null ? "–" : position.epoch.toString(16).slice(0, 8);
+    const epoch = position.epoch === null ? "–" : position.epoch.toString(16).slice(0, 6);
     $("position").textContent = `#${position.seq} · epoch ${epoch}`;
   }
 }
