@@ -672,8 +672,15 @@ export class Client {
         this.teardown();
         this.failAll("abandoned", `the connection ended (${reason.kind})`);
         if (this.opts.control !== undefined) {
-            this.failuresSinceAccess++;
-            this.endpointIndex++;
+            if (wasLoggedIn) {
+                // A session that ended after login starts again from the first endpoint.
+                this.endpointIndex = 0;
+            }
+            else {
+                // A failed attempt moves on to the next endpoint.
+                this.failuresSinceAccess++;
+                this.endpointIndex++;
+            }
         }
         const stop = this.stopReason(reason);
         if (stop !== null) {

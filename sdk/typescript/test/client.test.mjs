@@ -458,6 +458,56 @@ test("control layer: /v1/access gives the ws endpoint, the token and the reconne
   assert.equal(states.at(-1).retryInMs, 100);
 });
 
+test("control layer: a failed attempt moves to the next endpoint, repeated failures ask /v1/access again", async () => {
+  let accesses = 0;
+  const fetch = async () => {
+    accesses++;
+    return {
+      ok: true,
+      status: 200,
+      json: async () => ({
+        endpoints: [
+          { url: `ws://a${accesses}.test/ws`, transport: "ws" },
+          { url: `ws://b${accesses}.test/ws`, transport: "ws" },
+        ],
+        token: "t",
+        expires_at_unix_s: 4_000_000_000,
+        reconnect: { base_ms: 100, cap_ms: 100 },
+        reaccess_after_failures: 2,
+      }),
+    };
+  };
+  FakeSocket.all = [];
+  const env = new FakeEnv(0);
+  const client = new Client({ control: { url: "http://ctl.test" }, app: "demo", device: "d1", WebSocket: FakeSocket, fetch, env });
+  client.connect();
+  await flush();
+  assert.equal(FakeSocket.all.at(-1).url, "ws://a1.test/ws");
+  FakeSocket.all.at(-1).end(1006);
+  env.advance(0);
+  await flush();
+  assert.equal(FakeSocket.all.at(-1).url, "ws://b1.test/ws");
+  // Logged in on b1, then the connection drops: start again from the first endpoint.
+  const socket = FakeSocket.all.at(-1);
+  socket.open();
+  await flush();
+  socket.deliver({ type: "LoginAck", id: 1, connId: 1n, heartbeatMs: 30000, expiresAtMs: null });
+  client.dropConnection();
+  env.advance(0);
+  await flush();
+  assert.equal(FakeSocket.all.at(-1).url, "ws://a1.test/ws");
+  assert.equal(accesses, 1);
+  // Two failed attempts in a row (= max(reaccess_after_failures, endpoints)): ask again.
+  FakeSocket.all.at(-1).end(1006);
+  env.advance(0);
+  await flush();
+  FakeSocket.all.at(-1).end(1006);
+  env.advance(0);
+  await flush();
+  assert.equal(accesses, 2);
+  assert.equal(FakeSocket.all.at(-1).url, "ws://a2.test/ws");
+});
+
 test("a control layer refusal backs off and retries", async () => {
   let n = 0;
   const fetch = async () => {
