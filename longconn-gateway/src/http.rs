@@ -1,6 +1,5 @@
 //! The gateway's HTTP side: `GET /healthz`, the push API of `longconn-http`
-//! (`/v1/...`), the demo's `/demo` routes when it is on ([`crate::demo`]), and JSON
-//! errors for everything else.
+//! (`/v1/...`), and JSON errors for everything else.
 
 use std::net::SocketAddr;
 
@@ -43,9 +42,10 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Serves `app` (usually [`router`]) on `listener` until `stop` is cancelled.
+/// Serves the router on `addr` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    // The assembled router: [`router`], plus the demo's routes when it is on.
     app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -54,7 +54,7 @@ pub async fn serve(
         .await
 }
 
-/// Serves `app` (usually [`router`]) on a thread of its own (`longconn-http`, a current-thread tokio
+/// Serves the router on a thread of its own (`longconn-http`, a current-thread tokio
 /// runtime) until `stop` is cancelled; the receiver resolves with the result when the
 /// thread is done.
 ///
