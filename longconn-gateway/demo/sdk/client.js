@@ -2,7 +2,8 @@
 // request/response with timeouts, pushes, groups, connection state and per-group
 // positions. It follows the client state table of docs/PROTOCOL.md ("Client state
 // table"), as the Rust SDK's ClientSession does.
-import { Code, DecodeError, DEFAULT_MAX_FRAME_SIZE, codeName, decodeMessage, encodeFrame, utf8, } from "./codec.js";
+import { Code, DecodeError, DEFAULT_MAX_FRAME_SIZE, MAX_NETWORK, codeName, decodeMessage, encodeFrame, utf8, } from "./codec.js";
+import { REPORT_TRANSPORTS, encodeQualityReport, latencyBucket } from "./quality.js";
 /** The SDK's version, sent to the control layer as `sdk_version`. */
 export const SDK_VERSION = "0.1.0";
 /** A call failed. `code` is a wire code (PROTOCOL.md section 5) or one of the SDK's own reasons. */
@@ -60,6 +61,12 @@ export class Client {
         this.pongTimer = null;
         this.phaseTimer = null;
         this.reconnectTimer = null;
+        this.qualityTimer = null;
+        this.quality = new QualityCounters();
+        /** The transport of the current or last attempt. */
+        this.transport = "ws";
+        this.attemptStartedAt = null;
+        this.pingSentAt = 0;
         this.access = null;
         this.endpointIndex = 0;
         this.failuresSinceAccess = 0;
@@ -242,7 +249,7 @@ export class Client {
     }
     failAll(reason, message) {
         for (const [id, call] of [...this.calls]) {
-            if (call.kind === "refresh") {
+            if (call.kind === "silent") {
                 this.settle(id);
                 continue;
             }
@@ -272,7 +279,10 @@ export class Client {
     /** Forgets the socket (closing it) and every connection timer. */
     teardown() {
         this.generation++;
-        for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer"]) {
+        if (this.pingId !== null) {
+            this.quality.ping(this.transport, null);
+        }
+        for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer", "qualityTimer"]) {
             this.clearTimer(t);
         }
         this.pingId = null;
@@ -364,6 +374,8 @@ export class Client {
         }
         socket.binaryType = "arraybuffer";
         this.socket = socket;
+        this.transport = url.startsWith("wss:") ? "wss" : "ws";
+        this.attemptStartedAt = this.env.now();
         const generation = this.generation;
         const current = () => generation === this.generation;
         this.phaseTimer = this.env.setTimeout(() => {
@@ -480,6 +492,10 @@ export class Client {
             this.goAwayRetryMs = null;
             this.failuresSinceAccess = 0;
             this._connId = frame.connId;
+            if (this.attemptStartedAt !== null) {
+                this.quality.connect(this.transport, this.env.now() - this.attemptStartedAt);
+                this.attemptStartedAt = null;
+            }
             const cap = this.access?.heartbeatMs ?? this.opts.heartbeatMs ?? 30000;
             this.heartbeatMs = Math.max(100, Math.min(frame.heartbeatMs || cap, cap));
             this.setState({ state: "connected", connId: frame.connId });
@@ -495,6 +511,7 @@ export class Client {
                 }
             }
             this.scheduleHeartbeat();
+            this.scheduleQualityReport();
             return;
         }
         if (frame.type === "Close") {
@@ -534,6 +551,7 @@ export class Client {
                 if (frame.id === this.pingId) {
                     this.pingId = null;
                     this.clearTimer("pongTimer");
+                    this.quality.ping(this.transport, this.env.now() - this.pingSentAt);
                 }
                 return;
             case "Response": {
@@ -636,12 +654,47 @@ export class Client {
                 return;
             }
             const id = this.allocateId();
-            const ms = this.opts.requestTimeoutMs ?? 10000;
-            const call = { kind: "refresh", timer: null, resolve: () => { }, reject: () => { } };
-            call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
-            this.calls.set(id, call);
+            this.silentCall(id);
             this.sendFrame({ type: "TokenRefresh", id, token });
         }, (err) => console.error("longconn: token refresh failed", err));
+    }
+    scheduleQualityReport() {
+        const every = this.opts.qualityReportMs;
+        if (every === undefined || every <= 0) {
+            return;
+        }
+        const generation = this.generation;
+        this.qualityTimer = this.env.setTimeout(() => {
+            if (generation !== this.generation) {
+                return;
+            }
+            this.qualityTimer = null;
+            this.sendQualityReport();
+            this.scheduleQualityReport();
+        }, every);
+    }
+    /** Sends what was measured since the last report (nothing if nothing was), then starts counting again. */
+    sendQualityReport() {
+        const report = this.quality.take();
+        if (report.transports.length === 0) {
+            return;
+        }
+        const network = this.opts.network ?? 0;
+        const id = this.allocateId();
+        this.silentCall(id);
+        this.sendFrame({
+            type: "QualityReport",
+            id,
+            network: Number.isInteger(network) && network >= 0 && network <= MAX_NETWORK ? network : 0,
+            payload: encodeQualityReport(report),
+        });
+    }
+    /** Registers `id` as a call whose answer (an ack or an `Error`) is dropped, so no later call reuses it meanwhile. */
+    silentCall(id) {
+        const ms = this.opts.requestTimeoutMs ?? 10000;
+        const call = { kind: "silent", timer: null, resolve: () => { }, reject: () => { } };
+        call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
+        this.calls.set(id, call);
     }
     scheduleHeartbeat() {
         this.clearTimer("heartbeatTimer");
@@ -653,6 +706,7 @@ export class Client {
             this.heartbeatTimer = null;
             if (this.pingId === null) {
                 this.pingId = this.allocateId();
+                this.pingSentAt = this.env.now();
                 this.sendFrame({ type: "Ping", id: this.pingId, payload: new Uint8Array(0) });
                 const pongMs = this.opts.pongTimeoutMs ?? 2 * this.heartbeatMs;
                 this.pongTimer = this.env.setTimeout(() => {
@@ -669,6 +723,10 @@ export class Client {
     connectionEnded(reason) {
         const wasDraining = this._state === "draining";
         const wasLoggedIn = this._state === "connected" || wasDraining;
+        if (this.attemptStartedAt !== null) {
+            this.quality.connect(this.transport, null);
+            this.attemptStartedAt = null;
+        }
         this.teardown();
         this.failAll("abandoned", `the connection ended (${reason.kind})`);
         if (this.opts.control !== undefined) {
@@ -775,4 +833,47 @@ export function parseAccess(body) {
         capMs: num(reconnect["cap_ms"], 30000),
         reaccessAfter: num(body["reaccess_after_failures"], 3),
     };
+}
+/** Counts since the last quality report, per transport (PROTOCOL.md 4.1); each count stops at 65,535. */
+class QualityCounters {
+    constructor() {
+        this.entries = new Map();
+    }
+    entry(transport) {
+        let e = this.entries.get(transport);
+        if (e === undefined) {
+            e = { attempts: 0, latency: Array(10).fill(0), pings: 0, rtt: Array(10).fill(0) };
+            this.entries.set(transport, e);
+        }
+        return e;
+    }
+    /** A connect attempt ended: its latency to `LoginAck`, or `null` for a failure. */
+    connect(transport, latencyMs) {
+        const e = this.entry(transport);
+        if (e.attempts >= 0xffff)
+            return;
+        e.attempts++;
+        if (latencyMs !== null)
+            e.latency[latencyBucket(latencyMs)]++;
+    }
+    /** A heartbeat's fate is known: its round trip, or `null` when it was lost. */
+    ping(transport, rttMs) {
+        const e = this.entry(transport);
+        if (e.pings >= 0xffff)
+            return;
+        e.pings++;
+        if (rttMs !== null)
+            e.rtt[latencyBucket(rttMs)]++;
+    }
+    /** The report body for everything counted so far; the counts restart from zero. */
+    take() {
+        const transports = REPORT_TRANSPORTS.flatMap((transport) => {
+            const e = this.entries.get(transport);
+            return e === undefined || (e.attempts === 0 && e.pings === 0)
+                ? []
+                : [{ transport, connectAttempts: e.attempts, connectLatency: e.latency, pings: e.pings, rtt: e.rtt }];
+        });
+        this.entries = new Map();
+        return { version: 1, transports };
+    }
 }

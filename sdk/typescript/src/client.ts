@@ -8,12 +8,14 @@ import {
   DecodeError,
   DEFAULT_MAX_FRAME_SIZE,
   type Frame,
+  MAX_NETWORK,
   type Meta,
   codeName,
   decodeMessage,
   encodeFrame,
   utf8,
 } from "./codec.js";
+import { type ReportTransport, REPORT_TRANSPORTS, encodeQualityReport, latencyBucket } from "./quality.js";
 
 /** The SDK's version, sent to the control layer as `sdk_version`. */
 export const SDK_VERSION = "0.1.0";
@@ -190,6 +192,14 @@ export interface ClientOptions {
   }>;
   /** Timers and randomness (default the global ones). */
   env?: Environment;
+  /**
+   * Send a `QualityReport` (PROTOCOL.md 4.1: connect attempts and heartbeat round trips
+   * per transport) this often while connected. Default off: a gateway without
+   * `QualityReport` support closes the session on it.
+   */
+  qualityReportMs?: number;
+  /** The `NETWORK` of quality reports: 0 unknown (default), 1 wifi, 2 cellular, 3 wired. */
+  network?: number;
 }
 
 /** Events a client emits; subscribe with `client.on(name, listener)`. */
@@ -212,7 +222,8 @@ const defaultEnv: Environment = {
 };
 
 interface OpenCall {
-  kind: "request" | "join" | "leave" | "refresh";
+  /** `silent`: a token refresh or a quality report, whose answer nobody awaits. */
+  kind: "request" | "join" | "leave" | "silent";
   group?: string;
   /** `join`: the group's listener, registered when the `JoinAck` arrives. */
   listener?: GroupListener;
@@ -280,6 +291,12 @@ export class Client {
   private pongTimer: unknown = null;
   private phaseTimer: unknown = null;
   private reconnectTimer: unknown = null;
+  private qualityTimer: unknown = null;
+  private readonly quality = new QualityCounters();
+  /** The transport of the current or last attempt. */
+  private transport: ReportTransport = "ws";
+  private attemptStartedAt: number | null = null;
+  private pingSentAt = 0;
   private access: Access | null = null;
   private endpointIndex = 0;
   private failuresSinceAccess = 0;
@@ -491,7 +508,7 @@ export class Client {
 
   private failAll(reason: CallError["reason"], message: string): void {
     for (const [id, call] of [...this.calls]) {
-      if (call.kind === "refresh") {
+      if (call.kind === "silent") {
         this.settle(id);
         continue;
       }
@@ -513,7 +530,9 @@ export class Client {
     }
   }
 
-  private clearTimer(name: "heartbeatTimer" | "pongTimer" | "phaseTimer" | "reconnectTimer"): void {
+  private clearTimer(
+    name: "heartbeatTimer" | "pongTimer" | "phaseTimer" | "reconnectTimer" | "qualityTimer",
+  ): void {
     if (this[name] !== null) {
       this.env.clearTimeout(this[name]);
       this[name] = null;
@@ -523,7 +542,10 @@ export class Client {
   /** Forgets the socket (closing it) and every connection timer. */
   private teardown(): void {
     this.generation++;
-    for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer"] as const) {
+    if (this.pingId !== null) {
+      this.quality.ping(this.transport, null);
+    }
+    for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer", "qualityTimer"] as const) {
       this.clearTimer(t);
     }
     this.pingId = null;
@@ -621,6 +643,8 @@ export class Client {
     }
     socket.binaryType = "arraybuffer";
     this.socket = socket;
+    this.transport = url.startsWith("wss:") ? "wss" : "ws";
+    this.attemptStartedAt = this.env.now();
     const generation = this.generation;
     const current = () => generation === this.generation;
     this.phaseTimer = this.env.setTimeout(() => {
@@ -741,6 +765,10 @@ export class Client {
       this.goAwayRetryMs = null;
       this.failuresSinceAccess = 0;
       this._connId = frame.connId;
+      if (this.attemptStartedAt !== null) {
+        this.quality.connect(this.transport, this.env.now() - this.attemptStartedAt);
+        this.attemptStartedAt = null;
+      }
       const cap = this.access?.heartbeatMs ?? this.opts.heartbeatMs ?? 30_000;
       this.heartbeatMs = Math.max(100, Math.min(frame.heartbeatMs || cap, cap));
       this.setState({ state: "connected", connId: frame.connId });
@@ -756,6 +784,7 @@ export class Client {
         }
       }
       this.scheduleHeartbeat();
+      this.scheduleQualityReport();
       return;
     }
     if (frame.type === "Close") {
@@ -800,6 +829,7 @@ export class Client {
         if (frame.id === this.pingId) {
           this.pingId = null;
           this.clearTimer("pongTimer");
+          this.quality.ping(this.transport, this.env.now() - this.pingSentAt);
         }
         return;
       case "Response": {
@@ -906,14 +936,52 @@ export class Client {
           return;
         }
         const id = this.allocateId();
-        const ms = this.opts.requestTimeoutMs ?? 10_000;
-        const call: OpenCall = { kind: "refresh", timer: null, resolve: () => {}, reject: () => {} };
-        call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
-        this.calls.set(id, call);
+        this.silentCall(id);
         this.sendFrame({ type: "TokenRefresh", id, token });
       },
       (err: unknown) => console.error("longconn: token refresh failed", err),
     );
+  }
+
+  private scheduleQualityReport(): void {
+    const every = this.opts.qualityReportMs;
+    if (every === undefined || every <= 0) {
+      return;
+    }
+    const generation = this.generation;
+    this.qualityTimer = this.env.setTimeout(() => {
+      if (generation !== this.generation) {
+        return;
+      }
+      this.qualityTimer = null;
+      this.sendQualityReport();
+      this.scheduleQualityReport();
+    }, every);
+  }
+
+  /** Sends what was measured since the last report (nothing if nothing was), then starts counting again. */
+  private sendQualityReport(): void {
+    const report = this.quality.take();
+    if (report.transports.length === 0) {
+      return;
+    }
+    const network = this.opts.network ?? 0;
+    const id = this.allocateId();
+    this.silentCall(id);
+    this.sendFrame({
+      type: "QualityReport",
+      id,
+      network: Number.isInteger(network) && network >= 0 && network <= MAX_NETWORK ? network : 0,
+      payload: encodeQualityReport(report),
+    });
+  }
+
+  /** Registers `id` as a call whose answer (an ack or an `Error`) is dropped, so no later call reuses it meanwhile. */
+  private silentCall(id: number): void {
+    const ms = this.opts.requestTimeoutMs ?? 10_000;
+    const call: OpenCall = { kind: "silent", timer: null, resolve: () => {}, reject: () => {} };
+    call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
+    this.calls.set(id, call);
   }
 
   private scheduleHeartbeat(): void {
@@ -926,6 +994,7 @@ export class Client {
       this.heartbeatTimer = null;
       if (this.pingId === null) {
         this.pingId = this.allocateId();
+        this.pingSentAt = this.env.now();
         this.sendFrame({ type: "Ping", id: this.pingId, payload: new Uint8Array(0) });
         const pongMs = this.opts.pongTimeoutMs ?? 2 * this.heartbeatMs;
         this.pongTimer = this.env.setTimeout(() => {
@@ -943,6 +1012,10 @@ export class Client {
   private connectionEnded(reason: EndReason): void {
     const wasDraining = this._state === "draining";
     const wasLoggedIn = this._state === "connected" || wasDraining;
+    if (this.attemptStartedAt !== null) {
+      this.quality.connect(this.transport, null);
+      this.attemptStartedAt = null;
+    }
     this.teardown();
     this.failAll("abandoned", `the connection ended (${reason.kind})`);
     if (this.opts.control !== undefined) {
@@ -1054,3 +1127,45 @@ export function parseAccess(body: Record<string, unknown>): Access {
 }
 
 export type { Access };
+
+/** Counts since the last quality report, per transport (PROTOCOL.md 4.1); each count stops at 65,535. */
+class QualityCounters {
+  private entries = new Map<ReportTransport, { attempts: number; latency: number[]; pings: number; rtt: number[] }>();
+
+  private entry(transport: ReportTransport) {
+    let e = this.entries.get(transport);
+    if (e === undefined) {
+      e = { attempts: 0, latency: Array(10).fill(0), pings: 0, rtt: Array(10).fill(0) };
+      this.entries.set(transport, e);
+    }
+    return e;
+  }
+
+  /** A connect attempt ended: its latency to `LoginAck`, or `null` for a failure. */
+  connect(transport: ReportTransport, latencyMs: number | null): void {
+    const e = this.entry(transport);
+    if (e.attempts >= 0xffff) return;
+    e.attempts++;
+    if (latencyMs !== null) e.latency[latencyBucket(latencyMs)]++;
+  }
+
+  /** A heartbeat's fate is known: its round trip, or `null` when it was lost. */
+  ping(transport: ReportTransport, rttMs: number | null): void {
+    const e = this.entry(transport);
+    if (e.pings >= 0xffff) return;
+    e.pings++;
+    if (rttMs !== null) e.rtt[latencyBucket(rttMs)]++;
+  }
+
+  /** The report body for everything counted so far; the counts restart from zero. */
+  take() {
+    const transports = REPORT_TRANSPORTS.flatMap((transport) => {
+      const e = this.entries.get(transport);
+      return e === undefined || (e.attempts === 0 && e.pings === 0)
+        ? []
+        : [{ transport, connectAttempts: e.attempts, connectLatency: e.latency, pings: e.pings, rtt: e.rtt }];
+    });
+    this.entries = new Map();
+    return { version: 1, transports };
+  }
+}

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { CallError, Client, Code, decodeMessage, encodeFrame, utf8 } from "../dist/index.js";
+import { CallError, Client, Code, decodeMessage, decodeQualityReport, encodeFrame, utf8 } from "../dist/index.js";
 
 /** A simulated clock: timers fire only when the test advances time. */
 class FakeEnv {
@@ -148,6 +148,43 @@ test("CA5/CA6/CA7: pings every heartbeat, a lost pong ends the connection", asyn
   assert.equal(t.client.state, "waiting");
   assert.equal(t.states.at(-1).reason.kind, "heartbeatLost");
   assert.ok(socket.closed);
+  assert.ok(!socket.types().includes("QualityReport"), "quality reports are opt-in");
+});
+
+test("quality reports (opt-in): connect attempts and heartbeat round trips per transport", async () => {
+  const t = setup({ client: { qualityReportMs: 60_000, network: 1 } });
+  t.socket().end(1006); // attempt 1 fails
+  t.env.advance(t.states.at(-1).retryInMs);
+  t.env.advance(30);
+  const socket = t.socket();
+  socket.open();
+  await flush();
+  socket.deliver({ type: "LoginAck", id: 1, connId: 1n, heartbeatMs: 20_000, expiresAtMs: null }); // attempt 2: 30 ms
+  t.env.advance(20_000);
+  t.env.advance(5);
+  socket.deliver({ type: "Pong", id: socket.last("Ping").id, payload: new Uint8Array() }); // 5 ms
+  t.env.advance(60_000 - 20_005);
+  const frame = socket.last("QualityReport");
+  assert.ok(frame, "a report after 60 s");
+  assert.equal(frame.network, 1);
+  const report = decodeQualityReport(frame.payload);
+  assert.equal(report.transports.length, 1);
+  const ws = report.transports[0];
+  assert.equal(ws.transport, "ws");
+  assert.equal(ws.connectAttempts, 2);
+  assert.deepEqual(ws.connectLatency, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+  // The first ping was answered; the second (sent at 40 s) is still open.
+  assert.equal(ws.pings, 1);
+  assert.deepEqual(ws.rtt, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  // An Error for the report (a gateway that refuses its body) fails nothing else.
+  socket.deliver({ type: "Error", id: frame.id, code: Code.malformed_report, message: "" });
+  assert.equal(t.client.state, "connected");
+  // Counts restart: the next report holds only what happened since.
+  socket.deliver({ type: "Pong", id: socket.last("Ping").id, payload: new Uint8Array() });
+  t.env.advance(60_000);
+  const next = decodeQualityReport(socket.last("QualityReport").payload);
+  assert.equal(next.transports[0].connectAttempts, 0);
+  assert.ok(next.transports[0].pings >= 1);
 });
 
 test("CX1: a Ping from the gateway is answered with a Pong carrying its id and payload", async () => {
