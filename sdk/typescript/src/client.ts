@@ -292,6 +292,7 @@ export class Client {
   private phaseTimer: unknown = null;
   private reconnectTimer: unknown = null;
   private qualityTimer: unknown = null;
+  private renewTimer: unknown = null;
   private readonly quality = new QualityCounters();
   /** The transport of the current or last attempt. */
   private transport: ReportTransport = "ws";
@@ -531,7 +532,7 @@ export class Client {
   }
 
   private clearTimer(
-    name: "heartbeatTimer" | "pongTimer" | "phaseTimer" | "reconnectTimer" | "qualityTimer",
+    name: "heartbeatTimer" | "pongTimer" | "phaseTimer" | "reconnectTimer" | "qualityTimer" | "renewTimer",
   ): void {
     if (this[name] !== null) {
       this.env.clearTimeout(this[name]);
@@ -545,7 +546,7 @@ export class Client {
     if (this.pingId !== null) {
       this.quality.ping(this.transport, null);
     }
-    for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer", "qualityTimer"] as const) {
+    for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer", "qualityTimer", "renewTimer"] as const) {
       this.clearTimer(t);
     }
     this.pingId = null;
@@ -785,6 +786,7 @@ export class Client {
       }
       this.scheduleHeartbeat();
       this.scheduleQualityReport();
+      this.scheduleRenewal(frame.expiresAtMs);
       return;
     }
     if (frame.type === "Close") {
@@ -864,7 +866,7 @@ export class Client {
         return;
       }
       case "TokenRefreshAck":
-        this.settle(frame.id)?.resolve(undefined);
+        this.settle(frame.id)?.resolve(frame.expiresAtMs);
         return;
       case "Push":
         this.deliver(frame);
@@ -922,11 +924,22 @@ export class Client {
     }
   }
 
+  /**
+   * Fetches a fresh token (the token function; with the control layer
+   * `/v1/token/refresh`, else `/v1/access`) and hands it to the gateway in band
+   * (`TokenRefresh`, PROTOCOL.md CA8/CA13). Its `TokenRefreshAck` schedules the next
+   * renewal.
+   */
   private refreshToken(): void {
     const generation = this.generation;
     const refresh = async () => {
-      if (this.opts.control !== undefined && this.opts.token === undefined && this.access !== null) {
-        this.access = await this.fetchAccess(this.opts.control);
+      const control = this.opts.control;
+      if (control !== undefined && this.opts.token === undefined && this.access !== null) {
+        try {
+          await this.renewAccessToken(control);
+        } catch {
+          this.access = await this.fetchAccess(control);
+        }
       }
       return this.fetchToken();
     };
@@ -936,11 +949,59 @@ export class Client {
           return;
         }
         const id = this.allocateId();
-        this.silentCall(id);
+        this.silentCall(id, (expiresAtMs) => {
+          if (generation === this.generation) {
+            this.scheduleRenewal(expiresAtMs);
+          }
+        });
         this.sendFrame({ type: "TokenRefresh", id, token });
       },
       (err: unknown) => console.error("longconn: token refresh failed", err),
     );
+  }
+
+  /** `POST /v1/token/refresh` with the current token (docs/CONTROL.md). */
+  private async renewAccessToken(control: ControlOptions): Promise<void> {
+    const fetchFn = this.opts.fetch ?? (globalThis.fetch as unknown as ClientOptions["fetch"]);
+    if (fetchFn === undefined || this.access === null) {
+      throw new Error("no fetch() or no token to renew");
+    }
+    const response = await fetchFn(`${control.url.replace(/\/$/, "")}/v1/token/refresh`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: this.access.token }),
+    });
+    const body = (await response.json()) as Record<string, unknown>;
+    const token = body["token"];
+    const expires = body["expires_at_unix_s"];
+    if (!response.ok || typeof token !== "string" || typeof expires !== "number") {
+      throw new Error(`POST /v1/token/refresh: ${response.status}`);
+    }
+    this.access = { ...this.access, token, expiresAtMs: expires * 1000 };
+  }
+
+  /**
+   * Renews the token at 80 % of its remaining lifetime (`LoginAck` or `TokenRefreshAck`
+   * say when it expires), when the token can be fetched again (a token function or the
+   * control layer); a fixed token is left to the gateway's `TokenExpiring`.
+   */
+  private scheduleRenewal(expiresAtMs: bigint | null): void {
+    this.clearTimer("renewTimer");
+    const renewable = typeof this.opts.token === "function" || (this.opts.control !== undefined && this.opts.token === undefined);
+    if (expiresAtMs === null || !renewable) {
+      return;
+    }
+    const left = Number(expiresAtMs) - this.env.now();
+    if (!(left > 0)) {
+      return;
+    }
+    const generation = this.generation;
+    this.renewTimer = this.env.setTimeout(() => {
+      this.renewTimer = null;
+      if (generation === this.generation) {
+        this.refreshToken();
+      }
+    }, Math.floor(left * 0.8));
   }
 
   private scheduleQualityReport(): void {
@@ -977,9 +1038,14 @@ export class Client {
   }
 
   /** Registers `id` as a call whose answer (an ack or an `Error`) is dropped, so no later call reuses it meanwhile. */
-  private silentCall(id: number): void {
+  private silentCall(id: number, onAck: (value: bigint | null) => void = () => {}): void {
     const ms = this.opts.requestTimeoutMs ?? 10_000;
-    const call: OpenCall = { kind: "silent", timer: null, resolve: () => {}, reject: () => {} };
+    const call: OpenCall = {
+      kind: "silent",
+      timer: null,
+      resolve: (value) => onAck((value ?? null) as bigint | null),
+      reject: () => {},
+    };
     call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
     this.calls.set(id, call);
   }

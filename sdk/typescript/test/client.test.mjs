@@ -445,6 +445,65 @@ test("CA8: TokenExpiring is answered with a TokenRefresh from the token source",
   assert.equal(new TextDecoder().decode(socket.last("TokenRefresh").token), "tok-2");
 });
 
+test("CA13: a renewable token is renewed in band at 80 % of its lifetime; a fixed one is not", async () => {
+  let n = 0;
+  // Heartbeats far apart, so that no pong deadline ends the session meanwhile.
+  const t = setup({ client: { token: async () => `tok-${++n}`, heartbeatMs: 10_000_000 } });
+  let socket = t.socket();
+  socket.open();
+  await flush();
+  socket.deliver({ type: "LoginAck", id: 1, connId: 1n, heartbeatMs: 1_000_000, expiresAtMs: 100_000n });
+  t.env.advance(79_999);
+  await flush();
+  assert.equal(socket.last("TokenRefresh"), undefined);
+  t.env.advance(1);
+  await flush();
+  const refresh = socket.last("TokenRefresh");
+  assert.equal(new TextDecoder().decode(refresh.token), "tok-2");
+  // The ack's new expiry schedules the next renewal: 80 % of the 120 s left.
+  socket.deliver({ type: "TokenRefreshAck", id: refresh.id, expiresAtMs: 200_000n });
+  t.env.advance(95_999);
+  await flush();
+  assert.equal(socket.sent.filter((f) => f.type === "TokenRefresh").length, 1);
+  t.env.advance(1);
+  await flush();
+  assert.equal(new TextDecoder().decode(socket.last("TokenRefresh").token), "tok-3");
+
+  const fixed = setup({ client: { heartbeatMs: 10_000_000 } });
+  socket = fixed.socket();
+  socket.open();
+  await flush();
+  socket.deliver({ type: "LoginAck", id: 1, connId: 1n, heartbeatMs: 1_000_000, expiresAtMs: 100_000n });
+  fixed.env.advance(99_000);
+  await flush();
+  assert.equal(socket.last("TokenRefresh"), undefined, "a fixed token cannot be renewed");
+});
+
+test("control layer: the token is renewed through /v1/token/refresh", async () => {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push([url, JSON.parse(init.body)]);
+    const body = url.endsWith("/v1/access")
+      ? { endpoints: [{ url: "ws://gw.test/ws", transport: "ws" }], token: "old", expires_at_unix_s: 100 }
+      : { token: "renewed", expires_at_unix_s: 200 };
+    return { ok: true, status: 200, json: async () => body };
+  };
+  FakeSocket.all = [];
+  const env = new FakeEnv(0.5);
+  const client = new Client({ control: { url: "http://ctl.test" }, app: "demo", device: "d1", WebSocket: FakeSocket, fetch, env });
+  client.connect();
+  await flush();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  await flush();
+  socket.deliver({ type: "LoginAck", id: 1, connId: 1n, heartbeatMs: 1_000_000, expiresAtMs: 100_000n });
+  env.advance(80_000);
+  await flush();
+  await flush();
+  assert.deepEqual(calls[1], ["http://ctl.test/v1/token/refresh", { token: "old" }]);
+  assert.equal(new TextDecoder().decode(socket.last("TokenRefresh").token), "renewed");
+});
+
 test("control layer: /v1/access gives the ws endpoint, the token and the reconnect policy", async () => {
   const requests = [];
   const fetch = async (url, init) => {
