@@ -23,6 +23,7 @@ use longconn_transport::ws::WsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::demo::{DEMO_APP, DEMO_BUSINESS, Demo};
 use crate::{Gateway, GatewayError, ListenerKind, http};
 
 /// Default [`GatewayBuilder::shutdown_deadline`]: 15 s for the whole drain.
@@ -63,6 +64,7 @@ pub struct GatewayBuilder {
     relay: Option<Arc<dyn Relay>>,
     cluster: Option<ClusterConfig>,
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
+    demo: Option<Demo>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -77,6 +79,7 @@ impl std::fmt::Debug for GatewayBuilder {
             .field("router", &self.router)
             .field("backends", &self.backends.len())
             .field("cluster", &self.cluster)
+            .field("demo", &self.demo.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +102,7 @@ impl Default for GatewayBuilder {
             relay: None,
             cluster: None,
             join_authorizer: None,
+            demo: None,
         }
     }
 }
@@ -269,6 +273,16 @@ impl GatewayBuilder {
         self
     }
 
+    /// Turns the demo on ([`crate::demo`]): the `/demo` page and its token, config and
+    /// presence routes on the HTTP listener, and the room handler on business
+    /// [`DEMO_BUSINESS`]. It needs an HTTP and a WebSocket listener. With backends (or
+    /// none) the handler is routed here; a [`GatewayBuilder::router`] must route
+    /// [`DEMO_BUSINESS`] to [`Demo::backend`] itself. Default: off.
+    pub fn demo(mut self, demo: Demo) -> Self {
+        self.demo = Some(demo);
+        self
+    }
+
     /// Checks the settings, binds every listener, and starts serving. Nothing is served
     /// unless every listener bound.
     ///
@@ -301,9 +315,36 @@ impl GatewayBuilder {
                     .into(),
             ));
         }
-        let router = match (self.router, self.backends.is_empty()) {
+        if self.demo.is_some() {
+            for kind in [ListenerKind::Http, ListenerKind::Ws] {
+                if !kinds().any(|k| k == kind) {
+                    return Err(config(format!(
+                        "the demo needs a{} {} listener",
+                        if kind == ListenerKind::Http { "n" } else { "" },
+                        kind.label()
+                    )));
+                }
+            }
+        }
+        let mut backends = self.backends;
+        if let Some(demo) = &self.demo {
+            match &self.router {
+                Some(router) if router.backend_for(DEMO_BUSINESS).is_none() => {
+                    return Err(config(format!(
+                        "the demo needs business {DEMO_BUSINESS} routed to Demo::backend()"
+                    )));
+                }
+                Some(_) => {}
+                None => backends.push((
+                    DEMO_BUSINESS,
+                    Arc::new(demo.backend()),
+                    BackendLimits::default(),
+                )),
+            }
+        }
+        let router = match (self.router, backends.is_empty()) {
             (Some(router), true) => router,
-            (None, _) => Arc::new(router_from(self.backends)?),
+            (None, _) => Arc::new(router_from(backends)?),
             (Some(_), false) => {
                 return Err(config("give either a router or backends, not both".into()));
             }
@@ -441,6 +482,18 @@ impl GatewayBuilder {
         if let Some(node) = &cluster {
             node.attach(&server);
         }
+        if let Some(demo) = &self.demo {
+            let ws = bound
+                .iter()
+                .find(|(label, _)| *label == ListenerKind::Ws.label())
+                .map(|(_, addr)| *addr)
+                .ok_or_else(|| config("the demo needs a ws listener".into()))?;
+            demo.attach(server.clone(), registry.clone(), ws);
+            warn!(
+                "DEMO ON: /demo/token mints login tokens for app `{DEMO_APP}` for anyone who \
+                 reaches the HTTP listener; development only"
+            );
+        }
         for start in serve {
             start(&server);
         }
@@ -449,12 +502,11 @@ impl GatewayBuilder {
         if let Some((listener, local)) = http_listener {
             bound.push((ListenerKind::Http.label(), local));
             let api = PushApi::new(server.clone(), registry.clone(), api_limits);
-            http_task = Some(http::spawn_thread(
-                listener,
-                server.clone(),
-                api,
-                stop_http.clone(),
-            )?);
+            let mut app = http::router(server.clone(), api);
+            if let Some(demo) = &self.demo {
+                app = app.merge(demo.routes());
+            }
+            http_task = Some(http::spawn_thread(listener, app, stop_http.clone())?);
         }
         for (label, addr) in &bound {
             info!(%addr, "{label} listening");

@@ -23,6 +23,7 @@ use longconn_transport::cert::TlsIdentity;
 use serde::Deserialize;
 use tracing::warn;
 
+use crate::demo::{DEMO_BUSINESS, Demo};
 use crate::{DEFAULT_SHUTDOWN_DEADLINE, GatewayBuilder, GatewayError, ListenerKind};
 
 pub use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
@@ -105,6 +106,11 @@ pub struct Cli {
     /// sit behind NAT or a load balancer [default: the bound listen addresses].
     #[arg(long, value_name = "NAME=ADDR,...", value_delimiter = ',', value_parser = parse_advertised)]
     pub advertise: Option<Vec<(String, String)>>,
+    /// Serve the browser demo at http://<--http>/demo/: a live room on the TypeScript
+    /// SDK, with a route that mints tokens for app `demo` for anyone (development only).
+    /// Needs the HTTP and WebSocket listeners; takes business 7.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -375,6 +381,8 @@ pub struct GatewaySettings {
     pub backends: Vec<FileBackend>,
     /// The cluster to join, if any (its node id is the server's).
     pub cluster: Option<ClusterConfig>,
+    /// Whether the browser demo is on (`--demo`).
+    pub demo: bool,
 }
 
 impl GatewaySettings {
@@ -462,6 +470,7 @@ impl GatewaySettings {
             dev_secret,
             backends: file.backends,
             cluster,
+            demo: cli.demo,
         })
     }
 
@@ -470,12 +479,20 @@ impl GatewaySettings {
     /// forwarding rules, and a TLS identity if a QUIC, TLS or wss listener is on (from
     /// the PEM files, or generated and written to `dev_cert_dir`).
     pub fn into_builder(self) -> Result<GatewayBuilder, GatewayError> {
+        let demo = if self.demo {
+            Some(Demo::new(token_keys(&self.token_keys)?))
+        } else {
+            None
+        };
         let mut builder = crate::Gateway::builder()
             .server_config(self.server.clone())
             .transport(self.transport.clone())
             .groups(self.groups.clone())
             .shutdown_deadline(self.shutdown_deadline)
-            .router(router(&self.backends)?);
+            .router(router(&self.backends, demo.as_ref())?);
+        if let Some(demo) = demo {
+            builder = builder.demo(demo);
+        }
         if !self.dev_secret {
             builder = builder.authenticator(token_keys(&self.token_keys)?);
         }
@@ -566,8 +583,9 @@ fn cluster_config(
 }
 
 /// The forwarding rules: the echo backend on business 1 (unless a configured rule claims
-/// it), then one HTTP callback backend per `[[backends]]` entry.
-fn router(backends: &[FileBackend]) -> Result<Router, GatewayError> {
+/// it), the demo's room handler on business 7 when the demo is on, then one HTTP
+/// callback backend per `[[backends]]` entry.
+fn router(backends: &[FileBackend], demo: Option<&Demo>) -> Result<Router, GatewayError> {
     let claims_echo = backends.iter().any(|b| {
         b.businesses.contains(&ECHO_BUSINESS)
             || b.ranges
@@ -579,6 +597,11 @@ fn router(backends: &[FileBackend]) -> Result<Router, GatewayError> {
         builder = builder
             .backend("echo", EchoBackend, BackendLimits::default())
             .route(ECHO_BUSINESS, "echo");
+    }
+    if let Some(demo) = demo {
+        builder = builder
+            .backend("demo", demo.backend(), BackendLimits::default())
+            .route(DEMO_BUSINESS, "demo");
     }
     for b in backends {
         let config = GatewayError::Config;
@@ -760,6 +783,30 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn demo_flag_routes_business_7_to_the_demo_and_refuses_a_claimed_7() {
+        let off = GatewaySettings::resolve(cli(&[])).unwrap();
+        assert!(!off.demo, "the demo is opt-in");
+        let on = GatewaySettings::resolve(cli(&["--demo"])).unwrap();
+        assert!(on.demo);
+        let demo = Demo::new(token_keys(&on.token_keys).unwrap());
+        let routed = router(&on.backends, Some(&demo)).unwrap();
+        assert_eq!(routed.backend_for(DEMO_BUSINESS), Some("demo"));
+        assert_eq!(routed.backend_for(ECHO_BUSINESS), Some("echo"));
+        assert_eq!(router(&on.backends, None).unwrap().backend_for(7), None);
+        let claims_7 = FileBackend {
+            name: "orders".into(),
+            url: "http://127.0.0.1:9/rpc".into(),
+            events_url: None,
+            timeout_ms: None,
+            max_concurrency: None,
+            businesses: vec![7],
+            ranges: vec![],
+            default: false,
+        };
+        assert!(router(&[claims_7], Some(&demo)).is_err());
     }
 
     #[test]

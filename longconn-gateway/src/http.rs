@@ -45,11 +45,11 @@ async fn not_found() -> Response {
 /// Serves the router on `addr` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    server: Server,
-    api: PushApi,
+    // The assembled router: [`router`], plus the demo's routes when it is on.
+    app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(server, api))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }
@@ -71,8 +71,7 @@ pub async fn serve(
 /// The listener cannot be moved to the new runtime, or the thread cannot start.
 pub fn spawn_thread(
     listener: tokio::net::TcpListener,
-    server: Server,
-    api: PushApi,
+    app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let listener = listener.into_std()?;
@@ -86,7 +85,7 @@ pub fn spawn_thread(
                 .and_then(|runtime| {
                     runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
-                        serve(listener, server, api, stop).await
+                        serve(listener, app, stop).await
                     })
                 });
             let _ = done.send(served);

@@ -42,12 +42,15 @@
 //!   backends or a router, groups, route store, group log, HTTP side), and the limits
 //!   each part takes from the one `ServerConfig`.
 //! - [`http`]: the HTTP router: `GET /healthz`, the push API, JSON 404s.
+//! - [`demo`]: the browser demo (`--demo`): a live room page built on the TypeScript
+//!   SDK, its token route and the room handler on business 7.
 //! - [`config`]: the reference binary's settings: embedded defaults (the libraries'),
 //!   a TOML file, command-line flags; [`GatewaySettings::into_builder`] turns them into
 //!   builder calls.
 
 pub mod builder;
 pub mod config;
+pub mod demo;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -61,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::{DEFAULT_SHUTDOWN_DEADLINE, GatewayBuilder, PUSH_FRAME_OVERHEAD};
 pub use config::{Cli, FileBackend, GatewaySettings};
+pub use demo::{DEMO_BUSINESS, Demo};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

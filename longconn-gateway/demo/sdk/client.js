@@ -1,0 +1,944 @@
+// The longconn client over WebSocket: login, heartbeat, reconnect with full jitter,
+// request/response with timeouts, pushes, groups, connection state and per-group
+// positions. It follows the client state table of docs/PROTOCOL.md ("Client state
+// table"), as the Rust SDK's ClientSession does.
+import { Code, DecodeError, DEFAULT_MAX_FRAME_SIZE, MAX_NETWORK, codeName, decodeMessage, encodeFrame, utf8, } from "./codec.js";
+import { REPORT_TRANSPORTS, encodeQualityReport, latencyBucket } from "./quality.js";
+/** The SDK's version, sent to the control layer as `sdk_version`. */
+export const SDK_VERSION = "0.1.0";
+/** A call failed. `code` is a wire code (PROTOCOL.md section 5) or one of the SDK's own reasons. */
+export class CallError extends Error {
+    constructor(reason, message, code) {
+        super(message);
+        this.name = "CallError";
+        this.reason = reason;
+        this.code = code;
+    }
+}
+const defaultEnv = {
+    now: () => Date.now(),
+    setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+    clearTimeout: (handle) => globalThis.clearTimeout(handle),
+    random: () => Math.random(),
+};
+/**
+ * A longconn client. It connects on `connect()`, logs in, keeps the connection alive,
+ * and reconnects with full jitter until `close()`, rejoining its groups each time.
+ *
+ * ```ts
+ * const client = new Client({ url: "ws://127.0.0.1:7101/ws", app: "demo", device: "tab-1", token });
+ * client.on("state", (s) => console.log(s.state));
+ * client.connect();
+ * await client.join("room", (push) => console.log(new TextDecoder().decode(push.payload)));
+ * const answer = await client.request(7, "hello", { meta: { group: "room" } });
+ * ```
+ */
+export class Client {
+    constructor(options) {
+        this.listeners = {
+            state: new Set(),
+            push: new Set(),
+            rejoinFailed: new Set(),
+            tokenExpiring: new Set(),
+        };
+        this._state = "idle";
+        this.socket = null;
+        /** Bumped for every connection attempt; callbacks of an older socket are ignored. */
+        this.generation = 0;
+        this.nextId = 2;
+        this.calls = new Map();
+        this.held = [];
+        /** Joined groups (kept across reconnects) and their listeners. */
+        this.groups = new Map();
+        this._positions = new Map();
+        /** Failed attempts since the last successful login. */
+        this.attempt = 0;
+        this.expiredRetried = false;
+        this.goAwayRetryMs = null;
+        this.heartbeatMs = 30000;
+        this.pingId = null;
+        this.heartbeatTimer = null;
+        this.pongTimer = null;
+        this.phaseTimer = null;
+        this.reconnectTimer = null;
+        this.qualityTimer = null;
+        this.renewTimer = null;
+        this.quality = new QualityCounters();
+        /** The transport of the current or last attempt. */
+        this.transport = "ws";
+        this.attemptStartedAt = null;
+        this.pingSentAt = 0;
+        this.access = null;
+        this.endpointIndex = 0;
+        this.failuresSinceAccess = 0;
+        this._connId = null;
+        if (!options.url && !options.control) {
+            throw new TypeError("give `url` (with `token`) or `control`");
+        }
+        if (options.url && !options.control && options.token === undefined) {
+            throw new TypeError("`token` is required with `url` (or use `control`)");
+        }
+        this.opts = options;
+        this.env = options.env ?? defaultEnv;
+        this.maxFrame = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
+    }
+    /** The current state. */
+    get state() {
+        return this._state;
+    }
+    /** The gateway's id for the current connection, while connected. */
+    get connId() {
+        return this._connId;
+    }
+    /** The groups this client is in (rejoined after every reconnect). */
+    get joinedGroups() {
+        return [...this.groups.keys()];
+    }
+    /**
+     * The last `(epoch, seq)` received for `group`, kept across reconnects. With server-side
+     * history (a later protocol addition) this is what a rejoin resumes from; today a gap
+     * after a reconnect is reported through `Push.gap`.
+     */
+    position(group) {
+        return this._positions.get(group);
+    }
+    /** Every group's last position. */
+    positions() {
+        return new Map(this._positions);
+    }
+    /** Subscribes to an event; returns a function that unsubscribes. */
+    on(event, listener) {
+        this.listeners[event].add(listener);
+        return () => {
+            this.listeners[event].delete(listener);
+        };
+    }
+    /** Starts connecting (once). */
+    connect() {
+        if (this._state !== "idle") {
+            return;
+        }
+        this.dial();
+    }
+    /** Sends `Close {normal}` if connected and stops for good; open calls fail with `abandoned`. */
+    close() {
+        if (this._state === "closed") {
+            return;
+        }
+        if (this.isConnected()) {
+            this.sendFrame({ type: "Close", code: Code.normal, message: "" });
+        }
+        this.teardown();
+        this.failAll("closed", "the client was closed");
+        this.setState({ state: "closed", reason: { kind: "closedByApp" } });
+    }
+    /**
+     * Drops the current connection without a goodbye, as a network loss would (for tests
+     * and demos): the client reconnects with backoff and rejoins its groups.
+     */
+    dropConnection() {
+        if (this.socket === null || this._state === "closed" || this._state === "waiting") {
+            return;
+        }
+        this.connectionEnded({ kind: "droppedByApp" });
+    }
+    /**
+     * Sends a request to the backend of `business`; resolves with its `Response`, rejects
+     * with a `CallError` (`rejected` with the gateway's code, `timeout`, `abandoned`,
+     * `notConnected` while waiting to reconnect, `closed`). Calls made while connecting
+     * are sent once logged in.
+     */
+    request(business, payload, options = {}) {
+        const body = typeof payload === "string" ? utf8(payload) : payload;
+        return this.call("request", (id) => ({
+            type: "Request",
+            id,
+            business,
+            meta: toMeta(options.meta),
+            payload: body,
+        }), options.timeoutMs);
+    }
+    /**
+     * Joins `group`; `listener` gets the group's pushes. The group is rejoined after every
+     * reconnect until `leave`. Rejects with a `CallError` (`group_full`, `group_limit`,
+     * `group_forbidden`, ...).
+     */
+    async join(group, listener, options = {}) {
+        await this.call("join", (id) => ({ type: "JoinGroup", id, group }), options.timeoutMs, group, listener);
+    }
+    /** Leaves `group` and forgets its listener and position. */
+    async leave(group, options = {}) {
+        await this.call("leave", (id) => ({ type: "LeaveGroup", id, group }), options.timeoutMs, group);
+    }
+    // ---- internals -------------------------------------------------------------------
+    emit(event, ...args) {
+        for (const listener of [...this.listeners[event]]) {
+            try {
+                listener(...args);
+            }
+            catch (err) {
+                // A failing listener must not break the connection.
+                console.error(`longconn: a "${event}" listener threw`, err);
+            }
+        }
+    }
+    setState(change) {
+        this._state = change.state;
+        this.emit("state", change);
+    }
+    isConnected() {
+        return this._state === "loggingIn" || this._state === "connected" || this._state === "draining";
+    }
+    allocateId() {
+        for (;;) {
+            const id = this.nextId;
+            this.nextId = this.nextId >= 4294967295 ? 2 : this.nextId + 1;
+            if (!this.calls.has(id) && id !== this.pingId) {
+                return id;
+            }
+        }
+    }
+    call(kind, build, timeoutMs, group, listener) {
+        if (this._state === "closed") {
+            return Promise.reject(new CallError("closed", "the client is closed"));
+        }
+        if (this._state === "waiting") {
+            return Promise.reject(new CallError("notConnected", "not connected; reconnecting"));
+        }
+        return new Promise((resolve, reject) => {
+            const id = this.allocateId();
+            const frame = build(id);
+            // Encode now, so a bad argument fails this call and nothing else.
+            try {
+                encodeFrame(frame, this.maxFrame);
+            }
+            catch (err) {
+                reject(err);
+                return;
+            }
+            const ms = timeoutMs ?? this.opts.requestTimeoutMs ?? 10000;
+            const call = {
+                kind,
+                timer: null,
+                resolve,
+                reject,
+                ...(group === undefined ? {} : { group }),
+                ...(listener === undefined ? {} : { listener }),
+            };
+            call.timer = this.env.setTimeout(() => {
+                this.calls.delete(id);
+                this.held = this.held.filter((h) => h.call !== call);
+                reject(new CallError("timeout", `no answer within ${ms} ms`));
+            }, ms);
+            this.calls.set(id, call);
+            if (this._state === "connected" || this._state === "draining") {
+                this.sendFrame(frame);
+            }
+            else {
+                // Connecting or logging in: held until LoginAck (in order).
+                this.held.push({ frame, call });
+            }
+        });
+    }
+    settle(id) {
+        const call = this.calls.get(id);
+        if (call !== undefined) {
+            this.calls.delete(id);
+            this.env.clearTimeout(call.timer);
+        }
+        return call;
+    }
+    failAll(reason, message) {
+        for (const [id, call] of [...this.calls]) {
+            if (call.kind === "silent") {
+                this.settle(id);
+                continue;
+            }
+            this.settle(id);
+            call.reject(new CallError(reason, message));
+        }
+        this.held = [];
+    }
+    sendFrame(frame) {
+        const socket = this.socket;
+        if (socket === null) {
+            return;
+        }
+        try {
+            socket.send(encodeFrame(frame, this.maxFrame));
+        }
+        catch (err) {
+            console.error("longconn: could not send a frame", err);
+        }
+    }
+    clearTimer(name) {
+        if (this[name] !== null) {
+            this.env.clearTimeout(this[name]);
+            this[name] = null;
+        }
+    }
+    /** Forgets the socket (closing it) and every connection timer. */
+    teardown() {
+        this.generation++;
+        if (this.pingId !== null) {
+            this.quality.ping(this.transport, null);
+        }
+        for (const t of ["heartbeatTimer", "pongTimer", "phaseTimer", "reconnectTimer", "qualityTimer", "renewTimer"]) {
+            this.clearTimer(t);
+        }
+        this.pingId = null;
+        this._connId = null;
+        const socket = this.socket;
+        this.socket = null;
+        if (socket !== null) {
+            socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+            try {
+                socket.close();
+            }
+            catch {
+                // Already closed.
+            }
+        }
+    }
+    dial() {
+        this.setState({ state: "connecting" });
+        const generation = ++this.generation;
+        if (this.opts.control === undefined) {
+            this.open(this.opts.url);
+            return;
+        }
+        void this.resolveEndpoint().then((url) => {
+            if (generation !== this.generation) {
+                return;
+            }
+            this.open(url);
+        }, (err) => {
+            if (generation !== this.generation) {
+                return;
+            }
+            this.connectionEnded({ kind: "dialFailed", detail: `control layer: ${String(err)}` });
+        });
+    }
+    async resolveEndpoint() {
+        const control = this.opts.control;
+        if (control === undefined) {
+            return this.opts.url;
+        }
+        const expired = this.access !== null && this.access.expiresAtMs <= this.env.now();
+        const reaccess = this.access !== null &&
+            this.failuresSinceAccess >= Math.max(this.access.reaccessAfter, this.access.endpoints.length);
+        if (this.access === null || expired || reaccess) {
+            this.access = await this.fetchAccess(control);
+            this.endpointIndex = 0;
+            this.failuresSinceAccess = 0;
+        }
+        const endpoints = this.access.endpoints;
+        return endpoints[this.endpointIndex % endpoints.length];
+    }
+    async fetchAccess(control) {
+        const fetchFn = this.opts.fetch ?? globalThis.fetch;
+        if (fetchFn === undefined) {
+            throw new Error("no fetch() to reach the control layer");
+        }
+        const response = await fetchFn(`${control.url.replace(/\/$/, "")}/v1/access`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({
+                app: this.opts.app,
+                device: this.opts.device,
+                platform: control.platform ?? "web",
+                app_version: control.appVersion ?? "0.0.0",
+                sdk_version: SDK_VERSION,
+                network: control.network ?? "unknown",
+            }),
+        });
+        const body = (await response.json());
+        if (!response.ok) {
+            const error = body["error"];
+            throw new Error(`POST /v1/access: ${response.status} ${error?.code ?? ""} ${error?.message ?? ""}`.trim());
+        }
+        return parseAccess(body);
+    }
+    open(url) {
+        const Ctor = this.opts.WebSocket ?? globalThis.WebSocket;
+        if (Ctor === undefined) {
+            this.connectionEnded({ kind: "dialFailed", detail: "no WebSocket implementation" });
+            return;
+        }
+        let socket;
+        try {
+            socket = new Ctor(url);
+        }
+        catch (err) {
+            this.connectionEnded({ kind: "dialFailed", detail: String(err) });
+            return;
+        }
+        socket.binaryType = "arraybuffer";
+        this.socket = socket;
+        this.transport = url.startsWith("wss:") ? "wss" : "ws";
+        this.attemptStartedAt = this.env.now();
+        const generation = this.generation;
+        const current = () => generation === this.generation;
+        this.phaseTimer = this.env.setTimeout(() => {
+            if (current()) {
+                this.connectionEnded({ kind: "dialFailed", detail: "connect timeout" });
+            }
+        }, this.opts.connectTimeoutMs ?? 10000);
+        socket.onopen = () => {
+            if (current()) {
+                this.opened();
+            }
+        };
+        socket.onmessage = (ev) => {
+            if (current()) {
+                this.received(ev.data);
+            }
+        };
+        socket.onclose = (ev) => {
+            if (!current()) {
+                return;
+            }
+            if (this._state === "connecting") {
+                this.connectionEnded({ kind: "dialFailed", detail: `WebSocket closed (${ev.code})` });
+            }
+            else {
+                this.connectionEnded({ kind: "transportEnded", wsCode: ev.code });
+            }
+        };
+        // An error is followed by close; the close decides.
+        socket.onerror = () => { };
+    }
+    opened() {
+        this.clearTimer("phaseTimer");
+        this.setState({ state: "loggingIn" });
+        const generation = this.generation;
+        this.phaseTimer = this.env.setTimeout(() => {
+            if (generation === this.generation) {
+                this.sendFrame({ type: "Close", code: Code.login_timeout, message: "" });
+                this.connectionEnded({ kind: "loginTimeout" });
+            }
+        }, this.opts.loginTimeoutMs ?? 10000);
+        this.fetchToken().then((token) => {
+            if (generation !== this.generation) {
+                return;
+            }
+            const meta = toMeta(this.opts.meta);
+            this.sendFrame({ type: "Login", id: 1, app: this.opts.app, device: this.opts.device, token, meta });
+        }, (err) => {
+            if (generation === this.generation) {
+                this.connectionEnded({ kind: "tokenUnavailable", detail: String(err) });
+            }
+        });
+    }
+    async fetchToken() {
+        let token;
+        if (this.opts.token !== undefined) {
+            token = typeof this.opts.token === "function" ? await this.opts.token() : this.opts.token;
+        }
+        else if (this.access !== null) {
+            token = this.access.token;
+        }
+        else {
+            throw new Error("no token source");
+        }
+        return typeof token === "string" ? utf8(token) : token;
+    }
+    received(data) {
+        if (typeof data === "string") {
+            this.protocolError(Code.unsupported_message, "a text message is not a frame");
+            return;
+        }
+        const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+        let frame;
+        try {
+            frame = decodeMessage(bytes, this.maxFrame);
+        }
+        catch (err) {
+            if (err instanceof DecodeError) {
+                this.protocolError(err.code, err.message);
+                return;
+            }
+            throw err;
+        }
+        this.handleFrame(frame);
+    }
+    protocolError(code, detail) {
+        this.sendFrame({ type: "Close", code, message: "" });
+        this.connectionEnded({ kind: "protocolError", code, detail });
+    }
+    handleFrame(frame) {
+        // Any connected state (CX1, CX2, CX3).
+        switch (frame.type) {
+            case "Ping":
+                this.sendFrame({ type: "Pong", id: frame.id, payload: frame.payload });
+                return;
+            case "Kick":
+                this.connectionEnded({ kind: "kicked", code: frame.code, message: frame.message });
+                return;
+            default:
+                break;
+        }
+        if (this._state === "loggingIn") {
+            this.handleLoggingIn(frame);
+        }
+        else {
+            this.handleLoggedIn(frame);
+        }
+    }
+    handleLoggingIn(frame) {
+        if (frame.type === "LoginAck") {
+            this.clearTimer("phaseTimer");
+            this.attempt = 0;
+            this.expiredRetried = false;
+            this.goAwayRetryMs = null;
+            this.failuresSinceAccess = 0;
+            this._connId = frame.connId;
+            if (this.attemptStartedAt !== null) {
+                this.quality.connect(this.transport, this.env.now() - this.attemptStartedAt);
+                this.attemptStartedAt = null;
+            }
+            const cap = this.access?.heartbeatMs ?? this.opts.heartbeatMs ?? 30000;
+            this.heartbeatMs = Math.max(100, Math.min(frame.heartbeatMs || cap, cap));
+            this.setState({ state: "connected", connId: frame.connId });
+            // Rejoin every group, then the held calls in order (CL3).
+            for (const group of this.groups.keys()) {
+                this.rejoin(group);
+            }
+            const held = this.held;
+            this.held = [];
+            for (const h of held) {
+                if (this.calls.has(frameId(h.frame))) {
+                    this.sendFrame(h.frame);
+                }
+            }
+            this.scheduleHeartbeat();
+            this.scheduleQualityReport();
+            this.scheduleRenewal(frame.expiresAtMs);
+            return;
+        }
+        if (frame.type === "Close") {
+            this.loginClosed(frame.code, frame.message);
+            return;
+        }
+        if (frame.type === "Pong") {
+            return;
+        }
+        this.protocolError(Code.unexpected_frame, `${frame.type} before LoginAck`);
+    }
+    loginClosed(code, message) {
+        this.connectionEnded(code === Code.invalid_token || code === Code.forbidden || code === Code.expired_token
+            ? { kind: "loginRefused", code }
+            : { kind: "closedByGateway", code, message });
+    }
+    rejoin(group) {
+        const id = this.allocateId();
+        const call = {
+            kind: "join",
+            group,
+            timer: null,
+            resolve: () => { },
+            reject: (err) => {
+                if (err instanceof CallError && err.reason === "rejected") {
+                    this.groups.delete(group);
+                    this.emit("rejoinFailed", group, err.code ?? Code.internal);
+                }
+            },
+        };
+        this.calls.set(id, call);
+        this.sendFrame({ type: "JoinGroup", id, group });
+    }
+    handleLoggedIn(frame) {
+        switch (frame.type) {
+            case "Pong":
+                if (frame.id === this.pingId) {
+                    this.pingId = null;
+                    this.clearTimer("pongTimer");
+                    this.quality.ping(this.transport, this.env.now() - this.pingSentAt);
+                }
+                return;
+            case "Response": {
+                const call = this.settle(frame.id);
+                call?.resolve({ business: frame.business, meta: frame.meta, payload: frame.payload });
+                return;
+            }
+            case "Error": {
+                const call = this.settle(frame.id);
+                call?.reject(new CallError("rejected", `${codeName(frame.code)}${frame.message ? `: ${frame.message}` : ""}`, frame.code));
+                return;
+            }
+            case "JoinAck": {
+                // The listener is in place before the next frame (a push may follow at once).
+                const call = this.settle(frame.id);
+                // A rejoin (no listener of its own) keeps the listener the group has.
+                if (call?.group !== undefined && (call.listener !== undefined || !this.groups.has(call.group))) {
+                    this.groups.set(call.group, call.listener);
+                }
+                call?.resolve(undefined);
+                return;
+            }
+            case "LeaveAck": {
+                const call = this.settle(frame.id);
+                if (call?.group !== undefined) {
+                    this.groups.delete(call.group);
+                    this._positions.delete(call.group);
+                }
+                call?.resolve(undefined);
+                return;
+            }
+            case "TokenRefreshAck":
+                this.settle(frame.id)?.resolve(frame.expiresAtMs);
+                return;
+            case "Push":
+                this.deliver(frame);
+                return;
+            case "TokenExpiring":
+                this.emit("tokenExpiring", frame.deadlineMs);
+                this.refreshToken();
+                return;
+            case "GoAway":
+                this.goAwayRetryMs = frame.retryAfterMs;
+                if (this._state === "connected") {
+                    this.setState({ state: "draining" });
+                }
+                return;
+            case "Close":
+                this.connectionEnded({ kind: "closedByGateway", code: frame.code, message: frame.message });
+                return;
+            default:
+                // LoginAck again, or a frame only a client sends (CA11).
+                this.protocolError(Code.unexpected_frame, `unexpected ${frame.type}`);
+        }
+    }
+    deliver(frame) {
+        let gap = false;
+        if (frame.group !== null && frame.seq !== null) {
+            const last = this._positions.get(frame.group);
+            if (last !== undefined && last.epoch === frame.epoch && frame.seq > last.seq + 1n) {
+                gap = true;
+            }
+            this._positions.set(frame.group, { epoch: frame.epoch, seq: frame.seq });
+        }
+        const push = {
+            business: frame.business,
+            group: frame.group,
+            seq: frame.seq,
+            epoch: frame.epoch,
+            meta: frame.meta,
+            payload: frame.payload,
+            gap,
+        };
+        this.emit("push", push);
+        if (frame.group !== null) {
+            const listener = this.groups.get(frame.group);
+            if (listener !== undefined) {
+                try {
+                    listener(push);
+                }
+                catch (err) {
+                    console.error("longconn: a group listener threw", err);
+                }
+            }
+        }
+        if (frame.ackRequired) {
+            this.sendFrame({ type: "PushAck", id: frame.id });
+        }
+    }
+    /**
+     * Fetches a fresh token (the token function; with the control layer
+     * `/v1/token/refresh`, else `/v1/access`) and hands it to the gateway in band
+     * (`TokenRefresh`, PROTOCOL.md CA8/CA13). Its `TokenRefreshAck` schedules the next
+     * renewal.
+     */
+    refreshToken() {
+        const generation = this.generation;
+        const refresh = async () => {
+            const control = this.opts.control;
+            if (control !== undefined && this.opts.token === undefined && this.access !== null) {
+                try {
+                    await this.renewAccessToken(control);
+                }
+                catch {
+                    this.access = await this.fetchAccess(control);
+                }
+            }
+            return this.fetchToken();
+        };
+        refresh().then((token) => {
+            if (generation !== this.generation) {
+                return;
+            }
+            const id = this.allocateId();
+            this.silentCall(id, (expiresAtMs) => {
+                if (generation === this.generation) {
+                    this.scheduleRenewal(expiresAtMs);
+                }
+            });
+            this.sendFrame({ type: "TokenRefresh", id, token });
+        }, (err) => console.error("longconn: token refresh failed", err));
+    }
+    /** `POST /v1/token/refresh` with the current token (docs/CONTROL.md). */
+    async renewAccessToken(control) {
+        const fetchFn = this.opts.fetch ?? globalThis.fetch;
+        if (fetchFn === undefined || this.access === null) {
+            throw new Error("no fetch() or no token to renew");
+        }
+        const response = await fetchFn(`${control.url.replace(/\/$/, "")}/v1/token/refresh`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ token: this.access.token }),
+        });
+        const body = (await response.json());
+        const token = body["token"];
+        const expires = body["expires_at_unix_s"];
+        if (!response.ok || typeof token !== "string" || typeof expires !== "number") {
+            throw new Error(`POST /v1/token/refresh: ${response.status}`);
+        }
+        this.access = { ...this.access, token, expiresAtMs: expires * 1000 };
+    }
+    /**
+     * Renews the token at 80 % of its remaining lifetime (`LoginAck` or `TokenRefreshAck`
+     * say when it expires), when the token can be fetched again (a token function or the
+     * control layer); a fixed token is left to the gateway's `TokenExpiring`.
+     */
+    scheduleRenewal(expiresAtMs) {
+        this.clearTimer("renewTimer");
+        const renewable = typeof this.opts.token === "function" || (this.opts.control !== undefined && this.opts.token === undefined);
+        if (expiresAtMs === null || !renewable) {
+            return;
+        }
+        const left = Number(expiresAtMs) - this.env.now();
+        if (!(left > 0)) {
+            return;
+        }
+        const generation = this.generation;
+        this.renewTimer = this.env.setTimeout(() => {
+            this.renewTimer = null;
+            if (generation === this.generation) {
+                this.refreshToken();
+            }
+        }, Math.floor(left * 0.8));
+    }
+    scheduleQualityReport() {
+        const every = this.opts.qualityReportMs;
+        if (every === undefined || every <= 0) {
+            return;
+        }
+        const generation = this.generation;
+        this.qualityTimer = this.env.setTimeout(() => {
+            if (generation !== this.generation) {
+                return;
+            }
+            this.qualityTimer = null;
+            this.sendQualityReport();
+            this.scheduleQualityReport();
+        }, every);
+    }
+    /** Sends what was measured since the last report (nothing if nothing was), then starts counting again. */
+    sendQualityReport() {
+        const report = this.quality.take();
+        if (report.transports.length === 0) {
+            return;
+        }
+        const network = this.opts.network ?? 0;
+        const id = this.allocateId();
+        this.silentCall(id);
+        this.sendFrame({
+            type: "QualityReport",
+            id,
+            network: Number.isInteger(network) && network >= 0 && network <= MAX_NETWORK ? network : 0,
+            payload: encodeQualityReport(report),
+        });
+    }
+    /** Registers `id` as a call whose answer (an ack or an `Error`) is dropped, so no later call reuses it meanwhile. */
+    silentCall(id, onAck = () => { }) {
+        const ms = this.opts.requestTimeoutMs ?? 10000;
+        const call = {
+            kind: "silent",
+            timer: null,
+            resolve: (value) => onAck((value ?? null)),
+            reject: () => { },
+        };
+        call.timer = this.env.setTimeout(() => this.calls.delete(id), ms);
+        this.calls.set(id, call);
+    }
+    scheduleHeartbeat() {
+        this.clearTimer("heartbeatTimer");
+        const generation = this.generation;
+        this.heartbeatTimer = this.env.setTimeout(() => {
+            if (generation !== this.generation) {
+                return;
+            }
+            this.heartbeatTimer = null;
+            if (this.pingId === null) {
+                this.pingId = this.allocateId();
+                this.pingSentAt = this.env.now();
+                this.sendFrame({ type: "Ping", id: this.pingId, payload: new Uint8Array(0) });
+                const pongMs = this.opts.pongTimeoutMs ?? 2 * this.heartbeatMs;
+                this.pongTimer = this.env.setTimeout(() => {
+                    if (generation === this.generation) {
+                        this.attempt = 0;
+                        this.connectionEnded({ kind: "heartbeatLost" });
+                    }
+                }, pongMs);
+            }
+            this.scheduleHeartbeat();
+        }, this.heartbeatMs);
+    }
+    /** Every end of a connection or attempt: decide between reconnecting and stopping. */
+    connectionEnded(reason) {
+        const wasDraining = this._state === "draining";
+        const wasLoggedIn = this._state === "connected" || wasDraining;
+        if (this.attemptStartedAt !== null) {
+            this.quality.connect(this.transport, null);
+            this.attemptStartedAt = null;
+        }
+        this.teardown();
+        this.failAll("abandoned", `the connection ended (${reason.kind})`);
+        if (this.opts.control !== undefined) {
+            if (wasLoggedIn) {
+                // A session that ended after login starts again from the first endpoint.
+                this.endpointIndex = 0;
+            }
+            else {
+                // A failed attempt moves on to the next endpoint.
+                this.failuresSinceAccess++;
+                this.endpointIndex++;
+            }
+        }
+        const stop = this.stopReason(reason);
+        if (stop !== null) {
+            this.setState({ state: "closed", reason });
+            return;
+        }
+        let delay;
+        if (wasDraining && this.goAwayRetryMs !== null) {
+            const retry = this.goAwayRetryMs;
+            delay = retry + this.env.random() * Math.max(retry / 2, 100);
+            this.attempt = 0;
+        }
+        else if (wasLoggedIn && reason.kind === "closedByGateway" && reason.code === Code.going_away) {
+            delay = this.env.random() * 100;
+        }
+        else {
+            const failed = this.attempt;
+            this.attempt++;
+            if (this.opts.maxAttempts !== undefined && this.attempt > this.opts.maxAttempts) {
+                this.setState({ state: "closed", reason });
+                return;
+            }
+            delay = this.backoff(failed);
+        }
+        this.goAwayRetryMs = null;
+        this.setState({ state: "waiting", reason, retryInMs: Math.round(delay) });
+        this.reconnectTimer = this.env.setTimeout(() => {
+            this.reconnectTimer = null;
+            this.dial();
+        }, delay);
+    }
+    /** Full jitter: uniform in [0, min(cap, base * 2^attempt)]. */
+    backoff(attempt) {
+        const base = this.access?.baseMs ?? this.opts.reconnectBaseMs ?? 1000;
+        const cap = this.access?.capMs ?? this.opts.reconnectCapMs ?? 30000;
+        const window = Math.min(cap, base * 2 ** Math.min(attempt, 30));
+        return this.env.random() * window;
+    }
+    /** `null` to reconnect; else the client stops. */
+    stopReason(reason) {
+        switch (reason.kind) {
+            case "kicked":
+                return reason.code === Code.replaced || reason.code === Code.kicked ? reason : null;
+            case "loginRefused":
+                if (reason.code === Code.expired_token && !this.expiredRetried) {
+                    // A token may expire in transit or come from a cache: one retry with a fresh one.
+                    this.expiredRetried = true;
+                    if (this.access !== null) {
+                        this.access.expiresAtMs = 0;
+                    }
+                    return null;
+                }
+                return reason;
+            default:
+                return null;
+        }
+    }
+}
+function frameId(frame) {
+    return "id" in frame ? frame.id : 0;
+}
+function toMeta(meta) {
+    if (meta === undefined) {
+        return [];
+    }
+    if (Array.isArray(meta)) {
+        return meta;
+    }
+    return Object.entries(meta).map(([k, v]) => [k, utf8(v)]);
+}
+/** Reads the control layer's `/v1/access` answer (docs/CONTROL.md). */
+export function parseAccess(body) {
+    const endpoints = Array.isArray(body["endpoints"]) ? body["endpoints"] : [];
+    const ws = endpoints
+        .filter((e) => e["transport"] === "ws" || e["transport"] === "wss")
+        .map((e) => String(e["url"]));
+    if (ws.length === 0) {
+        throw new Error("the control layer offered no ws or wss endpoint");
+    }
+    const token = body["token"];
+    if (typeof token !== "string" || token.length === 0) {
+        throw new Error("the control layer's answer has no token");
+    }
+    const reconnect = (body["reconnect"] ?? {});
+    const num = (v, d) => (typeof v === "number" && Number.isFinite(v) ? v : d);
+    return {
+        endpoints: ws,
+        token,
+        expiresAtMs: num(body["expires_at_unix_s"], Number.MAX_SAFE_INTEGER / 1000) * 1000,
+        heartbeatMs: num(body["heartbeat_ms"], 30000),
+        baseMs: num(reconnect["base_ms"], 1000),
+        capMs: num(reconnect["cap_ms"], 30000),
+        reaccessAfter: num(body["reaccess_after_failures"], 3),
+    };
+}
+/** Counts since the last quality report, per transport (PROTOCOL.md 4.1); each count stops at 65,535. */
+class QualityCounters {
+    constructor() {
+        this.entries = new Map();
+    }
+    entry(transport) {
+        let e = this.entries.get(transport);
+        if (e === undefined) {
+            e = { attempts: 0, latency: Array(10).fill(0), pings: 0, rtt: Array(10).fill(0) };
+            this.entries.set(transport, e);
+        }
+        return e;
+    }
+    /** A connect attempt ended: its latency to `LoginAck`, or `null` for a failure. */
+    connect(transport, latencyMs) {
+        const e = this.entry(transport);
+        if (e.attempts >= 0xffff)
+            return;
+        e.attempts++;
+        if (latencyMs !== null)
+            e.latency[latencyBucket(latencyMs)]++;
+    }
+    /** A heartbeat's fate is known: its round trip, or `null` when it was lost. */
+    ping(transport, rttMs) {
+        const e = this.entry(transport);
+        if (e.pings >= 0xffff)
+            return;
+        e.pings++;
+        if (rttMs !== null)
+            e.rtt[latencyBucket(rttMs)]++;
+    }
+    /** The report body for everything counted so far; the counts restart from zero. */
+    take() {
+        const transports = REPORT_TRANSPORTS.flatMap((transport) => {
+            const e = this.entries.get(transport);
+            return e === undefined || (e.attempts === 0 && e.pings === 0)
+                ? []
+                : [{ transport, connectAttempts: e.attempts, connectLatency: e.latency, pings: e.pings, rtt: e.rtt }];
+        });
+        this.entries = new Map();
+        return { version: 1, transports };
+    }
+}
