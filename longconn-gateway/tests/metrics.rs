@@ -438,6 +438,15 @@ fn counters_match_a_scripted_workload_and_promtool_accepts_the_scrape() {
         sent_bytes as f64
     );
     assert!(after.get("longconn_pushes_written_total", &t) >= 4.0);
+    let api = |route, status| {
+        after.get(
+            "longconn_http_requests_total",
+            &[("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(api("/v1/push/devices", "200"), 2.0 + slow_queued as f64);
+    assert_eq!(api("/v1/push/groups/{group}", "200"), 1.0);
+    assert_eq!(api("/v1/kick", "200"), 1.0);
     assert!(after.get("process_resident_memory_bytes", &[]) > 0.0);
     assert!(after.get("process_open_fds", &[]) > 0.0);
 

@@ -363,7 +363,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
                 Event::PushAcked { id } => self.shared.acks.acked(self.handle.id(), id),
                 Event::PeerError { .. } => {}
-                Event::Closed(reason) => debug!(?reason, "session closed"),
+                // Logged once, with its metrics label, when the driver ends.
+                Event::Closed(_) => {}
             }
         }
     }

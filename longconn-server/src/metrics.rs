@@ -125,14 +125,34 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Relay calls to other nodes that timed out, by op.",
     ),
     (
+        "longconn_http_requests_total",
+        "counter",
+        "Push API requests, by route pattern and status code.",
+    ),
+    (
+        "longconn_http_request_duration_seconds",
+        "histogram",
+        "Push API request latency, by route pattern.",
+    ),
+    (
         "longconn_cluster_subscriber_lag_seconds",
         "histogram",
-        "Age of relay messages when this node's Redis subscriber read them.",
+        "Time relay requests waited between this node's Redis subscriber and its handler.",
     ),
     (
         "longconn_cluster_subscriber_messages_total",
         "counter",
-        "Relay messages this node's Redis subscriber read.",
+        "Relay messages (requests and answers) this node's Redis subscriber read.",
+    ),
+    (
+        "longconn_cluster_subscriber_queued_requests",
+        "gauge",
+        "Relay requests read from Redis and not yet handled.",
+    ),
+    (
+        "longconn_cluster_subscriber_dropped_total",
+        "counter",
+        "Relay requests dropped because the handler's queue was full.",
     ),
 ];
 
