@@ -492,3 +492,67 @@ fn no_metrics_switches_the_endpoint_off() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("metrics_off"), "{body}");
 }
+
+/// `--log-format json`: one JSON object per line; RUST_LOG filters; a disconnect is
+/// logged once, at debug, with its reason label and the connection id (span field).
+#[test]
+fn json_logs_carry_each_disconnect_reason_once() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(["--ws", "off", "--quic", "off", "--log-format", "json"])
+        .env("RUST_LOG", "info,longconn_server=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gateway binary starts");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a log line")
+    };
+    let tcp: SocketAddr = loop {
+        let line = next();
+        if line["fields"]["message"] == "tcp listening" {
+            break line["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    let mut c = Client::connect(tcp);
+    c.login("a", dev_token("a"));
+    assert!(matches!(c.recv(), Some(Frame::LoginAck { .. })));
+    c.send(&Frame::Close {
+        code: Code::Normal,
+        message: "bye".into(),
+    });
+    while c.recv().is_some() {}
+    let mut closes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let message = line["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if message.contains("closed") {
+                closes.push(line);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(closes.len(), 1, "one close line: {closes:?}");
+    let close = &closes[0];
+    assert_eq!(close["level"], "DEBUG");
+    assert_eq!(close["fields"]["reason"], "peer_closed", "{close}");
+    assert!(close["span"]["id"].is_u64(), "connection id: {close}");
+}

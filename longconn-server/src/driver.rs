@@ -482,11 +482,19 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     meta: reply.meta,
                     payload: reply.payload,
                 },
-                Err(err) => Command::RequestFailed {
-                    id,
-                    code: err.code,
-                    message: err.message,
-                },
+                Err(err) => {
+                    let conn = handle.id();
+                    if matches!(err.code, Code::BackendError | Code::BackendTimeout) {
+                        tracing::warn!(conn, business, code = ?err.code, message = %err.message.as_str(), "upstream request failed");
+                    } else {
+                        debug!(conn, business, code = ?err.code, "upstream request refused");
+                    }
+                    Command::RequestFailed {
+                        id,
+                        code: err.code,
+                        message: err.message,
+                    }
+                }
             };
             handle.command(command);
         });
