@@ -49,6 +49,7 @@ mod cluster;
 mod error;
 mod group_log;
 mod keys;
+mod metrics;
 mod node;
 mod registry;
 mod relay;

@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     cluster: Option<ClusterConfig>,
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
     demo: Option<Demo>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -103,6 +104,7 @@ impl Default for GatewayBuilder {
             cluster: None,
             join_authorizer: None,
             demo: None,
+            metrics: None,
         }
     }
 }
@@ -270,6 +272,14 @@ impl GatewayBuilder {
     /// Checks client-initiated group joins. Default: every client may join every group.
     pub fn join_authorizer(mut self, authorizer: impl JoinAuthorizer) -> Self {
         self.join_authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Serves `GET /metrics` on the HTTP listener from `handle`
+    /// ([`crate::metrics::install_prometheus`]). Without it `/metrics` answers a JSON
+    /// 404 `metrics_off`. Default: off.
+    pub fn metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
         self
     }
 
@@ -506,6 +516,7 @@ impl GatewayBuilder {
             if let Some(demo) = &self.demo {
                 app = app.merge(demo.routes());
             }
+            app = app.merge(crate::metrics::routes(self.metrics.clone()));
             http_task = Some(http::spawn_thread(listener, app, stop_http.clone())?);
         }
         for (label, addr) in &bound {

@@ -111,6 +111,23 @@ pub struct Cli {
     /// Needs the HTTP and WebSocket listeners; takes business 7.
     #[arg(long)]
     pub demo: bool,
+    /// Do not record metrics (no recorder is installed; `GET /metrics` answers 404
+    /// `metrics_off`). For measuring what the metrics cost.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Log line format: `text` (human) or `json` (one object per line). Filter with
+    /// RUST_LOG (e.g. `info,longconn_server=debug`) [default: info].
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One `--advertise` entry: `name=address`.

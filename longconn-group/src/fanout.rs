@@ -22,12 +22,35 @@ const WORKER_QUEUE: usize = 64;
 pub(crate) struct Tally {
     pub(crate) queued: usize,
     pub(crate) dropped: usize,
+    /// Of `dropped`: refused by a full queue (drop-newest policy).
+    pub(crate) full: usize,
+    /// Of `dropped`: the member was disconnected as a slow consumer.
+    pub(crate) slow: usize,
+}
+
+impl Tally {
+    fn count(&mut self, outcome: PushOutcome) {
+        match outcome {
+            PushOutcome::Queued => self.queued += 1,
+            PushOutcome::Dropped => {
+                self.dropped += 1;
+                self.full += 1;
+            }
+            PushOutcome::Disconnected => {
+                self.dropped += 1;
+                self.slow += 1;
+            }
+            PushOutcome::NotActive => self.dropped += 1,
+        }
+    }
 }
 
 impl std::ops::AddAssign for Tally {
     fn add_assign(&mut self, other: Tally) {
         self.queued += other.queued;
         self.dropped += other.dropped;
+        self.full += other.full;
+        self.slow += other.slow;
     }
 }
 
@@ -36,12 +59,7 @@ impl std::ops::AddAssign for Tally {
 pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
     let mut tally = Tally::default();
     for member in members {
-        match member.push(Transmit::Encoded(frame.clone())) {
-            PushOutcome::Queued => tally.queued += 1,
-            PushOutcome::Dropped | PushOutcome::Disconnected | PushOutcome::NotActive => {
-                tally.dropped += 1
-            }
-        }
+        tally.count(member.push(Transmit::Encoded(frame.clone())));
     }
     tally
 }
@@ -51,12 +69,7 @@ pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
 pub(crate) fn push_all_quiet(members: &[ConnHandle], frame: &Bytes) -> Tally {
     let mut tally = Tally::default();
     for member in members {
-        match member.push_quiet(Transmit::Encoded(frame.clone())) {
-            PushOutcome::Queued => tally.queued += 1,
-            PushOutcome::Dropped | PushOutcome::Disconnected | PushOutcome::NotActive => {
-                tally.dropped += 1
-            }
-        }
+        tally.count(member.push_quiet(Transmit::Encoded(frame.clone())));
     }
     tally
 }
@@ -153,8 +166,8 @@ impl FanoutPool {
             // A worker that died mid-chunk delivered an unknown part of it: count it all
             // as dropped.
             tally += result.await.unwrap_or(Tally {
-                queued: 0,
                 dropped: len,
+                ..Tally::default()
             });
         }
         tally

@@ -34,6 +34,7 @@
 pub mod config;
 pub mod error;
 mod fanout;
+mod metrics;
 pub mod registry;
 
 pub use config::{GroupConfig, GroupConfigBuilder};

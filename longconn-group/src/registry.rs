@@ -11,6 +11,7 @@
 //! it to its own members through [`GroupMembership::deliver`] (the server's
 //! `RelayInbox` calls it) without taking a position of its own.
 
+use crate::metrics::group_metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -144,6 +145,7 @@ impl Group {
 
 impl Members {
     fn insert(&mut self, conn: &ConnHandle) {
+        group_metrics().members.increment(1.0);
         self.index.insert(conn.id(), self.list.len());
         self.list.push(conn.clone());
         self.snapshot = None;
@@ -151,6 +153,7 @@ impl Members {
 
     fn remove(&mut self, conn_id: u64) {
         if let Some(pos) = self.index.remove(&conn_id) {
+            group_metrics().members.decrement(1.0);
             self.list.swap_remove(pos);
             if let Some(moved) = self.list.get(pos) {
                 self.index.insert(moved.id(), pos);
@@ -483,6 +486,7 @@ impl GroupRegistry {
         } else {
             self.pool.push_all(members.clone(), frame, chunk).await
         };
+        group_metrics().record_fanout(&tally);
         GroupDelivery {
             members: members.len(),
             queued: tally.queued,
@@ -537,6 +541,7 @@ impl GroupRegistry {
                 None => {
                     let entry = Arc::new(Group::new(group));
                     groups.insert(entry.id.clone(), entry.clone());
+                    group_metrics().groups.increment(1.0);
                     if let Some(relay) = &self.relay {
                         relay.group_active(group);
                     }
@@ -567,6 +572,7 @@ impl GroupRegistry {
                 .is_some_and(|current| Arc::ptr_eq(current, group))
         {
             groups.remove(&*group.id);
+            group_metrics().groups.decrement(1.0);
             self.log.forget(&group.id);
             if let Some(relay) = &self.relay {
                 relay.group_inactive(&group.id);

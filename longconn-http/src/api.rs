@@ -116,6 +116,7 @@ pub fn push_api(api: PushApi) -> Router {
         .route("/v1/push/groups/{group}", post(push_group))
         .route("/v1/groups/{group}", get(group_presence))
         .route("/v1/kick", post(kick))
+        .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(api)
 }

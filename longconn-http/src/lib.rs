@@ -16,6 +16,7 @@
 pub mod api;
 pub mod callback;
 pub mod error;
+mod metrics;
 
 pub use api::{ApiLimits, CLUSTER_RETRY_AFTER, PushApi, push_api};
 pub use callback::{HttpBackend, HttpBackendConfig};

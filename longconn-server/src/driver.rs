@@ -45,6 +45,7 @@ pub(crate) fn drive<C: Connection>(
         peer = ?conn.peer_addr(),
         device = tracing::field::Empty,
     );
+    shared.metrics.transport(kind).connects.increment(1);
     shared.hub.insert(handle.clone());
     // Shutdown cancels the token before it walks the hub, so a connection inserted
     // concurrently is either walked or sees the token here.
@@ -120,7 +121,11 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         ) {
             let _ = tokio::time::timeout(self.shared.close_linger, self.writer.close(reason)).await;
         }
-        debug!(reason = ?reason, "connection closed");
+        debug!(
+            reason = crate::metrics::reason_label(reason),
+            detail = ?reason,
+            "connection closed"
+        );
         reason
     }
 
@@ -133,6 +138,11 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         self.shared.groups.leave_all(conn_id);
         self.shared.acks.closed(conn_id);
         let device = self.bound.then_some(()).and(self.identity.as_ref());
+        let metrics = self.shared.metrics.transport(self.kind);
+        metrics.disconnects[crate::metrics::reason_index(reason)].increment(1);
+        if self.bound {
+            metrics.online.decrement(1.0);
+        }
         self.shared.hub.remove(conn_id, device);
         if let Some(device) = device {
             self.shared.routes.unregister(device.clone(), conn_id);
@@ -190,14 +200,22 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     fn on_received(&mut self, received: Result<Option<longconn_core::Frame>, ConnectionError>) {
         match received {
-            Ok(Some(frame)) => self.session.handle_frame(now(), frame),
+            Ok(Some(frame)) => {
+                let metrics = self.shared.metrics.transport(self.kind);
+                metrics.frames_in.increment(1);
+                metrics
+                    .bytes_in
+                    .increment(frame.encoded_len().unwrap_or(0) as u64);
+                self.session.handle_frame(now(), frame);
+            }
             Ok(None) => self.session.handle_transport_end(TransportEnd::Eof),
             Err(ConnectionError::Decode(err)) => {
                 debug!(error = %err, "bad frame from peer");
                 self.session.handle_decode_error(&err);
             }
             Err(err) => {
-                debug!(error = %err, "transport failed");
+                // A reset or a vanished peer is routine at scale: not a warning.
+                debug!(conn = self.handle.id(), error = %err, "transport failed");
                 self.session.handle_transport_end(TransportEnd::Failed);
             }
         }
@@ -215,13 +233,25 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             return;
         }
         let mut drained = 0;
+        let mut written = 0;
+        if let Some(oldest) = inbox.oldest.take() {
+            let waited = now.saturating_duration_since(oldest);
+            self.shared
+                .metrics
+                .push_queue_seconds
+                .record(waited.as_secs_f64());
+        }
         while let Some(push) = inbox.pushes.pop_front() {
             drained += 1;
             match self.session.push(push.into()) {
-                PushOutcome::Queued => {}
+                PushOutcome::Queued => written += 1,
                 PushOutcome::Dropped | PushOutcome::NotActive => self.handle.count_dropped(1),
                 PushOutcome::Disconnected => break,
             }
+        }
+        if written > 0 {
+            let metrics = self.shared.metrics.transport(self.kind);
+            metrics.pushes_written.increment(written);
         }
         inbox.release_idle_memory(drained);
     }
@@ -240,7 +270,14 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     fn write_transmits(&mut self) {
         self.drained |= self.session.state() == longconn_core::State::Draining;
+        let metrics = self.shared.metrics.transport(self.kind);
         while let Some(transmit) = self.session.poll_transmit() {
+            let len = match &transmit {
+                longconn_core::session::Transmit::Encoded(bytes) => bytes.len(),
+                longconn_core::session::Transmit::Frame(frame) => frame.encoded_len().unwrap_or(0),
+            };
+            metrics.frames_out.increment(1);
+            metrics.bytes_out.increment(len as u64);
             if self.drained {
                 self.shared
                     .stats
@@ -249,7 +286,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
             if let Err(err) = self.writer.send(transmit) {
                 // Only an oversized application frame can fail to encode; drop it.
-                debug!(error = %err, "frame not sent");
+                tracing::warn!(conn = self.handle.id(), error = %err, "frame not sent");
             }
         }
     }
@@ -326,7 +363,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
                 Event::PushAcked { id } => self.shared.acks.acked(self.handle.id(), id),
                 Event::PeerError { .. } => {}
-                Event::Closed(reason) => debug!(?reason, "session closed"),
+                // Logged once, with its metrics label, when the driver ends.
+                Event::Closed(_) => {}
             }
         }
     }
@@ -342,6 +380,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             old.kick(Code::Replaced, Text::from_static("logged in elsewhere"));
         }
         self.bound = true;
+        let metrics = self.shared.metrics.transport(self.kind);
+        metrics.logins_ok.increment(1);
+        metrics.online.increment(1.0);
         self.shared.routes.register(identity.clone(), conn_id);
         if self.shared.router.has_subscribers() {
             self.shared.router.publish(ConnectionEvent::Connected {
@@ -376,9 +417,19 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         let authenticator = self.shared.authenticator.clone();
         let handle = self.handle.clone();
         let conn_id = self.handle.id();
+        let shared = self.shared.clone();
+        let kind = self.kind;
         self.spawn_owned(async move {
             let now_unix = unix_now();
+            let started = now();
             let result = authenticator.authenticate(&login, now_unix.as_secs()).await;
+            if refresh_id.is_none() {
+                let took = now().saturating_duration_since(started);
+                shared.metrics.login_seconds.record(took.as_secs_f64());
+                if result.is_err() {
+                    shared.metrics.transport(kind).logins_rejected.increment(1);
+                }
+            }
             let expiry = |grant: crate::auth::AuthGrant| {
                 grant.expires_unix_s.map(|exp_s| {
                     let left = Duration::from_secs(exp_s).saturating_sub(now_unix);
@@ -431,11 +482,19 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     meta: reply.meta,
                     payload: reply.payload,
                 },
-                Err(err) => Command::RequestFailed {
-                    id,
-                    code: err.code,
-                    message: err.message,
-                },
+                Err(err) => {
+                    let conn = handle.id();
+                    if matches!(err.code, Code::BackendError | Code::BackendTimeout) {
+                        tracing::warn!(conn, business, code = ?err.code, message = %err.message.as_str(), "upstream request failed");
+                    } else {
+                        debug!(conn, business, code = ?err.code, "upstream request refused");
+                    }
+                    Command::RequestFailed {
+                        id,
+                        code: err.code,
+                        message: err.message,
+                    }
+                }
             };
             handle.command(command);
         });

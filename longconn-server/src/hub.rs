@@ -194,6 +194,8 @@ pub(crate) struct Inbox {
     pub(crate) commands: VecDeque<Command>,
     pub(crate) pushes: VecDeque<QueuedPush>,
     pub(crate) closed: bool,
+    /// When the oldest push in `pushes` was queued (for `longconn_push_queue_seconds`).
+    pub(crate) oldest: Option<std::time::Instant>,
 }
 
 /// Pushes an emptied inbox keeps room for while its connection has a backlog (2.5 KiB).
@@ -295,12 +297,16 @@ impl ConnHandle {
             return PushOutcome::NotActive;
         }
         if inbox.pushes.len() < self.shared.max_queued_pushes {
+            if inbox.pushes.is_empty() {
+                inbox.oldest = Some(std::time::Instant::now());
+            }
             inbox.pushes.push_back(push.into());
             PushOutcome::Queued
         } else {
             match self.shared.policy {
                 SlowConsumerPolicy::DropNewest => {
                     self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::queue_drops().increment(1);
                     PushOutcome::Dropped
                 }
                 SlowConsumerPolicy::Disconnect => {
@@ -308,6 +314,7 @@ impl ConnHandle {
                     self.shared
                         .dropped_pushes
                         .fetch_add(discarded, Ordering::Relaxed);
+                    crate::metrics::queue_drops().increment(discarded);
                     inbox.pushes.clear();
                     inbox.closed = true;
                     inbox.commands.push_back(Command::Kick {
@@ -399,6 +406,9 @@ impl ConnHandle {
 
     pub(crate) fn count_dropped(&self, n: u64) {
         self.shared.dropped_pushes.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            crate::metrics::queue_drops().increment(n);
+        }
     }
 }
 

@@ -33,6 +33,8 @@
 //! - `groups`: [`GroupMembership`], [`NoGroups`]: the seam to the group layer.
 //! - `group_log`: [`GroupLog`], [`LocalGroupLog`]: who numbers group publishes.
 //! - `auth`: [`Authenticator`]: login checks.
+//! - `metrics`: handles for the `metrics` facade (docs/METRICS.md), the push
+//!   counters the group layer shares, and the `/proc` process collector.
 //! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -43,6 +45,7 @@ mod error;
 mod group_log;
 mod groups;
 mod hub;
+pub mod metrics;
 mod push;
 mod relay;
 mod route_store;
@@ -89,6 +92,7 @@ pub(crate) struct Shared {
     pub(crate) acks: push::PendingAcks,
     pub(crate) close_linger: Duration,
     pub(crate) stats: Stats,
+    pub(crate) metrics: metrics::ServerMetrics,
     /// Cancelled when shutdown begins; connections admitted after that drain at once.
     pub(crate) shutting_down: tokio_util::sync::CancellationToken,
 }

@@ -17,6 +17,7 @@
 //! [`BatchReport::unknown`]. [`Pusher::kick`] reaches other nodes the same way; single
 //! pushes ([`Pusher::push`], [`Pusher::push_acked`]) are for this node's connections.
 
+use crate::metrics::{PushMode, PushOutcomeLabel};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -148,11 +149,31 @@ impl Pusher {
         }
     }
 
+    /// Counts one push of `mode` in `longconn_pushes_total` and passes its outcome on.
+    fn counted(&self, mode: PushMode, outcome: PushOutcome) -> PushOutcome {
+        let pushes = &self.shared.metrics.pushes;
+        pushes.record(mode, PushOutcomeLabel::of(outcome), 1);
+        outcome
+    }
+
+    fn count_offline(&self, mode: PushMode, n: u64) {
+        if n > 0 {
+            let pushes = &self.shared.metrics.pushes;
+            pushes.record(mode, PushOutcomeLabel::Offline, n);
+        }
+    }
+
     /// Queues `message` for one connection or device.
     pub fn push(&self, target: Target<'_>, message: &PushMessage) -> PushResult {
         match self.find(target) {
-            Some(conn) => PushResult::from_outcome(conn.push(Transmit::Frame(message.frame()))),
-            None => PushResult::Offline,
+            Some(conn) => PushResult::from_outcome(self.counted(
+                PushMode::Unicast,
+                conn.push(Transmit::Frame(message.frame())),
+            )),
+            None => {
+                self.count_offline(PushMode::Unicast, 1);
+                PushResult::Offline
+            }
         }
     }
 
@@ -167,6 +188,7 @@ impl Pusher {
         timeout: Duration,
     ) -> PushResult {
         let Some(conn) = self.find(target) else {
+            self.count_offline(PushMode::Unicast, 1);
             return PushResult::Offline;
         };
         let id = self.shared.acks.next_id();
@@ -181,7 +203,8 @@ impl Pusher {
             meta: message.meta.clone(),
             payload: message.payload.clone(),
         };
-        let result = PushResult::from_outcome(conn.push(Transmit::Frame(frame)));
+        let outcome = self.counted(PushMode::Unicast, conn.push(Transmit::Frame(frame)));
+        let result = PushResult::from_outcome(outcome);
         if result != PushResult::Queued {
             self.shared.acks.forget(conn.id(), id);
             return result;
@@ -301,9 +324,11 @@ impl Pusher {
             message: message.to_owned(),
         };
         let relayed = self.shared.relay.kick(node, &request);
-        Ok(tokio::time::timeout(self.shared.relay_timeout, relayed)
-            .await
-            .unwrap_or(RelayResult::Unknown))
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(self.shared.relay_timeout, relayed).await;
+        let relay_ops = &self.shared.metrics.relay;
+        relay_ops.record("kick", started.elapsed(), answered.is_err());
+        Ok(answered.unwrap_or(RelayResult::Unknown))
     }
 
     /// Pushes `transmit(i)` to device `devices[i]`: local hub first, then the route
@@ -322,13 +347,20 @@ impl Pusher {
         let mut unresolved = Vec::new();
         for (i, device) in devices.iter().enumerate() {
             match hub.find_device(app, device.as_ref()) {
-                Some(conn) => results[i] = RelayResult::from(conn.push(transmit(i))),
+                Some(conn) => {
+                    let outcome = self.counted(PushMode::Batched, conn.push(transmit(i)));
+                    results[i] = RelayResult::from(outcome);
+                }
                 None => unresolved.push(i),
             }
         }
         if !unresolved.is_empty() {
             let names: Vec<&str> = unresolved.iter().map(|&i| devices[i].as_ref()).collect();
-            let routes = self.shared.routes.store().lookup(app, &names).await?;
+            let started = std::time::Instant::now();
+            let routes = self.shared.routes.store().lookup(app, &names).await;
+            crate::metrics::route_store_ops().record("lookup", started.elapsed(), routes.is_err());
+            let routes = routes?;
+            let mut offline = 0;
             // Node -> (device index, connection id) of the devices it holds.
             let mut remote: BTreeMap<u16, Vec<(usize, u64)>> = BTreeMap::new();
             for (&i, route) in unresolved.iter().zip(routes) {
@@ -339,12 +371,16 @@ impl Pusher {
                     }
                     Some(route) => {
                         if let Some(conn) = hub.get(route.conn_id) {
-                            results[i] = RelayResult::from(conn.push(transmit(i)));
+                            let outcome = self.counted(PushMode::Batched, conn.push(transmit(i)));
+                            results[i] = RelayResult::from(outcome);
+                        } else {
+                            offline += 1;
                         }
                     }
-                    None => {}
+                    None => offline += 1,
                 }
             }
+            self.count_offline(PushMode::Batched, offline);
             self.relay_batches(app, devices, remote, &encoded, &mut results)
                 .await?;
         }
@@ -381,8 +417,11 @@ impl Pusher {
             };
             let relay = &self.shared.relay;
             let timeout = self.shared.relay_timeout;
+            let relay_ops = &self.shared.metrics.relay;
             calls.push(async move {
+                let started = std::time::Instant::now();
                 let answered = tokio::time::timeout(timeout, relay.push_batch(node, &batch)).await;
+                relay_ops.record("push", started.elapsed(), answered.is_err());
                 (indices, answered.unwrap_or_default())
             });
         }

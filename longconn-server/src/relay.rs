@@ -51,6 +51,7 @@
 //! to one is stale (`Offline`), a kick there finds nobody, and a group message reaches
 //! no other node.
 
+use crate::metrics::{PushMode, PushOutcomeLabel};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -322,15 +323,24 @@ impl RelayInbox {
             .iter()
             .enumerate()
             .map(|(i, target)| {
+                let pushes = &self.shared.metrics.pushes;
                 let Some(frame) = batch.frames.get(i) else {
+                    pushes.record(PushMode::CrossNode, PushOutcomeLabel::Offline, 1);
                     return RelayResult::Offline;
                 };
                 let conn = hub
                     .get(target.conn_id)
                     .or_else(|| hub.find_device(&batch.app, &target.device));
                 match conn {
-                    Some(conn) => RelayResult::from(conn.push(Transmit::Encoded(frame.clone()))),
-                    None => RelayResult::Offline,
+                    Some(conn) => {
+                        let outcome = conn.push(Transmit::Encoded(frame.clone()));
+                        pushes.record(PushMode::CrossNode, PushOutcomeLabel::of(outcome), 1);
+                        RelayResult::from(outcome)
+                    }
+                    None => {
+                        pushes.record(PushMode::CrossNode, PushOutcomeLabel::Offline, 1);
+                        RelayResult::Offline
+                    }
                 }
             })
             .collect()

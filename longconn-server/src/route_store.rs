@@ -373,7 +373,9 @@ async fn flush_register(
     if routes.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     let result = sinks.store.register_replacing(routes).await;
+    crate::metrics::route_store_ops().record("register", started.elapsed(), result.is_err());
     let replaced = result.as_ref().map(|r| r.as_slice()).unwrap_or_default();
     // The device's older connection on another node: a duplicate login there.
     let kicks = routes
@@ -412,7 +414,10 @@ async fn flush_unregister(
     report: &mut RouteSyncReport,
 ) {
     if !routes.is_empty() {
+        let started = std::time::Instant::now();
         let result = store.unregister(routes).await;
+        let ops = crate::metrics::route_store_ops();
+        ops.record("unregister", started.elapsed(), result.is_err());
         count(report, routes.len(), result, "removal");
         routes.clear();
     }

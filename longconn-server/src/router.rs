@@ -9,6 +9,7 @@
 //!                                   Backend::call  (within its timeout, else backend_timeout)
 //! ```
 
+use crate::metrics::{RequestOutcome, RouterMetrics};
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -247,6 +248,7 @@ pub struct Router {
     subscribers: Vec<mpsc::Sender<ConnectionEvent>>,
     dropped_events: AtomicU64,
     delivery: Delivery,
+    metrics: RouterMetrics,
 }
 
 /// The router's event-delivery tasks, owned so shutdown can let them finish.
@@ -297,13 +299,16 @@ impl Router {
 
     /// Sends one request to its backend, within the backend's limits.
     pub async fn dispatch(&self, request: BackendRequest) -> Result<BackendReply, BackendError> {
+        let metrics = self.metrics.business(request.business);
         let Some(slot) = self.slot(request.business) else {
+            metrics.record(RequestOutcome::NoRoute, None);
             return Err(BackendError {
                 code: Code::UnknownBusiness,
                 message: Text::from(format!("no backend for business {}", request.business)),
             });
         };
         let Ok(_permit) = slot.permits.clone().try_acquire_owned() else {
+            metrics.record(RequestOutcome::Rejected, None);
             return Err(BackendError {
                 code: Code::Busy,
                 message: Text::from(format!(
@@ -312,16 +317,29 @@ impl Router {
                 )),
             });
         };
-        match tokio::time::timeout(slot.timeout, slot.backend.call(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError {
-                code: Code::BackendTimeout,
-                message: Text::from(format!(
-                    "backend `{}` did not answer within {} ms",
-                    slot.name,
-                    slot.timeout.as_millis()
-                )),
-            }),
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(slot.timeout, slot.backend.call(request)).await;
+        let took = Some(started.elapsed());
+        match answered {
+            Ok(Ok(reply)) => {
+                metrics.record(RequestOutcome::Ok, took);
+                Ok(reply)
+            }
+            Ok(Err(err)) => {
+                metrics.record(RequestOutcome::BackendError, took);
+                Err(err)
+            }
+            Err(_) => {
+                metrics.record(RequestOutcome::Timeout, took);
+                Err(BackendError {
+                    code: Code::BackendTimeout,
+                    message: Text::from(format!(
+                        "backend `{}` did not answer within {} ms",
+                        slot.name,
+                        slot.timeout.as_millis()
+                    )),
+                })
+            }
         }
     }
 
@@ -380,6 +398,7 @@ pub struct RouterBuilder {
     default: Option<String>,
     subscribe: Vec<String>,
     invalid: Option<&'static str>,
+    metric_businesses: Vec<u32>,
 }
 
 impl std::fmt::Debug for RouterBuilder {
@@ -431,6 +450,15 @@ impl RouterBuilder {
                 limits.max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
             )),
         }));
+        self
+    }
+
+    /// Business ids labelled on their own in `longconn_upstream_requests_total` and
+    /// `longconn_upstream_request_duration_seconds`, besides those with an exact rule
+    /// (which always are). Requests for any other id count as `business="other"`, so the
+    /// label stays bounded whatever ids clients send.
+    pub fn metric_businesses(mut self, ids: impl IntoIterator<Item = u32>) -> RouterBuilder {
+        self.metric_businesses.extend(ids);
         self
     }
 
@@ -518,6 +546,12 @@ impl RouterBuilder {
             subscribers,
             dropped_events: AtomicU64::new(0),
             delivery,
+            metrics: RouterMetrics::new(
+                self.exact
+                    .iter()
+                    .map(|(b, _)| *b)
+                    .chain(self.metric_businesses.iter().copied()),
+            ),
         })
     }
 }

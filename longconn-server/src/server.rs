@@ -260,6 +260,7 @@ impl ServerBuilder {
             acks: PendingAcks::default(),
             close_linger: self.config.close_linger,
             stats: Stats::default(),
+            metrics: crate::metrics::ServerMetrics::new(),
             shutting_down: CancellationToken::new(),
         });
         Server {

@@ -551,9 +551,13 @@ async fn handle_requests(inner: Arc<Inner>, mut requests: mpsc::Receiver<Queued>
     while let Some(Queued {
         message: request,
         bytes,
+        read_at,
     }) = requests.recv().await
     {
         inner.lag.dequeued(bytes);
+        let metrics = crate::metrics::relay_metrics();
+        metrics.queued.decrement(1.0);
+        metrics.lag_seconds.record(read_at.elapsed().as_secs_f64());
         let inbox = inner.inbox.get();
         let body = match (&request.body, inbox) {
             (Body::PushBatch(batch), Some(inbox)) => Body::PushAnswer(inbox.push_batch(batch)),

@@ -72,6 +72,8 @@ impl LagCounters {
 pub(super) struct Queued {
     pub(super) message: Message,
     pub(super) bytes: u64,
+    /// When the subscriber read it (for `longconn_cluster_subscriber_lag_seconds`).
+    pub(super) read_at: std::time::Instant,
 }
 
 /// Where the subscriber connects.
@@ -145,6 +147,7 @@ impl PushHandler {
             return;
         }
         let lag = &self.inner.lag;
+        crate::metrics::relay_metrics().messages.increment(1);
         if lag.queued_bytes.load(Ordering::Relaxed) + bytes > MAX_QUEUED_BYTES {
             self.drop_request();
             return;
@@ -152,9 +155,16 @@ impl PushHandler {
         // Counted before the send so the handler's decrement never goes below zero.
         lag.queued_requests.fetch_add(1, Ordering::Relaxed);
         lag.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if self.requests.try_send(Queued { message, bytes }).is_err() {
+        let queued = Queued {
+            message,
+            bytes,
+            read_at: std::time::Instant::now(),
+        };
+        if self.requests.try_send(queued).is_err() {
             lag.dequeued(bytes);
             self.drop_request();
+        } else {
+            crate::metrics::relay_metrics().queued.increment(1.0);
         }
     }
 
@@ -163,6 +173,7 @@ impl PushHandler {
             .lag
             .dropped_requests
             .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::relay_metrics().dropped.increment(1);
         warn!("relay request queue full; request dropped (its sender sees Unknown)");
     }
 }

@@ -4,16 +4,40 @@
 //! settings to builder calls.
 
 use clap::Parser;
+use longconn_gateway::config::LogFormat;
 use longconn_gateway::{Cli, GatewayError, GatewaySettings, stop_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let started = match GatewaySettings::resolve(Cli::parse()).and_then(|s| s.into_builder()) {
-        Ok(builder) => builder.start().await,
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init(),
+    }
+    // The recorder goes in before anything is built: the libraries take their metric
+    // handles when the server, router and groups are built.
+    let metrics = if cli.no_metrics {
+        None
+    } else {
+        match longconn_gateway::metrics::install_prometheus() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                eprintln!("gateway: {err}");
+                return std::process::ExitCode::from(1);
+            }
+        }
+    };
+    let started = match GatewaySettings::resolve(cli).and_then(|s| s.into_builder()) {
+        Ok(builder) => match metrics {
+            Some(handle) => builder.metrics(handle).start().await,
+            None => builder.start().await,
+        },
         Err(err) => Err(err),
     };
     let gateway = match started {
