@@ -27,6 +27,7 @@ use longconn_server::{
 use crate::config::GroupConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, FanoutPool};
+use crate::history::{GroupHistory, NoHistory};
 
 /// Decides whether a client may join a group (client-initiated joins only; server-side
 /// joins through [`GroupRegistry::join`] are trusted). Runs on the connection's task:
@@ -179,6 +180,8 @@ pub struct GroupRegistry {
     drivers: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Publishes refused with [`Error::Saturated`].
     saturated: AtomicU64,
+    /// Recent publications of groups with history (recovery after a reconnect).
+    history: Arc<dyn GroupHistory>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -208,7 +211,16 @@ impl GroupRegistry {
             relay: None,
             drivers: std::sync::OnceLock::new(),
             saturated: AtomicU64::new(0),
+            history: Arc::new(NoHistory),
         }
+    }
+
+    /// Keeps recent publications in `history` (for the groups its rules match), so a
+    /// client rejoining with its last position gets what it missed
+    /// ([`GroupMembership::recover`]). Default: no history.
+    pub fn with_history(mut self, history: Arc<dyn GroupHistory>) -> GroupRegistry {
+        self.history = history;
+        self
     }
 
     /// Publishes refused since start because their group's fan-out was saturated
@@ -358,7 +370,8 @@ impl GroupRegistry {
     /// report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
         let entry = self.groups.shard(group).get(group).cloned();
-        if entry.is_none() && self.relay.is_none() {
+        let kept = self.history.enabled(group);
+        if entry.is_none() && self.relay.is_none() && !kept {
             return Ok(PublishReport::default());
         }
         let mut frame = Frame::Push {
@@ -400,6 +413,19 @@ impl GroupRegistry {
             *epoch = Some(position.epoch);
         }
         let frame = frame.to_bytes(max)?;
+        let members = match (kept, &entry) {
+            (true, Some(entry)) => {
+                // Kept before the members are looked at again: a member added after
+                // this snapshot reads the history after its join, and finds this push.
+                self.history.append(group, position, frame.clone());
+                Some(entry.snapshot())
+            }
+            (true, None) => {
+                self.history.append(group, position, frame.clone());
+                members
+            }
+            (false, _) => members,
+        };
         let relayed = async {
             let Some(relay) = &self.relay else {
                 return RemoteGroupReport::default();
@@ -421,7 +447,7 @@ impl GroupRegistry {
             }
         };
         let (mut delivery, remote) = tokio::join!(local, relayed);
-        if entry.is_none() {
+        if entry.is_none() && !kept {
             // No counter is kept for a group this node has no members of.
             self.log.forget(group);
         }
@@ -567,7 +593,10 @@ impl GroupRegistry {
                 .is_some_and(|current| Arc::ptr_eq(current, group))
         {
             groups.remove(&*group.id);
-            self.log.forget(&group.id);
+            if !self.history.enabled(&group.id) {
+                // A group with history keeps its epoch, so a rejoin can be recovered.
+                self.log.forget(&group.id);
+            }
             if let Some(relay) = &self.relay {
                 relay.group_inactive(&group.id);
             }
