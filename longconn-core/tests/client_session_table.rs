@@ -506,6 +506,8 @@ fn cell_cl3_login_ack_logs_in_rejoins_and_sends_held_calls() {
         h.frame(Frame::JoinAck {
             id,
             group: group.into(),
+            position: None,
+            recovered: None,
         });
     }
     h.sent();
@@ -563,14 +565,29 @@ fn cell_cl3_login_ack_logs_in_rejoins_and_sends_held_calls() {
     assert_eq!(h.s.poll_timeout(), Some(h.now + min), "first heartbeat");
     // Rejoin acks are the session's own business.
     for f in &sent {
-        if let Frame::JoinGroup { id, group } = f {
+        if let Frame::JoinGroup { id, group, .. } = f {
             h.frame(Frame::JoinAck {
                 id: *id,
                 group: group.clone(),
+                position: None,
+                recovered: None,
             });
         }
     }
-    assert_eq!(h.events(), []);
+    // A gateway without recovery: the rejoins are reported as not recovered.
+    assert_eq!(
+        h.events(),
+        [
+            ClientEvent::Rejoined {
+                group: "room-1".into(),
+                recovered: false
+            },
+            ClientEvent::Rejoined {
+                group: "room-2".into(),
+                recovered: false
+            }
+        ]
+    );
     assert_eq!(h.s.joined().collect::<Vec<_>>(), ["room-1", "room-2"]);
 }
 
@@ -771,17 +788,21 @@ fn cell_ca3_joins_and_leaves_track_the_joined_set() {
         [
             Frame::JoinGroup {
                 id: j,
-                group: "room".into()
+                group: "room".into(),
+                since: None,
             },
             Frame::JoinGroup {
                 id: refused,
-                group: "vip".into()
+                group: "vip".into(),
+                since: None,
             }
         ]
     );
     h.frame(Frame::JoinAck {
         id: j,
         group: "room".into(),
+        position: None,
+        recovered: None,
     });
     h.frame(Frame::Error {
         id: refused,
@@ -1048,6 +1069,8 @@ fn cell_ca12_a_refused_rejoin_forgets_the_group() {
     h.frame(Frame::JoinAck {
         id,
         group: "room".into(),
+        position: None,
+        recovered: None,
     });
     h.sent();
     h.events();

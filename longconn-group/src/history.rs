@@ -318,10 +318,22 @@ mod tests {
     fn trimmed_or_other_epoch_or_ahead_is_not_recovered() {
         let h = history(3, None);
         fill(&h, "room-1", 7, 10);
-        assert!(!h.since("room-1", Some(pos(7, 6))).recovered, "8 is the oldest kept");
-        assert_eq!(h.since("room-1", Some(pos(7, 7))).frames, vec!["m8", "m9", "m10"]);
-        assert!(!h.since("room-1", Some(pos(8, 9))).recovered, "epoch changed");
-        assert!(!h.since("room-1", Some(pos(7, 11))).recovered, "ahead of the log");
+        assert!(
+            !h.since("room-1", Some(pos(7, 6))).recovered,
+            "8 is the oldest kept"
+        );
+        assert_eq!(
+            h.since("room-1", Some(pos(7, 7))).frames,
+            vec!["m8", "m9", "m10"]
+        );
+        assert!(
+            !h.since("room-1", Some(pos(8, 9))).recovered,
+            "epoch changed"
+        );
+        assert!(
+            !h.since("room-1", Some(pos(7, 11))).recovered,
+            "ahead of the log"
+        );
         // A new epoch drops what the old one kept.
         h.append("room-1", pos(9, 1), Bytes::from_static(b"n1"));
         let r = h.since("room-1", Some(pos(9, 0)));
@@ -335,7 +347,10 @@ mod tests {
         fill(&h, "room-1", 1, 2);
         std::thread::sleep(Duration::from_millis(60));
         assert!(!h.since("room-1", Some(pos(1, 1))).recovered);
-        assert!(h.since("room-1", Some(pos(1, 2))).recovered, "nothing missed");
+        assert!(
+            h.since("room-1", Some(pos(1, 2))).recovered,
+            "nothing missed"
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use longconn_core::{Code, Frame, Text};
 use longconn_server::{
-    ConnHandle, DeviceKey, GroupDelivery, GroupLog, GroupMembership, GroupMessage, Hub,
-    LocalGroupLog, PushMessage, Relay, RemoteGroupReport, ShardedMap,
+    ConnHandle, DeviceKey, GroupDelivery, GroupLog, GroupMembership, GroupMessage, GroupPosition,
+    Hub, JoinRecovery, LocalGroupLog, PushMessage, Relay, RemoteGroupReport, ShardedMap,
 };
 
 use crate::config::GroupConfig;
@@ -624,6 +624,15 @@ impl GroupMembership for GroupRegistry {
 
     fn local_members(&self, group: &str) -> usize {
         GroupRegistry::members(self, group)
+    }
+
+    fn recover(&self, group: &str, since: Option<GroupPosition>) -> JoinRecovery {
+        let found = self.history.since(group, since);
+        JoinRecovery {
+            position: found.top,
+            recovered: found.recovered,
+            frames: found.frames,
+        }
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {

@@ -114,7 +114,7 @@
 
 mod types;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -125,7 +125,7 @@ pub use types::{
 };
 
 use crate::error::DecodeError;
-use crate::protocol::{Code, Frame, Metadata, Text};
+use crate::protocol::{Code, Frame, Metadata, Position, Text};
 use crate::session::TransportEnd;
 
 /// The id of every `Login` this session sends (its `LoginAck` echoes it).
@@ -184,7 +184,8 @@ pub struct ClientSession {
     pending: HashMap<u32, Pending>,
     /// Ids of held calls, in call order.
     held: Vec<u32>,
-    joined: BTreeSet<Text>,
+    /// Joined groups with the last position seen in each (sent on rejoin).
+    joined: BTreeMap<Text, Option<Position>>,
     transmit: VecDeque<Frame>,
     events: VecDeque<ClientEvent>,
     stats: ClientStats,
@@ -215,7 +216,7 @@ impl ClientSession {
             next_id: LOGIN_ID,
             pending: HashMap::new(),
             held: Vec::new(),
-            joined: BTreeSet::new(),
+            joined: BTreeMap::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
@@ -253,7 +254,13 @@ impl ClientSession {
 
     /// The groups this client is in (joined again after each reconnect).
     pub fn joined(&self) -> impl Iterator<Item = &str> {
-        self.joined.iter().map(Text::as_str)
+        self.joined.keys().map(Text::as_str)
+    }
+
+    /// The last position seen in joined `group` (from its `JoinAck` or its last
+    /// push): what the next rejoin asks to recover from.
+    pub fn position(&self, group: &str) -> Option<Position> {
+        self.joined.get(&Text::from(group)).copied().flatten()
     }
 
     /// Heartbeat figures so far.
@@ -422,7 +429,11 @@ impl ClientSession {
     ) -> Result<u32, CallError> {
         let group = Text::from(group);
         self.call(now, timeout, Kind::Join(group.clone()), |id| {
-            Frame::JoinGroup { id, group }
+            Frame::JoinGroup {
+                id,
+                group,
+                since: None,
+            }
         })
     }
 
@@ -593,8 +604,9 @@ impl ClientSession {
                     heartbeat: self.heartbeat,
                     expires_at_ms,
                 });
-                let groups: Vec<Text> = self.joined.iter().cloned().collect();
-                for group in groups {
+                let groups: Vec<(Text, Option<Position>)> =
+                    self.joined.iter().map(|(g, p)| (g.clone(), *p)).collect();
+                for (group, since) in groups {
                     let id = self.next_id();
                     self.pending.insert(
                         id,
@@ -604,7 +616,8 @@ impl ClientSession {
                             held: None,
                         },
                     );
-                    self.transmit.push_back(Frame::JoinGroup { id, group });
+                    self.transmit
+                        .push_back(Frame::JoinGroup { id, group, since });
                 }
                 for id in std::mem::take(&mut self.held) {
                     if let Some(frame) = self.pending.get_mut(&id).and_then(|p| p.held.take()) {
@@ -651,21 +664,44 @@ impl ClientSession {
                 // a later `TokenExpiring` asks again, or the gateway closes.
                 Some(_) | None => {}
             },
-            Frame::JoinAck { id, .. } | Frame::LeaveAck { id, .. } => {
-                // Only a join, leave or rejoin takes an ack; an ack with another call's
-                // id leaves that call waiting.
-                let kind = self.take_pending(id, |k| {
-                    matches!(k, Kind::Join(_) | Kind::Leave(_) | Kind::Rejoin(_))
-                });
+            Frame::JoinAck {
+                id,
+                position,
+                recovered,
+                ..
+            } => {
+                let kind = self.take_pending(id, |k| matches!(k, Kind::Join(_) | Kind::Rejoin(_)));
                 match kind.map(|p| p.kind) {
                     Some(Kind::Join(group)) => {
-                        self.joined.insert(group.detach());
+                        self.joined.insert(group.detach(), position);
                         self.events.push_back(ClientEvent::GroupAck {
                             id,
                             group,
                             joined: true,
                         });
                     }
+                    Some(Kind::Rejoin(group)) => {
+                        let recovered = recovered == Some(true);
+                        if let Some(at) = self.joined.get_mut(&group) {
+                            // Recovered: the replayed pushes that follow move the
+                            // position on. Not: the ack's position is the new base.
+                            if !recovered {
+                                *at = position;
+                            }
+                        }
+                        self.events
+                            .push_back(ClientEvent::Rejoined { group, recovered });
+                    }
+                    _ => {}
+                }
+            }
+            Frame::LeaveAck { id, .. } => {
+                // Only a join, leave or rejoin takes an ack; an ack with another call's
+                // id leaves that call waiting.
+                let kind = self.take_pending(id, |k| {
+                    matches!(k, Kind::Join(_) | Kind::Leave(_) | Kind::Rejoin(_))
+                });
+                match kind.map(|p| p.kind) {
                     Some(Kind::Leave(group)) => {
                         self.joined.remove(&group);
                         self.events.push_back(ClientEvent::GroupAck {
@@ -689,6 +725,17 @@ impl ClientSession {
             } => {
                 if ack_required {
                     self.transmit.push_back(Frame::PushAck { id });
+                }
+                if let (Some(g), Some(seq), Some(epoch)) = (&group, seq, epoch)
+                    && let Some(at) = self.joined.get_mut(g)
+                {
+                    let newer = match at {
+                        Some(p) => p.epoch != epoch || seq > p.seq,
+                        None => true,
+                    };
+                    if newer {
+                        *at = Some(Position { epoch, seq });
+                    }
                 }
                 self.events.push_back(ClientEvent::Push {
                     business,
