@@ -27,7 +27,7 @@ use longconn_server::{
 use crate::config::GroupConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, FanoutPool};
-use crate::history::{GroupHistory, NoHistory};
+use crate::history::{GroupHistory, MemoryHistory, NoHistory};
 
 /// Decides whether a client may join a group (client-initiated joins only; server-side
 /// joins through [`GroupRegistry::join`] are trusted). Runs on the connection's task:
@@ -203,7 +203,6 @@ impl GroupRegistry {
     pub fn with_authorizer(config: GroupConfig, authorizer: impl JoinAuthorizer) -> GroupRegistry {
         GroupRegistry {
             pool: FanoutPool::new(config.fanout_workers()),
-            config,
             authorizer: Arc::new(authorizer),
             groups: ShardedMap::new(),
             memberships: ShardedMap::new(),
@@ -211,13 +210,18 @@ impl GroupRegistry {
             relay: None,
             drivers: std::sync::OnceLock::new(),
             saturated: AtomicU64::new(0),
-            history: Arc::new(NoHistory),
+            history: match MemoryHistory::new(config.history().clone()) {
+                Ok(history) if !config.history().rules.is_empty() => Arc::new(history),
+                _ => Arc::new(NoHistory),
+            },
+            config,
         }
     }
 
     /// Keeps recent publications in `history` (for the groups its rules match), so a
     /// client rejoining with its last position gets what it missed
-    /// ([`GroupMembership::recover`]). Default: no history.
+    /// ([`GroupMembership::recover`]). Default: a [`MemoryHistory`] with the config's
+    /// [`GroupConfig::history`] rules (none: off).
     pub fn with_history(mut self, history: Arc<dyn GroupHistory>) -> GroupRegistry {
         self.history = history;
         self
