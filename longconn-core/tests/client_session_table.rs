@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use longconn_core::client_session::{LOGIN_ID, login_answer};
+use longconn_core::protocol::Position;
 use longconn_core::{
     Backoff, CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, Code,
     DecodeError, EndReason, Frame, Metadata, Reconnect, StopReason, Text, TransportEnd,
@@ -1060,6 +1061,91 @@ fn cell_ca11_unexpected_frames_when_logged_in() {
         ));
         assert_eq!(h.ended().0, EndReason::ProtocolError(Code::UnexpectedFrame));
     }
+}
+
+/// The rejoin carries the group's last position (the ack's, then each push's); the
+/// ack says whether the missed pushes follow.
+#[test]
+fn cell_ca14_a_rejoin_from_the_last_position_reports_recovery() {
+    let mut h = Harness::in_state(ClientState::LoggedIn);
+    let id = h.s.join(h.now, "room", None).unwrap();
+    let at = |epoch, seq| Some(Position { epoch, seq });
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(9, 5),
+        recovered: None,
+    });
+    assert_eq!(h.s.position("room"), at(9, 5));
+    h.frame(Frame::Push {
+        id: 0,
+        ack_required: false,
+        business: 1,
+        group: Some("room".into()),
+        seq: Some(6),
+        epoch: Some(9),
+        meta: Default::default(),
+        payload: Bytes::from_static(b"p"),
+    });
+    assert_eq!(h.s.position("room"), at(9, 6));
+    h.sent();
+    h.events();
+    let mut reconnect = |h: &mut Harness| {
+        h.s.handle_transport_end(h.now, TransportEnd::Eof);
+        let (_, Reconnect::After(delay), _) = h.ended() else {
+            panic!()
+        };
+        h.advance(delay);
+        h.timeout();
+        h.events();
+        h.reach(ClientState::LoggingIn);
+        h.token();
+        h.sent();
+        h.frame(login_ack());
+        h.events();
+        let sent = h.sent();
+        let [Frame::JoinGroup { id, since, .. }] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        (*id, *since)
+    };
+    let (id, since) = reconnect(&mut h);
+    assert_eq!(since, at(9, 6), "rejoins from the last push");
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(9, 8),
+        recovered: Some(true),
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Rejoined {
+            group: "room".into(),
+            recovered: true
+        }]
+    );
+    assert_eq!(
+        h.s.position("room"),
+        at(9, 6),
+        "the replayed pushes move it"
+    );
+
+    let (id, since) = reconnect(&mut h);
+    assert_eq!(since, at(9, 6));
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(4, 3),
+        recovered: Some(false),
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Rejoined {
+            group: "room".into(),
+            recovered: false
+        }]
+    );
+    assert_eq!(h.s.position("room"), at(4, 3), "the new base");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use longconn_client::{Backoff, Client, ClientConfig, ClientError, ConnState, Push, StaticToken};
-use longconn_core::{Code, TokenKey, TokenKeys};
+use longconn_core::{Code, SessionConfig, TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry, HistoryConfig, HistoryRule, MemoryHistory};
 use longconn_server::{PushMessage, Server, ServerConfig};
 use tokio::sync::mpsc;
@@ -31,6 +31,10 @@ fn token(device: &str) -> Bytes {
 
 /// A node whose "room" groups keep their last `max_len` publications in memory.
 fn node(max_len: usize) -> (Server, Arc<GroupRegistry>) {
+    node_with(max_len, SessionConfig::default())
+}
+
+fn node_with(max_len: usize, session: SessionConfig) -> (Server, Arc<GroupRegistry>) {
     let history = MemoryHistory::new(HistoryConfig {
         rules: vec![HistoryRule {
             prefix: "room".into(),
@@ -42,7 +46,7 @@ fn node(max_len: usize) -> (Server, Arc<GroupRegistry>) {
     .unwrap();
     let registry =
         Arc::new(GroupRegistry::new(GroupConfig::default()).with_history(Arc::new(history)));
-    let config = ServerConfig::builder().build().unwrap();
+    let config = ServerConfig::builder().session(session).build().unwrap();
     let server = Server::builder(config, Arc::new(keys()))
         .groups(registry.clone())
         .build();
@@ -57,8 +61,12 @@ struct Net {
 
 impl Net {
     fn new(max_len: usize) -> Arc<Net> {
+        Net::on(node(max_len))
+    }
+
+    fn on(node: (Server, Arc<GroupRegistry>)) -> Arc<Net> {
         Arc::new(Net {
-            node: Mutex::new(node(max_len)),
+            node: Mutex::new(node),
             down: AtomicBool::new(false),
         })
     }
@@ -258,5 +266,166 @@ async fn a_restarted_node_has_a_new_epoch_and_does_not_recover() {
     let push = next_push(&mut pushes).await;
     assert_eq!(push.payload, "after");
     assert_eq!((push.epoch, push.seq), (Some(new_epoch), Some(seq)));
+    m.close().await;
+}
+
+/// Publishes `body`, waiting while the group is saturated (a refused publish takes no
+/// position).
+async fn publish_retrying(registry: &GroupRegistry, group: &str, body: String) {
+    loop {
+        match registry
+            .publish(group, &PushMessage::new(1, Bytes::from(body.clone())))
+            .await
+        {
+            Ok(_) => return,
+            Err(longconn_group::Error::Saturated { .. }) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("publish: {e}"),
+        }
+    }
+}
+
+/// Publishes race the rejoin (the member is added, the history read and the live pushes
+/// queued at the same time): every push still arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_racing_a_burst_of_publishes_sees_each_push_once_in_order() {
+    let session = SessionConfig::builder()
+        .max_queued_pushes(8192)
+        .build()
+        .unwrap();
+    let net = Net::on(node_with(5000, session));
+    let m = member(&net, "m");
+    m.wait_connected(STEP).await.unwrap();
+    let mut pushes = m.pushes().unwrap();
+    m.join("room-4").await.unwrap();
+    let (_, first) = publish(&net.registry(), "room-4", "m0".into()).await;
+    assert_eq!(next_push(&mut pushes).await.payload, "m0");
+
+    net.cut("m");
+    disconnected(&m).await;
+    for i in 1..=200 {
+        publish(&net.registry(), "room-4", format!("m{i}")).await;
+    }
+    let registry = net.registry();
+    let publisher = tokio::spawn(async move {
+        for i in 201..=1200 {
+            publish_retrying(&registry, "room-4", format!("m{i}")).await;
+            tokio::task::yield_now().await;
+        }
+        publish_retrying(&registry, "room-4", "end".into()).await;
+    });
+    net.restore();
+    let collector = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            let push = next_push(&mut pushes).await;
+            if push.payload == "end" {
+                return got;
+            }
+            got.push((push.seq.unwrap(), push.payload));
+        }
+    });
+    assert!(rejoined(&m, "room-4", 1).await);
+    publisher.await.unwrap();
+    let got = collector.await.unwrap();
+    assert_eq!(got.len(), 1200, "every missed and live push once");
+    for (i, (seq, payload)) in got.iter().enumerate() {
+        let i = i as u64 + 1;
+        assert_eq!(
+            (*seq, payload.clone()),
+            (first + i, Bytes::from(format!("m{i}")))
+        );
+    }
+    m.close().await;
+}
+
+/// The group layer with a publish forced into the window between a rejoin's join and
+/// its history read (the race the live-push filter is for).
+#[derive(Debug)]
+struct RacingGroups {
+    inner: Arc<GroupRegistry>,
+    race: AtomicBool,
+}
+
+impl longconn_server::GroupMembership for RacingGroups {
+    fn join(
+        &self,
+        conn: &longconn_server::ConnHandle,
+        device: &longconn_server::DeviceKey,
+        group: &str,
+    ) -> Result<(), Code> {
+        longconn_server::GroupMembership::join(&*self.inner, conn, device, group)
+    }
+
+    fn leave(&self, conn_id: u64, group: &str) -> Result<(), Code> {
+        longconn_server::GroupMembership::leave(&*self.inner, conn_id, group)
+    }
+
+    fn leave_all(&self, conn_id: u64) {
+        longconn_server::GroupMembership::leave_all(&*self.inner, conn_id);
+    }
+
+    fn recover(
+        &self,
+        group: &str,
+        since: Option<longconn_server::GroupPosition>,
+    ) -> longconn_server::JoinRecovery {
+        if self.race.swap(false, Ordering::SeqCst) {
+            // Kept in the history and pushed live to the member just added.
+            let message = PushMessage::new(1, Bytes::from_static(b"raced"));
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime
+                        .block_on(self.inner.publish(group, &message))
+                        .unwrap();
+                });
+            });
+        }
+        self.inner.recover(group, since)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_between_the_join_and_the_history_read_arrives_once() {
+    let (_, registry) = node(1000);
+    let groups = Arc::new(RacingGroups {
+        inner: registry.clone(),
+        race: AtomicBool::new(false),
+    });
+    let server = Server::builder(ServerConfig::default(), Arc::new(keys()))
+        .groups(groups.clone())
+        .build();
+    let net = Net::on((server, registry.clone()));
+    let m = member(&net, "m");
+    m.wait_connected(STEP).await.unwrap();
+    let mut pushes = m.pushes().unwrap();
+    m.join("room-5").await.unwrap();
+    publish(&registry, "room-5", "m0".into()).await;
+    assert_eq!(next_push(&mut pushes).await.payload, "m0");
+
+    net.cut("m");
+    disconnected(&m).await;
+    publish(&registry, "room-5", "m1".into()).await;
+    groups.race.store(true, Ordering::SeqCst);
+    net.restore();
+    assert!(rejoined(&m, "room-5", 1).await);
+    assert!(!groups.race.load(Ordering::SeqCst), "the race ran");
+    publish(&registry, "room-5", "m2".into()).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next_push(&mut pushes).await.payload);
+    }
+    assert_eq!(got, ["m1", "raced", "m2"], "replayed, raced once, live");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), pushes.recv())
+            .await
+            .is_err(),
+        "no duplicate"
+    );
     m.close().await;
 }

@@ -70,7 +70,7 @@
 //! |---|---|---|---|---|---|
 //! | CL1 | `LoggingIn` | *provide token* | `Login {id 1, app, device, token, meta}` | nothing | unchanged |
 //! | CL2 | `LoggingIn` | *token failed* | nothing | `Ended {TokenUnavailable, After(backoff)}` | `Waiting` |
-//! | CL3 | `LoggingIn` | `LoginAck {conn_id, heartbeat_ms}` | `JoinGroup` for each joined group, then the held calls in order | `LoggedIn {conn_id, heartbeat}` | `LoggedIn`; attempt count reset |
+//! | CL3 | `LoggingIn` | `LoginAck {conn_id, heartbeat_ms}` | `JoinGroup` for each joined group (with its last position), then the held calls in order | `LoggedIn {conn_id, heartbeat}` | `LoggedIn`; attempt count reset |
 //! | CL4 | `LoggingIn` | `Close {invalid_token}` or `Close {forbidden}` | nothing | `Ended {LoginRefused(code), Never(AuthRejected(code))}` | `Closed` |
 //! | CL5 | `LoggingIn` | `Close {expired_token}` | nothing | first time: `Ended {LoginRefused(expired_token), After(backoff)}`; again before a login succeeds: `Never(AuthRejected(expired_token))` | `Waiting`, then `Closed` |
 //! | CL6 | `LoggingIn` | `Close {other code}` (`going_away` from a draining gateway, `login_timeout`, ...) | nothing | `Ended {ClosedByGateway(code), After(backoff)}` | `Waiting` |
@@ -93,6 +93,7 @@
 //! | CA11 | `LoggedIn` | `LoginAck` or a frame only a client sends | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
 //! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
 //! | CA13 | `LoggedIn` | *refresh token* (the application renewed its token before expiry) | `TokenRefresh {id, token}` | nothing; a `TokenRefreshAck` or `Error` for it changes nothing either | `LoggedIn` |
+//! | CA14 | `LoggedIn` | `JoinAck {id, position, recovered}` for a rejoin sent at CL3 | nothing | `Rejoined {group, recovered}` (recovered only for `RECOVERED = 1`); unless recovered, the ack's position replaces the group's | `LoggedIn` |
 //!
 //! #### Draining
 //! Every `LoggedIn` row applies in `Draining` too, except for these:
@@ -696,21 +697,18 @@ impl ClientSession {
                 }
             }
             Frame::LeaveAck { id, .. } => {
-                // Only a join, leave or rejoin takes an ack; an ack with another call's
-                // id leaves that call waiting.
-                let kind = self.take_pending(id, |k| {
-                    matches!(k, Kind::Join(_) | Kind::Leave(_) | Kind::Rejoin(_))
-                });
-                match kind.map(|p| p.kind) {
-                    Some(Kind::Leave(group)) => {
-                        self.joined.remove(&group);
-                        self.events.push_back(ClientEvent::GroupAck {
-                            id,
-                            group,
-                            joined: false,
-                        });
-                    }
-                    _ => {}
+                // Only a leave takes a `LeaveAck` (a join or rejoin takes a `JoinAck`);
+                // an ack with another call's id leaves that call waiting.
+                if let Some(Kind::Leave(group)) = self
+                    .take_pending(id, |k| matches!(k, Kind::Leave(_)))
+                    .map(|p| p.kind)
+                {
+                    self.joined.remove(&group);
+                    self.events.push_back(ClientEvent::GroupAck {
+                        id,
+                        group,
+                        joined: false,
+                    });
                 }
             }
             Frame::Push {
