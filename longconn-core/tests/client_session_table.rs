@@ -1090,7 +1090,7 @@ fn cell_ca14_a_rejoin_from_the_last_position_reports_recovery() {
     assert_eq!(h.s.position("room"), at(9, 6));
     h.sent();
     h.events();
-    let mut reconnect = |h: &mut Harness| {
+    let reconnect = |h: &mut Harness| {
         h.s.handle_transport_end(h.now, TransportEnd::Eof);
         let (_, Reconnect::After(delay), _) = h.ended() else {
             panic!()
