@@ -71,6 +71,7 @@ HEARTBEAT_MS = 0x0B
 CONN_ID = 0x0C
 EXPIRES_AT_MS = 0x0D
 EPOCH = 0x0E
+RECOVERED = 0x0F
 
 # Field kinds:
 #   id       required text, 1..=128 bytes of UTF-8
@@ -80,6 +81,7 @@ EPOCH = 0x0E
 #   message  text, 0..=1024 bytes; left out when empty
 #   u16/u32/u64      required big-endian integers of that width
 #   opt_u64          optional u64 (JSON null when absent)
+#   opt_bool         optional one byte, 0 or 1 (JSON null when absent)
 #
 # name: (type byte, has correlation id, may carry a payload, [(json key, tag, kind)])
 FRAME_TYPES = {
@@ -97,8 +99,11 @@ FRAME_TYPES = {
         ("business", BUSINESS, "u32"), ("group", GROUP, "opt_id"), ("seq", SEQ, "opt_u64"),
         ("epoch", EPOCH, "opt_u64"), ("meta", META, "meta")]),
     "PushAck": (0x08, True, False, []),
-    "JoinGroup": (0x09, True, False, [("group", GROUP, "id")]),
-    "JoinAck": (0x0A, True, False, [("group", GROUP, "id")]),
+    "JoinGroup": (0x09, True, False, [
+        ("group", GROUP, "id"), ("seq", SEQ, "opt_u64"), ("epoch", EPOCH, "opt_u64")]),
+    "JoinAck": (0x0A, True, False, [
+        ("group", GROUP, "id"), ("seq", SEQ, "opt_u64"), ("epoch", EPOCH, "opt_u64"),
+        ("recovered", RECOVERED, "opt_bool")]),
     "LeaveGroup": (0x0B, True, False, [("group", GROUP, "id")]),
     "LeaveAck": (0x0C, True, False, [("group", GROUP, "id")]),
     "TokenExpiring": (0x0D, False, False, [("deadline_ms", EXPIRES_AT_MS, "u64")]),
@@ -230,7 +235,7 @@ def frame(type_name, **values):
         src = key[:-4] if key.endswith("_hex") else key
         if src in values:
             value = values.pop(src)
-        elif kind in ("opt_id", "opt_u64"):
+        elif kind in ("opt_id", "opt_u64", "opt_bool"):
             value = None
         elif kind == "meta":
             value = []
@@ -299,6 +304,11 @@ def encode(obj):
         elif kind == "u32":
             assert 0 <= value <= U32_MAX
             raw = struct.pack(">I", value)
+        elif kind == "opt_bool":
+            if value is None:
+                continue
+            assert value in (True, False)
+            raw = bytes([1 if value else 0])
         elif kind in ("u64", "opt_u64"):
             if value is None:
                 continue
@@ -446,6 +456,22 @@ def add_valid():
     valid("join_group_max_length_utf8_group", frame("JoinGroup", id=22, group=GROUP_128_UTF8),
           note="the 128-byte limit counts bytes: 44 characters, 128 bytes of UTF-8")
     valid("join_ack", frame("JoinAck", id=20, group="room-1"))
+    # Recovery (PROTOCOL.md section 4.2)
+    valid("join_group_with_position", frame(
+        "JoinGroup", id=24, group="room-1", seq=41, epoch=0x1234_5678_9ABC_DEF0),
+        note="a rejoin asking for the pushes after (epoch, seq)")
+    valid("join_ack_with_position", frame(
+        "JoinAck", id=20, group="room-1", seq=0, epoch=0x1234_5678_9ABC_DEF0),
+        note="a first join to a group with history: its last position")
+    valid("join_ack_recovered", frame(
+        "JoinAck", id=24, group="room-1", seq=141, epoch=0x1234_5678_9ABC_DEF0,
+        recovered=True), note="pushes 42..=141 follow, in order, before any live push")
+    valid("join_ack_not_recovered", frame(
+        "JoinAck", id=24, group="room-1", seq=3, epoch=0x0F0F_0F0F, recovered=False),
+        note="epoch changed or gap older than the history: resync")
+    valid("join_ack_recovered_without_position", frame(
+        "JoinAck", id=24, group="room-1", recovered=False),
+        note="a gateway without history for the group answers a rejoin so")
     valid("leave_group", frame("LeaveGroup", id=23, group="room-1"))
     valid("leave_ack", frame("LeaveAck", id=23, group="room-1"))
     valid("leave_ack_max_length_group", frame("LeaveAck", id=U32_MAX, group="z" * MAX_ID_LEN))
@@ -745,6 +771,14 @@ def add_invalid():
     invalid("metadata_empty_key", raw_frame("Push", field_u32(BUSINESS, 1) + tlv(
         META, meta_entry(b"", "v")), b"x"), "MalformedField", "metadata keys are 1..=255 "
         "bytes", tag=META)
+
+    # MalformedField: RECOVERED is one byte, 0 or 1.
+    invalid("join_ack_recovered_value_2", raw_frame("JoinAck", tlv(GROUP, "room") + tlv(
+        RECOVERED, b"\x02"), id=1), "MalformedField", "RECOVERED must be 0 or 1",
+        tag=RECOVERED)
+    invalid("join_ack_recovered_two_bytes", raw_frame("JoinAck", tlv(GROUP, "room") + tlv(
+        RECOVERED, b"\x00\x01"), id=1), "MalformedField", "RECOVERED is exactly one byte",
+        tag=RECOVERED)
 
     # InvalidUtf8 in text fields and metadata keys.
     invalid("invalid_utf8_app", raw_frame("Login", tlv(APP, b"app\xff") + tlv(DEVICE, "d")

@@ -126,6 +126,7 @@ pub struct Client {
     stopped: Arc<Mutex<Option<ClientError>>>,
     access: Arc<Mutex<Option<crate::AccessAnswer>>>,
     request_timeout: Duration,
+    rejoins: watch::Receiver<crate::Rejoins>,
 }
 
 impl std::fmt::Debug for ClientCommand {
@@ -173,7 +174,9 @@ impl Client {
         let stopped = Arc::new(Mutex::new(None));
         let access = Arc::new(Mutex::new(None));
         let request_timeout = config.request_timeout;
+        let (rejoins_tx, rejoins) = watch::channel(crate::Rejoins::new());
         let shared = crate::driver::Shared {
+            rejoins: rejoins_tx,
             state: state_tx,
             pushes: push_tx,
             listeners: listeners.clone(),
@@ -191,7 +194,21 @@ impl Client {
             stopped,
             access,
             request_timeout,
+            rejoins,
         }
+    }
+
+    /// Each joined group's last rejoin after a reconnect: whether the pushes missed
+    /// meanwhile were recovered (they arrive next, in order) or must be resynced. A
+    /// watch: `changed()` wakes after each rejoin. See [`crate::recovery`].
+    pub fn rejoins(&self) -> watch::Receiver<crate::Rejoins> {
+        self.rejoins.clone()
+    }
+
+    /// Whether `group`'s last rejoin recovered what was missed; `None` before its first
+    /// rejoin.
+    pub fn recovered(&self, group: &str) -> Option<bool> {
+        self.rejoins.borrow().get(group).map(|r| r.recovered)
     }
 
     /// The connection state, as a watch: `borrow()` for now, `changed()` to wait.

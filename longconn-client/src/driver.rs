@@ -105,6 +105,8 @@ impl Reply {
 
 /// The application's side of the client, shared with the [`crate::Client`] handle.
 pub(crate) struct Shared {
+    /// Each group's last rejoin outcome.
+    pub(crate) rejoins: watch::Sender<crate::Rejoins>,
     pub(crate) state: watch::Sender<ConnState>,
     pub(crate) pushes: mpsc::Sender<Push>,
     pub(crate) listeners: Listeners,
@@ -671,6 +673,19 @@ impl Driver {
                 if let Some(reply) = self.calls.remove(&id) {
                     reply.fail(ClientError::NotConnected);
                 }
+            }
+            ClientEvent::Rejoined { group, recovered } => {
+                debug!(group = group.as_str(), recovered, "rejoined");
+                self.shared.rejoins.send_modify(|rejoins| {
+                    let entry = rejoins
+                        .entry(group.as_str().to_owned())
+                        .or_insert(crate::Rejoin {
+                            recovered,
+                            count: 0,
+                        });
+                    entry.recovered = recovered;
+                    entry.count += 1;
+                });
             }
             ClientEvent::RejoinFailed { group, code } => {
                 debug!(group = group.as_str(), code = code.name(), "rejoin refused");

@@ -55,6 +55,8 @@
 //! - `driver` (private): the background task: dial, feed the `ClientSession`, move its
 //!   frames and events; the token provider runs beside the frame loop, never in it.
 //! - [`error`] holds [`ClientError`], the one error type.
+//! - [`recovery`]: [`Rejoin`], whether a rejoin after a reconnect recovered the
+//!   group's missed pushes ([`Client::rejoins`]).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod backoff;
@@ -63,6 +65,7 @@ pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
+pub mod recovery;
 
 pub use backoff::Backoff;
 pub use bootstrap::AccessAnswer;
@@ -73,3 +76,4 @@ pub use config::{
 };
 pub use error::ClientError;
 pub use longconn_transport::cert::Trust;
+pub use recovery::{Rejoin, Rejoins};

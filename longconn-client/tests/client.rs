@@ -425,10 +425,15 @@ async fn groups_are_joined_again_after_a_reconnect() {
                         heartbeat_ms: 30_000,
                         expires_at_ms: None,
                     },
-                    Ok(Some(Frame::JoinGroup { id, group })) => {
+                    Ok(Some(Frame::JoinGroup { id, group, .. })) => {
                         joins_tx.send((session, group.as_str().to_owned())).unwrap();
                         joined += 1;
-                        Frame::JoinAck { id, group }
+                        Frame::JoinAck {
+                            id,
+                            group,
+                            position: None,
+                            recovered: None,
+                        }
                     }
                     Ok(Some(_)) => continue,
                     _ => break,

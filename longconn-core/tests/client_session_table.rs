@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use longconn_core::client_session::{LOGIN_ID, login_answer};
+use longconn_core::protocol::Position;
 use longconn_core::{
     Backoff, CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, Code,
     DecodeError, EndReason, Frame, Metadata, Reconnect, StopReason, Text, TransportEnd,
@@ -506,6 +507,8 @@ fn cell_cl3_login_ack_logs_in_rejoins_and_sends_held_calls() {
         h.frame(Frame::JoinAck {
             id,
             group: group.into(),
+            position: None,
+            recovered: None,
         });
     }
     h.sent();
@@ -563,14 +566,29 @@ fn cell_cl3_login_ack_logs_in_rejoins_and_sends_held_calls() {
     assert_eq!(h.s.poll_timeout(), Some(h.now + min), "first heartbeat");
     // Rejoin acks are the session's own business.
     for f in &sent {
-        if let Frame::JoinGroup { id, group } = f {
+        if let Frame::JoinGroup { id, group, .. } = f {
             h.frame(Frame::JoinAck {
                 id: *id,
                 group: group.clone(),
+                position: None,
+                recovered: None,
             });
         }
     }
-    assert_eq!(h.events(), []);
+    // A gateway without recovery: the rejoins are reported as not recovered.
+    assert_eq!(
+        h.events(),
+        [
+            ClientEvent::Rejoined {
+                group: "room-1".into(),
+                recovered: false
+            },
+            ClientEvent::Rejoined {
+                group: "room-2".into(),
+                recovered: false
+            }
+        ]
+    );
     assert_eq!(h.s.joined().collect::<Vec<_>>(), ["room-1", "room-2"]);
 }
 
@@ -771,17 +789,21 @@ fn cell_ca3_joins_and_leaves_track_the_joined_set() {
         [
             Frame::JoinGroup {
                 id: j,
-                group: "room".into()
+                group: "room".into(),
+                since: None,
             },
             Frame::JoinGroup {
                 id: refused,
-                group: "vip".into()
+                group: "vip".into(),
+                since: None,
             }
         ]
     );
     h.frame(Frame::JoinAck {
         id: j,
         group: "room".into(),
+        position: None,
+        recovered: None,
     });
     h.frame(Frame::Error {
         id: refused,
@@ -1041,6 +1063,91 @@ fn cell_ca11_unexpected_frames_when_logged_in() {
     }
 }
 
+/// The rejoin carries the group's last position (the ack's, then each push's); the
+/// ack says whether the missed pushes follow.
+#[test]
+fn cell_ca14_a_rejoin_from_the_last_position_reports_recovery() {
+    let mut h = Harness::in_state(ClientState::LoggedIn);
+    let id = h.s.join(h.now, "room", None).unwrap();
+    let at = |epoch, seq| Some(Position { epoch, seq });
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(9, 5),
+        recovered: None,
+    });
+    assert_eq!(h.s.position("room"), at(9, 5));
+    h.frame(Frame::Push {
+        id: 0,
+        ack_required: false,
+        business: 1,
+        group: Some("room".into()),
+        seq: Some(6),
+        epoch: Some(9),
+        meta: Default::default(),
+        payload: Bytes::from_static(b"p"),
+    });
+    assert_eq!(h.s.position("room"), at(9, 6));
+    h.sent();
+    h.events();
+    let reconnect = |h: &mut Harness| {
+        h.s.handle_transport_end(h.now, TransportEnd::Eof);
+        let (_, Reconnect::After(delay), _) = h.ended() else {
+            panic!()
+        };
+        h.advance(delay);
+        h.timeout();
+        h.events();
+        h.reach(ClientState::LoggingIn);
+        h.token();
+        h.sent();
+        h.frame(login_ack());
+        h.events();
+        let sent = h.sent();
+        let [Frame::JoinGroup { id, since, .. }] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        (*id, *since)
+    };
+    let (id, since) = reconnect(&mut h);
+    assert_eq!(since, at(9, 6), "rejoins from the last push");
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(9, 8),
+        recovered: Some(true),
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Rejoined {
+            group: "room".into(),
+            recovered: true
+        }]
+    );
+    assert_eq!(
+        h.s.position("room"),
+        at(9, 6),
+        "the replayed pushes move it"
+    );
+
+    let (id, since) = reconnect(&mut h);
+    assert_eq!(since, at(9, 6));
+    h.frame(Frame::JoinAck {
+        id,
+        group: "room".into(),
+        position: at(4, 3),
+        recovered: Some(false),
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Rejoined {
+            group: "room".into(),
+            recovered: false
+        }]
+    );
+    assert_eq!(h.s.position("room"), at(4, 3), "the new base");
+}
+
 #[test]
 fn cell_ca12_a_refused_rejoin_forgets_the_group() {
     let mut h = Harness::in_state(ClientState::LoggedIn);
@@ -1048,6 +1155,8 @@ fn cell_ca12_a_refused_rejoin_forgets_the_group() {
     h.frame(Frame::JoinAck {
         id,
         group: "room".into(),
+        position: None,
+        recovered: None,
     });
     h.sent();
     h.events();

@@ -405,6 +405,8 @@ fn cell_x8_a_closed_session_ignores_everything() {
         Command::GroupJoined {
             id: 3,
             group: "g".into(),
+            position: None,
+            recovered: None,
         },
         Command::GroupLeft {
             id: 3,
@@ -467,6 +469,7 @@ fn cell_a2_other_frames_before_login_are_unexpected() {
         Frame::JoinGroup {
             id: 1,
             group: "g".into(),
+            since: None,
         },
         Frame::Pong {
             id: 1,
@@ -728,6 +731,7 @@ fn cell_v5_group_requests_go_to_the_application() {
     h.frame(Frame::JoinGroup {
         id: 4,
         group: "room-1".into(),
+        since: None,
     });
     h.frame(Frame::LeaveGroup {
         id: 5,
@@ -740,6 +744,7 @@ fn cell_v5_group_requests_go_to_the_application() {
             Event::JoinGroup {
                 id: 4,
                 group: "room-1".into(),
+                since: None,
             },
             Event::LeaveGroup {
                 id: 5,
@@ -755,6 +760,8 @@ fn cell_v6_group_answers_are_sent() {
     assert!(h.command(Command::GroupJoined {
         id: 4,
         group: "room-1".into(),
+        position: None,
+        recovered: None,
     }));
     assert!(h.command(Command::GroupLeft {
         id: 5,
@@ -770,6 +777,8 @@ fn cell_v6_group_answers_are_sent() {
             Frame::JoinAck {
                 id: 4,
                 group: "room-1".into(),
+                position: None,
+                recovered: None,
             },
             Frame::LeaveAck {
                 id: 5,
@@ -1087,6 +1096,7 @@ fn cell_d1_requests_and_joins_while_draining_are_refused() {
     h.frame(Frame::JoinGroup {
         id: 2,
         group: "g".into(),
+        since: None,
     });
     assert_eq!(
         h.sent(),

@@ -232,10 +232,23 @@ fn frame_json(frame: &Frame) -> Value {
             "meta": meta_json(meta), "payload_hex": hex(payload),
         }),
         Frame::PushAck { id } => json!({ "id": id }),
-        Frame::JoinGroup { id, group }
-        | Frame::JoinAck { id, group }
-        | Frame::LeaveGroup { id, group }
-        | Frame::LeaveAck { id, group } => json!({ "id": id, "group": group.as_str() }),
+        Frame::JoinGroup { id, group, since } => json!({
+            "id": id, "group": group.as_str(),
+            "seq": since.map(|p| p.seq), "epoch": since.map(|p| p.epoch),
+        }),
+        Frame::JoinAck {
+            id,
+            group,
+            position,
+            recovered,
+        } => json!({
+            "id": id, "group": group.as_str(),
+            "seq": position.map(|p| p.seq), "epoch": position.map(|p| p.epoch),
+            "recovered": recovered,
+        }),
+        Frame::LeaveGroup { id, group } | Frame::LeaveAck { id, group } => {
+            json!({ "id": id, "group": group.as_str() })
+        }
         Frame::TokenExpiring { deadline_ms } => json!({ "deadline_ms": deadline_ms }),
         Frame::TokenRefresh { id, token } => json!({ "id": id, "token_hex": hex(token) }),
         Frame::TokenRefreshAck { id, expires_at_ms } => {

@@ -258,6 +258,23 @@ pub struct FileGroups {
     pub max_group_backlog: Option<usize>,
     /// Retry hint of a 503 `group_saturated`, milliseconds.
     pub saturated_retry_after_ms: Option<u64>,
+    /// `[[groups.history]]`: groups that keep their recent publications in memory for
+    /// recovery after a reconnect (first matching prefix wins; none: off).
+    pub history: Vec<FileHistoryRule>,
+    /// Most groups with history kept at once (default 10000).
+    pub history_max_groups: Option<usize>,
+}
+
+/// One `[[groups.history]]` rule: see `longconn_group::HistoryRule`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileHistoryRule {
+    /// Groups whose name starts with this (`""`: every group).
+    pub prefix: String,
+    /// Most publications kept per group, 1 to 100000.
+    pub max_len: usize,
+    /// Oldest publication kept, milliseconds; absent: no age limit.
+    pub max_age_ms: Option<u64>,
 }
 
 /// One `[[backends]]` entry: an HTTP callback and the business ids it serves.
@@ -742,6 +759,22 @@ fn group_config(file: &FileGroups, max_frame_size: usize) -> Result<GroupConfig,
     if let Some(v) = file.max_pending_publishes {
         b = b.max_pending_publishes(v);
     }
+    if !file.history.is_empty() || file.history_max_groups.is_some() {
+        let mut history = longconn_group::HistoryConfig::default();
+        history.rules = file
+            .history
+            .iter()
+            .map(|r| longconn_group::HistoryRule {
+                prefix: r.prefix.clone(),
+                max_len: r.max_len,
+                max_age: r.max_age_ms.map(Duration::from_millis),
+            })
+            .collect();
+        if let Some(v) = file.history_max_groups {
+            history.max_groups = v;
+        }
+        b = b.history(history);
+    }
     if let Some(v) = file.max_group_backlog {
         b = b.max_group_backlog(v);
     }
@@ -1036,5 +1069,37 @@ slow_consumer_policy = "disconnect"
     fn bad_listen_values_are_explained() {
         let err = Cli::try_parse_from(["gateway", "--tcp", "nowhere"]).unwrap_err();
         assert!(err.to_string().contains("neither an address"), "{err}");
+    }
+
+    /// `[[groups.history]]` rules reach the group layer (recovery after a reconnect);
+    /// a rule out of range is refused with the field named.
+    #[test]
+    fn group_history_rules_reach_the_group_config() {
+        let dir = std::env::temp_dir().join(format!("lc-gw-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[groups]\nhistory_max_groups = 50\n\
+             [[groups.history]]\nprefix = \"room:\"\nmax_len = 500\nmax_age_ms = 60000\n",
+        )
+        .unwrap();
+        let s = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap();
+        let history = s.groups.history();
+        assert_eq!(history.max_groups, 50);
+        assert_eq!(
+            history.rules,
+            vec![longconn_group::HistoryRule {
+                prefix: "room:".into(),
+                max_len: 500,
+                max_age: Some(Duration::from_secs(60)),
+            }]
+        );
+        std::fs::write(&path, "[[groups.history]]\nprefix = \"\"\nmax_len = 0\n").unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

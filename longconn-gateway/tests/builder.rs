@@ -96,6 +96,7 @@ impl<C: Connection> Peer<C> {
         self.send(Frame::JoinGroup {
             id,
             group: group.into(),
+            since: None,
         })
         .await;
         self.recv().await

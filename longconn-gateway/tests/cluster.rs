@@ -214,6 +214,7 @@ impl Client {
         self.send(&Frame::JoinGroup {
             id: 2,
             group: group.into(),
+            since: None,
         });
         match self.recv() {
             Some(Frame::JoinAck { id: 2, .. }) => {}
@@ -605,6 +606,7 @@ async fn nodes_write_their_state_again_after_a_redis_restart() {
         .send(Frame::JoinGroup {
             id: 2,
             group: "lobby".into(),
+            since: None,
         })
         .await
         .unwrap();

@@ -203,6 +203,7 @@ async fn a_minted_token_logs_in_and_the_room_handler_publishes_to_the_group() {
     tab.send(Frame::JoinGroup {
         id: 4,
         group: "room".into(),
+        since: None,
     })
     .await;
     assert!(matches!(tab.recv().await, Frame::JoinAck { id: 4, .. }));

@@ -435,11 +435,13 @@ timeout_ms = 2000
     c.send(&Frame::JoinGroup {
         id: 5,
         group: "room".into(),
+        since: None,
     });
     assert!(matches!(c.recv(), Some(Frame::JoinAck { id: 5, .. })));
     c.send(&Frame::JoinGroup {
         id: 6,
         group: "other".into(),
+        since: None,
     });
     assert!(matches!(
         c.recv(),

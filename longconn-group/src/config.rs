@@ -15,6 +15,7 @@ pub struct GroupConfig {
     max_pending_publishes: usize,
     max_group_backlog: usize,
     saturated_retry_after: std::time::Duration,
+    history: crate::history::HistoryConfig,
 }
 
 impl Default for GroupConfig {
@@ -30,11 +31,19 @@ impl Default for GroupConfig {
             max_pending_publishes: 64,
             max_group_backlog: 128,
             saturated_retry_after: std::time::Duration::from_millis(100),
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
 
 impl GroupConfig {
+    /// Which groups keep their recent publications for recovery after a reconnect, and
+    /// how many (see [`crate::history`]). Default: none (off). A registry built with
+    /// rules keeps the history in memory ([`crate::MemoryHistory`]).
+    pub fn history(&self) -> &crate::history::HistoryConfig {
+        &self.history
+    }
+
     /// A builder starting from the defaults.
     pub fn builder() -> GroupConfigBuilder {
         GroupConfigBuilder {
@@ -174,6 +183,12 @@ impl GroupConfigBuilder {
         self
     }
 
+    /// See [`GroupConfig::history`].
+    pub fn history(mut self, value: crate::history::HistoryConfig) -> Self {
+        self.config.history = value;
+        self
+    }
+
     /// Checks every value against its documented range.
     pub fn build(self) -> Result<GroupConfig> {
         let c = self.config;
@@ -235,6 +250,10 @@ impl GroupConfigBuilder {
             "saturated_retry_after",
             "must be 1 ms to 60 s",
         )?;
+        c.history.validate().map_err(|e| Error::InvalidConfig {
+            field: "history",
+            reason: e.0,
+        })?;
         Ok(c)
     }
 }

@@ -34,9 +34,11 @@
 pub mod config;
 pub mod error;
 mod fanout;
+pub mod history;
 mod metrics;
 pub mod registry;
 
 pub use config::{GroupConfig, GroupConfigBuilder};
 pub use error::{Error, Result};
+pub use history::{GroupHistory, HistoryConfig, HistoryRule, MemoryHistory, NoHistory, Recovery};
 pub use registry::{AllowAll, GroupRegistry, JoinAuthorizer, PublishReport};

@@ -21,13 +21,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use longconn_core::{Code, Frame, Text};
 use longconn_server::{
-    ConnHandle, DeviceKey, GroupDelivery, GroupLog, GroupMembership, GroupMessage, Hub,
-    LocalGroupLog, PushMessage, Relay, RemoteGroupReport, ShardedMap,
+    ConnHandle, DeviceKey, GroupDelivery, GroupLog, GroupMembership, GroupMessage, GroupPosition,
+    Hub, JoinRecovery, LocalGroupLog, PushMessage, Relay, RemoteGroupReport, ShardedMap,
 };
 
 use crate::config::GroupConfig;
 use crate::error::{Error, Result};
 use crate::fanout::{self, FanoutPool};
+use crate::history::{GroupHistory, MemoryHistory, NoHistory};
 
 /// Decides whether a client may join a group (client-initiated joins only; server-side
 /// joins through [`GroupRegistry::join`] are trusted). Runs on the connection's task:
@@ -182,6 +183,8 @@ pub struct GroupRegistry {
     drivers: std::sync::OnceLock<tokio::runtime::Handle>,
     /// Publishes refused with [`Error::Saturated`].
     saturated: AtomicU64,
+    /// Recent publications of groups with history (recovery after a reconnect).
+    history: Arc<dyn GroupHistory>,
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -203,7 +206,6 @@ impl GroupRegistry {
     pub fn with_authorizer(config: GroupConfig, authorizer: impl JoinAuthorizer) -> GroupRegistry {
         GroupRegistry {
             pool: FanoutPool::new(config.fanout_workers()),
-            config,
             authorizer: Arc::new(authorizer),
             groups: ShardedMap::new(),
             memberships: ShardedMap::new(),
@@ -211,7 +213,21 @@ impl GroupRegistry {
             relay: None,
             drivers: std::sync::OnceLock::new(),
             saturated: AtomicU64::new(0),
+            history: match MemoryHistory::new(config.history().clone()) {
+                Ok(history) if !config.history().rules.is_empty() => Arc::new(history),
+                _ => Arc::new(NoHistory),
+            },
+            config,
         }
+    }
+
+    /// Keeps recent publications in `history` (for the groups its rules match), so a
+    /// client rejoining with its last position gets what it missed
+    /// ([`GroupMembership::recover`]). Default: a [`MemoryHistory`] with the config's
+    /// [`GroupConfig::history`] rules (none: off).
+    pub fn with_history(mut self, history: Arc<dyn GroupHistory>) -> GroupRegistry {
+        self.history = history;
+        self
     }
 
     /// Publishes refused since start because their group's fan-out was saturated
@@ -361,7 +377,8 @@ impl GroupRegistry {
     /// report is lost. Nothing stalls.
     pub async fn publish(&self, group: &str, message: &PushMessage) -> Result<PublishReport> {
         let entry = self.groups.shard(group).get(group).cloned();
-        if entry.is_none() && self.relay.is_none() {
+        let kept = self.history.enabled(group);
+        if entry.is_none() && self.relay.is_none() && !kept {
             return Ok(PublishReport::default());
         }
         let mut frame = Frame::Push {
@@ -403,6 +420,19 @@ impl GroupRegistry {
             *epoch = Some(position.epoch);
         }
         let frame = frame.to_bytes(max)?;
+        let members = match (kept, &entry) {
+            (true, Some(entry)) => {
+                // Kept before the members are looked at again: a member added after
+                // this snapshot reads the history after its join, and finds this push.
+                self.history.append(group, position, frame.clone());
+                Some(entry.snapshot())
+            }
+            (true, None) => {
+                self.history.append(group, position, frame.clone());
+                members
+            }
+            (false, _) => members,
+        };
         let relayed = async {
             let Some(relay) = &self.relay else {
                 return RemoteGroupReport::default();
@@ -424,7 +454,7 @@ impl GroupRegistry {
             }
         };
         let (mut delivery, remote) = tokio::join!(local, relayed);
-        if entry.is_none() {
+        if entry.is_none() && !kept {
             // No counter is kept for a group this node has no members of.
             self.log.forget(group);
         }
@@ -573,7 +603,10 @@ impl GroupRegistry {
         {
             groups.remove(&*group.id);
             group_metrics().groups.decrement(1.0);
-            self.log.forget(&group.id);
+            if !self.history.enabled(&group.id) {
+                // A group with history keeps its epoch, so a rejoin can be recovered.
+                self.log.forget(&group.id);
+            }
             if let Some(relay) = &self.relay {
                 relay.group_inactive(&group.id);
             }
@@ -601,6 +634,15 @@ impl GroupMembership for GroupRegistry {
 
     fn local_members(&self, group: &str) -> usize {
         GroupRegistry::members(self, group)
+    }
+
+    fn recover(&self, group: &str, since: Option<GroupPosition>) -> JoinRecovery {
+        let found = self.history.since(group, since);
+        JoinRecovery {
+            position: found.top,
+            recovered: found.recovered,
+            frames: found.frames,
+        }
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {

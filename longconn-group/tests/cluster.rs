@@ -334,7 +334,14 @@ async fn a_group_publish_reaches_both_nodes_with_one_position() {
         .unwrap();
     for (id, client) in [(1, &mut b1), (2, &mut b2)] {
         let group = longconn_core::Text::from("room");
-        client.send(Frame::JoinGroup { id, group }).await.unwrap();
+        client
+            .send(Frame::JoinGroup {
+                id,
+                group,
+                since: None,
+            })
+            .await
+            .unwrap();
         assert!(matches!(next(client).await, Frame::JoinAck { .. }));
     }
     assert_eq!(cluster.node(2).groups.members("room"), 2);

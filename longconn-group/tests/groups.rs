@@ -68,6 +68,7 @@ impl MemClient {
         self.send(Frame::JoinGroup {
             id: 7,
             group: group.into(),
+            since: None,
         })
         .await;
         let ack = self.next().await;

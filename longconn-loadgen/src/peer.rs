@@ -208,6 +208,7 @@ async fn subscribe(
                         Frame::JoinGroup {
                             id: 2,
                             group: Text::from(group.unwrap_or_default()),
+                            since: None,
                         }
                         .encode(&mut out, RAW_CODEC.max_frame_size())
                         .map_err(|e| e.to_string())?;

@@ -64,6 +64,7 @@ pub(crate) fn drive<C: Connection>(
         bound: false,
         drained: false,
         tasks: None,
+        recovering: None,
     };
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
@@ -88,6 +89,9 @@ struct Driver<R, W> {
     /// departed connection releases its backend permits at once; `None` while there
     /// are none, so an idle connection pays one pointer.
     tasks: Option<tokio::task::JoinSet<()>>,
+    /// Groups just recovered: live pushes already replayed are dropped. `None` (one
+    /// pointer) unless a recovery is in progress.
+    recovering: Option<Box<crate::recovery::Recovering>>,
 }
 
 /// The session's clock: tokio's, so paused-time tests control it.
@@ -243,6 +247,14 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         }
         while let Some(push) = inbox.pushes.pop_front() {
             drained += 1;
+            if let Some(recovering) = &mut self.recovering {
+                if recovering.is_replayed(&push) {
+                    continue;
+                }
+                if recovering.is_empty() {
+                    self.recovering = None;
+                }
+            }
             match self.session.push(push.into()) {
                 PushOutcome::Queued => written += 1,
                 PushOutcome::Dropped | PushOutcome::NotActive => self.handle.count_dropped(1),
@@ -343,16 +355,18 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     meta,
                     payload,
                 } => self.spawn_request(id, business, meta, payload),
-                Event::JoinGroup { id, group } => {
+                Event::JoinGroup { id, group, since } => {
                     let Some(identity) = &self.identity else {
                         continue;
                     };
                     let groups = &self.shared.groups;
-                    let command = match groups.join(&self.handle, identity, group.as_str()) {
-                        Ok(()) => Command::GroupJoined { id, group },
-                        Err(code) => Command::GroupRejected { id, code },
-                    };
-                    self.session.handle_command(now(), command);
+                    match groups.join(&self.handle, identity, group.as_str()) {
+                        Ok(()) => self.joined(id, group, since),
+                        Err(code) => {
+                            self.session
+                                .handle_command(now(), Command::GroupRejected { id, code });
+                        }
+                    }
                 }
                 Event::LeaveGroup { id, group } => {
                     let command = match self.shared.groups.leave(self.handle.id(), group.as_str()) {
@@ -366,6 +380,52 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 // Logged once, with its metrics label, when the driver ends.
                 Event::Closed(_) => {}
             }
+        }
+    }
+
+    /// Answers a successful join: `JoinAck` with the group's position and, for a rejoin
+    /// from `since`, whether it was recovered; then the recovered pushes, before any
+    /// live one (live copies at or below the ack's position are dropped: see
+    /// [`crate::recovery`]).
+    fn joined(&mut self, id: u32, group: Text, since: Option<longconn_core::protocol::Position>) {
+        let asked = since.map(|p| crate::GroupPosition {
+            epoch: p.epoch,
+            offset: p.seq,
+        });
+        let recovery = self.shared.groups.recover(group.as_str(), asked);
+        let position = recovery
+            .position
+            .map(|p| longconn_core::protocol::Position {
+                epoch: p.epoch,
+                seq: p.offset,
+            });
+        let recovered = since.map(|_| recovery.recovered);
+        let replay = recovered == Some(true);
+        self.session.handle_command(
+            now(),
+            Command::GroupJoined {
+                id,
+                group: group.clone(),
+                position,
+                recovered,
+            },
+        );
+        if !replay {
+            return;
+        }
+        for frame in recovery.frames {
+            if self
+                .session
+                .push(longconn_core::session::Transmit::Encoded(frame))
+                != PushOutcome::Queued
+            {
+                self.handle.count_dropped(1);
+            }
+        }
+        if let Some(top) = position {
+            self.recovering
+                .get_or_insert_with(Default::default)
+                .watch(group.detach(), top);
         }
     }
 

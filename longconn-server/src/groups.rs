@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+use crate::group_log::GroupPosition;
 use crate::hub::{ConnHandle, DeviceKey};
 use longconn_core::protocol::Code;
 
@@ -76,6 +77,27 @@ pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
         let _ = (group, frame);
         Box::pin(std::future::ready(GroupDelivery::default()))
     }
+
+    /// Called right after a successful [`GroupMembership::join`] (so a concurrent
+    /// publish is either in the answer or reaches the member live): the group's last
+    /// position and, when `since` is given and the group's history still holds every
+    /// push after it in the same epoch, those pushes (encoded, oldest first). Must be
+    /// quick (no I/O). Default: no history.
+    fn recover(&self, group: &str, since: Option<GroupPosition>) -> JoinRecovery {
+        let _ = (group, since);
+        JoinRecovery::default()
+    }
+}
+
+/// What a join learns from the group's history ([`GroupMembership::recover`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JoinRecovery {
+    /// The group's last position (sent in `JoinAck`); `None` without history.
+    pub position: Option<GroupPosition>,
+    /// Whether `frames` are exactly the pushes after the asked position.
+    pub recovered: bool,
+    /// The missed pushes, encoded `Push` frames, oldest first.
+    pub frames: Vec<Bytes>,
 }
 
 /// No group layer: every join is refused with `group_forbidden`.

@@ -70,7 +70,7 @@
 //! |---|---|---|---|---|---|
 //! | CL1 | `LoggingIn` | *provide token* | `Login {id 1, app, device, token, meta}` | nothing | unchanged |
 //! | CL2 | `LoggingIn` | *token failed* | nothing | `Ended {TokenUnavailable, After(backoff)}` | `Waiting` |
-//! | CL3 | `LoggingIn` | `LoginAck {conn_id, heartbeat_ms}` | `JoinGroup` for each joined group, then the held calls in order | `LoggedIn {conn_id, heartbeat}` | `LoggedIn`; attempt count reset |
+//! | CL3 | `LoggingIn` | `LoginAck {conn_id, heartbeat_ms}` | `JoinGroup` for each joined group (with its last position), then the held calls in order | `LoggedIn {conn_id, heartbeat}` | `LoggedIn`; attempt count reset |
 //! | CL4 | `LoggingIn` | `Close {invalid_token}` or `Close {forbidden}` | nothing | `Ended {LoginRefused(code), Never(AuthRejected(code))}` | `Closed` |
 //! | CL5 | `LoggingIn` | `Close {expired_token}` | nothing | first time: `Ended {LoginRefused(expired_token), After(backoff)}`; again before a login succeeds: `Never(AuthRejected(expired_token))` | `Waiting`, then `Closed` |
 //! | CL6 | `LoggingIn` | `Close {other code}` (`going_away` from a draining gateway, `login_timeout`, ...) | nothing | `Ended {ClosedByGateway(code), After(backoff)}` | `Waiting` |
@@ -93,6 +93,7 @@
 //! | CA11 | `LoggedIn` | `LoginAck` or a frame only a client sends | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
 //! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
 //! | CA13 | `LoggedIn` | *refresh token* (the application renewed its token before expiry) | `TokenRefresh {id, token}` | nothing; a `TokenRefreshAck` or `Error` for it changes nothing either | `LoggedIn` |
+//! | CA14 | `LoggedIn` | `JoinAck {id, position, recovered}` for a rejoin sent at CL3 | nothing | `Rejoined {group, recovered}` (recovered only for `RECOVERED = 1`); unless recovered, the ack's position replaces the group's | `LoggedIn` |
 //!
 //! #### Draining
 //! Every `LoggedIn` row applies in `Draining` too, except for these:
@@ -114,7 +115,7 @@
 
 mod types;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -125,7 +126,7 @@ pub use types::{
 };
 
 use crate::error::DecodeError;
-use crate::protocol::{Code, Frame, Metadata, Text};
+use crate::protocol::{Code, Frame, Metadata, Position, Text};
 use crate::session::TransportEnd;
 
 /// The id of every `Login` this session sends (its `LoginAck` echoes it).
@@ -184,7 +185,8 @@ pub struct ClientSession {
     pending: HashMap<u32, Pending>,
     /// Ids of held calls, in call order.
     held: Vec<u32>,
-    joined: BTreeSet<Text>,
+    /// Joined groups with the last position seen in each (sent on rejoin).
+    joined: BTreeMap<Text, Option<Position>>,
     transmit: VecDeque<Frame>,
     events: VecDeque<ClientEvent>,
     stats: ClientStats,
@@ -215,7 +217,7 @@ impl ClientSession {
             next_id: LOGIN_ID,
             pending: HashMap::new(),
             held: Vec::new(),
-            joined: BTreeSet::new(),
+            joined: BTreeMap::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
@@ -253,7 +255,13 @@ impl ClientSession {
 
     /// The groups this client is in (joined again after each reconnect).
     pub fn joined(&self) -> impl Iterator<Item = &str> {
-        self.joined.iter().map(Text::as_str)
+        self.joined.keys().map(Text::as_str)
+    }
+
+    /// The last position seen in joined `group` (from its `JoinAck` or its last
+    /// push): what the next rejoin asks to recover from.
+    pub fn position(&self, group: &str) -> Option<Position> {
+        self.joined.get(&Text::from(group)).copied().flatten()
     }
 
     /// Heartbeat figures so far.
@@ -422,7 +430,11 @@ impl ClientSession {
     ) -> Result<u32, CallError> {
         let group = Text::from(group);
         self.call(now, timeout, Kind::Join(group.clone()), |id| {
-            Frame::JoinGroup { id, group }
+            Frame::JoinGroup {
+                id,
+                group,
+                since: None,
+            }
         })
     }
 
@@ -593,8 +605,9 @@ impl ClientSession {
                     heartbeat: self.heartbeat,
                     expires_at_ms,
                 });
-                let groups: Vec<Text> = self.joined.iter().cloned().collect();
-                for group in groups {
+                let groups: Vec<(Text, Option<Position>)> =
+                    self.joined.iter().map(|(g, p)| (g.clone(), *p)).collect();
+                for (group, since) in groups {
                     let id = self.next_id();
                     self.pending.insert(
                         id,
@@ -604,7 +617,8 @@ impl ClientSession {
                             held: None,
                         },
                     );
-                    self.transmit.push_back(Frame::JoinGroup { id, group });
+                    self.transmit
+                        .push_back(Frame::JoinGroup { id, group, since });
                 }
                 for id in std::mem::take(&mut self.held) {
                     if let Some(frame) = self.pending.get_mut(&id).and_then(|p| p.held.take()) {
@@ -651,30 +665,50 @@ impl ClientSession {
                 // a later `TokenExpiring` asks again, or the gateway closes.
                 Some(_) | None => {}
             },
-            Frame::JoinAck { id, .. } | Frame::LeaveAck { id, .. } => {
-                // Only a join, leave or rejoin takes an ack; an ack with another call's
-                // id leaves that call waiting.
-                let kind = self.take_pending(id, |k| {
-                    matches!(k, Kind::Join(_) | Kind::Leave(_) | Kind::Rejoin(_))
-                });
+            Frame::JoinAck {
+                id,
+                position,
+                recovered,
+                ..
+            } => {
+                let kind = self.take_pending(id, |k| matches!(k, Kind::Join(_) | Kind::Rejoin(_)));
                 match kind.map(|p| p.kind) {
                     Some(Kind::Join(group)) => {
-                        self.joined.insert(group.detach());
+                        self.joined.insert(group.detach(), position);
                         self.events.push_back(ClientEvent::GroupAck {
                             id,
                             group,
                             joined: true,
                         });
                     }
-                    Some(Kind::Leave(group)) => {
-                        self.joined.remove(&group);
-                        self.events.push_back(ClientEvent::GroupAck {
-                            id,
-                            group,
-                            joined: false,
-                        });
+                    Some(Kind::Rejoin(group)) => {
+                        let recovered = recovered == Some(true);
+                        if let Some(at) = self.joined.get_mut(&group) {
+                            // Recovered: the replayed pushes that follow move the
+                            // position on. Not: the ack's position is the new base.
+                            if !recovered {
+                                *at = position;
+                            }
+                        }
+                        self.events
+                            .push_back(ClientEvent::Rejoined { group, recovered });
                     }
                     _ => {}
+                }
+            }
+            Frame::LeaveAck { id, .. } => {
+                // Only a leave takes a `LeaveAck` (a join or rejoin takes a `JoinAck`);
+                // an ack with another call's id leaves that call waiting.
+                if let Some(Kind::Leave(group)) = self
+                    .take_pending(id, |k| matches!(k, Kind::Leave(_)))
+                    .map(|p| p.kind)
+                {
+                    self.joined.remove(&group);
+                    self.events.push_back(ClientEvent::GroupAck {
+                        id,
+                        group,
+                        joined: false,
+                    });
                 }
             }
             Frame::Push {
@@ -689,6 +723,17 @@ impl ClientSession {
             } => {
                 if ack_required {
                     self.transmit.push_back(Frame::PushAck { id });
+                }
+                if let (Some(g), Some(seq), Some(epoch)) = (&group, seq, epoch)
+                    && let Some(at) = self.joined.get_mut(g)
+                {
+                    let newer = match at {
+                        Some(p) => p.epoch != epoch || seq > p.seq,
+                        None => true,
+                    };
+                    if newer {
+                        *at = Some(Position { epoch, seq });
+                    }
                 }
                 self.events.push_back(ClientEvent::Push {
                     business,

@@ -234,6 +234,16 @@ pub enum ClientEvent {
         /// `true` for a join, `false` for a leave.
         joined: bool,
     },
+    /// A group joined before a reconnect was joined again. `recovered`: the pushes
+    /// missed meanwhile follow, in order (the gateway kept them); otherwise they are
+    /// lost (no history, epoch changed, or older than the history) and the application
+    /// should resync the group from its own source.
+    Rejoined {
+        /// The group.
+        group: Text,
+        /// Whether the missed pushes were recovered.
+        recovered: bool,
+    },
     /// A group joined before a reconnect could not be joined again; it is forgotten.
     RejoinFailed {
         /// The group.

@@ -183,6 +183,7 @@ mod tests {
         let frame = Frame::JoinGroup {
             id: 1,
             group: Text::new(),
+            since: None,
         };
         assert!(matches!(
             frame.to_bytes(1024),

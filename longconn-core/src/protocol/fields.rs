@@ -39,6 +39,8 @@ pub mod tag {
     /// Epoch of a group's log, `u64` big-endian: `SEQ` values compare only within one
     /// epoch.
     pub const EPOCH: u8 = 0x0E;
+    /// Whether a rejoin was recovered (`JoinAck` only), `u8`: 1 recovered, 0 not.
+    pub const RECOVERED: u8 = 0x0F;
 }
 
 /// Longest app, device or group id in bytes.

@@ -217,6 +217,9 @@ pub enum Frame {
         id: u32,
         /// Group id.
         group: Text,
+        /// The last position the client saw in the group (`EPOCH` and `SEQ`): a rejoin
+        /// that asks for the pushes published after it (recovery).
+        since: Option<Position>,
     },
     /// Server confirms a join.
     JoinAck {
@@ -224,6 +227,12 @@ pub enum Frame {
         id: u32,
         /// Group id.
         group: Text,
+        /// The group's last position when the join took effect (`EPOCH` and `SEQ`), for
+        /// groups with history: live pushes follow it.
+        position: Option<Position>,
+        /// Answer to a `JoinGroup` with `since` (`RECOVERED`): `Some(true)` when the
+        /// missed pushes follow this ack, `Some(false)` when they cannot be recovered.
+        recovered: Option<bool>,
     },
     /// Client asks to leave a group.
     LeaveGroup {
@@ -324,6 +333,7 @@ struct Fields {
     heartbeat_ms: Option<u32>,
     conn_id: Option<u64>,
     expires_at_ms: Option<u64>,
+    recovered: Option<bool>,
 }
 
 impl Fields {
@@ -354,7 +364,7 @@ impl Fields {
                 start: value_start as u32,
                 end: at as u32,
             };
-            if (tag::APP..=tag::EPOCH).contains(&tag) {
+            if (tag::APP..=tag::RECOVERED).contains(&tag) {
                 let bit = 1u16 << tag;
                 if fields.seen & bit != 0 {
                     return Err(DecodeError::DuplicateField { tag });
@@ -392,6 +402,18 @@ impl Fields {
                 tag::HEARTBEAT_MS => fields.heartbeat_ms = Some(be_u32(tag, raw)?),
                 tag::SEQ => fields.seq = Some(be_u64(tag, raw)?),
                 tag::EPOCH => fields.epoch = Some(be_u64(tag, raw)?),
+                tag::RECOVERED => {
+                    fields.recovered = Some(match raw {
+                        [0] => false,
+                        [1] => true,
+                        _ => {
+                            return Err(DecodeError::MalformedField {
+                                tag,
+                                reason: "expected one byte, 0 or 1",
+                            });
+                        }
+                    });
+                }
                 tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
                 tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
                 tag::CODE => {
@@ -573,10 +595,13 @@ impl Frame {
             FrameType::JoinGroup => Frame::JoinGroup {
                 id,
                 group: required(group, ty, tag::GROUP)?,
+                since: Position::from_fields(f.epoch, f.seq),
             },
             FrameType::JoinAck => Frame::JoinAck {
                 id,
                 group: required(group, ty, tag::GROUP)?,
+                position: Position::from_fields(f.epoch, f.seq),
+                recovered: f.recovered,
             },
             FrameType::LeaveGroup => Frame::LeaveGroup {
                 id,
@@ -735,10 +760,31 @@ impl Frame {
                     f(tag::EPOCH, U64(*e));
                 }
             }
-            Frame::JoinGroup { group, .. }
-            | Frame::JoinAck { group, .. }
-            | Frame::LeaveGroup { group, .. }
-            | Frame::LeaveAck { group, .. } => f(tag::GROUP, Raw(group.as_bytes())),
+            Frame::JoinGroup { group, since, .. } => {
+                f(tag::GROUP, Raw(group.as_bytes()));
+                if let Some(p) = since {
+                    f(tag::SEQ, U64(p.seq));
+                    f(tag::EPOCH, U64(p.epoch));
+                }
+            }
+            Frame::JoinAck {
+                group,
+                position,
+                recovered,
+                ..
+            } => {
+                f(tag::GROUP, Raw(group.as_bytes()));
+                if let Some(p) = position {
+                    f(tag::SEQ, U64(p.seq));
+                    f(tag::EPOCH, U64(p.epoch));
+                }
+                if let Some(r) = recovered {
+                    f(tag::RECOVERED, U8(u8::from(*r)));
+                }
+            }
+            Frame::LeaveGroup { group, .. } | Frame::LeaveAck { group, .. } => {
+                f(tag::GROUP, Raw(group.as_bytes()))
+            }
             Frame::TokenExpiring { deadline_ms } => f(tag::EXPIRES_AT_MS, U64(*deadline_ms)),
             Frame::TokenRefresh { token, .. } => f(tag::TOKEN, Raw(token)),
             Frame::TokenRefreshAck { expires_at_ms, .. } => {
@@ -876,6 +922,7 @@ fn field_name(t: u8) -> &'static str {
 /// A field value on its way out.
 enum FieldValue<'a> {
     Raw(&'a [u8]),
+    U8(u8),
     U16(u16),
     U32(u32),
     U64(u64),
@@ -885,6 +932,7 @@ impl FieldValue<'_> {
     fn len(&self) -> usize {
         match self {
             FieldValue::Raw(b) => b.len(),
+            FieldValue::U8(_) => 1,
             FieldValue::U16(_) => 2,
             FieldValue::U32(_) => 4,
             FieldValue::U64(_) => 8,
@@ -894,9 +942,29 @@ impl FieldValue<'_> {
     fn put(&self, dst: &mut BytesMut) {
         match self {
             FieldValue::Raw(b) => dst.put_slice(b),
+            FieldValue::U8(v) => dst.put_u8(*v),
             FieldValue::U16(v) => dst.put_u16(*v),
             FieldValue::U32(v) => dst.put_u32(*v),
             FieldValue::U64(v) => dst.put_u64(*v),
         }
+    }
+}
+
+/// A position in a group's log: `(EPOCH, SEQ)` (docs/PROTOCOL.md, "Recovery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Position {
+    /// The log's epoch; `seq` values compare only within one epoch.
+    pub epoch: u64,
+    /// The offset in the epoch (0: before the first push).
+    pub seq: u64,
+}
+
+impl Position {
+    /// Both fields or no position: a lone `EPOCH` or `SEQ` is ignored.
+    fn from_fields(epoch: Option<u64>, seq: Option<u64>) -> Option<Position> {
+        Some(Position {
+            epoch: epoch?,
+            seq: seq?,
+        })
     }
 }

@@ -13,4 +13,4 @@ pub use codec::FrameCodec;
 pub use fields::{
     MAX_FIELD_LEN, MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, MetadataIter, Text, tag,
 };
-pub use frame::{FLAG_ACK_REQUIRED, Frame, FrameType, HEADER_LEN, MAGIC, VERSION};
+pub use frame::{FLAG_ACK_REQUIRED, Frame, FrameType, HEADER_LEN, MAGIC, Position, VERSION};

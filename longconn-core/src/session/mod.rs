@@ -245,8 +245,8 @@ impl Session {
                 });
             }
             Frame::PushAck { id } => self.events.push_back(Event::PushAcked { id }),
-            Frame::JoinGroup { id, group } => {
-                self.events.push_back(Event::JoinGroup { id, group });
+            Frame::JoinGroup { id, group, since } => {
+                self.events.push_back(Event::JoinGroup { id, group, since });
             }
             Frame::LeaveGroup { id, group } => {
                 self.events.push_back(Event::LeaveGroup { id, group });
@@ -338,8 +338,18 @@ impl Session {
                 self.inflight_requests = self.inflight_requests.saturating_sub(1);
                 self.send(Frame::Error { id, code, message });
             }
-            Command::GroupJoined { id, group } if logged_in => {
-                self.send(Frame::JoinAck { id, group });
+            Command::GroupJoined {
+                id,
+                group,
+                position,
+                recovered,
+            } if logged_in => {
+                self.send(Frame::JoinAck {
+                    id,
+                    group,
+                    position,
+                    recovered,
+                });
             }
             Command::GroupLeft { id, group } if logged_in => {
                 self.send(Frame::LeaveAck { id, group });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::{Code, Frame, Metadata, Text};
+use crate::protocol::{Code, Frame, Metadata, Position, Text};
 
 /// The session's state (docs/PROTOCOL.md, "Session states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +109,8 @@ pub enum Event {
         id: u32,
         /// Group id.
         group: Text,
+        /// The last position the client saw: it asks for the pushes after it.
+        since: Option<Position>,
     },
     /// The client asks to leave a group; answer with [`Command::GroupLeft`] or
     /// [`Command::GroupRejected`].
@@ -196,6 +198,10 @@ pub enum Command {
         id: u32,
         /// Group id.
         group: Text,
+        /// The group's last position at the join (groups with history).
+        position: Option<Position>,
+        /// Answer to a join with `since`: whether the missed pushes follow.
+        recovered: Option<bool>,
     },
     /// The leave succeeded: send `LeaveAck`.
     GroupLeft {

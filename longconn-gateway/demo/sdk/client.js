@@ -39,6 +39,7 @@ export class Client {
             state: new Set(),
             push: new Set(),
             rejoinFailed: new Set(),
+            rejoined: new Set(),
             tokenExpiring: new Set(),
         };
         this._state = "idle";
@@ -95,9 +96,9 @@ export class Client {
         return [...this.groups.keys()];
     }
     /**
-     * The last `(epoch, seq)` received for `group`, kept across reconnects. With server-side
-     * history (a later protocol addition) this is what a rejoin resumes from; today a gap
-     * after a reconnect is reported through `Push.gap`.
+     * The last `(epoch, seq)` received for `group`, kept across reconnects: what a rejoin
+     * resumes from. A gateway keeping the group's history replays the missed pushes (the
+     * `rejoined` event says `recovered`); otherwise a gap is reported through `Push.gap`.
      */
     position(group) {
         return this._positions.get(group);
@@ -532,9 +533,11 @@ export class Client {
     }
     rejoin(group) {
         const id = this.allocateId();
+        const since = this._positions.get(group);
         const call = {
             kind: "join",
             group,
+            rejoin: true,
             timer: null,
             resolve: () => { },
             reject: (err) => {
@@ -545,7 +548,10 @@ export class Client {
             },
         };
         this.calls.set(id, call);
-        this.sendFrame({ type: "JoinGroup", id, group });
+        // Rejoin from the last position: a gateway with the group's history replays what
+        // was missed (PROTOCOL.md, "Recovery").
+        const position = since !== undefined && since.epoch !== null ? since : null;
+        this.sendFrame({ type: "JoinGroup", id, group, seq: position?.seq ?? null, epoch: position?.epoch ?? null });
     }
     handleLoggedIn(frame) {
         switch (frame.type) {
@@ -573,7 +579,15 @@ export class Client {
                 if (call?.group !== undefined && (call.listener !== undefined || !this.groups.has(call.group))) {
                     this.groups.set(call.group, call.listener);
                 }
+                if (call?.group !== undefined && frame.seq != null && frame.epoch != null && !frame.recovered) {
+                    // A first join to a group with history, or a rejoin not recovered: the ack's
+                    // position is the base the next rejoin resumes from.
+                    this._positions.set(call.group, { epoch: frame.epoch, seq: frame.seq });
+                }
                 call?.resolve(undefined);
+                if (call?.rejoin === true && call.group !== undefined) {
+                    this.emit("rejoined", call.group, frame.recovered === true);
+                }
                 return;
             }
             case "LeaveAck": {

@@ -57,6 +57,7 @@ export const Tag = {
     CONN_ID: 0x0c,
     EXPIRES_AT_MS: 0x0d,
     EPOCH: 0x0e,
+    RECOVERED: 0x0f,
     NETWORK: 0x10,
 };
 /** Wire codes of `Error`, `Kick` and `Close` (PROTOCOL.md section 5). Unknown values are kept as numbers. */
@@ -247,7 +248,7 @@ function parseFields(section) {
         }
         at = start + len;
         const raw = section.subarray(start, at);
-        const known = (tag >= Tag.APP && tag <= Tag.EPOCH) || tag === Tag.NETWORK;
+        const known = (tag >= Tag.APP && tag <= Tag.RECOVERED) || tag === Tag.NETWORK;
         if (known) {
             if (seen.has(tag)) {
                 throw new DecodeError("DuplicateField", "the tag appears twice", tag);
@@ -297,6 +298,13 @@ function parseFields(section) {
             case Tag.EPOCH:
                 fields.epoch = u64(tag, raw);
                 break;
+            case Tag.RECOVERED: {
+                if (raw.length !== 1 || raw[0] > 1) {
+                    throw new DecodeError("MalformedField", "RECOVERED is one byte, 0 or 1", tag);
+                }
+                fields.recovered = raw[0] === 1;
+                break;
+            }
             case Tag.CONN_ID:
                 fields.connId = u64(tag, raw);
                 break;
@@ -370,8 +378,27 @@ function fromParts(header, frame) {
             };
         case "PushAck":
             return { type, id };
-        case "JoinGroup":
-        case "JoinAck":
+        case "JoinGroup": {
+            const both = f.seq !== undefined && f.epoch !== undefined;
+            return {
+                type,
+                id,
+                group: required(f.group, type, Tag.GROUP),
+                seq: both ? f.seq : null,
+                epoch: both ? f.epoch : null,
+            };
+        }
+        case "JoinAck": {
+            const both = f.seq !== undefined && f.epoch !== undefined;
+            return {
+                type,
+                id,
+                group: required(f.group, type, Tag.GROUP),
+                seq: both ? f.seq : null,
+                epoch: both ? f.epoch : null,
+                recovered: f.recovered ?? null,
+            };
+        }
         case "LeaveGroup":
         case "LeaveAck":
             return { type, id, group: required(f.group, type, Tag.GROUP) };
@@ -591,6 +618,15 @@ export function encodeFrame(frame, maxFrameSize = DEFAULT_MAX_FRAME_SIZE) {
             break;
         case "JoinGroup":
         case "JoinAck":
+            idField(w, Tag.GROUP, frame.group, "group");
+            if (frame.seq != null && frame.epoch != null) {
+                w.field(Tag.SEQ, beU64(frame.seq, "seq"));
+                w.field(Tag.EPOCH, beU64(frame.epoch, "epoch"));
+            }
+            if (frame.type === "JoinAck" && frame.recovered != null) {
+                w.field(Tag.RECOVERED, Uint8Array.of(frame.recovered ? 1 : 0));
+            }
+            break;
         case "LeaveGroup":
         case "LeaveAck":
             idField(w, Tag.GROUP, frame.group, "group");

@@ -210,6 +210,11 @@ export interface ClientEvents {
   push: (push: Push) => void;
   /** A group joined before a reconnect could not be joined again; it is forgotten. */
   rejoinFailed: (group: string, code: number) => void;
+  /**
+   * A group was joined again after a reconnect, from its last position. `recovered`: the
+   * pushes missed meanwhile follow, in order (the gateway kept them); otherwise resync.
+   */
+  rejoined: (group: string, recovered: boolean) => void;
   /** The gateway says the token expires at `deadlineMs`; the SDK refreshes it from the token source. */
   tokenExpiring: (deadlineMs: bigint) => void;
 }
@@ -227,6 +232,8 @@ interface OpenCall {
   group?: string;
   /** `join`: the group's listener, registered when the `JoinAck` arrives. */
   listener?: GroupListener;
+  /** `join` sent by the client itself after a reconnect. */
+  rejoin?: boolean;
   timer: unknown;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
@@ -269,6 +276,7 @@ export class Client {
     state: new Set(),
     push: new Set(),
     rejoinFailed: new Set(),
+    rejoined: new Set(),
     tokenExpiring: new Set(),
   };
   private _state: ConnectionState = "idle";
@@ -331,9 +339,9 @@ export class Client {
   }
 
   /**
-   * The last `(epoch, seq)` received for `group`, kept across reconnects. With server-side
-   * history (a later protocol addition) this is what a rejoin resumes from; today a gap
-   * after a reconnect is reported through `Push.gap`.
+   * The last `(epoch, seq)` received for `group`, kept across reconnects: what a rejoin
+   * resumes from. A gateway keeping the group's history replays the missed pushes (the
+   * `rejoined` event says `recovered`); otherwise a gap is reported through `Push.gap`.
    */
   position(group: string): Position | undefined {
     return this._positions.get(group);
@@ -809,9 +817,11 @@ export class Client {
 
   private rejoin(group: string): void {
     const id = this.allocateId();
+    const since = this._positions.get(group);
     const call: OpenCall = {
       kind: "join",
       group,
+      rejoin: true,
       timer: null,
       resolve: () => {},
       reject: (err) => {
@@ -822,7 +832,10 @@ export class Client {
       },
     };
     this.calls.set(id, call);
-    this.sendFrame({ type: "JoinGroup", id, group });
+    // Rejoin from the last position: a gateway with the group's history replays what
+    // was missed (PROTOCOL.md, "Recovery").
+    const position = since !== undefined && since.epoch !== null ? since : null;
+    this.sendFrame({ type: "JoinGroup", id, group, seq: position?.seq ?? null, epoch: position?.epoch ?? null });
   }
 
   private handleLoggedIn(frame: Frame): void {
@@ -853,7 +866,15 @@ export class Client {
         if (call?.group !== undefined && (call.listener !== undefined || !this.groups.has(call.group))) {
           this.groups.set(call.group, call.listener);
         }
+        if (call?.group !== undefined && frame.seq != null && frame.epoch != null && !frame.recovered) {
+          // A first join to a group with history, or a rejoin not recovered: the ack's
+          // position is the base the next rejoin resumes from.
+          this._positions.set(call.group, { epoch: frame.epoch, seq: frame.seq });
+        }
         call?.resolve(undefined);
+        if (call?.rejoin === true && call.group !== undefined) {
+          this.emit("rejoined", call.group, frame.recovered === true);
+        }
         return;
       }
       case "LeaveAck": {

@@ -66,6 +66,7 @@ export const Tag = {
   CONN_ID: 0x0c,
   EXPIRES_AT_MS: 0x0d,
   EPOCH: 0x0e,
+  RECOVERED: 0x0f,
   NETWORK: 0x10,
 } as const;
 
@@ -136,8 +137,15 @@ export type Frame =
       payload: Uint8Array;
     }
   | { type: "PushAck"; id: number }
-  | { type: "JoinGroup"; id: number; group: string }
-  | { type: "JoinAck"; id: number; group: string }
+  | { type: "JoinGroup"; id: number; group: string; seq?: bigint | null; epoch?: bigint | null }
+  | {
+      type: "JoinAck";
+      id: number;
+      group: string;
+      seq?: bigint | null;
+      epoch?: bigint | null;
+      recovered?: boolean | null;
+    }
   | { type: "LeaveGroup"; id: number; group: string }
   | { type: "LeaveAck"; id: number; group: string }
   | { type: "TokenExpiring"; deadlineMs: bigint }
@@ -280,6 +288,7 @@ interface Fields {
   expiresAtMs?: bigint;
   epoch?: bigint;
   network?: number;
+  recovered?: boolean;
 }
 
 function text(tag: number, raw: Uint8Array): string {
@@ -355,7 +364,7 @@ function parseFields(section: Uint8Array): Fields {
     }
     at = start + len;
     const raw = section.subarray(start, at);
-    const known = (tag >= Tag.APP && tag <= Tag.EPOCH) || tag === Tag.NETWORK;
+    const known = (tag >= Tag.APP && tag <= Tag.RECOVERED) || tag === Tag.NETWORK;
     if (known) {
       if (seen.has(tag)) {
         throw new DecodeError("DuplicateField", "the tag appears twice", tag);
@@ -405,6 +414,13 @@ function parseFields(section: Uint8Array): Fields {
       case Tag.EPOCH:
         fields.epoch = u64(tag, raw);
         break;
+      case Tag.RECOVERED: {
+        if (raw.length !== 1 || raw[0]! > 1) {
+          throw new DecodeError("MalformedField", "RECOVERED is one byte, 0 or 1", tag);
+        }
+        fields.recovered = raw[0] === 1;
+        break;
+      }
       case Tag.CONN_ID:
         fields.connId = u64(tag, raw);
         break;
@@ -480,8 +496,27 @@ function fromParts(header: Header, frame: Uint8Array): Frame {
       };
     case "PushAck":
       return { type, id };
-    case "JoinGroup":
-    case "JoinAck":
+    case "JoinGroup": {
+      const both = f.seq !== undefined && f.epoch !== undefined;
+      return {
+        type,
+        id,
+        group: required(f.group, type, Tag.GROUP),
+        seq: both ? f.seq! : null,
+        epoch: both ? f.epoch! : null,
+      };
+    }
+    case "JoinAck": {
+      const both = f.seq !== undefined && f.epoch !== undefined;
+      return {
+        type,
+        id,
+        group: required(f.group, type, Tag.GROUP),
+        seq: both ? f.seq! : null,
+        epoch: both ? f.epoch! : null,
+        recovered: f.recovered ?? null,
+      };
+    }
     case "LeaveGroup":
     case "LeaveAck":
       return { type, id, group: required(f.group, type, Tag.GROUP) };
@@ -714,6 +749,15 @@ export function encodeFrame(frame: Frame, maxFrameSize = DEFAULT_MAX_FRAME_SIZE)
       break;
     case "JoinGroup":
     case "JoinAck":
+      idField(w, Tag.GROUP, frame.group, "group");
+      if (frame.seq != null && frame.epoch != null) {
+        w.field(Tag.SEQ, beU64(frame.seq, "seq"));
+        w.field(Tag.EPOCH, beU64(frame.epoch, "epoch"));
+      }
+      if (frame.type === "JoinAck" && frame.recovered != null) {
+        w.field(Tag.RECOVERED, Uint8Array.of(frame.recovered ? 1 : 0));
+      }
+      break;
     case "LeaveGroup":
     case "LeaveAck":
       idField(w, Tag.GROUP, frame.group, "group");

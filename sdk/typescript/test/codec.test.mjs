@@ -98,7 +98,16 @@ function toVectorForm(frame) {
     case "PushAck":
       break;
     case "JoinGroup":
+      Object.assign(out, { group: frame.group, seq: big(frame.seq), epoch: big(frame.epoch) });
+      break;
     case "JoinAck":
+      Object.assign(out, {
+        group: frame.group,
+        seq: big(frame.seq),
+        epoch: big(frame.epoch),
+        recovered: frame.recovered,
+      });
+      break;
     case "LeaveGroup":
     case "LeaveAck":
       out.group = frame.group;
