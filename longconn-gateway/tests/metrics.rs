@@ -285,6 +285,7 @@ fn counters_match_a_scripted_workload_and_promtool_accepts_the_scrape() {
         c.send(&Frame::JoinGroup {
             id: 6,
             group: "room".into(),
+            since: None,
         });
         assert!(matches!(c.recv(), Some(Frame::JoinAck { .. })));
     }
