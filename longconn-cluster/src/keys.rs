@@ -39,6 +39,11 @@ impl Keys {
         self.route(device.app(), device.device())
     }
 
+    /// `{prefix}h:{group}`: the group's history stream (`RedisHistory`).
+    pub(crate) fn history(&self, group: &str) -> String {
+        format!("{}h:{group}", self.prefix)
+    }
+
     /// `{prefix}g:{group}`: the group log hash (fields `e` epoch, `o` offset).
     pub(crate) fn group_log(&self, group: &str) -> String {
         format!("{}g:{group}", self.prefix)

@@ -48,6 +48,7 @@
 mod cluster;
 mod error;
 mod group_log;
+mod history;
 mod keys;
 mod metrics;
 mod node;
@@ -62,6 +63,7 @@ use std::time::Duration;
 pub use cluster::{RedisClusterConnection, RedisConnection, connect_cluster};
 pub use error::{Error, Result};
 pub use group_log::RedisGroupLog;
+pub use history::RedisHistory;
 pub use keys::{DEFAULT_PREFIX, decode_route, encode_route};
 pub use node::{ClusterConfig, ClusterNode, RedisTarget};
 pub use redis;

@@ -222,6 +222,8 @@ pub struct ClusterNode {
     group_log: Arc<RedisGroupLog<RedisConnection>>,
     stop: CancellationToken,
     watch: Mutex<Option<JoinHandle<()>>>,
+    /// The key prefix (for the group history).
+    prefix: String,
 }
 
 impl ClusterNode {
@@ -313,6 +315,7 @@ impl ClusterNode {
             group_log: Arc::new(group_log),
             stop,
             watch: Mutex::new(Some(watch)),
+            prefix: config.key_prefix.clone(),
         })
     }
 
@@ -329,6 +332,21 @@ impl ClusterNode {
     /// The shared group log, for `GroupRegistry::with_group_log`.
     pub fn group_log(&self) -> Arc<dyn GroupLog> {
         self.group_log.clone()
+    }
+
+    /// A group history in Redis Streams with `config`'s rules, on this node's
+    /// connection and key prefix, for `GroupRegistry::with_history`: a client that
+    /// reconnects to any node recovers from it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a rule is out of range.
+    pub fn history(
+        &self,
+        config: longconn_group::HistoryConfig,
+    ) -> Result<Arc<dyn longconn_group::GroupHistory>> {
+        let history =
+            crate::RedisHistory::new(self.shared.conn.clone(), config)?.with_prefix(&self.prefix);
+        Ok(Arc::new(history))
     }
 
     /// The relay, for both `ServerBuilder::relay` and `GroupRegistry::with_relay` (one

@@ -464,6 +464,7 @@ impl GatewayBuilder {
             }
             None => None,
         };
+        let history = groups.history().clone();
         let mut registry = match self.join_authorizer {
             Some(authorizer) => {
                 GroupRegistry::with_authorizer(groups, SharedAuthorizer(authorizer))
@@ -472,6 +473,13 @@ impl GatewayBuilder {
         };
         if let Some(log) = group_log {
             registry = registry.with_group_log(log);
+        }
+        // In a cluster the group history is shared in Redis Streams, so a client that
+        // reconnects to another node recovers too.
+        if let Some(node) = &cluster
+            && !history.rules.is_empty()
+        {
+            registry = registry.with_history(node.history(history)?);
         }
         if let Some(relay) = &relay {
             registry = registry.with_relay(relay.clone());

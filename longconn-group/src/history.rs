@@ -98,6 +98,13 @@ pub struct Recovery {
 }
 
 /// Keeps recent publications per group; see the module documentation.
+///
+/// `append` and `since` may wait (a shared store is a network round trip away): the
+/// publish waits for `append` under the group's publish lock, the joining connection
+/// waits for `since` before it reads further frames. An implementation that fails to
+/// keep a publication must answer later `since` calls from positions before it with
+/// "not recovered" (never a replay with a hole).
+#[async_trait::async_trait]
 pub trait GroupHistory: Send + Sync + std::fmt::Debug + 'static {
     /// Whether `group` keeps history (a publish to it is numbered and kept even with no
     /// member on this node, and its log counter is not forgotten).
@@ -105,27 +112,28 @@ pub trait GroupHistory: Send + Sync + std::fmt::Debug + 'static {
 
     /// Keeps the publication at `position` (its encoded `Push` frame). Called under the
     /// group's publish lock, in position order, before the push reaches any member.
-    fn append(&self, group: &str, position: GroupPosition, frame: Bytes);
+    async fn append(&self, group: &str, position: GroupPosition, frame: Bytes);
 
     /// The pushes after `since` (`None`: a first join, nothing to replay) and the
     /// group's last position. Called after the member was added, so a publish is either
     /// in the answer or reaches the member live (or both: the caller drops the live
     /// copies at or below `top`).
-    fn since(&self, group: &str, since: Option<GroupPosition>) -> Recovery;
+    async fn since(&self, group: &str, since: Option<GroupPosition>) -> Recovery;
 }
 
 /// No history: nothing is kept, no rejoin is recovered.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoHistory;
 
+#[async_trait::async_trait]
 impl GroupHistory for NoHistory {
     fn enabled(&self, _group: &str) -> bool {
         false
     }
 
-    fn append(&self, _group: &str, _position: GroupPosition, _frame: Bytes) {}
+    async fn append(&self, _group: &str, _position: GroupPosition, _frame: Bytes) {}
 
-    fn since(&self, _group: &str, _since: Option<GroupPosition>) -> Recovery {
+    async fn since(&self, _group: &str, _since: Option<GroupPosition>) -> Recovery {
         Recovery::default()
     }
 }
@@ -185,12 +193,9 @@ impl MemoryHistory {
     }
 }
 
-impl GroupHistory for MemoryHistory {
-    fn enabled(&self, group: &str) -> bool {
-        self.config.rule(group).is_some()
-    }
-
-    fn append(&self, group: &str, position: GroupPosition, frame: Bytes) {
+impl MemoryHistory {
+    /// [`GroupHistory::append`] without the future: memory never waits.
+    pub fn keep(&self, group: &str, position: GroupPosition, frame: Bytes) {
         let Some(rule) = self.config.rule(group) else {
             return;
         };
@@ -219,7 +224,8 @@ impl GroupHistory for MemoryHistory {
         MemoryHistory::trim(&mut kept.entries, rule, now);
     }
 
-    fn since(&self, group: &str, since: Option<GroupPosition>) -> Recovery {
+    /// [`GroupHistory::since`] without the future.
+    pub fn read(&self, group: &str, since: Option<GroupPosition>) -> Recovery {
         let Some(rule) = self.config.rule(group) else {
             return Recovery::default();
         };
@@ -273,6 +279,21 @@ impl GroupHistory for MemoryHistory {
     }
 }
 
+#[async_trait::async_trait]
+impl GroupHistory for MemoryHistory {
+    fn enabled(&self, group: &str) -> bool {
+        self.config.rule(group).is_some()
+    }
+
+    async fn append(&self, group: &str, position: GroupPosition, frame: Bytes) {
+        self.keep(group, position, frame);
+    }
+
+    async fn since(&self, group: &str, since: Option<GroupPosition>) -> Recovery {
+        self.read(group, since)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,7 +316,7 @@ mod tests {
 
     fn fill(h: &MemoryHistory, group: &str, epoch: u64, n: u64) {
         for i in 1..=n {
-            h.append(group, pos(epoch, i), Bytes::from(format!("m{i}")));
+            h.keep(group, pos(epoch, i), Bytes::from(format!("m{i}")));
         }
     }
 
@@ -303,13 +324,13 @@ mod tests {
     fn replays_exactly_the_missed_publications_in_order() {
         let h = history(10, None);
         fill(&h, "room-1", 7, 5);
-        let r = h.since("room-1", Some(pos(7, 2)));
+        let r = h.read("room-1", Some(pos(7, 2)));
         assert!(r.recovered);
         assert_eq!(r.top, Some(pos(7, 5)));
         assert_eq!(r.frames, vec!["m3", "m4", "m5"]);
-        let r = h.since("room-1", Some(pos(7, 5)));
+        let r = h.read("room-1", Some(pos(7, 5)));
         assert!(r.recovered && r.frames.is_empty());
-        let r = h.since("room-1", None);
+        let r = h.read("room-1", None);
         assert!(!r.recovered && r.frames.is_empty());
         assert_eq!(r.top, Some(pos(7, 5)));
     }
@@ -319,24 +340,24 @@ mod tests {
         let h = history(3, None);
         fill(&h, "room-1", 7, 10);
         assert!(
-            !h.since("room-1", Some(pos(7, 6))).recovered,
+            !h.read("room-1", Some(pos(7, 6))).recovered,
             "8 is the oldest kept"
         );
         assert_eq!(
-            h.since("room-1", Some(pos(7, 7))).frames,
+            h.read("room-1", Some(pos(7, 7))).frames,
             vec!["m8", "m9", "m10"]
         );
         assert!(
-            !h.since("room-1", Some(pos(8, 9))).recovered,
+            !h.read("room-1", Some(pos(8, 9))).recovered,
             "epoch changed"
         );
         assert!(
-            !h.since("room-1", Some(pos(7, 11))).recovered,
+            !h.read("room-1", Some(pos(7, 11))).recovered,
             "ahead of the log"
         );
         // A new epoch drops what the old one kept.
-        h.append("room-1", pos(9, 1), Bytes::from_static(b"n1"));
-        let r = h.since("room-1", Some(pos(9, 0)));
+        h.keep("room-1", pos(9, 1), Bytes::from_static(b"n1"));
+        let r = h.read("room-1", Some(pos(9, 0)));
         assert!(r.recovered);
         assert_eq!(r.frames, vec!["n1"]);
     }
@@ -346,9 +367,9 @@ mod tests {
         let h = history(100, Some(Duration::from_millis(30)));
         fill(&h, "room-1", 1, 2);
         std::thread::sleep(Duration::from_millis(60));
-        assert!(!h.since("room-1", Some(pos(1, 1))).recovered);
+        assert!(!h.read("room-1", Some(pos(1, 1))).recovered);
         assert!(
-            h.since("room-1", Some(pos(1, 2))).recovered,
+            h.read("room-1", Some(pos(1, 2))).recovered,
             "nothing missed"
         );
     }
@@ -363,7 +384,7 @@ mod tests {
         fill(&h, "room-b", 1, 1);
         fill(&h, "room-c", 1, 1);
         assert_eq!(h.group_count(), 2, "max_groups");
-        assert!(!h.since("room-c", Some(pos(1, 0))).recovered);
+        assert!(!h.read("room-c", Some(pos(1, 0))).recovered);
         assert!(
             MemoryHistory::new(HistoryConfig {
                 rules: vec![HistoryRule {

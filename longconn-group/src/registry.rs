@@ -424,11 +424,11 @@ impl GroupRegistry {
             (true, Some(entry)) => {
                 // Kept before the members are looked at again: a member added after
                 // this snapshot reads the history after its join, and finds this push.
-                self.history.append(group, position, frame.clone());
+                self.history.append(group, position, frame.clone()).await;
                 Some(entry.snapshot())
             }
             (true, None) => {
-                self.history.append(group, position, frame.clone());
+                self.history.append(group, position, frame.clone()).await;
                 members
             }
             (false, _) => members,
@@ -636,13 +636,19 @@ impl GroupMembership for GroupRegistry {
         GroupRegistry::members(self, group)
     }
 
-    fn recover(&self, group: &str, since: Option<GroupPosition>) -> JoinRecovery {
-        let found = self.history.since(group, since);
-        JoinRecovery {
-            position: found.top,
-            recovered: found.recovered,
-            frames: found.frames,
-        }
+    fn recover<'a>(
+        &'a self,
+        group: &'a str,
+        since: Option<GroupPosition>,
+    ) -> Pin<Box<dyn Future<Output = JoinRecovery> + Send + 'a>> {
+        Box::pin(async move {
+            let found = self.history.since(group, since).await;
+            JoinRecovery {
+                position: found.top,
+                recovered: found.recovered,
+                frames: found.frames,
+            }
+        })
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {

@@ -366,27 +366,19 @@ impl longconn_server::GroupMembership for RacingGroups {
         longconn_server::GroupMembership::leave_all(&*self.inner, conn_id);
     }
 
-    fn recover(
-        &self,
-        group: &str,
+    fn recover<'a>(
+        &'a self,
+        group: &'a str,
         since: Option<longconn_server::GroupPosition>,
-    ) -> longconn_server::JoinRecovery {
-        if self.race.swap(false, Ordering::SeqCst) {
-            // Kept in the history and pushed live to the member just added.
-            let message = PushMessage::new(1, Bytes::from_static(b"raced"));
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    runtime
-                        .block_on(self.inner.publish(group, &message))
-                        .unwrap();
-                });
-            });
-        }
-        self.inner.recover(group, since)
+    ) -> std::pin::Pin<Box<dyn Future<Output = longconn_server::JoinRecovery> + Send + 'a>> {
+        Box::pin(async move {
+            if self.race.swap(false, Ordering::SeqCst) {
+                // Kept in the history and pushed live to the member just added.
+                let message = PushMessage::new(1, Bytes::from_static(b"raced"));
+                self.inner.publish(group, &message).await.unwrap();
+            }
+            longconn_server::GroupMembership::recover(&*self.inner, group, since).await
+        })
     }
 }
 

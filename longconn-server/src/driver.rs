@@ -65,6 +65,7 @@ pub(crate) fn drive<C: Connection>(
         drained: false,
         tasks: None,
         recovering: None,
+        pending_join: None,
     };
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
@@ -92,7 +93,12 @@ struct Driver<R, W> {
     /// Groups just recovered: live pushes already replayed are dropped. `None` (one
     /// pointer) unless a recovery is in progress.
     recovering: Option<Box<crate::recovery::Recovering>>,
+    /// A join whose answer waits for the group's history (`finish_join`).
+    pending_join: Option<Box<PendingJoin>>,
 }
+
+/// A joined group's `JoinGroup` id, name and asked position.
+type PendingJoin = (u32, Text, Option<longconn_core::protocol::Position>);
 
 /// The session's clock: tokio's, so paused-time tests control it.
 fn now() -> Instant {
@@ -167,6 +173,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         loop {
             self.take_inbox();
             self.handle_events();
+            while self.pending_join.is_some() {
+                self.finish_join().await;
+                self.handle_events();
+            }
             self.write_transmits();
             if self.session.is_closed() {
                 break;
@@ -361,7 +371,12 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     };
                     let groups = &self.shared.groups;
                     match groups.join(&self.handle, identity, group.as_str()) {
-                        Ok(()) => self.joined(id, group, since),
+                        Ok(()) => {
+                            // Answered by `finish_join` once the history is read; the
+                            // events after it wait (their order is kept).
+                            self.pending_join = Some(Box::new((id, group, since)));
+                            return;
+                        }
                         Err(code) => {
                             self.session
                                 .handle_command(now(), Command::GroupRejected { id, code });
@@ -387,12 +402,17 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// from `since`, whether it was recovered; then the recovered pushes, before any
     /// live one (live copies at or below the ack's position are dropped: see
     /// [`crate::recovery`]).
-    fn joined(&mut self, id: u32, group: Text, since: Option<longconn_core::protocol::Position>) {
+    async fn finish_join(&mut self) {
+        let Some(join) = self.pending_join.take() else {
+            return;
+        };
+        let (id, group, since) = *join;
         let asked = since.map(|p| crate::GroupPosition {
             epoch: p.epoch,
             offset: p.seq,
         });
-        let recovery = self.shared.groups.recover(group.as_str(), asked);
+        let shared = self.shared.clone();
+        let recovery = shared.groups.recover(group.as_str(), asked).await;
         let position = recovery
             .position
             .map(|p| longconn_core::protocol::Position {

@@ -81,11 +81,16 @@ pub trait GroupMembership: Send + Sync + std::fmt::Debug + 'static {
     /// Called right after a successful [`GroupMembership::join`] (so a concurrent
     /// publish is either in the answer or reaches the member live): the group's last
     /// position and, when `since` is given and the group's history still holds every
-    /// push after it in the same epoch, those pushes (encoded, oldest first). Must be
-    /// quick (no I/O). Default: no history.
-    fn recover(&self, group: &str, since: Option<GroupPosition>) -> JoinRecovery {
+    /// push after it in the same epoch, those pushes (encoded, oldest first). It may
+    /// wait (a shared history); the connection reads no further frame meanwhile, so its
+    /// frames keep their order. Default: no history.
+    fn recover<'a>(
+        &'a self,
+        group: &'a str,
+        since: Option<GroupPosition>,
+    ) -> Pin<Box<dyn Future<Output = JoinRecovery> + Send + 'a>> {
         let _ = (group, since);
-        JoinRecovery::default()
+        Box::pin(std::future::ready(JoinRecovery::default()))
     }
 }
 

@@ -436,6 +436,34 @@ test("CA12: a failed rejoin is reported and the group forgotten", async () => {
   assert.deepEqual(t.client.joinedGroups, []);
 });
 
+test("CA14: a rejoin sends the last position and reports whether it was recovered", async () => {
+  const t = setup();
+  let socket = await login(t);
+  const rejoins = [];
+  t.client.on("rejoined", (group, recovered) => rejoins.push([group, recovered]));
+  const joining = t.client.join("room");
+  socket.deliver({ type: "JoinAck", id: socket.last("JoinGroup").id, group: "room", seq: 4n, epoch: 9n, recovered: null });
+  await joining;
+  assert.deepEqual(t.client.position("room"), { epoch: 9n, seq: 4n }, "the ack's position is the base");
+  socket.deliver({ type: "Push", id: 0, ackRequired: false, business: 7, group: "room", seq: 5n, epoch: 9n, meta: [], payload: utf8("x") });
+  t.client.dropConnection();
+  t.env.advance(t.states.at(-1).retryInMs);
+  socket = await login(t);
+  const rejoin = socket.last("JoinGroup");
+  assert.deepEqual([rejoin.group, rejoin.epoch, rejoin.seq], ["room", 9n, 5n]);
+  socket.deliver({ type: "JoinAck", id: rejoin.id, group: "room", seq: 7n, epoch: 9n, recovered: true });
+  await flush();
+  assert.deepEqual(rejoins, [["room", true]]);
+  assert.deepEqual(t.client.position("room"), { epoch: 9n, seq: 5n }, "the replayed pushes move it");
+  t.client.dropConnection();
+  t.env.advance(t.states.at(-1).retryInMs);
+  socket = await login(t);
+  socket.deliver({ type: "JoinAck", id: socket.last("JoinGroup").id, group: "room", seq: 2n, epoch: 3n, recovered: false });
+  await flush();
+  assert.deepEqual(rejoins, [["room", true], ["room", false]]);
+  assert.deepEqual(t.client.position("room"), { epoch: 3n, seq: 2n }, "not recovered: the new base");
+});
+
 test("CA8: TokenExpiring is answered with a TokenRefresh from the token source", async () => {
   let n = 0;
   const t = setup({ client: { token: async () => `tok-${++n}` } });
