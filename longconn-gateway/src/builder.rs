@@ -9,7 +9,7 @@ use longconn_cluster::{ClusterConfig, ClusterNode};
 use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry, JoinAuthorizer};
-use longconn_http::{ApiLimits, PushApi};
+use longconn_http::{ApiKeys, ApiLimits, PushApi};
 use longconn_server::{
     Authenticator, Backend, BackendLimits, DeviceKey, ECHO_BUSINESS, EchoBackend, GroupLog,
     Listener, Relay, RouteStore, Router, Server, ServerConfig,
@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     cluster: Option<ClusterConfig>,
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
     demo: Option<Demo>,
+    api_keys: ApiKeys,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -80,6 +81,7 @@ impl std::fmt::Debug for GatewayBuilder {
             .field("backends", &self.backends.len())
             .field("cluster", &self.cluster)
             .field("demo", &self.demo.is_some())
+            .field("api_keys", &self.api_keys)
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +105,7 @@ impl Default for GatewayBuilder {
             cluster: None,
             join_authorizer: None,
             demo: None,
+            api_keys: ApiKeys::new(),
         }
     }
 }
@@ -179,6 +182,10 @@ impl GatewayBuilder {
     }
 
     /// Serves `GET /healthz` and the push API (`longconn_http::api`) over HTTP on `addr`.
+    ///
+    /// The push API needs one of [`GatewayBuilder::api_keys`] (`Authorization: Bearer
+    /// <secret>`); without keys it is open, which `start` allows only on a loopback
+    /// address (with a warning), and refuses with [`GatewayError::Config`] otherwise.
     pub fn http(self, addr: SocketAddr) -> Self {
         self.listen(ListenerKind::Http, addr)
     }
@@ -283,6 +290,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// The API keys the push API requires (`Authorization: Bearer <secret>`,
+    /// `longconn_http::auth`); `/healthz` and other routes stay open. Default: none,
+    /// allowed only on a loopback HTTP listener.
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
     /// Checks the settings, binds every listener, and starts serving. Nothing is served
     /// unless every listener bound.
     ///
@@ -292,6 +307,7 @@ impl GatewayBuilder {
     /// backend rules), [`GatewayError::Transport`] or [`GatewayError::Io`] when a
     /// listener cannot be bound.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
+        check_api_keys(&self.listeners, &self.api_keys)?;
         let config = GatewayError::Config;
         let session = self.server.session().clone();
         let max_frame = session.max_frame_size();
@@ -501,7 +517,8 @@ impl GatewayBuilder {
         let mut http_task = None;
         if let Some((listener, local)) = http_listener {
             bound.push((ListenerKind::Http.label(), local));
-            let api = PushApi::new(server.clone(), registry.clone(), api_limits);
+            let api = PushApi::new(server.clone(), registry.clone(), api_limits)
+                .with_api_keys(self.api_keys.clone());
             let mut app = http::router(server.clone(), api);
             if let Some(demo) = &self.demo {
                 app = app.merge(demo.routes());
@@ -623,4 +640,31 @@ impl JoinAuthorizer for SharedAuthorizer {
     fn may_join(&self, device: &DeviceKey, group: &str) -> bool {
         self.0.may_join(device, group)
     }
+}
+
+/// An open push API (no keys) only on loopback: anyone who reaches it can push to any
+/// device and kick anyone. On loopback it is allowed with a loud warning saying how to
+/// set a key; on any other address the gateway refuses to start.
+fn check_api_keys(
+    listeners: &[(ListenerKind, SocketAddr)],
+    keys: &ApiKeys,
+) -> Result<(), GatewayError> {
+    if !keys.is_empty() {
+        return Ok(());
+    }
+    for (kind, addr) in listeners {
+        if *kind != ListenerKind::Http {
+            continue;
+        }
+        if !addr.ip().is_loopback() {
+            return Err(GatewayError::Config(format!(
+                "the HTTP listener {addr} is not loopback and no API key is set: anyone who                  reaches it could push to any device and kick anyone. Set a key with                  --api-key ID:SECRET (or [[http.api_keys]] in the config file), or listen                  on 127.0.0.1"
+            )));
+        }
+        warn!(
+            %addr,
+            "THE PUSH API HAS NO API KEY: any local process can push and kick. Set one with              --api-key ID:SECRET (secret of 16+ bytes) or [[http.api_keys]] id/secret in the              config file, and send it as `Authorization: Bearer SECRET`"
+        );
+    }
+    Ok(())
 }

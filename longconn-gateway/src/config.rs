@@ -16,7 +16,7 @@ use clap::Parser;
 use longconn_cluster::{ClusterConfig, RedisTarget};
 use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
-use longconn_http::{HttpBackend, HttpBackendConfig};
+use longconn_http::{ApiKeys, HttpBackend, HttpBackendConfig};
 use longconn_server::{BackendLimits, ECHO_BUSINESS, EchoBackend, Router, ServerConfig};
 use longconn_transport::TransportConfig;
 use longconn_transport::cert::TlsIdentity;
@@ -111,6 +111,12 @@ pub struct Cli {
     /// Needs the HTTP and WebSocket listeners; takes business 7.
     #[arg(long)]
     pub demo: bool,
+    /// An API key for the push API, `ID:SECRET` (secret of 16+ bytes, sent as
+    /// `Authorization: Bearer SECRET`); repeat for several keys. Replaces
+    /// `[[http.api_keys]]` [default: none: the API is open, allowed on a loopback --http
+    /// only].
+    #[arg(long = "api-key", value_name = "ID:SECRET")]
+    pub api_keys: Vec<String>,
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -178,6 +184,16 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     /// Cluster on Redis; absent: a single node on memory.
     pub cluster: FileCluster,
+    /// The HTTP side: API keys.
+    pub http: FileHttp,
+}
+
+/// `[http]`: the push API's keys (`[[http.api_keys]]` entries with `id` and `secret`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileHttp {
+    /// See [`Cli::api_keys`].
+    pub api_keys: Vec<FileTokenKey>,
 }
 
 /// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
@@ -383,6 +399,8 @@ pub struct GatewaySettings {
     pub cluster: Option<ClusterConfig>,
     /// Whether the browser demo is on (`--demo`).
     pub demo: bool,
+    /// The push API's keys, (id, secret); empty: open (loopback only).
+    pub api_keys: Vec<(String, String)>,
 }
 
 impl GatewaySettings {
@@ -471,6 +489,19 @@ impl GatewaySettings {
             backends: file.backends,
             cluster,
             demo: cli.demo,
+            api_keys: if cli.api_keys.is_empty() {
+                file.http
+                    .api_keys
+                    .into_iter()
+                    .map(|k| (k.id, k.secret))
+                    .collect()
+            } else {
+                cli.api_keys
+                    .iter()
+                    .map(|k| ApiKeys::split_id_secret(k))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| GatewayError::Config(format!("--api-key: {e}")))?
+            },
         })
     }
 
@@ -515,7 +546,13 @@ impl GatewaySettings {
         if let Some(cluster) = self.cluster {
             builder = builder.cluster(cluster);
         }
-        Ok(builder)
+        let mut api_keys = ApiKeys::new();
+        for (id, secret) in &self.api_keys {
+            api_keys = api_keys
+                .with_key(id, secret)
+                .map_err(|e| GatewayError::Config(format!("http.api_keys: {e}")))?;
+        }
+        Ok(builder.api_keys(api_keys))
     }
 }
 
