@@ -69,7 +69,9 @@ pub struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Where the development certificate is written [default: $TMPDIR/longconn-dev-cert].
+    /// Where the development certificate is written [default: a directory of this
+    /// gateway's own, $TMPDIR/longconn-dev-cert-<listener>-<ip>-<port> after its first
+    /// QUIC, TLS or wss listener, e.g. /tmp/longconn-dev-cert-quic-127.0.0.1-7102].
     #[arg(long, value_name = "DIR")]
     pub dev_cert_dir: Option<PathBuf>,
     /// HTTP listen address for /healthz and the push API, or `off`
@@ -457,7 +459,7 @@ impl GatewaySettings {
         } else {
             file.reuse_port
         };
-        Ok(GatewaySettings {
+        let mut settings = GatewaySettings {
             server,
             transport: transport_config(&file.transport, max_frame, reuse_port)?,
             groups: group_config(&file.groups, max_frame)?,
@@ -483,7 +485,7 @@ impl GatewaySettings {
             dev_cert_dir: cli
                 .dev_cert_dir
                 .or(file.tls.dev_cert_dir)
-                .unwrap_or_else(|| std::env::temp_dir().join("longconn-dev-cert")),
+                .unwrap_or_default(),
             token_keys,
             dev_secret,
             backends: file.backends,
@@ -502,7 +504,11 @@ impl GatewaySettings {
                     .collect::<Result<_, _>>()
                     .map_err(|e| GatewayError::Config(format!("--api-key: {e}")))?
             },
-        })
+        };
+        if settings.dev_cert_dir.as_os_str().is_empty() {
+            settings.dev_cert_dir = default_dev_cert_dir(&settings);
+        }
+        Ok(settings)
     }
 
     /// The builder calls these settings stand for: listeners, token keys (none while the
@@ -669,6 +675,37 @@ fn router(backends: &[FileBackend], demo: Option<&Demo>) -> Result<Router, Gatew
     builder
         .build()
         .map_err(|e| GatewayError::Config(format!("backends: {e}")))
+}
+
+/// The default development certificate directory, one per gateway so that gateways on
+/// one machine do not overwrite each other's certificate (issue 16): named after the
+/// first QUIC, TLS or wss listener (`$TMPDIR/longconn-dev-cert-quic-127.0.0.1-7102`),
+/// which no other gateway can hold. With port 0 or `SO_REUSEPORT` the address is not
+/// this gateway's alone, so the process id and a per-process counter are added.
+pub fn default_dev_cert_dir(settings: &GatewaySettings) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let first = [
+        ("quic", settings.quic),
+        ("tls", settings.tls),
+        ("wss", settings.wss),
+    ]
+    .into_iter()
+    .find_map(|(label, addr)| addr.map(|addr| (label, addr)));
+    let mut name = String::from("longconn-dev-cert");
+    if let Some((label, addr)) = first {
+        let ip: String = addr
+            .ip()
+            .to_string()
+            .chars()
+            .map(|c| if c == ':' { '_' } else { c })
+            .collect();
+        name.push_str(&format!("-{label}-{ip}-{}", addr.port()));
+        if addr.port() == 0 || settings.transport.reuse_port() {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            name.push_str(&format!("-pid{}-{n}", std::process::id()));
+        }
+    }
+    std::env::temp_dir().join(name)
 }
 
 /// The configured certificate, or a freshly generated development one written to
