@@ -66,6 +66,7 @@ pub struct GatewayBuilder {
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
     demo: Option<Demo>,
     api_keys: ApiKeys,
+    ws_origins: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -82,6 +83,7 @@ impl std::fmt::Debug for GatewayBuilder {
             .field("cluster", &self.cluster)
             .field("demo", &self.demo.is_some())
             .field("api_keys", &self.api_keys)
+            .field("ws_origins", &self.ws_origins)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +108,7 @@ impl Default for GatewayBuilder {
             join_authorizer: None,
             demo: None,
             api_keys: ApiKeys::new(),
+            ws_origins: None,
         }
     }
 }
@@ -298,6 +301,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// The browser origins (`scheme://host[:port]`, or `*` for any) allowed to open a
+    /// WebSocket (ws and wss listeners); others get `403` at the upgrade, and a request
+    /// without an `Origin` header (a native client) is not checked. Default (`None`):
+    /// every origin on a loopback listener, none on any other.
+    pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.ws_origins = origins;
+        self
+    }
+
     /// Checks the settings, binds every listener, and starts serving. Nothing is served
     /// unless every listener bound.
     ///
@@ -413,7 +425,11 @@ impl GatewayBuilder {
         for &(kind, addr) in &self.listeners {
             let local = match kind {
                 ListenerKind::Tcp => queue(&mut serve, TcpAcceptor::bind_with(addr, &transport)?)?,
-                ListenerKind::Ws => queue(&mut serve, WsAcceptor::bind_with(addr, &transport)?)?,
+                ListenerKind::Ws => queue(
+                    &mut serve,
+                    WsAcceptor::bind_with(addr, &transport)?
+                        .allow_origins(origin_policy(self.ws_origins.as_deref(), addr)),
+                )?,
                 ListenerKind::Quic => {
                     let identity = identity(&self.tls_identity, kind)?;
                     queue(
@@ -435,7 +451,8 @@ impl GatewayBuilder {
                     } else {
                         queue(
                             &mut serve,
-                            WsAcceptor::bind_tls_with(addr, tls, &transport)?,
+                            WsAcceptor::bind_tls_with(addr, tls, &transport)?
+                                .allow_origins(origin_policy(self.ws_origins.as_deref(), addr)),
                         )?
                     }
                 }
@@ -667,4 +684,34 @@ fn check_api_keys(
         );
     }
     Ok(())
+}
+
+/// The Origin allowlist of a WebSocket listener on `addr`: the configured origins (`*`:
+/// any, `None` for the acceptor); without any, every origin on loopback and none
+/// elsewhere (native clients, which send no `Origin`, always pass).
+fn origin_policy(configured: Option<&[String]>, addr: SocketAddr) -> Option<Vec<String>> {
+    match configured {
+        Some(list) if list.iter().any(|o| o == "*") => None,
+        Some(list) => Some(list.to_vec()),
+        None if addr.ip().is_loopback() => None,
+        None => Some(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod origin_policy_tests {
+    use super::origin_policy;
+
+    #[test]
+    fn any_origin_only_on_loopback_unless_listed() {
+        let lo = "127.0.0.1:7101".parse().unwrap();
+        let any = "0.0.0.0:7101".parse().unwrap();
+        assert_eq!(origin_policy(None, lo), None);
+        assert_eq!(origin_policy(None, "[::1]:1".parse().unwrap()), None);
+        assert_eq!(origin_policy(None, any), Some(vec![]));
+        let listed = vec!["https://app.example".to_owned()];
+        assert_eq!(origin_policy(Some(&listed), lo), Some(listed.clone()));
+        assert_eq!(origin_policy(Some(&listed), any), Some(listed));
+        assert_eq!(origin_policy(Some(&["*".to_owned()]), any), None);
+    }
 }

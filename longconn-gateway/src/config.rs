@@ -119,6 +119,12 @@ pub struct Cli {
     /// only].
     #[arg(long = "api-key", value_name = "ID:SECRET")]
     pub api_keys: Vec<String>,
+    /// A browser origin (`scheme://host[:port]`, or `*` for any) allowed to open a
+    /// WebSocket; repeat for several; replaces `[ws] allowed_origins`. Others get 403;
+    /// native clients (no Origin header) always pass [default: any origin on a loopback
+    /// ws/wss listener, none on another].
+    #[arg(long = "ws-allowed-origin", value_name = "ORIGIN")]
+    pub ws_allowed_origins: Vec<String>,
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -188,6 +194,17 @@ pub struct FileConfig {
     pub cluster: FileCluster,
     /// The HTTP side: API keys.
     pub http: FileHttp,
+    /// WebSocket listeners: the Origin allowlist.
+    pub ws: FileWs,
+}
+
+/// `[ws]`: `allowed_origins = ["https://app.example", ...]` (see
+/// [`Cli::ws_allowed_origins`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileWs {
+    /// See [`Cli::ws_allowed_origins`].
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// `[http]`: the push API's keys (`[[http.api_keys]]` entries with `id` and `secret`).
@@ -403,6 +420,8 @@ pub struct GatewaySettings {
     pub demo: bool,
     /// The push API's keys, (id, secret); empty: open (loopback only).
     pub api_keys: Vec<(String, String)>,
+    /// Browser origins allowed on the WebSocket listeners; `None`: the default policy.
+    pub ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl GatewaySettings {
@@ -504,6 +523,11 @@ impl GatewaySettings {
                     .collect::<Result<_, _>>()
                     .map_err(|e| GatewayError::Config(format!("--api-key: {e}")))?
             },
+            ws_allowed_origins: if cli.ws_allowed_origins.is_empty() {
+                file.ws.allowed_origins
+            } else {
+                Some(cli.ws_allowed_origins)
+            },
         };
         if settings.dev_cert_dir.as_os_str().is_empty() {
             settings.dev_cert_dir = default_dev_cert_dir(&settings);
@@ -558,7 +582,9 @@ impl GatewaySettings {
                 .with_key(id, secret)
                 .map_err(|e| GatewayError::Config(format!("http.api_keys: {e}")))?;
         }
-        Ok(builder.api_keys(api_keys))
+        Ok(builder
+            .api_keys(api_keys)
+            .ws_allowed_origins(self.ws_allowed_origins))
     }
 }
 
