@@ -17,7 +17,11 @@ fn token_vectors_mint_and_verify() {
     for v in vectors {
         let name = v["name"].as_str().unwrap();
         let (kid, secret) = (v["kid"].as_str().unwrap(), v["secret"].as_str().unwrap());
-        assert_eq!(v["secret_hex"].as_str().unwrap(), hex(secret.as_bytes()), "{name}");
+        assert_eq!(
+            v["secret_hex"].as_str().unwrap(),
+            hex(secret.as_bytes()),
+            "{name}"
+        );
         let (app, device) = (v["app"].as_str().unwrap(), v["device"].as_str().unwrap());
         let exp = v["expires_unix_s"].as_u64().unwrap();
         let expected = v["token"].as_str().unwrap();
@@ -29,14 +33,25 @@ fn token_vectors_mint_and_verify() {
         assert_eq!(minted, expected, "{name}: mint");
         let claims = keys.verify(expected.as_bytes(), exp - 1).unwrap();
         assert_eq!(
-            (&*claims.app, &*claims.device, claims.expires_unix_s, &*claims.key_id),
+            (
+                &*claims.app,
+                &*claims.device,
+                claims.expires_unix_s,
+                &*claims.key_id
+            ),
             (app, device, exp, kid),
             "{name}: verify"
         );
         assert_eq!(claims.bucket.as_deref(), v["bucket"].as_str(), "{name}");
-        assert!(keys.verify(expected.as_bytes(), exp).is_err(), "{name}: expired at exp");
+        assert!(
+            keys.verify(expected.as_bytes(), exp).is_err(),
+            "{name}: expired at exp"
+        );
         if kid == DEV_TOKEN_KEY_ID {
-            assert_eq!(secret, DEV_TOKEN_SECRET, "{name}: the documented dev secret");
+            assert_eq!(
+                secret, DEV_TOKEN_SECRET,
+                "{name}: the documented dev secret"
+            );
             saw_dev = true;
         }
     }

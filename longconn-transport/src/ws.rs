@@ -272,7 +272,7 @@ async fn accept_upgrade(
     }
     if let (Some(allowed), Some(origin)) = (origins, request.headers().get("origin")) {
         let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
-        if !allowed.iter().any(|a| *a == origin) {
+        if !allowed.contains(&origin) {
             return refuse(io, StatusCode::FORBIDDEN, "this Origin may not connect").await;
         }
     }
