@@ -44,7 +44,9 @@ date -u +"%Y-%m-%dT%H:%M:%SZ" | tee "$OUT/date"
 start_server() { # system rate
     case "$1" in
         longconn)
+            # LONGCONN_API_KEY=ID:SECRET: the push API needs that key (--api-key).
             taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off \
+                ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
                 >"$OUT/gateway-$2.log" 2>&1 &
             PID=$!
             wait_port 127.0.0.1 7180
@@ -78,6 +80,7 @@ for rate in $STEPS; do
     timeout $((STEP_S + 120)) taskset -c 1 target/release/loadgen --quiet \
         --target "$TARGET" --source-ips "127.0.0.$first-127.0.0.$last" \
         --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
+        ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
         multicast --members "$MEMBERS" --groups 1 --messages "$messages" --rate "$rate" \
         | tail -n 1 >"$step" || echo '{}' >"$step"
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")

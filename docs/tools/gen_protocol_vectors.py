@@ -34,7 +34,10 @@ Canonical encoding: each field once, in ascending tag order; optional fields tha
 absent are left out, and so are an empty message and empty metadata.
 """
 
+import base64
 import binascii
+import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -878,6 +881,50 @@ def add_invalid():
         "incomplete frame is reported as Truncated")
 
 
+def b64url(data):
+    """Unpadded base64url, as in login tokens (PROTOCOL.md section 10)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def token(kid, secret, app, device, exp, bucket=None):
+    """A login token, minted independently of the Rust code: the HMAC key is the
+    secret's UTF-8 bytes as they are (no hex or base64 decoding, no hashing)."""
+    parts = ["lc1" if bucket is None else "lc2", kid, b64url(app.encode()),
+             b64url(device.encode()), str(exp)]
+    if bucket is not None:
+        parts.append(b64url(bucket.encode()))
+    body = ".".join(parts)
+    mac = hmac.new(secret.encode("utf-8"), body.encode("ascii"), hashlib.sha256).digest()
+    return body + "." + b64url(mac)
+
+
+# The development key of the reference gateway (longconn_core::token::DEV_TOKEN_SECRET).
+DEV_KEY_ID, DEV_SECRET = "dev", "longconn-development-secret-do-not-use"
+
+
+def token_vectors():
+    """Inputs and the expected token; `secret` is used as its UTF-8 bytes."""
+    cases = [
+        ("lc1_basic", "k1", "0123456789abcdef", "demo", "phone-1", 2000000000, None),
+        ("lc2_bucket", "k1", "0123456789abcdef", "demo", "phone-1", 2000000000,
+         "canary-quic"),
+        ("lc1_dev_secret", DEV_KEY_ID, DEV_SECRET, "demo", "d1", 4102444800, None),
+        ("lc1_utf8_ids", "rot-2", "a secret with spaces and ümlauts", "app/é",
+         "device+1=?", 1700000000, None),
+        ("lc2_utf8_bucket", "k_2", "0123456789abcdef0123456789abcdef", "a", "b",
+         18446744073709551615, "βeta"),
+    ]
+    out = []
+    for name, kid, secret, app, device, exp, bucket in cases:
+        out.append({
+            "name": name, "kid": kid, "secret": secret,
+            "secret_hex": secret.encode("utf-8").hex(), "app": app, "device": device,
+            "expires_unix_s": exp, "bucket": bucket,
+            "token": token(kid, secret, app, device, exp, bucket),
+        })
+    return out
+
+
 def main(argv):
     add_valid()
     add_invalid()
@@ -892,6 +939,7 @@ def main(argv):
         "max_frame_size": MAX_FRAME_SIZE,
         "valid": VALID,
         "invalid": INVALID,
+        "tokens": token_vectors(),
     }
     text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     data = text.encode("utf-8")

@@ -9,7 +9,7 @@ use longconn_cluster::{ClusterConfig, ClusterNode};
 use longconn_core::token::{DEV_TOKEN_KEY_ID, DEV_TOKEN_SECRET};
 use longconn_core::{TokenKey, TokenKeys};
 use longconn_group::{GroupConfig, GroupRegistry, JoinAuthorizer};
-use longconn_http::{ApiLimits, PushApi};
+use longconn_http::{ApiKeys, ApiLimits, PushApi};
 use longconn_server::{
     Authenticator, Backend, BackendLimits, DeviceKey, ECHO_BUSINESS, EchoBackend, GroupLog,
     Listener, Relay, RouteStore, Router, Server, ServerConfig,
@@ -66,6 +66,8 @@ pub struct GatewayBuilder {
     join_authorizer: Option<Arc<dyn JoinAuthorizer>>,
     demo: Option<Demo>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    api_keys: ApiKeys,
+    ws_origins: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -81,6 +83,8 @@ impl std::fmt::Debug for GatewayBuilder {
             .field("backends", &self.backends.len())
             .field("cluster", &self.cluster)
             .field("demo", &self.demo.is_some())
+            .field("api_keys", &self.api_keys)
+            .field("ws_origins", &self.ws_origins)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +109,8 @@ impl Default for GatewayBuilder {
             join_authorizer: None,
             demo: None,
             metrics: None,
+            api_keys: ApiKeys::new(),
+            ws_origins: None,
         }
     }
 }
@@ -181,6 +187,10 @@ impl GatewayBuilder {
     }
 
     /// Serves `GET /healthz` and the push API (`longconn_http::api`) over HTTP on `addr`.
+    ///
+    /// The push API needs one of [`GatewayBuilder::api_keys`] (`Authorization: Bearer
+    /// <secret>`); without keys it is open, which `start` allows only on a loopback
+    /// address (with a warning), and refuses with [`GatewayError::Config`] otherwise.
     pub fn http(self, addr: SocketAddr) -> Self {
         self.listen(ListenerKind::Http, addr)
     }
@@ -293,6 +303,23 @@ impl GatewayBuilder {
         self
     }
 
+    /// The API keys the push API requires (`Authorization: Bearer <secret>`,
+    /// `longconn_http::auth`); `/healthz` and other routes stay open. Default: none,
+    /// allowed only on a loopback HTTP listener.
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// The browser origins (`scheme://host[:port]`, or `*` for any) allowed to open a
+    /// WebSocket (ws and wss listeners); others get `403` at the upgrade, and a request
+    /// without an `Origin` header (a native client) is not checked. Default (`None`):
+    /// every origin on a loopback listener, none on any other.
+    pub fn ws_allowed_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.ws_origins = origins;
+        self
+    }
+
     /// Checks the settings, binds every listener, and starts serving. Nothing is served
     /// unless every listener bound.
     ///
@@ -302,6 +329,7 @@ impl GatewayBuilder {
     /// backend rules), [`GatewayError::Transport`] or [`GatewayError::Io`] when a
     /// listener cannot be bound.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
+        check_api_keys(&self.listeners, &self.api_keys)?;
         let config = GatewayError::Config;
         let session = self.server.session().clone();
         let max_frame = session.max_frame_size();
@@ -407,7 +435,11 @@ impl GatewayBuilder {
         for &(kind, addr) in &self.listeners {
             let local = match kind {
                 ListenerKind::Tcp => queue(&mut serve, TcpAcceptor::bind_with(addr, &transport)?)?,
-                ListenerKind::Ws => queue(&mut serve, WsAcceptor::bind_with(addr, &transport)?)?,
+                ListenerKind::Ws => queue(
+                    &mut serve,
+                    WsAcceptor::bind_with(addr, &transport)?
+                        .allow_origins(origin_policy(self.ws_origins.as_deref(), addr)),
+                )?,
                 ListenerKind::Quic => {
                     let identity = identity(&self.tls_identity, kind)?;
                     queue(
@@ -429,7 +461,8 @@ impl GatewayBuilder {
                     } else {
                         queue(
                             &mut serve,
-                            WsAcceptor::bind_tls_with(addr, tls, &transport)?,
+                            WsAcceptor::bind_tls_with(addr, tls, &transport)?
+                                .allow_origins(origin_policy(self.ws_origins.as_deref(), addr)),
                         )?
                     }
                 }
@@ -519,7 +552,8 @@ impl GatewayBuilder {
         let mut http_task = None;
         if let Some((listener, local)) = http_listener {
             bound.push((ListenerKind::Http.label(), local));
-            let api = PushApi::new(server.clone(), registry.clone(), api_limits);
+            let api = PushApi::new(server.clone(), registry.clone(), api_limits)
+                .with_api_keys(self.api_keys.clone());
             let mut app = http::router(server.clone(), api);
             if let Some(demo) = &self.demo {
                 app = app.merge(demo.routes());
@@ -641,5 +675,62 @@ struct SharedAuthorizer(Arc<dyn JoinAuthorizer>);
 impl JoinAuthorizer for SharedAuthorizer {
     fn may_join(&self, device: &DeviceKey, group: &str) -> bool {
         self.0.may_join(device, group)
+    }
+}
+
+/// An open push API (no keys) only on loopback: anyone who reaches it can push to any
+/// device and kick anyone. On loopback it is allowed with a loud warning saying how to
+/// set a key; on any other address the gateway refuses to start.
+fn check_api_keys(
+    listeners: &[(ListenerKind, SocketAddr)],
+    keys: &ApiKeys,
+) -> Result<(), GatewayError> {
+    if !keys.is_empty() {
+        return Ok(());
+    }
+    for (kind, addr) in listeners {
+        if *kind != ListenerKind::Http {
+            continue;
+        }
+        if !addr.ip().is_loopback() {
+            return Err(GatewayError::Config(format!(
+                "the HTTP listener {addr} is not loopback and no API key is set: anyone who                  reaches it could push to any device and kick anyone. Set a key with                  --api-key ID:SECRET (or [[http.api_keys]] in the config file), or listen                  on 127.0.0.1"
+            )));
+        }
+        warn!(
+            %addr,
+            "THE PUSH API HAS NO API KEY: any local process can push and kick. Set one with              --api-key ID:SECRET (secret of 16+ bytes) or [[http.api_keys]] id/secret in the              config file, and send it as `Authorization: Bearer SECRET`"
+        );
+    }
+    Ok(())
+}
+
+/// The Origin allowlist of a WebSocket listener on `addr`: the configured origins (`*`:
+/// any, `None` for the acceptor); without any, every origin on loopback and none
+/// elsewhere (native clients, which send no `Origin`, always pass).
+fn origin_policy(configured: Option<&[String]>, addr: SocketAddr) -> Option<Vec<String>> {
+    match configured {
+        Some(list) if list.iter().any(|o| o == "*") => None,
+        Some(list) => Some(list.to_vec()),
+        None if addr.ip().is_loopback() => None,
+        None => Some(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod origin_policy_tests {
+    use super::origin_policy;
+
+    #[test]
+    fn any_origin_only_on_loopback_unless_listed() {
+        let lo = "127.0.0.1:7101".parse().unwrap();
+        let any = "0.0.0.0:7101".parse().unwrap();
+        assert_eq!(origin_policy(None, lo), None);
+        assert_eq!(origin_policy(None, "[::1]:1".parse().unwrap()), None);
+        assert_eq!(origin_policy(None, any), Some(vec![]));
+        let listed = vec!["https://app.example".to_owned()];
+        assert_eq!(origin_policy(Some(&listed), lo), Some(listed.clone()));
+        assert_eq!(origin_policy(Some(&listed), any), Some(listed));
+        assert_eq!(origin_policy(Some(&["*".to_owned()]), any), None);
     }
 }

@@ -16,7 +16,7 @@ use clap::Parser;
 use longconn_cluster::{ClusterConfig, RedisTarget};
 use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
-use longconn_http::{HttpBackend, HttpBackendConfig};
+use longconn_http::{ApiKeys, HttpBackend, HttpBackendConfig};
 use longconn_server::{BackendLimits, ECHO_BUSINESS, EchoBackend, Router, ServerConfig};
 use longconn_transport::TransportConfig;
 use longconn_transport::cert::TlsIdentity;
@@ -69,7 +69,9 @@ pub struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Where the development certificate is written [default: $TMPDIR/longconn-dev-cert].
+    /// Where the development certificate is written [default: a directory of this
+    /// gateway's own, $TMPDIR/longconn-dev-cert-<listener>-<ip>-<port> after its first
+    /// QUIC, TLS or wss listener, e.g. /tmp/longconn-dev-cert-quic-127.0.0.1-7102].
     #[arg(long, value_name = "DIR")]
     pub dev_cert_dir: Option<PathBuf>,
     /// HTTP listen address for /healthz and the push API, or `off`
@@ -119,6 +121,18 @@ pub struct Cli {
     /// RUST_LOG (e.g. `info,longconn_server=debug`) [default: info].
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// An API key for the push API, `ID:SECRET` (secret of 16+ bytes, sent as
+    /// `Authorization: Bearer SECRET`); repeat for several keys. Replaces
+    /// `[[http.api_keys]]` [default: none: the API is open, allowed on a loopback --http
+    /// only].
+    #[arg(long = "api-key", value_name = "ID:SECRET")]
+    pub api_keys: Vec<String>,
+    /// A browser origin (`scheme://host[:port]`, or `*` for any) allowed to open a
+    /// WebSocket; repeat for several; replaces `[ws] allowed_origins`. Others get 403;
+    /// native clients (no Origin header) always pass [default: any origin on a loopback
+    /// ws/wss listener, none on another].
+    #[arg(long = "ws-allowed-origin", value_name = "ORIGIN")]
+    pub ws_allowed_origins: Vec<String>,
 }
 
 /// `--log-format`.
@@ -195,6 +209,27 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     /// Cluster on Redis; absent: a single node on memory.
     pub cluster: FileCluster,
+    /// The HTTP side: API keys.
+    pub http: FileHttp,
+    /// WebSocket listeners: the Origin allowlist.
+    pub ws: FileWs,
+}
+
+/// `[ws]`: `allowed_origins = ["https://app.example", ...]` (see
+/// [`Cli::ws_allowed_origins`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileWs {
+    /// See [`Cli::ws_allowed_origins`].
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+/// `[http]`: the push API's keys (`[[http.api_keys]]` entries with `id` and `secret`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileHttp {
+    /// See [`Cli::api_keys`].
+    pub api_keys: Vec<FileTokenKey>,
 }
 
 /// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
@@ -417,6 +452,10 @@ pub struct GatewaySettings {
     pub cluster: Option<ClusterConfig>,
     /// Whether the browser demo is on (`--demo`).
     pub demo: bool,
+    /// The push API's keys, (id, secret); empty: open (loopback only).
+    pub api_keys: Vec<(String, String)>,
+    /// Browser origins allowed on the WebSocket listeners; `None`: the default policy.
+    pub ws_allowed_origins: Option<Vec<String>>,
 }
 
 impl GatewaySettings {
@@ -473,7 +512,7 @@ impl GatewaySettings {
         } else {
             file.reuse_port
         };
-        Ok(GatewaySettings {
+        let mut settings = GatewaySettings {
             server,
             transport: transport_config(&file.transport, max_frame, reuse_port)?,
             groups: group_config(&file.groups, max_frame)?,
@@ -499,13 +538,35 @@ impl GatewaySettings {
             dev_cert_dir: cli
                 .dev_cert_dir
                 .or(file.tls.dev_cert_dir)
-                .unwrap_or_else(|| std::env::temp_dir().join("longconn-dev-cert")),
+                .unwrap_or_default(),
             token_keys,
             dev_secret,
             backends: file.backends,
             cluster,
             demo: cli.demo,
-        })
+            api_keys: if cli.api_keys.is_empty() {
+                file.http
+                    .api_keys
+                    .into_iter()
+                    .map(|k| (k.id, k.secret))
+                    .collect()
+            } else {
+                cli.api_keys
+                    .iter()
+                    .map(|k| ApiKeys::split_id_secret(k))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| GatewayError::Config(format!("--api-key: {e}")))?
+            },
+            ws_allowed_origins: if cli.ws_allowed_origins.is_empty() {
+                file.ws.allowed_origins
+            } else {
+                Some(cli.ws_allowed_origins)
+            },
+        };
+        if settings.dev_cert_dir.as_os_str().is_empty() {
+            settings.dev_cert_dir = default_dev_cert_dir(&settings);
+        }
+        Ok(settings)
     }
 
     /// The builder calls these settings stand for: listeners, token keys (none while the
@@ -549,7 +610,15 @@ impl GatewaySettings {
         if let Some(cluster) = self.cluster {
             builder = builder.cluster(cluster);
         }
-        Ok(builder)
+        let mut api_keys = ApiKeys::new();
+        for (id, secret) in &self.api_keys {
+            api_keys = api_keys
+                .with_key(id, secret)
+                .map_err(|e| GatewayError::Config(format!("http.api_keys: {e}")))?;
+        }
+        Ok(builder
+            .api_keys(api_keys)
+            .ws_allowed_origins(self.ws_allowed_origins))
     }
 }
 
@@ -666,6 +735,37 @@ fn router(backends: &[FileBackend], demo: Option<&Demo>) -> Result<Router, Gatew
     builder
         .build()
         .map_err(|e| GatewayError::Config(format!("backends: {e}")))
+}
+
+/// The default development certificate directory, one per gateway so that gateways on
+/// one machine do not overwrite each other's certificate (issue 16): named after the
+/// first QUIC, TLS or wss listener (`$TMPDIR/longconn-dev-cert-quic-127.0.0.1-7102`),
+/// which no other gateway can hold. With port 0 or `SO_REUSEPORT` the address is not
+/// this gateway's alone, so the process id and a per-process counter are added.
+pub fn default_dev_cert_dir(settings: &GatewaySettings) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let first = [
+        ("quic", settings.quic),
+        ("tls", settings.tls),
+        ("wss", settings.wss),
+    ]
+    .into_iter()
+    .find_map(|(label, addr)| addr.map(|addr| (label, addr)));
+    let mut name = String::from("longconn-dev-cert");
+    if let Some((label, addr)) = first {
+        let ip: String = addr
+            .ip()
+            .to_string()
+            .chars()
+            .map(|c| if c == ':' { '_' } else { c })
+            .collect();
+        name.push_str(&format!("-{label}-{ip}-{}", addr.port()));
+        if addr.port() == 0 || settings.transport.reuse_port() {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            name.push_str(&format!("-pid{}-{n}", std::process::id()));
+        }
+    }
+    std::env::temp_dir().join(name)
 }
 
 /// The configured certificate, or a freshly generated development one written to

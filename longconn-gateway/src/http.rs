@@ -49,6 +49,10 @@ pub async fn serve(
     app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    // Every bodiless 405 (any route, merged ones too) gets a JSON error body.
+    let app = app.layer(axum::middleware::map_response(
+        longconn_http::api::json_method_not_allowed,
+    ));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

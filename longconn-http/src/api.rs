@@ -29,6 +29,8 @@
 //! | 400 | `bad_base64` | a payload is not standard base64 |
 //! | 413 | `payload_too_large` | a payload over [`ApiLimits::max_payload`], a batch over [`ApiLimits::max_batch`], or a body over [`ApiLimits::max_body`] |
 //! | 415 | `bad_json` | the request is not `content-type: application/json` |
+//! | 401 | `unauthorized` | API keys are configured ([`PushApi::with_api_keys`]) and the request has none, or a wrong one (`Authorization: Bearer <secret>`); the reply has `WWW-Authenticate: Bearer` |
+//! | 405 | `method_not_allowed` | a known path with the wrong method; the reply has an `Allow` header |
 //! | 503 | `cluster_unavailable` | device push: some devices are not connected to this node and the cluster's route store (Redis) cannot be reached; devices connected here were pushed. The body has `"retry_after_ms"` and the reply a `Retry-After` header ([`CLUSTER_RETRY_AFTER`]); counted by [`PushApi::cluster_unavailable`] |
 //! | 503 | `cluster_unavailable` | presence: the cluster could not say which nodes hold members of the group (Redis unreachable, or no answer within the server's relay timeout); with `"retry_after_ms"` and `Retry-After` |
 //! | 503 | `unavailable` | the route store failed (kick), or the group log failed (group push) |
@@ -38,7 +40,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -52,6 +53,8 @@ use longconn_group::GroupRegistry;
 use longconn_server::{PushMessage, RelayResult, Server, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::auth::{ApiKeys, require_api_key};
 
 /// Request-size limits of the push API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct PushApi {
     limits: ApiLimits,
     /// Device pushes refused with `cluster_unavailable`.
     cluster_unavailable: Arc<AtomicU64>,
+    /// The keys a caller must present; empty: the API is open.
+    api_keys: ApiKeys,
 }
 
 impl PushApi {
@@ -98,7 +103,21 @@ impl PushApi {
             groups,
             limits,
             cluster_unavailable: Arc::new(AtomicU64::new(0)),
+            api_keys: ApiKeys::new(),
         }
+    }
+
+    /// Requires one of `keys` on every route of [`push_api`] (`Authorization: Bearer
+    /// <secret>`; see [`crate::auth`]). Empty keys (the default): the API is open.
+    #[must_use]
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> PushApi {
+        self.api_keys = keys;
+        self
+    }
+
+    /// The keys the API requires (empty: none).
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
     }
 
     /// Device pushes refused with `cluster_unavailable` (503) since the API was made:
@@ -109,8 +128,13 @@ impl PushApi {
 }
 
 /// The routes of the [module docs](self), ready to serve or to merge into a bigger router.
+///
+/// With API keys ([`PushApi::with_api_keys`]) every route needs one (401 otherwise);
+/// the layer covers these routes only, so routes merged next to them (`/healthz`) stay
+/// open. A wrong method gets 405 with a JSON body ([`json_method_not_allowed`]).
 pub fn push_api(api: PushApi) -> Router {
     let max_body = api.limits.max_body;
+    let keys = api.api_keys.clone();
     Router::new()
         .route("/v1/push/devices", post(push_devices))
         .route("/v1/push/groups/{group}", post(push_group))
@@ -118,7 +142,32 @@ pub fn push_api(api: PushApi) -> Router {
         .route("/v1/kick", post(kick))
         .route_layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(json_method_not_allowed))
+        .route_layer(axum::middleware::from_fn_with_state(keys, require_api_key))
         .with_state(api)
+}
+
+/// Gives a bodiless 405 (axum's answer to a wrong method) the JSON error body
+/// `{"error":"method_not_allowed",...}`, keeping its `Allow` header; any other response
+/// passes unchanged. Usable as `axum::middleware::map_response` on any router.
+pub async fn json_method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let body = json!({
+        "error": "method_not_allowed",
+        "message": "this endpoint does not take this method (the Allow header lists those it takes)",
+    });
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
 
 /// A JSON error reply.
@@ -164,23 +213,65 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "bad_json"
-        };
-        ApiError::new(status, code, rejection.body_text())
-    }
-}
-
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// The body, or the rejection as a JSON error.
-fn body<T>(extracted: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    extracted.map(|Json(value)| value).map_err(ApiError::from)
+/// A JSON request body of shape `T`, read in two steps so that the documented statuses
+/// hold: not `application/json` is 415, a body over the limit 413, a body that is not
+/// JSON at all 400 `bad_json` (checked first: with `deny_unknown_fields` a one-step
+/// parse meets an unknown field before a syntax error further on and said 422), JSON of
+/// the wrong shape 422 `bad_json`.
+#[derive(Debug)]
+struct Body<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_json",
+                "expected `content-type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
+            let status = e.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            };
+            ApiError::new(status, code, e.body_text())
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
+        serde_json::from_value(value).map(Body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_json",
+                format!("the body has the wrong shape: {e}"),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,11 +397,7 @@ fn device_push_failed(api: &PushApi, err: longconn_server::Error) -> ApiError {
     }
 }
 
-async fn push_devices(
-    State(api): State<PushApi>,
-    request: Result<Json<DevicesPush>, JsonRejection>,
-) -> ApiResult {
-    let request = body(request)?;
+async fn push_devices(State(api): State<PushApi>, Body(request): Body<DevicesPush>) -> ApiResult {
     if request.app.is_empty() {
         return Err(ApiError::bad_request("`app` is empty"));
     }
@@ -373,9 +460,8 @@ async fn push_devices(
 async fn push_group(
     State(api): State<PushApi>,
     Path(group): Path<String>,
-    request: Result<Json<GroupPush>, JsonRejection>,
+    Body(request): Body<GroupPush>,
 ) -> Result<Json<Value>, Response> {
-    let request = body(request).map_err(IntoResponse::into_response)?;
     let message = PushMessage {
         business: request.business,
         meta: metadata(&request.meta).map_err(IntoResponse::into_response)?,
@@ -467,8 +553,7 @@ async fn group_presence(State(api): State<PushApi>, Path(group): Path<String>) -
     })))
 }
 
-async fn kick(State(api): State<PushApi>, request: Result<Json<Kick>, JsonRejection>) -> ApiResult {
-    let request = body(request)?;
+async fn kick(State(api): State<PushApi>, Body(request): Body<Kick>) -> ApiResult {
     if request.app.is_empty() || request.device.is_empty() {
         return Err(ApiError::bad_request("`app` and `device` are required"));
     }

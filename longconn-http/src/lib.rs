@@ -10,14 +10,17 @@
 //! # Layout
 //! - [`callback`]: the HTTP callback backend and its wire format.
 //! - [`api`]: the push API routes, request bodies and JSON errors.
+//! - [`auth`]: API keys (`Authorization: Bearer`) and the middleware that checks them.
 //! - [`error`]: the crate's one error type, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod api;
+pub mod auth;
 pub mod callback;
 pub mod error;
 mod metrics;
 
 pub use api::{ApiLimits, CLUSTER_RETRY_AFTER, PushApi, push_api};
+pub use auth::{ApiKeyError, ApiKeys};
 pub use callback::{HttpBackend, HttpBackendConfig};
 pub use error::{Error, Result};

@@ -107,6 +107,11 @@ pub struct Common {
     /// Internal: run as worker `I/K` of a `--procs K` run, controlled over stdin/stdout.
     #[arg(long, global = true, hide = true, value_name = "I/K")]
     pub worker: Option<WorkerSlot>,
+    /// The gateway's push API key secret, sent as `Authorization: Bearer SECRET` on
+    /// every API call (the gateway's `--api-key ID:SECRET`; an `ID:` prefix is accepted
+    /// and dropped) [default: none].
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub api_key: Option<String>,
 }
 
 impl Common {

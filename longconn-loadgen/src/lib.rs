@@ -99,8 +99,7 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
                 count: common.procs,
             };
             let mut child = tokio::process::Command::new(&exe)
-                .args(&args)
-                .args(["--worker", &slot.to_string(), "--quiet"])
+                .args(worker_args(&args, slot))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -122,7 +121,8 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
         common.payload_size as usize,
     )?
     .with_concurrency(usize::from(common.publishers))
-    .with_batch(common.batch as usize);
+    .with_batch(common.batch as usize)
+    .with_api_key(common.api_key.as_deref());
     let target = common.target.to_string();
     let mut summaries = Vec::new();
     let mut worker_cpu = vec![0.0; links.len()];
@@ -285,4 +285,45 @@ async fn publish_phase(
         Phase::Connect { .. } | Phase::Request { .. } => return None,
     };
     Some(published)
+}
+
+/// A worker's command line: the driver's arguments with `--worker I/K --quiet` added.
+/// A `--quiet` the user gave is dropped first: clap refuses a flag given twice at the
+/// same level (`loadgen connect --procs 2 --quiet` failed in every worker, issue 16).
+pub fn worker_args(driver_args: &[String], slot: WorkerSlot) -> Vec<String> {
+    let mut args: Vec<String> = driver_args
+        .iter()
+        .filter(|a| *a != "--quiet")
+        .cloned()
+        .collect();
+    args.extend([
+        "--worker".to_owned(),
+        slot.to_string(),
+        "--quiet".to_owned(),
+    ]);
+    args
+}
+
+#[cfg(test)]
+mod worker_args_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_users_quiet_is_not_given_twice_to_a_worker() {
+        let slot = WorkerSlot { index: 1, count: 2 };
+        for user in [
+            &["connect", "--procs", "2", "--quiet"][..],
+            &["--quiet", "--procs", "2", "connect"][..],
+            &["connect", "--procs", "2"][..],
+        ] {
+            let user: Vec<String> = user.iter().map(|s| s.to_string()).collect();
+            let args = worker_args(&user, slot);
+            let cli = cli::Cli::try_parse_from(std::iter::once("loadgen".to_owned()).chain(args))
+                .unwrap_or_else(|e| panic!("{user:?}: {e}"));
+            assert!(cli.common.quiet);
+            assert_eq!(cli.common.worker, Some(slot));
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub struct Publisher {
     concurrency: usize,
     /// Devices per unicast call.
     batch: usize,
+    /// `Authorization` header value, when the API needs a key.
+    bearer: Option<Arc<str>>,
 }
 
 impl Publisher {
@@ -80,7 +82,20 @@ impl Publisher {
             payload_size,
             concurrency: 1,
             batch: DEFAULT_BATCH,
+            bearer: None,
         })
+    }
+
+    /// Sends `key` as `Authorization: Bearer <secret>` on every call (the gateway's
+    /// `--api-key`). `ID:SECRET` is accepted too: the id is dropped, as the gateway
+    /// matches the secret.
+    #[must_use]
+    pub fn with_api_key(mut self, key: Option<&str>) -> Publisher {
+        self.bearer = key.map(|k| {
+            let secret = k.split_once(':').map_or(k, |(_, secret)| secret);
+            Arc::from(format!("Bearer {secret}"))
+        });
+        self
     }
 
     /// Sends `n` devices per unicast call (default [`DEFAULT_BATCH`]).
@@ -99,11 +114,24 @@ impl Publisher {
         self
     }
 
+    fn auth_header(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = self
+            .bearer
+            .as_deref()
+            .and_then(|b| reqwest::header::HeaderValue::from_str(b).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
     async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
         let reply = self
             .http
             .post(format!("{}{path}", self.apis.next()))
             .header("content-type", "application/json")
+            .headers(self.auth_header())
             .body(body.to_string())
             .send()
             .await
@@ -130,7 +158,10 @@ impl Publisher {
         progress: &indicatif::ProgressBar,
     ) -> Published {
         let publisher = match Publisher::new((*self.apis).clone(), &self.app, self.payload_size) {
-            Ok(p) => p.with_concurrency(self.concurrency).with_batch(self.batch),
+            Ok(p) => Publisher {
+                bearer: self.bearer.clone(),
+                ..p.with_concurrency(self.concurrency).with_batch(self.batch)
+            },
             Err(err) => {
                 tracing::warn!(error = %err, "publisher");
                 return Published::default();

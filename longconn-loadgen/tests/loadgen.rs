@@ -514,3 +514,74 @@ async fn through_one_node_reaches_devices_on_every_node() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `--api-key` reaches a gateway whose push API needs a key; without it every publish
+/// is refused (401) and counted as an error. And `--procs 2 --quiet` after the
+/// subcommand runs (it failed in every worker: "--quiet cannot be used multiple times").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_sent_and_quiet_works_with_procs() {
+    const SECRET: &str = "loadgen-api-secret-0123456789";
+    let cli = Cli::try_parse_from([
+        "gateway",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--quic",
+        "off",
+        "--api-key",
+        &format!("lg:{SECRET}"),
+    ])
+    .unwrap();
+    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
+        .await
+        .unwrap();
+    let addr = |label| {
+        gateway
+            .bound
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, a)| *a)
+            .unwrap()
+    };
+    let (target, api) = (
+        format!("tcp://{}", addr("tcp")),
+        format!("http://{}", addr("http")),
+    );
+    let unicast = ["unicast", "--devices", "20", "--messages", "2"];
+    let with_key: Vec<&str> = unicast
+        .iter()
+        .copied()
+        .chain(["--procs", "2", "--quiet", "--api-key", SECRET])
+        .collect();
+    let s = loadgen(&target, &api, &with_key).await;
+    assert_complete(&s, 20);
+    assert_eq!(s["procs"], 2);
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(40), Some(40)),
+        "{s}"
+    );
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command
+        .args([
+            "--target", &target, "--api", &api, "--quiet", "--drain", "1",
+        ])
+        .args(unicast);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        all.contains("401"),
+        "a publish without the key is refused: {all}"
+    );
+    gateway.shutdown().await;
+}

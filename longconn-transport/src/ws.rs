@@ -9,6 +9,7 @@
 //! |---|---|
 //! | a valid WebSocket upgrade of `GET /ws` (a query string is allowed) | `101`, then frames |
 //! | a `GET` for any other path | `404` with a short JSON body |
+//! | an `Origin` header not in the acceptor's allowlist ([`WsAcceptor::allow_origins`]) | `403` with a short JSON body; a request without `Origin` (a native client) is not checked |
 //! | `GET /ws` without a valid upgrade; anything that is not an HTTP/1.1 `GET` | `400` |
 //!
 //! # Memory
@@ -76,6 +77,8 @@ pub struct WsAcceptor {
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
+    /// Browser origins allowed to upgrade; `None`: all.
+    origins: Option<std::sync::Arc<[String]>>,
 }
 
 /// What a server-side handshake needs from the [`TransportConfig`].
@@ -113,7 +116,22 @@ impl WsAcceptor {
             #[cfg(feature = "tls")]
             tls: None,
             limits: Limits::new(config),
+            origins: None,
         })
+    }
+
+    /// Only browsers whose `Origin` header is one of `origins` (`scheme://host[:port]`,
+    /// compared ASCII case-insensitively) may upgrade; others get `403`. A request
+    /// without an `Origin` header (a native client) is not checked. `None` (the
+    /// default): every origin may upgrade.
+    #[must_use]
+    pub fn allow_origins(mut self, origins: Option<Vec<String>>) -> Self {
+        self.origins = origins.map(|o| {
+            o.into_iter()
+                .map(|s| s.trim_end_matches('/').to_ascii_lowercase())
+                .collect()
+        });
+        self
     }
 
     /// Binds `addr` for plain `ws://`. With `reuse_port`, several processes can bind the
@@ -139,6 +157,7 @@ impl WsAcceptor {
             listener: crate::tcp::listen(addr, config)?,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
             limits: Limits::new(config),
+            origins: None,
         })
     }
 
@@ -184,6 +203,7 @@ impl Listener for WsAcceptor {
         #[cfg(feature = "tls")]
         let tls = self.tls.clone();
         let limits = self.limits;
+        let origins = self.origins.clone();
         Ok(Box::pin(async move {
             #[cfg(feature = "tls")]
             let mut io: Box<dyn AsyncIo> = match tls {
@@ -192,7 +212,7 @@ impl Listener for WsAcceptor {
             };
             #[cfg(not(feature = "tls"))]
             let mut io: Box<dyn AsyncIo> = Box::new(stream);
-            accept_upgrade(&mut io, limits.max_request_head).await?;
+            accept_upgrade(&mut io, limits.max_request_head, origins.as_deref()).await?;
             let config = ws_config(limits.max_frame_size, limits.read_buffer_size);
             let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             Ok(WsConnection::new(socket, peer, limits.max_frame_size))
@@ -217,6 +237,7 @@ impl Listener for WsAcceptor {
 async fn accept_upgrade(
     io: &mut Box<dyn AsyncIo>,
     max_request_head: usize,
+    origins: Option<&[String]>,
 ) -> std::result::Result<(), longconn_core::ConnectionError> {
     let mut head = Vec::with_capacity(REQUEST_HEAD_CHUNK);
     let request = loop {
@@ -249,6 +270,12 @@ async fn accept_upgrade(
     if request.uri().path() != WS_PATH {
         return refuse(io, StatusCode::NOT_FOUND, "the WebSocket endpoint is /ws").await;
     }
+    if let (Some(allowed), Some(origin)) = (origins, request.headers().get("origin")) {
+        let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
+        if !allowed.contains(&origin) {
+            return refuse(io, StatusCode::FORBIDDEN, "this Origin may not connect").await;
+        }
+    }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(_) => {
@@ -278,6 +305,7 @@ async fn refuse(
     // A 400 names the WebSocket version this server speaks (RFC 6455, section 4.4).
     let (error, extra_header) = match status {
         StatusCode::NOT_FOUND => ("not_found", ""),
+        StatusCode::FORBIDDEN => ("forbidden", ""),
         _ => ("bad_request", "Sec-WebSocket-Version: 13\r\n"),
     };
     let body = format!(r#"{{"error":"{error}","message":"{message}"}}"#);
@@ -688,6 +716,71 @@ mod tests {
         assert_eq!(upgrade_status(&small, 10).await, "HTTP/1.1 101");
         let default = crate::TransportConfig::default();
         assert_eq!(upgrade_status(&default, 2000).await, "HTTP/1.1 101");
+    }
+
+    /// The status an acceptor allowing `origins` answers to an upgrade with `origin`.
+    async fn origin_status(origins: Option<Vec<String>>, origin: Option<&str>) -> String {
+        use longconn_core::Listener;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut acceptor = super::WsAcceptor::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            &crate::TransportConfig::default(),
+        )
+        .unwrap()
+        .allow_origins(origins);
+        let addr = acceptor.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let handshake = acceptor.accept().await.unwrap();
+            handshake.await.is_ok()
+        });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             {origin}\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 12];
+        stream.read_exact(&mut answer).await.unwrap();
+        let upgraded = server.await.unwrap();
+        let status = String::from_utf8(answer).unwrap();
+        assert_eq!(upgraded, status.ends_with("101"), "{status}");
+        status
+    }
+
+    #[tokio::test]
+    async fn origins_outside_the_allowlist_get_403_and_native_clients_pass() {
+        let list = Some(vec![
+            "https://app.example".to_owned(),
+            "http://LOCALHOST:8080/".into(),
+        ]);
+        for (origin, status) in [
+            (Some("https://app.example"), "HTTP/1.1 101"),
+            (Some("HTTPS://App.Example"), "HTTP/1.1 101"),
+            (Some("http://localhost:8080"), "HTTP/1.1 101"),
+            (Some("https://evil.example"), "HTTP/1.1 403"),
+            (Some("https://app.example.evil"), "HTTP/1.1 403"),
+            (Some("null"), "HTTP/1.1 403"),
+            (None, "HTTP/1.1 101"),
+        ] {
+            assert_eq!(
+                origin_status(list.clone(), origin).await,
+                status,
+                "{origin:?}"
+            );
+        }
+        // An empty list: browsers refused, native clients pass; no list: all pass.
+        assert_eq!(
+            origin_status(Some(vec![]), Some("https://app.example")).await,
+            "HTTP/1.1 403"
+        );
+        assert_eq!(origin_status(Some(vec![]), None).await, "HTTP/1.1 101");
+        assert_eq!(
+            origin_status(None, Some("https://evil.example")).await,
+            "HTTP/1.1 101"
+        );
     }
 
     #[tokio::test]

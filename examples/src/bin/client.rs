@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --bin client -- --url tcp://127.0.0.1:7100 --request 1:hello
 //! cargo run --release --bin client -- --url quic://localhost:7102 \
-//!     --ca /tmp/longconn-dev-cert/cert.pem --listen 30
+//!     --ca /tmp/longconn-dev-cert-quic-127.0.0.1-7102/cert.pem --listen 30
 //! ```
 //!
 //! Without `--token` it mints one with the gateway's development secret (or
