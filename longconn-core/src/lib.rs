@@ -56,11 +56,11 @@ pub mod protocol;
 pub mod session;
 pub mod token;
 
+pub use client_session::ClientPolicy;
 pub use client_session::{
     Backoff, CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, ClientStats,
     EndReason, Reconnect, StopReason,
 };
-pub use client_session::ClientPolicy;
 pub use config::{SessionConfig, SessionConfigBuilder, SlowConsumerPolicy};
 pub use connection::{Connection, Listener, TransportKind};
 pub use error::{ConfigError, ConnectionError, DecodeError, EncodeError, TokenError};

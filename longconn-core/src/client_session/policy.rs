@@ -122,7 +122,10 @@ mod tests {
         assert_eq!(s.heartbeat(), Duration::from_secs(60));
         s.set_policy(now, policy(2_000, 100, 1_000));
         assert_eq!(s.heartbeat(), Duration::from_secs(2));
-        assert!(s.poll_timeout().is_some_and(|at| at <= now + Duration::from_secs(2)));
+        assert!(
+            s.poll_timeout()
+                .is_some_and(|at| at <= now + Duration::from_secs(2))
+        );
         s.handle_timeout(now + Duration::from_secs(2));
         assert!(
             std::iter::from_fn(|| s.poll_transmit()).any(|f| matches!(f, Frame::Ping { .. })),
