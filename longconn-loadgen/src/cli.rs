@@ -107,6 +107,12 @@ pub struct Common {
     /// Internal: run as worker `I/K` of a `--procs K` run, controlled over stdin/stdout.
     #[arg(long, global = true, hide = true, value_name = "I/K")]
     pub worker: Option<WorkerSlot>,
+    /// Bootstrap every device through this control layer (longconn-control,
+    /// `http(s)://host:port`): `POST /v1/access`, then log in to the answer's first
+    /// endpoint with its token (`--target` and the token options are not used for
+    /// connecting). Reports the access latency and the spread over nodes.
+    #[arg(long, global = true, value_name = "URL")]
+    pub control: Option<String>,
 }
 
 impl Common {
