@@ -340,7 +340,7 @@ impl LoadCtx {
             t.target.clone_from(url);
         }
         report.counts.connected_at_end = connected_at_end;
-        report.access = self.access.as_ref().map(ControlAccess::take);
+        report.access = self.access.as_ref().map(|a| Box::new(a.take()));
         report.active_s =
             active_s.unwrap_or_else(|| last_receive.saturating_sub(go_us) as f64 / 1e6);
         report

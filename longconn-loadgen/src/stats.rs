@@ -248,7 +248,7 @@ pub struct Report {
     pub per_target: Vec<TargetCounts>,
     /// `/v1/access` figures (`--control` runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access: Option<super::control::AccessReport>,
+    pub access: Option<Box<super::control::AccessReport>>,
 }
 
 /// One target's share of a phase.
@@ -400,7 +400,7 @@ pub fn merge(
     if s.per_target.len() < 2 {
         s.per_target.clear();
     }
-    s.access = super::control::merge(reports.iter().filter_map(|r| r.access.as_ref()))?;
+    s.access = super::control::merge(reports.iter().filter_map(|r| r.access.as_deref()))?;
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);
