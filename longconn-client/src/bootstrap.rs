@@ -15,6 +15,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use longconn_core::ClientPolicy;
+use longconn_transport::cert::Trust;
+
 use crate::config::{ControlSettings, Endpoint};
 use crate::error::ClientError;
 
@@ -38,6 +41,9 @@ pub struct AccessReconnect {
     pub base_ms: u64,
     /// Largest window, ms.
     pub cap_ms: u64,
+    /// Jitter kind: `full` (the SDK's only rule; other values are treated as `full`).
+    #[serde(default)]
+    pub jitter: String,
 }
 
 /// What `POST /v1/access` answered (the fields the SDK uses).
@@ -122,6 +128,34 @@ pub(crate) struct Bootstrap {
     app: String,
     device: String,
     state: Mutex<Option<State>>,
+    /// No access request before this time (a 429's `Retry-After`).
+    not_before: Mutex<Option<Instant>>,
+}
+
+/// Wait after a 429 without a readable `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `Retry-After` in seconds (the control layer sends delta-seconds; an HTTP date is
+/// not used by it and is ignored).
+fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3_600)))
+}
+
+/// The heartbeat cap and reconnect windows an answer sets. Full jitter is the only
+/// rule the SDK has; another `jitter` value is logged and treated as full.
+pub(crate) fn policy_of(answer: &AccessAnswer) -> ClientPolicy {
+    let jitter = answer.reconnect.jitter.as_str();
+    if !jitter.is_empty() && jitter != "full" {
+        tracing::debug!(jitter, "unknown jitter kind; using full jitter");
+    }
+    ClientPolicy {
+        max_heartbeat: (answer.heartbeat_ms > 0)
+            .then(|| Duration::from_millis(answer.heartbeat_ms)),
+        backoff_base: Duration::from_millis(answer.reconnect.base_ms.max(1)),
+        backoff_cap: Duration::from_millis(answer.reconnect.cap_ms),
+    }
 }
 
 fn unix_now() -> u64 {
@@ -131,23 +165,42 @@ fn unix_now() -> u64 {
 }
 
 impl Bootstrap {
+    /// A bootstrap for `settings`; `https://` control URLs are checked against `trust`
+    /// (rustls with ring).
     pub(crate) fn new(
         settings: ControlSettings,
         app: &str,
         device: &str,
         timeout: Duration,
+        trust: &Trust,
     ) -> Bootstrap {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if settings.url.starts_with("https://") {
+            match trust.client_config(&[b"http/1.1"], false) {
+                Ok(tls) => builder = builder.use_preconfigured_tls(tls),
+                Err(err) => tracing::warn!(%err, "no TLS trust for the control layer"),
+            }
+        }
+        let http = builder.build().unwrap_or_else(|err| {
+            tracing::warn!(%err, "control HTTP client: using defaults");
+            reqwest::Client::new()
+        });
         Bootstrap {
             http,
             settings,
             app: app.to_owned(),
             device: device.to_owned(),
             state: Mutex::new(None),
+            not_before: Mutex::new(None),
         }
+    }
+
+    /// How long the control layer asked us to wait (a 429's `Retry-After`), if the
+    /// wait has not passed yet.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        let at = (*self.not_before.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let now = Instant::now();
+        (at > now).then(|| at - now)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<State>> {
@@ -170,6 +223,11 @@ impl Bootstrap {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after_header(response.headers()).unwrap_or(DEFAULT_RETRY_AFTER);
+            *self.not_before.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + wait);
+        }
         let bytes = response.bytes().await.map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {
             let why = match serde_json::from_slice::<ErrorBody>(&bytes) {
@@ -185,6 +243,11 @@ impl Bootstrap {
     /// the first entry). Fails if the control layer is unreachable, refuses, or offers
     /// no endpoint the SDK can dial.
     pub(crate) async fn access(&self) -> Result<AccessAnswer, ClientError> {
+        // A 429 said when to come back: not earlier (cancel safe: only a sleep).
+        if let Some(wait) = self.retry_after() {
+            tracing::debug!(?wait, "control layer asked to retry later; waiting");
+            tokio::time::sleep(wait).await;
+        }
         let quality = self
             .state()
             .as_ref()
@@ -312,15 +375,10 @@ impl Bootstrap {
         }
     }
 
-    /// The policy of the answer in use: heartbeat cap and reconnect delays.
-    pub(crate) fn policy(&self) -> Option<(Duration, Duration, Duration)> {
-        self.state().as_ref().map(|s| {
-            (
-                Duration::from_millis(s.answer.heartbeat_ms),
-                Duration::from_millis(s.answer.reconnect.base_ms),
-                Duration::from_millis(s.answer.reconnect.cap_ms),
-            )
-        })
+    /// The policy of the answer in use: heartbeat cap and reconnect delays (the
+    /// driver applies it to its session after every answer).
+    pub(crate) fn policy(&self) -> Option<ClientPolicy> {
+        self.state().as_ref().map(|s| policy_of(&s.answer))
     }
 
     /// The answer in use.

@@ -58,8 +58,8 @@ impl TokenProvider for FromControl {
 /// [`ClientConfig::from_control`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlSettings {
-    /// Base URL of the control layer, `http://host:port`. (`https` needs reqwest's TLS,
-    /// which this build does not enable.)
+    /// Base URL of the control layer, `http://host:port` or `https://host:port` (rustls
+    /// with ring, checked against [`ClientConfig::trust`]).
     pub url: String,
     /// Platform reported to the rules (`ios`, `android`, `web`, ...). Default the OS
     /// this runs on (`std::env::consts::OS`).

@@ -158,14 +158,15 @@ pub(crate) async fn run(
                 &config.app,
                 &config.device,
                 config.connect_timeout,
+                &config.trust,
             ));
             if !first_access(&boot, &config, &mut commands, &mut held, &shared).await {
                 return;
             }
-            if let Some((heartbeat, base, cap)) = boot.policy() {
-                session_config.max_heartbeat = Some(heartbeat);
-                session_config.backoff.base = base;
-                session_config.backoff.cap = cap;
+            if let Some(policy) = boot.policy() {
+                session_config.max_heartbeat = policy.max_heartbeat;
+                session_config.backoff.base = policy.backoff_base;
+                session_config.backoff.cap = policy.backoff_cap.max(policy.backoff_base);
             }
             Some(boot)
         }
@@ -233,7 +234,10 @@ async fn first_access(
             stop_before_start(held, shared, reason, Some(failed));
             return false;
         }
-        let delay = config.backoff.delay(attempt, fastrand::u64(..));
+        let delay = config
+            .backoff
+            .delay(attempt, fastrand::u64(..))
+            .max(boot.retry_after().unwrap_or_default());
         attempt += 1;
         shared
             .state
@@ -511,10 +515,14 @@ impl Driver {
         }
     }
 
-    /// Shows the bootstrap's answer to the application ([`crate::Client::access_answer`]).
-    fn publish_answer(&self) {
+    /// Shows the bootstrap's answer to the application ([`crate::Client::access_answer`])
+    /// and applies its heartbeat and reconnect policy to the session (every answer).
+    fn publish_answer(&mut self) {
         if let Some(boot) = &self.boot {
             *self.shared.access.lock().unwrap_or_else(|p| p.into_inner()) = boot.answer();
+            if let Some(policy) = boot.policy() {
+                self.session.set_policy(now(), policy);
+            }
         }
     }
 

@@ -56,6 +56,7 @@ pub mod protocol;
 pub mod session;
 pub mod token;
 
+pub use client_session::ClientPolicy;
 pub use client_session::{
     Backoff, CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, ClientStats,
     EndReason, Reconnect, StopReason,

@@ -112,6 +112,12 @@ pub struct Common {
     /// and dropped) [default: none].
     #[arg(long, global = true, value_name = "SECRET")]
     pub api_key: Option<String>,
+    /// Bootstrap every device through this control layer (longconn-control,
+    /// `http(s)://host:port`): `POST /v1/access`, then log in to the answer's first
+    /// endpoint with its token (`--target` and the token options are not used for
+    /// connecting). Reports the access latency and the spread over nodes.
+    #[arg(long, global = true, value_name = "URL")]
+    pub control: Option<String>,
 }
 
 impl Common {

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::cli::{Common, WorkerSlot};
+use super::control::ControlAccess;
 use super::link::{LoadLink, Notice, Order};
 use super::peer::Peer;
 use super::scenario::{Churn, Phase};
@@ -36,6 +37,8 @@ pub struct LoadCtx {
     trust: Trust,
     /// When the last push arrived, µs since the epoch.
     last_receive_us: Arc<AtomicU64>,
+    /// `--control`: the control layer every device asks first.
+    access: Option<ControlAccess>,
 }
 
 /// One simulated device.
@@ -62,6 +65,8 @@ impl LoadCtx {
             (None, true) => Trust::InsecureSkipVerify,
             (None, false) => Trust::System,
         };
+        let (common_control, common_app, common_trust) =
+            (common.control.clone(), common.app.clone(), trust.clone());
         Ok(LoadCtx {
             common,
             slot,
@@ -69,6 +74,10 @@ impl LoadCtx {
             keys,
             trust,
             last_receive_us: Arc::new(AtomicU64::new(0)),
+            access: match &common_control {
+                Some(url) => Some(ControlAccess::new(url, &common_app, &common_trust)?),
+                None => None,
+            },
         })
     }
 
@@ -112,12 +121,32 @@ impl LoadCtx {
         Ok(config)
     }
 
+    /// The device's config: through the control layer with `--control`.
+    async fn config_for(&self, index: u32) -> Result<ClientConfig, String> {
+        let Some(control) = &self.access else {
+            return self.client_config(index);
+        };
+        let device = self.device(index);
+        let access = control.access(&device).await?;
+        let mut config = ClientConfig::new(
+            &access.url,
+            &self.common.app,
+            &device,
+            Arc::new(StaticToken(access.token)),
+        )
+        .map_err(|e| e.to_string())?;
+        config.trust = self.trust.clone();
+        config.connect_timeout = CONNECT_TIMEOUT;
+        config.local_ip = self.common.source_ips.map(|ips| ips.pick(u64::from(index)));
+        Ok(config)
+    }
+
     /// Connects one device, counts it, starts its push counter and joins its group.
     async fn connect(&self, index: u32, group: Option<String>) -> Option<Member> {
         let rec = &self.recorder;
         let target = self.common.target.for_client(index).0;
         rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
-        let config = match self.client_config(index) {
+        let config = match self.config_for(index).await {
             Ok(mut config) => {
                 config.on_push = Some(self.count_pushes(index, target));
                 config
@@ -311,6 +340,7 @@ impl LoadCtx {
             t.target.clone_from(url);
         }
         report.counts.connected_at_end = connected_at_end;
+        report.access = self.access.as_ref().map(|a| Box::new(a.take()));
         report.active_s =
             active_s.unwrap_or_else(|| last_receive.saturating_sub(go_us) as f64 / 1e6);
         report

@@ -17,8 +17,10 @@
 //! - [`link`]: driver-load messages, over channels or a worker's stdin/stdout.
 //! - [`stats`]: live counters, per-process reports, merged summaries.
 //! - [`spread`]: several gateways: clients over `--target`s, calls over `--api`s.
+//! - [`control`]: `--control`: devices bootstrap through a control layer's `/v1/access`.
 
 pub mod cli;
+pub mod control;
 pub mod fleet;
 pub mod link;
 pub mod peer;

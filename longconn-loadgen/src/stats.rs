@@ -156,7 +156,7 @@ pub fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn encode(h: &Histogram<u64>) -> String {
+pub(crate) fn encode(h: &Histogram<u64>) -> String {
     use base64::Engine;
     let mut out = Vec::new();
     V2Serializer::new()
@@ -165,7 +165,7 @@ fn encode(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(out)
 }
 
-fn decode(text: &str) -> Result<Histogram<u64>, String> {
+pub(crate) fn decode(text: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine;
     if text.is_empty() {
         return Ok(histogram());
@@ -246,6 +246,9 @@ pub struct Report {
     /// Per target, in `--target` order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_target: Vec<TargetCounts>,
+    /// `/v1/access` figures (`--control` runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Box<super::control::AccessReport>>,
 }
 
 /// One target's share of a phase.
@@ -333,6 +336,9 @@ pub struct Summary {
     /// Per-phase summaries (in the run total only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub phases: Vec<Summary>,
+    /// `/v1/access` latency and the spread over nodes (`--control` runs only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub access: Option<super::control::AccessSummary>,
 }
 
 /// Merges reports of one phase from every process.
@@ -394,6 +400,7 @@ pub fn merge(
     if s.per_target.len() < 2 {
         s.per_target.clear();
     }
+    s.access = super::control::merge(reports.iter().filter_map(|r| r.access.as_deref()))?;
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);
@@ -471,6 +478,10 @@ impl Summary {
                 "\n  {}: logged in {}, received {}/{} (reach {:.4})",
                 t.target, t.established, t.received, t.expected, t.reach_rate
             ));
+        }
+        if let Some(access) = &self.access {
+            out.push('\n');
+            out.push_str(&access.human());
         }
         out
     }

@@ -113,6 +113,7 @@
 //! | CW4 | `Waiting` | *close* | nothing | `Ended {ClosedByApp, Never(ClosedByApp)}` | `Closed` |
 //! | CZ1 | `Closed` | anything | nothing; calls refused with `Stopped`, other inputs "not applied" | nothing | `Closed` |
 
+mod policy;
 mod types;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -120,6 +121,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use policy::ClientPolicy;
 pub use types::{
     Backoff, CallError, ClientEvent, ClientSessionConfig, ClientState, ClientStats, EndReason,
     Reconnect, StopReason,
