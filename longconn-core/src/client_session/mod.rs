@@ -93,6 +93,7 @@
 //! | CA11 | `LoggedIn` | `LoginAck` or a frame only a client sends | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
 //! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
 //! | CA13 | `LoggedIn` | *refresh token* (the application renewed its token before expiry) | `TokenRefresh {id, token}` | nothing; a `TokenRefreshAck` or `Error` for it changes nothing either | `LoggedIn` |
+//! | CA14 | `LoggedIn` | nothing received for half the dead-peer timeout, then for all of it (`dead_peer_timeout` set) | a probe `Ping {id}` (none while one is unanswered) | then `Ended {HeartbeatLost, After(backoff from attempt 0)}` | `LoggedIn`, then `Waiting` |
 //!
 //! #### Draining
 //! Every `LoggedIn` row applies in `Draining` too, except for these:
@@ -179,6 +180,8 @@ pub struct ClientSession {
     ping_at: Option<Instant>,
     /// The heartbeat ping awaiting its pong: id and send time.
     ping_out: Option<(u32, Instant)>,
+    /// When the current connection last received a frame (dead-peer timeout).
+    last_recv: Option<Instant>,
     go_away: Option<Duration>,
     next_id: u32,
     pending: HashMap<u32, Pending>,
@@ -211,6 +214,7 @@ impl ClientSession {
             heartbeat: Duration::ZERO,
             ping_at: None,
             ping_out: None,
+            last_recv: None,
             go_away: None,
             next_id: LOGIN_ID,
             pending: HashMap::new(),
@@ -281,7 +285,12 @@ impl ClientSession {
             }
             ClientState::LoggedIn | ClientState::Draining => {
                 let pong = self.ping_out.map(|(_, sent)| sent + self.pong_timeout());
-                [self.ping_at, pong].into_iter().flatten().min()
+                let (probe, dead) = self.dead_peer_deadlines();
+                let probe = probe.filter(|_| self.ping_out.is_none());
+                [self.ping_at, pong, probe, dead]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
         };
         [state, calls].into_iter().flatten().min()
@@ -294,6 +303,7 @@ impl ClientSession {
             return false;
         }
         self.deadline = Some(now + self.config.login_timeout);
+        self.last_recv = Some(now);
         self.logged_in = false;
         self.login_sent = false;
         self.go_away = None;
@@ -524,13 +534,17 @@ impl ClientSession {
                 self.set_state(ClientState::Connecting);
             }
             ClientState::LoggedIn | ClientState::Draining => {
-                if self
-                    .ping_out
-                    .is_some_and(|(_, sent)| sent + self.pong_timeout() <= now)
+                let (probe, dead) = self.dead_peer_deadlines();
+                if due(dead)
+                    || self
+                        .ping_out
+                        .is_some_and(|(_, sent)| sent + self.pong_timeout() <= now)
                 {
                     self.end(now, EndReason::HeartbeatLost);
-                } else if due(self.ping_at) {
-                    self.ping_at = Some(now + self.heartbeat);
+                } else if due(self.ping_at) || (due(probe) && self.ping_out.is_none()) {
+                    if due(self.ping_at) {
+                        self.ping_at = Some(now + self.heartbeat);
+                    }
                     if self.ping_out.is_none() {
                         let id = self.next_id();
                         self.ping_out = Some((id, now));
@@ -551,6 +565,7 @@ impl ClientSession {
         if !self.is_connected() {
             return;
         }
+        self.last_recv = Some(now);
         match frame {
             Frame::Ping { id, payload } => self.transmit.push_back(Frame::Pong { id, payload }),
             Frame::Close { code, .. } => {
@@ -785,6 +800,16 @@ impl ClientSession {
         self.end(now, EndReason::ProtocolError(Code::UnexpectedFrame));
     }
 
+    /// When to send a dead-peer probe and when the gateway counts as gone: half the
+    /// dead-peer timeout and all of it after the last received frame (`None` when the
+    /// timeout is off or nothing was received on this connection).
+    fn dead_peer_deadlines(&self) -> (Option<Instant>, Option<Instant>) {
+        match (self.config.dead_peer_timeout, self.last_recv) {
+            (Some(timeout), Some(last)) => (Some(last + timeout / 2), Some(last + timeout)),
+            _ => (None, None),
+        }
+    }
+
     fn pong_timeout(&self) -> Duration {
         self.config.pong_timeout.unwrap_or(self.heartbeat * 2)
     }
@@ -830,6 +855,7 @@ impl ClientSession {
         }
         self.ping_at = None;
         self.ping_out = None;
+        self.last_recv = None;
         self.token_wanted = false;
         self.login_sent = false;
         let reconnect = self.decide(&reason);
