@@ -111,6 +111,11 @@ pub struct Cli {
     /// Needs the HTTP and WebSocket listeners; takes business 7.
     #[arg(long)]
     pub demo: bool,
+    /// Secret the QUIC listener's stateless-reset key is derived from (with the node
+    /// id), so a restarted node resets its previous process's QUIC connections at once.
+    /// Keep it stable across restarts [default: the signing token secret].
+    #[arg(long, value_name = "SECRET")]
+    pub quic_reset_secret: Option<String>,
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -219,6 +224,8 @@ pub struct FileTransport {
     pub quic_keep_alive_ms: Option<u64>,
     /// QUIC flow-control windows, bytes.
     pub quic_stream_window: Option<u32>,
+    /// See [`Cli::quic_reset_secret`].
+    pub quic_reset_secret: Option<String>,
 }
 
 /// `[groups]`: see `longconn_group::GroupConfig` for each value's meaning and range.
@@ -439,9 +446,18 @@ impl GatewaySettings {
         } else {
             file.reuse_port
         };
+        let reset_secret = cli
+            .quic_reset_secret
+            .or_else(|| file.transport.quic_reset_secret.clone())
+            .unwrap_or_else(|| token_keys[0].1.clone());
+        let reset_key = crate::quic_reset::derive(reset_secret.as_bytes(), server.node_id());
+        let transport = transport_config(&file.transport, max_frame, reuse_port)?
+            .to_builder()
+            .quic_reset_key(Some(reset_key))
+            .build()?;
         Ok(GatewaySettings {
             server,
-            transport: transport_config(&file.transport, max_frame, reuse_port)?,
+            transport,
             groups: group_config(&file.groups, max_frame)?,
             shutdown_deadline: file
                 .shutdown
@@ -836,7 +852,19 @@ mod tests {
             server.shutdown_retry_after()
         );
         assert_eq!(**s.server.session(), SessionConfig::default());
-        assert_eq!(s.transport, TransportConfig::default());
+        // The one setting the binary always adds: a QUIC reset key derived from the
+        // development secret and the node id (stable across restarts).
+        assert_eq!(
+            s.transport,
+            TransportConfig::default()
+                .to_builder()
+                .quic_reset_key(Some(crate::quic_reset::derive(
+                    DEV_TOKEN_SECRET.as_bytes(),
+                    server.node_id()
+                )))
+                .build()
+                .unwrap()
+        );
         assert_eq!(s.groups, GroupConfig::default());
         assert_eq!(s.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
     }

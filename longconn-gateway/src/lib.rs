@@ -52,6 +52,7 @@ pub mod builder;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod quic_reset;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
