@@ -58,7 +58,41 @@ fn endpoint_config(key: &crate::QuicResetKey) -> quinn::EndpointConfig {
         &key.0,
     )));
     config.min_reset_interval(std::time::Duration::from_millis(1));
+    config.cid_generator(|| Box::new(RandomCids));
     config
+}
+
+/// Random 8-byte connection ids that every process of the gateway accepts as its own.
+/// quinn sends a stateless reset only for packets whose connection id its generator
+/// validates; its default generator signs ids with a random key per process, so a
+/// restarted gateway would take its previous process's ids for foreign ones and stay
+/// silent. This generator validates every id (quinn's default `validate`), so any
+/// short-header packet for an unknown connection gets a reset (rate-limited above).
+#[derive(Debug)]
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let cid: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+            .map(|n| n.expose())
+            .unwrap_or_else(|_| {
+                // The system RNG does not fail on supported systems; ids need only be
+                // unique, not secret.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                t.to_le_bytes()
+            });
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Accepts QUIC connections on one UDP socket.
