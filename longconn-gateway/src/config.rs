@@ -340,6 +340,10 @@ pub struct FileSession {
     pub slow_consumer_policy: Option<String>,
     /// Requests waiting for a backend per connection.
     pub max_inflight_requests: Option<u32>,
+    /// Upstream requests per connection per second.
+    pub max_requests_per_second: Option<u32>,
+    /// Largest login metadata, bytes.
+    pub max_login_meta_size: Option<usize>,
 }
 
 /// `[shutdown]`.
@@ -789,6 +793,12 @@ fn session_config(file: &FileSession) -> Result<SessionConfig, GatewayError> {
     }
     if let Some(v) = file.max_inflight_requests {
         b = b.max_inflight_requests(v);
+    }
+    if let Some(v) = file.max_requests_per_second {
+        b = b.max_requests_per_second(v);
+    }
+    if let Some(v) = file.max_login_meta_size {
+        b = b.max_login_meta_size(v);
     }
     b.build().map_err(|e| GatewayError::Config(e.to_string()))
 }

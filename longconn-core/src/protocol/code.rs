@@ -64,6 +64,13 @@ pub enum Code {
     GroupFull,
     /// 312: the connection may not join this group.
     GroupForbidden,
+    /// More upstream requests per second than the connection may send
+    /// (`SessionConfig::max_requests_per_second`); the request is refused, the
+    /// connection goes on.
+    RateLimited,
+    /// A `Login` whose metadata is larger than `SessionConfig::max_login_meta_size`; the
+    /// login is refused with `Close`.
+    MetadataTooLarge,
     /// 500: an internal server error.
     Internal,
     /// Any other value, kept verbatim.
@@ -99,6 +106,8 @@ impl Code {
             Code::GroupLimit => 310,
             Code::GroupFull => 311,
             Code::GroupForbidden => 312,
+            Code::RateLimited => 330,
+            Code::MetadataTooLarge => 331,
             Code::Internal => 500,
             Code::Other(v) => v,
         }
@@ -132,6 +141,8 @@ impl Code {
             310 => Code::GroupLimit,
             311 => Code::GroupFull,
             312 => Code::GroupForbidden,
+            330 => Code::RateLimited,
+            331 => Code::MetadataTooLarge,
             500 => Code::Internal,
             other => Code::Other(other),
         }
@@ -165,6 +176,8 @@ impl Code {
             Code::GroupLimit => "group_limit",
             Code::GroupFull => "group_full",
             Code::GroupForbidden => "group_forbidden",
+            Code::RateLimited => "rate_limited",
+            Code::MetadataTooLarge => "metadata_too_large",
             Code::Internal => "internal",
             Code::Other(_) => "other",
         }

@@ -98,6 +98,10 @@ export const Code = {
   group_forbidden: 312,
   /** A `QualityReport` body that breaks PROTOCOL.md section 4.1. */
   malformed_report: 320,
+  /** More requests per second than the connection may send (PROTOCOL.md, Codes). */
+  rate_limited: 330,
+  /** The Login's metadata is larger than the gateway accepts. */
+  metadata_too_large: 331,
   internal: 500,
 } as const;
 
