@@ -52,7 +52,7 @@ impl Default for SessionConfig {
             max_queued_pushes: 256,
             slow_consumer_policy: SlowConsumerPolicy::DropNewest,
             max_inflight_requests: 64,
-            max_requests_per_second: 200,
+            max_requests_per_second: 1000,
             max_login_meta_size: 4096,
         }
     }
@@ -120,7 +120,7 @@ impl SessionConfig {
 
     /// Upstream requests one connection may send per second, as a token bucket that
     /// holds one second's worth (so a burst of this many is fine after a quiet second);
-    /// more get `Error(rate_limited)` (330) and the connection goes on. Default 200; at
+    /// more get `Error(rate_limited)` (330) and the connection goes on. Default 1,000; at
     /// least 1.
     pub fn max_requests_per_second(&self) -> u32 {
         self.max_requests_per_second

@@ -536,7 +536,10 @@ fn cell_a6_oversized_login_metadata_is_refused() {
         token: Bytes::from_static(b"token"),
         meta: Metadata::from_pairs([("k", fits.as_str())]).unwrap(),
     });
-    assert!(matches!(h.events().as_slice(), [Event::Authenticate { .. }]));
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::Authenticate { .. }]
+    ));
 }
 
 #[test]
@@ -735,7 +738,11 @@ fn cell_v21_requests_beyond_the_rate_limit_are_refused() {
     h.frame(request(11));
     assert_eq!(
         h.sent(),
-        [error_frame(11, Code::RateLimited, "too many requests per second")]
+        [error_frame(
+            11,
+            Code::RateLimited,
+            "too many requests per second"
+        )]
     );
     assert_eq!(h.events(), [], "the refused request is not passed on");
     assert_eq!(h.session.state(), State::Active, "the connection goes on");
