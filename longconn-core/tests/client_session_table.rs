@@ -707,6 +707,38 @@ fn cell_cl8_unexpected_frames_during_login() {
 // ----- LoggedIn -----
 
 #[test]
+fn cell_cl9_try_later_waits_the_gateways_delay_plus_jitter() {
+    for state in [ClientState::LoggingIn, ClientState::LoggedIn] {
+        let mut h = Harness::in_state(state);
+        h.frame(Frame::Close {
+            code: Code::TryLater,
+            message: "retry_after_ms=3000".into(),
+        });
+        let (reason, reconnect, _) = h.ended();
+        assert_eq!(reason, EndReason::ClosedByGateway(Code::TryLater));
+        let Reconnect::After(delay) = reconnect else {
+            panic!("{reconnect:?}")
+        };
+        assert!(
+            delay >= Duration::from_millis(3000) && delay <= Duration::from_millis(4500),
+            "{state:?}: {delay:?}"
+        );
+        assert_eq!(h.s.attempt(), 0);
+    }
+    // Without a readable delay: 1 s plus jitter.
+    let mut h = Harness::in_state(ClientState::LoggingIn);
+    h.frame(Frame::Close {
+        code: Code::TryLater,
+        message: "later".into(),
+    });
+    let (_, reconnect, _) = h.ended();
+    let Reconnect::After(delay) = reconnect else {
+        panic!("{reconnect:?}")
+    };
+    assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1500));
+}
+
+#[test]
 fn cell_ca1_requests_are_sent_with_fresh_ids() {
     let mut h = Harness::in_state(ClientState::LoggedIn);
     let a = h.request(None).unwrap();

@@ -116,6 +116,28 @@ pub struct Cli {
     /// Keep it stable across restarts [default: the signing token secret].
     #[arg(long, value_name = "SECRET")]
     pub quic_reset_secret: Option<String>,
+    /// Connections admitted per second over all listeners, or `off`; more are answered
+    /// `Close(try_later)` with a delay [default: 5000].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_accept_rate: Option<Limit>,
+    /// Connections one source IP may hold, or `off`; more are answered
+    /// `Close(source_limit)` [default: off].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_connections_per_ip: Option<Limit>,
+}
+
+/// A limit flag: a positive number, or `off` (no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u32>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s == "off" {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Limit(Some(n))),
+        _ => Err(format!("`{s}` is not a positive number or `off`")),
+    }
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -183,6 +205,10 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     /// Cluster on Redis; absent: a single node on memory.
     pub cluster: FileCluster,
+    /// See [`Cli::max_accept_rate`]; 0: no limit.
+    pub max_accept_rate: Option<u32>,
+    /// See [`Cli::max_connections_per_ip`]; 0: no limit.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
@@ -434,6 +460,21 @@ impl GatewaySettings {
         }
         if let Some(v) = file.shutdown.retry_after_ms {
             server = server.shutdown_retry_after(Duration::from_millis(v));
+        }
+        let zero_off = |v: u32| (v > 0).then_some(v);
+        if let Some(v) = cli
+            .max_accept_rate
+            .map(|l| l.0)
+            .or(file.max_accept_rate.map(zero_off))
+        {
+            server = server.max_accept_rate(v);
+        }
+        if let Some(v) = cli
+            .max_connections_per_ip
+            .map(|l| l.0)
+            .or(file.max_connections_per_ip.map(zero_off))
+        {
+            server = server.max_connections_per_ip(v);
         }
         let server = server
             .build()

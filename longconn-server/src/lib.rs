@@ -37,6 +37,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admission_limits;
 mod auth;
 mod driver;
 mod error;

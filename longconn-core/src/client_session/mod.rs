@@ -76,6 +76,7 @@
 //! | CL6 | `LoggingIn` | `Close {other code}` (`going_away` from a draining gateway, `login_timeout`, ...) | nothing | `Ended {ClosedByGateway(code), After(backoff)}` | `Waiting` |
 //! | CL7 | `LoggingIn` | login deadline passes | `Close {login_timeout}` | `Ended {LoginTimeout, After(backoff)}` | `Waiting` |
 //! | CL8 | `LoggingIn` | any other frame (`LoginAck` before `Login` too) | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
+//! | CL9 | `LoggingIn` or `LoggedIn` | `Close {try_later, message "retry_after_ms=N"}` (the gateway is over its accept rate) | nothing | `Ended {ClosedByGateway(try_later), After(N ms + jitter uniform in [0, max(N / 2, 100) ms])}`; attempt count reset; N at most 60,000, 1,000 when the message does not say | `Waiting` |
 //!
 //! #### LoggedIn
 //! | id | state | input | sends | events | next |
@@ -568,7 +569,11 @@ impl ClientSession {
         self.last_recv = Some(now);
         match frame {
             Frame::Ping { id, payload } => self.transmit.push_back(Frame::Pong { id, payload }),
-            Frame::Close { code, .. } => {
+            Frame::Close { code, message } => {
+                if code == Code::TryLater {
+                    // The gateway's delay, honoured like a `GoAway` hint (plus jitter).
+                    self.go_away = Some(try_later_delay(message.as_str()));
+                }
                 let refused = matches!(
                     code,
                     Code::InvalidToken | Code::ExpiredToken | Code::Forbidden
@@ -943,4 +948,15 @@ pub fn login_answer(frame: &Frame) -> Result<u64, Code> {
         Frame::Close { code, .. } | Frame::Kick { code, .. } => Err(*code),
         _ => Err(Code::UnexpectedFrame),
     }
+}
+
+/// The delay of a `Close {try_later}`: its message `retry_after_ms=<N>`, at most 60 s;
+/// 1 s when the message does not say.
+fn try_later_delay(message: &str) -> Duration {
+    message
+        .strip_prefix("retry_after_ms=")
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |ms| {
+            Duration::from_millis(ms.min(60_000))
+        })
 }

@@ -29,6 +29,11 @@ pub enum Code {
     TokenExpired,
     /// 7: the connection's outbound queue overflowed under the disconnect policy.
     SlowConsumer,
+    /// The gateway takes no more connections right now (over its accept rate); the
+    /// `Close` message is `retry_after_ms=<N>`: reconnect after that many milliseconds.
+    TryLater,
+    /// The source address holds as many connections as it may.
+    SourceLimit,
     /// 100: the frame did not start with the magic bytes `4C 43`.
     BadMagic,
     /// 101: the frame's protocol version is not supported.
@@ -89,6 +94,8 @@ impl Code {
             Code::IdleTimeout => 5,
             Code::TokenExpired => 6,
             Code::SlowConsumer => 7,
+            Code::TryLater => 8,
+            Code::SourceLimit => 9,
             Code::BadMagic => 100,
             Code::UnsupportedVersion => 101,
             Code::FrameTooLarge => 102,
@@ -124,6 +131,8 @@ impl Code {
             5 => Code::IdleTimeout,
             6 => Code::TokenExpired,
             7 => Code::SlowConsumer,
+            8 => Code::TryLater,
+            9 => Code::SourceLimit,
             100 => Code::BadMagic,
             101 => Code::UnsupportedVersion,
             102 => Code::FrameTooLarge,
@@ -159,6 +168,8 @@ impl Code {
             Code::IdleTimeout => "idle_timeout",
             Code::TokenExpired => "token_expired",
             Code::SlowConsumer => "slow_consumer",
+            Code::TryLater => "try_later",
+            Code::SourceLimit => "source_limit",
             Code::BadMagic => "bad_magic",
             Code::UnsupportedVersion => "unsupported_version",
             Code::FrameTooLarge => "frame_too_large",

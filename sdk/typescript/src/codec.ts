@@ -79,6 +79,10 @@ export const Code = {
   idle_timeout: 5,
   token_expired: 6,
   slow_consumer: 7,
+  /** Over the gateway's accept rate; the Close message is `retry_after_ms=<N>`. */
+  try_later: 8,
+  /** The source address holds as many connections as the gateway allows. */
+  source_limit: 9,
   bad_magic: 100,
   unsupported_version: 101,
   frame_too_large: 102,
