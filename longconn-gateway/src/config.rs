@@ -124,6 +124,10 @@ pub struct Cli {
     /// `Close(source_limit)` [default: off].
     #[arg(long, value_name = "N|off", value_parser = parse_limit)]
     pub max_connections_per_ip: Option<Limit>,
+    /// Login attempts one device may make per minute, or `off`; more are refused with
+    /// `Close(login_rate_limited)` [default: 30].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_logins_per_device: Option<Limit>,
 }
 
 /// A limit flag: a positive number, or `off` (no limit).
@@ -209,6 +213,8 @@ pub struct FileConfig {
     pub max_accept_rate: Option<u32>,
     /// See [`Cli::max_connections_per_ip`]; 0: no limit.
     pub max_connections_per_ip: Option<u32>,
+    /// See [`Cli::max_logins_per_device`]; 0: no limit.
+    pub max_logins_per_device: Option<u32>,
 }
 
 /// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
@@ -475,6 +481,13 @@ impl GatewaySettings {
             .or(file.max_connections_per_ip.map(zero_off))
         {
             server = server.max_connections_per_ip(v);
+        }
+        if let Some(v) = cli
+            .max_logins_per_device
+            .map(|l| l.0)
+            .or(file.max_logins_per_device.map(zero_off))
+        {
+            server = server.max_logins_per_device(v);
         }
         let server = server
             .build()

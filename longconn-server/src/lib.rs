@@ -44,6 +44,7 @@ mod error;
 mod group_log;
 mod groups;
 mod hub;
+mod login_limit;
 mod push;
 mod relay;
 mod route_store;

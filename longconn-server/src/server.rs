@@ -32,6 +32,7 @@ pub struct ServerConfig {
     relay_timeout: Duration,
     max_accept_rate: Option<u32>,
     max_connections_per_ip: Option<u32>,
+    max_logins_per_device: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +47,7 @@ impl Default for ServerConfig {
             relay_timeout: Duration::from_secs(5),
             max_accept_rate: Some(5000),
             max_connections_per_ip: None,
+            max_logins_per_device: Some(30),
         }
     }
 }
@@ -110,6 +112,14 @@ impl ServerConfig {
     pub fn max_connections_per_ip(&self) -> Option<u32> {
         self.max_connections_per_ip
     }
+
+    /// Login attempts (and token refreshes) one (app, device) may make per minute;
+    /// more are refused with `Close {login_rate_limited}` (203) before the
+    /// authenticator is asked (crate `login_limit`). `None` for no limit. Default 30;
+    /// at least 1.
+    pub fn max_logins_per_device(&self) -> Option<u32> {
+        self.max_logins_per_device
+    }
 }
 
 /// Builder for [`ServerConfig`].
@@ -164,6 +174,11 @@ impl ServerConfigBuilder {
         self.config.max_connections_per_ip = value;
         self
     }
+    /// See [`ServerConfig::max_logins_per_device`].
+    pub fn max_logins_per_device(mut self, value: Option<u32>) -> Self {
+        self.config.max_logins_per_device = value;
+        self
+    }
 
     /// Checks every value against its documented range.
     pub fn build(self) -> std::result::Result<ServerConfig, longconn_core::ConfigError> {
@@ -183,6 +198,12 @@ impl ServerConfigBuilder {
         if c.max_accept_rate == Some(0) {
             return Err(longconn_core::ConfigError {
                 field: "max_accept_rate",
+                reason: "must be at least 1 (or none)",
+            });
+        }
+        if c.max_logins_per_device == Some(0) {
+            return Err(longconn_core::ConfigError {
+                field: "max_logins_per_device",
                 reason: "must be at least 1 (or none)",
             });
         }
@@ -294,7 +315,10 @@ impl ServerBuilder {
             ),
             hub,
             session_config: self.config.session.clone(),
-            authenticator: self.authenticator,
+            authenticator: match self.config.max_logins_per_device {
+                Some(max) => Arc::new(crate::login_limit::LoginLimit::new(self.authenticator, max)),
+                None => self.authenticator,
+            },
             router: self.router.unwrap_or_else(|| Arc::new(Router::echo())),
             groups: self.groups,
             relay: self.relay,

@@ -53,6 +53,9 @@ pub enum Code {
     ExpiredToken,
     /// 202: the token is valid but not for this app or device.
     Forbidden,
+    /// More login attempts for this device in a minute than the gateway allows; the
+    /// login is refused with `Close`, the client retries with backoff.
+    LoginRateLimited,
     /// 300: no backend serves the request's business id.
     UnknownBusiness,
     /// 301: the backend did not answer in time.
@@ -105,6 +108,7 @@ impl Code {
             Code::InvalidToken => 200,
             Code::ExpiredToken => 201,
             Code::Forbidden => 202,
+            Code::LoginRateLimited => 203,
             Code::UnknownBusiness => 300,
             Code::BackendTimeout => 301,
             Code::BackendError => 302,
@@ -142,6 +146,7 @@ impl Code {
             200 => Code::InvalidToken,
             201 => Code::ExpiredToken,
             202 => Code::Forbidden,
+            203 => Code::LoginRateLimited,
             300 => Code::UnknownBusiness,
             301 => Code::BackendTimeout,
             302 => Code::BackendError,
@@ -179,6 +184,7 @@ impl Code {
             Code::InvalidToken => "invalid_token",
             Code::ExpiredToken => "expired_token",
             Code::Forbidden => "forbidden",
+            Code::LoginRateLimited => "login_rate_limited",
             Code::UnknownBusiness => "unknown_business",
             Code::BackendTimeout => "backend_timeout",
             Code::BackendError => "backend_error",

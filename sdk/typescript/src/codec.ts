@@ -92,6 +92,8 @@ export const Code = {
   invalid_token: 200,
   expired_token: 201,
   forbidden: 202,
+  /** Too many login attempts for this device in a minute; retry with backoff. */
+  login_rate_limited: 203,
   unknown_business: 300,
   backend_timeout: 301,
   backend_error: 302,
