@@ -1,10 +1,12 @@
 //! Crash and restart: SDK clients on TCP, WebSocket and QUIC are connected to the real
 //! gateway binary, the gateway is killed with SIGKILL (no `GoAway`, no `Close`, no QUIC
 //! `CONNECTION_CLOSE`) and restarted on the same ports. Every client must notice and be
-//! logged in again within 15 s of the restart (issue 16 item 1); the QUIC clients much
-//! sooner, because the restarted node derives the same stateless-reset key and resets
-//! the old connections as soon as a packet of theirs arrives (without it they would
-//! wait for their 10 s idle timeout).
+//! logged in again within 15 s of the restart (issue 16 item 1).
+//!
+//! A second QUIC fleet uses a 20 s dead-peer timeout (keep-alive every 6.7 s, idle
+//! timeout 20 s): it is back within 15 s only because the restarted node derives the
+//! same stateless-reset key and resets the old connections at their next keep-alive;
+//! with a random key per process (quinn's default) they wait for the 20 s idle timeout.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -22,9 +24,8 @@ use longconn_transport::cert::{TlsIdentity, Trust};
 const PER_TRANSPORT: usize = 30;
 /// The bound of issue 16: everyone back within this long after the restart.
 const ALL_BACK: Duration = Duration::from_secs(15);
-/// QUIC clients are reset at their next keep-alive (a third of the 10 s dead-peer
-/// timeout) instead of waiting for the idle timeout.
-const QUIC_BACK: Duration = Duration::from_secs(8);
+/// The dead-peer timeout of the second QUIC fleet, longer than [`ALL_BACK`].
+const LONG_DEAD_PEER: Duration = Duration::from_secs(20);
 
 struct Gateway(Child);
 
@@ -131,6 +132,7 @@ fn clients_on_every_transport_are_back_within_15_s_of_a_sigkill_restart() {
             ("tcp", format!("tcp://127.0.0.1:{}", ports[0])),
             ("ws", format!("ws://127.0.0.1:{}/ws", ports[1])),
             ("quic", format!("quic://localhost:{}", ports[2])),
+            ("quic-reset", format!("quic://localhost:{}", ports[2])),
         ];
         let mut fleets: Vec<(&str, Vec<Client>)> = Vec::new();
         for (name, url) in &urls {
@@ -140,6 +142,9 @@ fn clients_on_every_transport_are_back_within_15_s_of_a_sigkill_restart() {
                 let tokens = Arc::new(StaticToken(token(&device)));
                 let mut config = ClientConfig::new(url, "demo", &device, tokens).unwrap();
                 config.trust = trust.clone();
+                if *name == "quic-reset" {
+                    config.dead_peer_timeout = Some(LONG_DEAD_PEER);
+                }
                 clients.push(Client::connect(config));
             }
             fleets.push((name, clients));
@@ -174,12 +179,6 @@ fn clients_on_every_transport_are_back_within_15_s_of_a_sigkill_restart() {
                 "{name}: {back}/{} back within {ALL_BACK:?} of the restart; {report:?}",
                 clients.len()
             );
-            if *name == "quic" {
-                assert!(
-                    took.unwrap() <= QUIC_BACK,
-                    "QUIC clients were not reset at once: {report:?}"
-                );
-            }
         }
         eprintln!("time to all back after the restart: {report:?}");
         for (_, clients) in &fleets {
