@@ -1,3 +1,9 @@
+#!/usr/bin/env bash
+# Loadgen exits on time when its gateway is SIGKILLed and restarted (issue 16 item 1).
+# From the repository root, after a release build of gateway and loadgen:
+#   flock /work/bench.lock unshare -n bash benches/restart-loadgen.sh
+# Prints loadgen's wall time (hold is 20 s) and its JSON summary (reconnects,
+# connected_at_end). Needs bc.
 set -u
 ip link set lo up; ulimit -n 20000
 D=/tmp/lg-cert-$$; mkdir -p $D
