@@ -124,6 +124,15 @@ pub struct ClientConfig {
     /// Local IP to connect from (the kernel picks the port). Default `None`: the
     /// system's choice. Load generators spread clients over 127.0.0.x with it.
     pub local_ip: Option<std::net::IpAddr>,
+    /// Dead-peer timeout: a gateway that vanished without closing (killed, host gone,
+    /// network cut) is noticed within this time on every transport, and the client
+    /// reconnects. The session sends a probe `Ping` after half of it without a received
+    /// frame and gives up at all of it; TCP, TLS and WebSocket sockets get TCP keep-alive
+    /// and `TCP_USER_TIMEOUT`, QUIC keep-alives and this idle timeout
+    /// (`longconn_transport::dead_peer`). An idle client therefore sends a probe about
+    /// every half timeout when the gateway's heartbeat is longer. `None` relies on the
+    /// heartbeat alone (twice the gateway's interval for the pong). Default 10 s.
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -158,6 +167,7 @@ impl ClientConfig {
             max_frame_size: 64 * 1024,
             local_ip: None,
             on_push: None,
+            dead_peer_timeout: Some(Duration::from_secs(10)),
         })
     }
 }

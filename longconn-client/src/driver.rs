@@ -71,6 +71,7 @@ impl Connector {
             trust: config.trust.clone(),
             server_name: None,
             connect_timeout: config.connect_timeout,
+            dead_peer_timeout: config.dead_peer_timeout,
         }))
     }
 }
@@ -150,6 +151,7 @@ pub(crate) async fn run(
     session_config.connect_timeout = config.connect_timeout;
     session_config.login_timeout = config.connect_timeout;
     session_config.backoff = config.backoff;
+    session_config.dead_peer_timeout = config.dead_peer_timeout;
     let mut held = Vec::new();
     let boot = match &config.control {
         Some(settings) => {

@@ -31,6 +31,8 @@ pub struct SessionConfig {
     max_queued_pushes: usize,
     slow_consumer_policy: SlowConsumerPolicy,
     max_inflight_requests: u32,
+    max_requests_per_second: u32,
+    max_login_meta_size: usize,
 }
 
 /// Smallest allowed [`SessionConfig::max_frame_size`].
@@ -50,6 +52,8 @@ impl Default for SessionConfig {
             max_queued_pushes: 256,
             slow_consumer_policy: SlowConsumerPolicy::DropNewest,
             max_inflight_requests: 64,
+            max_requests_per_second: 1000,
+            max_login_meta_size: 4096,
         }
     }
 }
@@ -113,6 +117,21 @@ impl SessionConfig {
     pub fn max_inflight_requests(&self) -> u32 {
         self.max_inflight_requests
     }
+
+    /// Upstream requests one connection may send per second, as a token bucket that
+    /// holds one second's worth (so a burst of this many is fine after a quiet second);
+    /// more get `Error(rate_limited)` (330) and the connection goes on. Default 1,000; at
+    /// least 1.
+    pub fn max_requests_per_second(&self) -> u32 {
+        self.max_requests_per_second
+    }
+
+    /// Largest `Login` metadata, bytes of the META field (keys, values and their
+    /// length prefixes); a larger one is refused with `Close(metadata_too_large)` (331).
+    /// Default 4,096.
+    pub fn max_login_meta_size(&self) -> usize {
+        self.max_login_meta_size
+    }
 }
 
 /// Builder for [`SessionConfig`]; [`SessionConfigBuilder::build`] validates.
@@ -153,6 +172,10 @@ impl SessionConfigBuilder {
         slow_consumer_policy: SlowConsumerPolicy,
         /// See [`SessionConfig::max_inflight_requests`].
         max_inflight_requests: u32,
+        /// See [`SessionConfig::max_requests_per_second`].
+        max_requests_per_second: u32,
+        /// See [`SessionConfig::max_login_meta_size`].
+        max_login_meta_size: usize,
     }
 
     /// Checks every value against its documented range.
@@ -185,6 +208,9 @@ impl SessionConfigBuilder {
         if c.max_inflight_requests == 0 {
             return invalid("max_inflight_requests", "must be at least 1");
         }
+        if c.max_requests_per_second == 0 {
+            return invalid("max_requests_per_second", "must be at least 1");
+        }
         Ok(c)
     }
 }
@@ -215,6 +241,7 @@ mod tests {
             SessionConfig::builder().login_timeout(Duration::ZERO),
             SessionConfig::builder().max_queued_pushes(0),
             SessionConfig::builder().max_inflight_requests(0),
+            SessionConfig::builder().max_requests_per_second(0),
         ] {
             assert!(bad.build().is_err());
         }

@@ -725,6 +725,38 @@ fn cell_cl8_unexpected_frames_during_login() {
 // ----- LoggedIn -----
 
 #[test]
+fn cell_cl9_try_later_waits_the_gateways_delay_plus_jitter() {
+    for state in [ClientState::LoggingIn, ClientState::LoggedIn] {
+        let mut h = Harness::in_state(state);
+        h.frame(Frame::Close {
+            code: Code::TryLater,
+            message: "retry_after_ms=3000".into(),
+        });
+        let (reason, reconnect, _) = h.ended();
+        assert_eq!(reason, EndReason::ClosedByGateway(Code::TryLater));
+        let Reconnect::After(delay) = reconnect else {
+            panic!("{reconnect:?}")
+        };
+        assert!(
+            delay >= Duration::from_millis(3000) && delay <= Duration::from_millis(4500),
+            "{state:?}: {delay:?}"
+        );
+        assert_eq!(h.s.attempt(), 0);
+    }
+    // Without a readable delay: 1 s plus jitter.
+    let mut h = Harness::in_state(ClientState::LoggingIn);
+    h.frame(Frame::Close {
+        code: Code::TryLater,
+        message: "later".into(),
+    });
+    let (_, reconnect, _) = h.ended();
+    let Reconnect::After(delay) = reconnect else {
+        panic!("{reconnect:?}")
+    };
+    assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1500));
+}
+
+#[test]
 fn cell_ca1_requests_are_sent_with_fresh_ids() {
     let mut h = Harness::in_state(ClientState::LoggedIn);
     let a = h.request(None).unwrap();
@@ -930,6 +962,69 @@ fn cell_ca7_no_pong_in_time_is_a_loss() {
     h.sent();
     h.advance(HEARTBEAT * 2 - Duration::from_millis(1));
     h.timeout();
+    assert_eq!(h.s.state(), ClientState::LoggedIn);
+    h.advance(Duration::from_millis(1));
+    h.timeout();
+    let (reason, reconnect, _) = h.ended();
+    assert_eq!(reason, EndReason::HeartbeatLost);
+    Harness::assert_backoff(reconnect, 0);
+}
+
+#[test]
+fn cell_ca15_a_silent_gateway_is_probed_then_given_up_at_the_dead_peer_timeout() {
+    // The heartbeat is long (20 s, pong timeout 40 s); the dead-peer timeout (4 s)
+    // bounds how long a silent gateway goes unnoticed.
+    let dead = Duration::from_secs(4);
+    let mut config = config();
+    config.dead_peer_timeout = Some(dead);
+    let mut h = Harness::with(config, 7);
+    h.reach(ClientState::LoggingIn);
+    h.token();
+    h.frame(Frame::LoginAck {
+        id: LOGIN_ID,
+        conn_id: CONN_ID,
+        heartbeat_ms: 20_000,
+        expires_at_ms: None,
+    });
+    h.sent();
+    h.events();
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(h.now + dead / 2),
+        "the probe is due first"
+    );
+    h.advance(dead / 2 - Duration::from_millis(1));
+    h.timeout();
+    assert_eq!(h.sent(), [], "no probe before half the timeout");
+    // A received frame moves the window.
+    h.frame(Frame::Ping {
+        id: 9,
+        payload: Bytes::new(),
+    });
+    h.sent();
+    h.advance(dead / 2 - Duration::from_millis(1));
+    h.timeout();
+    assert_eq!(h.sent(), []);
+    h.advance(Duration::from_millis(1));
+    h.timeout();
+    let sent = h.sent();
+    let [Frame::Ping { id, .. }] = sent.as_slice() else {
+        panic!("a probe ping: {sent:?}")
+    };
+    // Its pong keeps the session alive: a live gateway always answers in time.
+    h.advance(Duration::from_millis(300));
+    h.frame(Frame::Pong {
+        id: *id,
+        payload: Bytes::new(),
+    });
+    assert_eq!(h.s.state(), ClientState::LoggedIn);
+    // Then the gateway goes silent: one probe, and the end at the full timeout.
+    h.advance(dead / 2);
+    h.timeout();
+    assert!(matches!(h.sent().as_slice(), [Frame::Ping { .. }]));
+    h.advance(dead / 2 - Duration::from_millis(1));
+    h.timeout();
+    assert_eq!(h.sent(), [], "one probe in flight at a time");
     assert_eq!(h.s.state(), ClientState::LoggedIn);
     h.advance(Duration::from_millis(1));
     h.timeout();

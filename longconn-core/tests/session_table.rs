@@ -516,6 +516,36 @@ fn cell_a3_login_deadline_closes_an_idle_connection() {
 }
 
 #[test]
+fn cell_a6_oversized_login_metadata_is_refused() {
+    let limit = SessionConfig::default().max_login_meta_size();
+    let big = "x".repeat(limit);
+    let mut h = Harness::new();
+    h.frame(Frame::Login {
+        id: LOGIN_ID,
+        app: "demo".into(),
+        device: "phone-1".into(),
+        token: Bytes::from_static(b"token"),
+        meta: Metadata::from_pairs([("k", big.as_str())]).unwrap(),
+    });
+    h.assert_closed_locally(Code::MetadataTooLarge, false);
+    assert_eq!(Code::MetadataTooLarge.as_u16(), 331);
+    // Just under the limit is fine.
+    let mut h = Harness::new();
+    let fits = "x".repeat(limit - 64);
+    h.frame(Frame::Login {
+        id: LOGIN_ID,
+        app: "demo".into(),
+        device: "phone-1".into(),
+        token: Bytes::from_static(b"token"),
+        meta: Metadata::from_pairs([("k", fits.as_str())]).unwrap(),
+    });
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::Authenticate { .. }]
+    ));
+}
+
+#[test]
 fn cell_a4_drain_before_login_closes_with_going_away() {
     let mut h = Harness::new();
     assert!(h.command(Command::BeginDrain {
@@ -686,6 +716,60 @@ fn cell_v3_requests_beyond_the_inflight_limit_are_busy() {
     );
     assert_eq!(h.events(), [], "the busy request is not passed on");
     assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn cell_v21_requests_beyond_the_rate_limit_are_refused() {
+    let config = SessionConfig::builder()
+        .max_requests_per_second(10)
+        .max_inflight_requests(1000)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let mut h = Harness {
+        session: Session::new(Arc::new(config), start),
+        start,
+        now: start,
+    };
+    h.reach(State::Active, None);
+    // A burst of one second's worth passes, the next is refused.
+    for id in 1..=10 {
+        h.frame(request(id));
+    }
+    assert_eq!(h.events().len(), 10);
+    assert_eq!(h.sent(), []);
+    h.frame(request(11));
+    assert_eq!(
+        h.sent(),
+        [error_frame(
+            11,
+            Code::RateLimited,
+            "too many requests per second"
+        )]
+    );
+    assert_eq!(h.events(), [], "the refused request is not passed on");
+    assert_eq!(h.session.state(), State::Active, "the connection goes on");
+    // One interval (100 ms) later, one more is allowed; a refusal uses no budget.
+    h.advance(Duration::from_millis(100));
+    h.frame(request(12));
+    assert_eq!(h.events().len(), 1);
+    h.frame(request(13));
+    assert!(matches!(
+        h.sent().as_slice(),
+        [Frame::Error {
+            id: 13,
+            code: Code::RateLimited,
+            ..
+        }]
+    ));
+    // A quiet second refills the whole burst.
+    h.advance(Duration::from_secs(1));
+    for id in 20..30 {
+        h.frame(request(id));
+    }
+    assert_eq!(h.events().len(), 10);
+    assert_eq!(h.sent(), []);
+    assert_eq!(Code::RateLimited.as_u16(), 330);
 }
 
 #[test]

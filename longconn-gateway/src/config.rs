@@ -133,6 +133,23 @@ pub struct Cli {
     /// ws/wss listener, none on another].
     #[arg(long = "ws-allowed-origin", value_name = "ORIGIN")]
     pub ws_allowed_origins: Vec<String>,
+    /// Secret the QUIC listener's stateless-reset key is derived from (with the node
+    /// id), so a restarted node resets its previous process's QUIC connections at once.
+    /// Keep it stable across restarts [default: the signing token secret].
+    #[arg(long, value_name = "SECRET")]
+    pub quic_reset_secret: Option<String>,
+    /// Connections admitted per second over all listeners, or `off`; more are answered
+    /// `Close(try_later)` with a delay [default: 5000].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_accept_rate: Option<Limit>,
+    /// Connections one source IP may hold, or `off`; more are answered
+    /// `Close(source_limit)` [default: off].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_connections_per_ip: Option<Limit>,
+    /// Login attempts one device may make per minute, or `off`; more are refused with
+    /// `Close(login_rate_limited)` [default: 30].
+    #[arg(long, value_name = "N|off", value_parser = parse_limit)]
+    pub max_logins_per_device: Option<Limit>,
 }
 
 /// `--log-format`.
@@ -142,6 +159,20 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A limit flag: a positive number, or `off` (no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u32>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s == "off" {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Limit(Some(n))),
+        _ => Err(format!("`{s}` is not a positive number or `off`")),
+    }
 }
 
 /// One `--advertise` entry: `name=address`.
@@ -209,6 +240,12 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     /// Cluster on Redis; absent: a single node on memory.
     pub cluster: FileCluster,
+    /// See [`Cli::max_accept_rate`]; 0: no limit.
+    pub max_accept_rate: Option<u32>,
+    /// See [`Cli::max_connections_per_ip`]; 0: no limit.
+    pub max_connections_per_ip: Option<u32>,
+    /// See [`Cli::max_logins_per_device`]; 0: no limit.
+    pub max_logins_per_device: Option<u32>,
     /// The HTTP side: API keys.
     pub http: FileHttp,
     /// WebSocket listeners: the Origin allowlist.
@@ -271,6 +308,8 @@ pub struct FileTransport {
     pub quic_keep_alive_ms: Option<u64>,
     /// QUIC flow-control windows, bytes.
     pub quic_stream_window: Option<u32>,
+    /// See [`Cli::quic_reset_secret`].
+    pub quic_reset_secret: Option<String>,
 }
 
 /// `[groups]`: see `longconn_group::GroupConfig` for each value's meaning and range.
@@ -402,6 +441,10 @@ pub struct FileSession {
     pub slow_consumer_policy: Option<String>,
     /// Requests waiting for a backend per connection.
     pub max_inflight_requests: Option<u32>,
+    /// Upstream requests per connection per second.
+    pub max_requests_per_second: Option<u32>,
+    /// Largest login metadata, bytes.
+    pub max_login_meta_size: Option<usize>,
 }
 
 /// `[shutdown]`.
@@ -497,6 +540,28 @@ impl GatewaySettings {
         if let Some(v) = file.shutdown.retry_after_ms {
             server = server.shutdown_retry_after(Duration::from_millis(v));
         }
+        let zero_off = |v: u32| (v > 0).then_some(v);
+        if let Some(v) = cli
+            .max_accept_rate
+            .map(|l| l.0)
+            .or(file.max_accept_rate.map(zero_off))
+        {
+            server = server.max_accept_rate(v);
+        }
+        if let Some(v) = cli
+            .max_connections_per_ip
+            .map(|l| l.0)
+            .or(file.max_connections_per_ip.map(zero_off))
+        {
+            server = server.max_connections_per_ip(v);
+        }
+        if let Some(v) = cli
+            .max_logins_per_device
+            .map(|l| l.0)
+            .or(file.max_logins_per_device.map(zero_off))
+        {
+            server = server.max_logins_per_device(v);
+        }
         let server = server
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -512,9 +577,18 @@ impl GatewaySettings {
         } else {
             file.reuse_port
         };
+        let reset_secret = cli
+            .quic_reset_secret
+            .or_else(|| file.transport.quic_reset_secret.clone())
+            .unwrap_or_else(|| token_keys[0].1.clone());
+        let reset_key = crate::quic_reset::derive(reset_secret.as_bytes(), server.node_id());
+        let transport = transport_config(&file.transport, max_frame, reuse_port)?
+            .to_builder()
+            .quic_reset_key(Some(reset_key))
+            .build()?;
         let mut settings = GatewaySettings {
             server,
-            transport: transport_config(&file.transport, max_frame, reuse_port)?,
+            transport,
             groups: group_config(&file.groups, max_frame)?,
             shutdown_deadline: file
                 .shutdown
@@ -924,6 +998,12 @@ fn session_config(file: &FileSession) -> Result<SessionConfig, GatewayError> {
     if let Some(v) = file.max_inflight_requests {
         b = b.max_inflight_requests(v);
     }
+    if let Some(v) = file.max_requests_per_second {
+        b = b.max_requests_per_second(v);
+    }
+    if let Some(v) = file.max_login_meta_size {
+        b = b.max_login_meta_size(v);
+    }
     b.build().map_err(|e| GatewayError::Config(e.to_string()))
 }
 
@@ -986,7 +1066,19 @@ mod tests {
             server.shutdown_retry_after()
         );
         assert_eq!(**s.server.session(), SessionConfig::default());
-        assert_eq!(s.transport, TransportConfig::default());
+        // The one setting the binary always adds: a QUIC reset key derived from the
+        // development secret and the node id (stable across restarts).
+        assert_eq!(
+            s.transport,
+            TransportConfig::default()
+                .to_builder()
+                .quic_reset_key(Some(crate::quic_reset::derive(
+                    DEV_TOKEN_SECRET.as_bytes(),
+                    server.node_id()
+                )))
+                .build()
+                .unwrap()
+        );
         assert_eq!(s.groups, GroupConfig::default());
         assert_eq!(s.shutdown_deadline, DEFAULT_SHUTDOWN_DEADLINE);
     }

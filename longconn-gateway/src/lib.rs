@@ -54,6 +54,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod quic_reset;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admission_limits;
 mod auth;
 mod driver;
 mod error;
@@ -46,6 +47,7 @@ mod group_log;
 mod groups;
 mod hub;
 pub mod metrics;
+mod login_limit;
 mod push;
 mod recovery;
 mod relay;

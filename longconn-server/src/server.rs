@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission_limits::AdmissionLimits;
 use crate::auth::Authenticator;
 use crate::driver::drive;
 use crate::groups::{GroupMembership, NoGroups};
@@ -29,6 +30,9 @@ pub struct ServerConfig {
     accept_backoff_max: Duration,
     shutdown_retry_after: Duration,
     relay_timeout: Duration,
+    max_accept_rate: Option<u32>,
+    max_connections_per_ip: Option<u32>,
+    max_logins_per_device: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +45,9 @@ impl Default for ServerConfig {
             accept_backoff_max: Duration::from_secs(1),
             shutdown_retry_after: Duration::from_secs(5),
             relay_timeout: Duration::from_secs(5),
+            max_accept_rate: Some(5000),
+            max_connections_per_ip: None,
+            max_logins_per_device: Some(30),
         }
     }
 }
@@ -90,6 +97,29 @@ impl ServerConfig {
     pub fn relay_timeout(&self) -> Duration {
         self.relay_timeout
     }
+
+    /// Connections admitted per second over all listeners (a token bucket with a burst
+    /// of one second's worth); more are answered `Close {try_later}` with
+    /// `retry_after_ms=<N>` (crate `admission_limits`). `None` for no limit. Default
+    /// 5,000; at least 1.
+    pub fn max_accept_rate(&self) -> Option<u32> {
+        self.max_accept_rate
+    }
+
+    /// Connections one source IP may hold; more are answered `Close {source_limit}`.
+    /// `None` for no limit (clients behind one NAT share an address). Default `None`;
+    /// at least 1.
+    pub fn max_connections_per_ip(&self) -> Option<u32> {
+        self.max_connections_per_ip
+    }
+
+    /// Login attempts (and token refreshes) one (app, device) may make per minute;
+    /// more are refused with `Close {login_rate_limited}` (203) before the
+    /// authenticator is asked (crate `login_limit`). `None` for no limit. Default 30;
+    /// at least 1.
+    pub fn max_logins_per_device(&self) -> Option<u32> {
+        self.max_logins_per_device
+    }
 }
 
 /// Builder for [`ServerConfig`].
@@ -134,6 +164,21 @@ impl ServerConfigBuilder {
         self.config.relay_timeout = value;
         self
     }
+    /// See [`ServerConfig::max_accept_rate`].
+    pub fn max_accept_rate(mut self, value: Option<u32>) -> Self {
+        self.config.max_accept_rate = value;
+        self
+    }
+    /// See [`ServerConfig::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, value: Option<u32>) -> Self {
+        self.config.max_connections_per_ip = value;
+        self
+    }
+    /// See [`ServerConfig::max_logins_per_device`].
+    pub fn max_logins_per_device(mut self, value: Option<u32>) -> Self {
+        self.config.max_logins_per_device = value;
+        self
+    }
 
     /// Checks every value against its documented range.
     pub fn build(self) -> std::result::Result<ServerConfig, longconn_core::ConfigError> {
@@ -148,6 +193,24 @@ impl ServerConfigBuilder {
             return Err(longconn_core::ConfigError {
                 field: "accept_backoff_max",
                 reason: "must be at least 10 ms",
+            });
+        }
+        if c.max_accept_rate == Some(0) {
+            return Err(longconn_core::ConfigError {
+                field: "max_accept_rate",
+                reason: "must be at least 1 (or none)",
+            });
+        }
+        if c.max_logins_per_device == Some(0) {
+            return Err(longconn_core::ConfigError {
+                field: "max_logins_per_device",
+                reason: "must be at least 1 (or none)",
+            });
+        }
+        if c.max_connections_per_ip == Some(0) {
+            return Err(longconn_core::ConfigError {
+                field: "max_connections_per_ip",
+                reason: "must be at least 1 (or none)",
             });
         }
         if c.relay_timeout < Duration::from_millis(1) {
@@ -252,7 +315,10 @@ impl ServerBuilder {
             ),
             hub,
             session_config: self.config.session.clone(),
-            authenticator: self.authenticator,
+            authenticator: match self.config.max_logins_per_device {
+                Some(max) => Arc::new(crate::login_limit::LoginLimit::new(self.authenticator, max)),
+                None => self.authenticator,
+            },
             router: self.router.unwrap_or_else(|| Arc::new(Router::echo())),
             groups: self.groups,
             relay: self.relay,
@@ -264,6 +330,10 @@ impl ServerBuilder {
             shutting_down: CancellationToken::new(),
         });
         Server {
+            limits: Arc::new(AdmissionLimits::new(
+                self.config.max_accept_rate,
+                self.config.max_connections_per_ip,
+            )),
             admission: Arc::new(Semaphore::new(self.config.max_connections)),
             shared,
             config: self.config,
@@ -280,6 +350,7 @@ pub struct Server {
     shared: Arc<Shared>,
     config: ServerConfig,
     admission: Arc<Semaphore>,
+    limits: Arc<AdmissionLimits>,
     accepting: CancellationToken,
     tasks: TaskTracker,
 }
@@ -383,6 +454,7 @@ impl Server {
                 // future, and count against every idle connection.
                 let handshake = Box::pin(handshake);
                 let protocol = kind.as_str();
+                let limits = server.limits.clone();
                 server.tasks.spawn(async move {
                     let login_timeout = shared.session_config.login_timeout();
                     // The handshake's result is taken apart before the long await, so it
@@ -400,8 +472,17 @@ impl Server {
                         Ok(Err(err)) => return debug!(protocol, error = %err, "handshake failed"),
                         Err(_) => return debug!(protocol, "handshake timed out"),
                     };
+                    let ip_slot = match limits.admit(std::time::Instant::now(), conn.peer_addr()) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            debug!(protocol, ?refusal, "connection refused");
+                            return refuse(conn, refusal, shared.close_linger).await;
+                        }
+                    };
                     drive(conn, shared).await;
-                    // The admission permit is given back when the connection ends.
+                    // The admission permit and the IP's slot are given back when the
+                    // connection ends.
+                    drop(ip_slot);
                     drop(permit);
                 });
             }
@@ -476,4 +557,31 @@ impl Server {
         info!(?report, "shutdown: done");
         report
     }
+}
+
+/// Answers a refused connection with its `Close` and closes it, within `linger`.
+async fn refuse<C: Connection>(
+    conn: C,
+    refusal: crate::admission_limits::Refusal,
+    linger: Duration,
+) {
+    use longconn_core::connection::FrameWriter;
+    let (code, message) = refusal.close();
+    let (reader, mut writer) = conn.split();
+    let closing = async {
+        if writer
+            .send(longconn_core::Transmit::Frame(
+                longconn_core::Frame::Close {
+                    code,
+                    message: longconn_core::Text::from(message),
+                },
+            ))
+            .is_ok()
+        {
+            let _ = writer.flush().await;
+        }
+        let _ = writer.close(longconn_core::CloseReason::Local(code)).await;
+    };
+    let _ = tokio::time::timeout(linger, closing).await;
+    drop(reader);
 }

@@ -52,6 +52,21 @@ pub struct TransportConfig {
     quic_idle_timeout: Duration,
     quic_keep_alive_interval: Option<Duration>,
     quic_stream_window: u32,
+    quic_reset_key: Option<QuicResetKey>,
+}
+
+/// The key a QUIC server endpoint derives its stateless-reset tokens from (32 bytes,
+/// used as an HMAC-SHA256 key). A server that restarts with the same key answers
+/// packets of its previous process's connections with a stateless reset the clients
+/// accept, so they reconnect at once instead of waiting for their idle timeout.
+/// `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QuicResetKey(pub [u8; 32]);
+
+impl std::fmt::Debug for QuicResetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuicResetKey(..)")
+    }
 }
 
 impl Default for TransportConfig {
@@ -65,6 +80,7 @@ impl Default for TransportConfig {
             quic_idle_timeout: DEFAULT_QUIC_IDLE_TIMEOUT,
             quic_keep_alive_interval: None,
             quic_stream_window: DEFAULT_QUIC_STREAM_WINDOW,
+            quic_reset_key: None,
         }
     }
 }
@@ -144,6 +160,14 @@ impl TransportConfig {
     pub fn quic_stream_window(&self) -> u32 {
         self.quic_stream_window
     }
+
+    /// The QUIC server's stateless-reset key ([`QuicResetKey`]); `None` draws a random
+    /// one per process (connections of a previous process are then not reset and wait
+    /// for their idle timeout). Default `None`; the gateway binary always sets one
+    /// (docs/GATEWAY.md, `--quic-reset-secret`).
+    pub fn quic_reset_key(&self) -> Option<&QuicResetKey> {
+        self.quic_reset_key.as_ref()
+    }
 }
 
 /// Builder for [`TransportConfig`]; [`TransportConfigBuilder::build`] validates.
@@ -191,6 +215,11 @@ impl TransportConfigBuilder {
     /// See [`TransportConfig::quic_stream_window`].
     pub fn quic_stream_window(mut self, value: u32) -> Self {
         self.config.quic_stream_window = value;
+        self
+    }
+    /// See [`TransportConfig::quic_reset_key`].
+    pub fn quic_reset_key(mut self, value: Option<QuicResetKey>) -> Self {
+        self.config.quic_reset_key = value;
         self
     }
 

@@ -120,6 +120,11 @@ pub struct DialOptions {
     /// Resolve, connect and handshake (TLS, WebSocket upgrade, QUIC) within this time.
     /// Default 10 s.
     pub connect_timeout: Duration,
+    /// Dead-peer timeout of the transport ([`crate::dead_peer`]): TCP keep-alive and
+    /// `TCP_USER_TIMEOUT` on TCP, TLS and WebSocket sockets, keep-alives and the idle
+    /// timeout on QUIC, so a vanished server is noticed within it. `None` leaves the
+    /// system's and quinn's defaults. Default 10 s.
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl Default for DialOptions {
@@ -131,6 +136,7 @@ impl Default for DialOptions {
             trust: Trust::System,
             server_name: None,
             connect_timeout: Duration::from_secs(10),
+            dead_peer_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -231,14 +237,14 @@ impl Dialer {
         match endpoint.scheme {
             #[cfg(feature = "tcp")]
             Scheme::Tcp => {
-                let stream = crate::tcp::dial(addr, self.options.local_ip).await?;
+                let stream = self.tcp(addr).await?;
                 Ok(Dialed::Tcp(crate::tcp::TcpConnection::from_stream(
                     stream, addr, max,
                 )?))
             }
             #[cfg(feature = "tls")]
             Scheme::Tls => {
-                let stream = crate::tcp::dial(addr, self.options.local_ip).await?;
+                let stream = self.tcp(addr).await?;
                 let config = self.tls_config()?;
                 Ok(Dialed::Tls(
                     crate::tls::TlsConnection::over_tcp(stream, server_name, config, max).await?,
@@ -246,14 +252,14 @@ impl Dialer {
             }
             #[cfg(feature = "ws")]
             Scheme::Ws => {
-                let stream = crate::tcp::dial(addr, self.options.local_ip).await?;
+                let stream = self.tcp(addr).await?;
                 Ok(Dialed::Ws(Box::new(
                     crate::ws::WsConnection::over_tcp(stream, &endpoint.url, max).await?,
                 )))
             }
             #[cfg(all(feature = "ws", feature = "tls"))]
             Scheme::Wss => {
-                let stream = crate::tcp::dial(addr, self.options.local_ip).await?;
+                let stream = self.tcp(addr).await?;
                 let config = self.tls_config()?;
                 Ok(Dialed::Ws(Box::new(
                     crate::ws::WsConnection::over_tls_tcp(
@@ -278,6 +284,16 @@ impl Dialer {
             )
             .into()),
         }
+    }
+
+    /// A TCP connection to `addr` from `local_ip`, with the dead-peer socket options.
+    #[cfg(feature = "tcp")]
+    async fn tcp(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        let stream = crate::tcp::dial(addr, self.options.local_ip).await?;
+        if let Some(timeout) = self.options.dead_peer_timeout {
+            crate::dead_peer::tcp(&stream, timeout)?;
+        }
+        Ok(stream)
     }
 
     #[cfg(feature = "tls")]
@@ -307,7 +323,11 @@ impl Dialer {
         {
             return Ok(client.clone());
         }
-        let client = crate::quic::QuicClient::new(bind, &self.options.trust)?;
+        let transport = match self.options.dead_peer_timeout {
+            Some(timeout) => crate::dead_peer::quic_transport(timeout),
+            None => crate::quic::transport_config(),
+        };
+        let client = crate::quic::QuicClient::with_transport(bind, &self.options.trust, transport)?;
         *cached = Some((bind, client.clone()));
         Ok(client)
     }

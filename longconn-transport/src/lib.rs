@@ -25,12 +25,15 @@
 //! - [`dial`]: the client side of every transport: [`dial::Endpoint`] URLs and
 //!   [`dial::Dialer`] (resolve, source IP, trust, timeout; TLS config and QUIC endpoint
 //!   kept across reconnects).
+//! - [`dead_peer`]: TCP keep-alive, `TCP_USER_TIMEOUT` and QUIC keep-alive / idle
+//!   timeout for client connections, from one dead-peer timeout ([`dial::DialOptions`]).
 //! - [`error`]: the crate's error type for setting transports up, [`Error`].
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 #[cfg(feature = "tls")]
 pub mod cert;
 pub mod config;
+pub mod dead_peer;
 pub mod dial;
 pub mod error;
 #[cfg(feature = "quic")]
@@ -43,5 +46,5 @@ pub mod tls;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use config::{TransportConfig, TransportConfigBuilder};
+pub use config::{QuicResetKey, TransportConfig, TransportConfigBuilder};
 pub use error::{Error, Result};

@@ -47,6 +47,54 @@ pub fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
     transport
 }
 
+/// Endpoint settings of a server with a configured stateless-reset key: quinn's
+/// defaults, the key as an HMAC-SHA256 key, and at most one reset per millisecond
+/// instead of quinn's 20 ms (a restarted gateway answers thousands of old connections
+/// at once; a reset is always smaller than the packet that caused it, so it cannot
+/// amplify).
+fn endpoint_config(key: &crate::QuicResetKey) -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &key.0,
+    )));
+    config.min_reset_interval(std::time::Duration::from_millis(1));
+    config.cid_generator(|| Box::new(RandomCids));
+    config
+}
+
+/// Random 8-byte connection ids that every process of the gateway accepts as its own.
+/// quinn sends a stateless reset only for packets whose connection id its generator
+/// validates; its default generator signs ids with a random key per process, so a
+/// restarted gateway would take its previous process's ids for foreign ones and stay
+/// silent. This generator validates every id (quinn's default `validate`), so any
+/// short-header packet for an unknown connection gets a reset (rate-limited above).
+#[derive(Debug)]
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let cid: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+            .map(|n| n.expose())
+            .unwrap_or_else(|_| {
+                // The system RNG does not fail on supported systems; ids need only be
+                // unique, not secret.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                t.to_le_bytes()
+            });
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
 /// Accepts QUIC connections on one UDP socket.
 #[derive(Debug)]
 pub struct QuicAcceptor {
@@ -68,7 +116,15 @@ impl QuicAcceptor {
             QuicServerConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(quic_transport(config)));
-        let endpoint = Endpoint::server(server, addr)?;
+        let endpoint = match config.quic_reset_key() {
+            None => Endpoint::server(server, addr)?,
+            Some(key) => {
+                let socket = std::net::UdpSocket::bind(addr)?;
+                let runtime = quinn::default_runtime()
+                    .ok_or_else(|| std::io::Error::other("QUIC needs a tokio runtime"))?;
+                Endpoint::new(endpoint_config(key), Some(server), socket, runtime)?
+            }
+        };
         Ok(QuicAcceptor {
             endpoint,
             max_frame_size: config.max_frame_size(),
@@ -143,11 +199,21 @@ pub struct QuicClient {
 impl QuicClient {
     /// A client endpoint bound to `bind` (for example `127.0.0.1:0`) trusting `trust`.
     pub fn new(bind: SocketAddr, trust: &Trust) -> crate::Result<Self> {
+        Self::with_transport(bind, trust, transport_config())
+    }
+
+    /// A client endpoint bound to `bind` trusting `trust`, whose connections use
+    /// `transport` (for example [`crate::dead_peer::quic_transport`]).
+    pub fn with_transport(
+        bind: SocketAddr,
+        trust: &Trust,
+        transport: quinn::TransportConfig,
+    ) -> crate::Result<Self> {
         let tls = trust.client_config(&[ALPN_LONGCONN], true)?;
         let crypto =
             QuicClientConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config()));
+        config.transport_config(Arc::new(transport));
         let mut endpoint = Endpoint::client(bind)?;
         endpoint.set_default_client_config(config);
         Ok(QuicClient { endpoint })

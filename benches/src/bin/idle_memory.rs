@@ -165,6 +165,8 @@ async fn main() {
                 trust: trust.clone(),
                 server_name: Some("localhost".into()),
                 connect_timeout: Duration::from_secs(30),
+                // Raw connections without the SDK's dead-peer probes, as before.
+                dead_peer_timeout: None,
             })
         })
         .collect();

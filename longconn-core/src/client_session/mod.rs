@@ -76,6 +76,7 @@
 //! | CL6 | `LoggingIn` | `Close {other code}` (`going_away` from a draining gateway, `login_timeout`, ...) | nothing | `Ended {ClosedByGateway(code), After(backoff)}` | `Waiting` |
 //! | CL7 | `LoggingIn` | login deadline passes | `Close {login_timeout}` | `Ended {LoginTimeout, After(backoff)}` | `Waiting` |
 //! | CL8 | `LoggingIn` | any other frame (`LoginAck` before `Login` too) | `Close {unexpected_frame}` | `Ended {ProtocolError(unexpected_frame), After(backoff)}` | `Waiting` |
+//! | CL9 | `LoggingIn` or `LoggedIn` | `Close {try_later, message "retry_after_ms=N"}` (the gateway is over its accept rate) | nothing | `Ended {ClosedByGateway(try_later), After(N ms + jitter uniform in [0, max(N / 2, 100) ms])}`; attempt count reset; N at most 60,000, 1,000 when the message does not say | `Waiting` |
 //!
 //! #### LoggedIn
 //! | id | state | input | sends | events | next |
@@ -94,6 +95,7 @@
 //! | CA12 | `LoggedIn` | `Error {id}` for a rejoin sent at CL3 | nothing | `RejoinFailed {group, code}`; the group is forgotten | `LoggedIn` |
 //! | CA13 | `LoggedIn` | *refresh token* (the application renewed its token before expiry) | `TokenRefresh {id, token}` | nothing; a `TokenRefreshAck` or `Error` for it changes nothing either | `LoggedIn` |
 //! | CA14 | `LoggedIn` | `JoinAck {id, position, recovered}` for a rejoin sent at CL3 | nothing | `Rejoined {group, recovered}` (recovered only for `RECOVERED = 1`); unless recovered, the ack's position replaces the group's | `LoggedIn` |
+//! | CA15 | `LoggedIn` | nothing received for half the dead-peer timeout, then for all of it (`dead_peer_timeout` set) | a probe `Ping {id}` (none while one is unanswered) | then `Ended {HeartbeatLost, After(backoff from attempt 0)}` | `LoggedIn`, then `Waiting` |
 //!
 //! #### Draining
 //! Every `LoggedIn` row applies in `Draining` too, except for these:
@@ -182,6 +184,8 @@ pub struct ClientSession {
     ping_at: Option<Instant>,
     /// The heartbeat ping awaiting its pong: id and send time.
     ping_out: Option<(u32, Instant)>,
+    /// When the current connection last received a frame (dead-peer timeout).
+    last_recv: Option<Instant>,
     go_away: Option<Duration>,
     next_id: u32,
     pending: HashMap<u32, Pending>,
@@ -215,6 +219,7 @@ impl ClientSession {
             heartbeat: Duration::ZERO,
             ping_at: None,
             ping_out: None,
+            last_recv: None,
             go_away: None,
             next_id: LOGIN_ID,
             pending: HashMap::new(),
@@ -291,7 +296,12 @@ impl ClientSession {
             }
             ClientState::LoggedIn | ClientState::Draining => {
                 let pong = self.ping_out.map(|(_, sent)| sent + self.pong_timeout());
-                [self.ping_at, pong].into_iter().flatten().min()
+                let (probe, dead) = self.dead_peer_deadlines();
+                let probe = probe.filter(|_| self.ping_out.is_none());
+                [self.ping_at, pong, probe, dead]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
         };
         [state, calls].into_iter().flatten().min()
@@ -304,6 +314,7 @@ impl ClientSession {
             return false;
         }
         self.deadline = Some(now + self.config.login_timeout);
+        self.last_recv = Some(now);
         self.logged_in = false;
         self.login_sent = false;
         self.go_away = None;
@@ -538,13 +549,17 @@ impl ClientSession {
                 self.set_state(ClientState::Connecting);
             }
             ClientState::LoggedIn | ClientState::Draining => {
-                if self
-                    .ping_out
-                    .is_some_and(|(_, sent)| sent + self.pong_timeout() <= now)
+                let (probe, dead) = self.dead_peer_deadlines();
+                if due(dead)
+                    || self
+                        .ping_out
+                        .is_some_and(|(_, sent)| sent + self.pong_timeout() <= now)
                 {
                     self.end(now, EndReason::HeartbeatLost);
-                } else if due(self.ping_at) {
-                    self.ping_at = Some(now + self.heartbeat);
+                } else if due(self.ping_at) || (due(probe) && self.ping_out.is_none()) {
+                    if due(self.ping_at) {
+                        self.ping_at = Some(now + self.heartbeat);
+                    }
                     if self.ping_out.is_none() {
                         let id = self.next_id();
                         self.ping_out = Some((id, now));
@@ -565,9 +580,14 @@ impl ClientSession {
         if !self.is_connected() {
             return;
         }
+        self.last_recv = Some(now);
         match frame {
             Frame::Ping { id, payload } => self.transmit.push_back(Frame::Pong { id, payload }),
-            Frame::Close { code, .. } => {
+            Frame::Close { code, message } => {
+                if code == Code::TryLater {
+                    // The gateway's delay, honoured like a `GoAway` hint (plus jitter).
+                    self.go_away = Some(try_later_delay(message.as_str()));
+                }
                 let refused = matches!(
                     code,
                     Code::InvalidToken | Code::ExpiredToken | Code::Forbidden
@@ -832,6 +852,16 @@ impl ClientSession {
         self.end(now, EndReason::ProtocolError(Code::UnexpectedFrame));
     }
 
+    /// When to send a dead-peer probe and when the gateway counts as gone: half the
+    /// dead-peer timeout and all of it after the last received frame (`None` when the
+    /// timeout is off or nothing was received on this connection).
+    fn dead_peer_deadlines(&self) -> (Option<Instant>, Option<Instant>) {
+        match (self.config.dead_peer_timeout, self.last_recv) {
+            (Some(timeout), Some(last)) => (Some(last + timeout / 2), Some(last + timeout)),
+            _ => (None, None),
+        }
+    }
+
     fn pong_timeout(&self) -> Duration {
         self.config.pong_timeout.unwrap_or(self.heartbeat * 2)
     }
@@ -877,6 +907,7 @@ impl ClientSession {
         }
         self.ping_at = None;
         self.ping_out = None;
+        self.last_recv = None;
         self.token_wanted = false;
         self.login_sent = false;
         let reconnect = self.decide(&reason);
@@ -964,4 +995,15 @@ pub fn login_answer(frame: &Frame) -> Result<u64, Code> {
         Frame::Close { code, .. } | Frame::Kick { code, .. } => Err(*code),
         _ => Err(Code::UnexpectedFrame),
     }
+}
+
+/// The delay of a `Close {try_later}`: its message `retry_after_ms=<N>`, at most 60 s;
+/// 1 s when the message does not say.
+fn try_later_delay(message: &str) -> Duration {
+    message
+        .strip_prefix("retry_after_ms=")
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |ms| {
+            Duration::from_millis(ms.min(60_000))
+        })
 }

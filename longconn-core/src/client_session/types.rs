@@ -18,7 +18,8 @@ use crate::protocol::{Code, Metadata, Text};
 pub struct Backoff {
     /// Upper bound of the first attempt's delay. Default 500 ms.
     pub base: Duration,
-    /// Largest upper bound. Default 30 s.
+    /// Largest upper bound. Default 10 s: a client that lost its gateway is back at most
+    /// this long after the gateway is (a reconnect storm still spreads over the window).
     pub cap: Duration,
     /// Attempts in a row before the client gives up; `None` for never. Default `None`.
     pub max_attempts: Option<u32>,
@@ -28,7 +29,7 @@ impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             base: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
+            cap: Duration::from_secs(10),
             max_attempts: None,
         }
     }
@@ -84,6 +85,13 @@ pub struct ClientSessionConfig {
     /// Logins refused with `expired_token` that are retried (each with a freshly fetched
     /// token) before the refusal is final. Default 1.
     pub expired_token_retries: u32,
+    /// Dead-peer timeout: once logged in, a gateway that sends nothing at all for this
+    /// long counts as gone (`EndReason::HeartbeatLost`) whatever the heartbeat interval.
+    /// After half of it without a received frame the client sends a probe `Ping` (none
+    /// while one is unanswered), so a live gateway always answers in time. `None` turns
+    /// the probe off (only the heartbeat's pong timeout applies). Default `None` here;
+    /// the Rust SDK sets 10 s (`longconn_client::ClientConfig::dead_peer_timeout`).
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl ClientSessionConfig {
@@ -100,6 +108,7 @@ impl ClientSessionConfig {
             max_heartbeat: None,
             backoff: Backoff::default(),
             expired_token_retries: 1,
+            dead_peer_timeout: None,
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum Code {
     TokenExpired,
     /// 7: the connection's outbound queue overflowed under the disconnect policy.
     SlowConsumer,
+    /// The gateway takes no more connections right now (over its accept rate); the
+    /// `Close` message is `retry_after_ms=<N>`: reconnect after that many milliseconds.
+    TryLater,
+    /// The source address holds as many connections as it may.
+    SourceLimit,
     /// 100: the frame did not start with the magic bytes `4C 43`.
     BadMagic,
     /// 101: the frame's protocol version is not supported.
@@ -48,6 +53,9 @@ pub enum Code {
     ExpiredToken,
     /// 202: the token is valid but not for this app or device.
     Forbidden,
+    /// More login attempts for this device in a minute than the gateway allows; the
+    /// login is refused with `Close`, the client retries with backoff.
+    LoginRateLimited,
     /// 300: no backend serves the request's business id.
     UnknownBusiness,
     /// 301: the backend did not answer in time.
@@ -64,6 +72,13 @@ pub enum Code {
     GroupFull,
     /// 312: the connection may not join this group.
     GroupForbidden,
+    /// More upstream requests per second than the connection may send
+    /// (`SessionConfig::max_requests_per_second`); the request is refused, the
+    /// connection goes on.
+    RateLimited,
+    /// A `Login` whose metadata is larger than `SessionConfig::max_login_meta_size`; the
+    /// login is refused with `Close`.
+    MetadataTooLarge,
     /// 500: an internal server error.
     Internal,
     /// Any other value, kept verbatim.
@@ -82,6 +97,8 @@ impl Code {
             Code::IdleTimeout => 5,
             Code::TokenExpired => 6,
             Code::SlowConsumer => 7,
+            Code::TryLater => 8,
+            Code::SourceLimit => 9,
             Code::BadMagic => 100,
             Code::UnsupportedVersion => 101,
             Code::FrameTooLarge => 102,
@@ -91,6 +108,7 @@ impl Code {
             Code::InvalidToken => 200,
             Code::ExpiredToken => 201,
             Code::Forbidden => 202,
+            Code::LoginRateLimited => 203,
             Code::UnknownBusiness => 300,
             Code::BackendTimeout => 301,
             Code::BackendError => 302,
@@ -99,6 +117,8 @@ impl Code {
             Code::GroupLimit => 310,
             Code::GroupFull => 311,
             Code::GroupForbidden => 312,
+            Code::RateLimited => 330,
+            Code::MetadataTooLarge => 331,
             Code::Internal => 500,
             Code::Other(v) => v,
         }
@@ -115,6 +135,8 @@ impl Code {
             5 => Code::IdleTimeout,
             6 => Code::TokenExpired,
             7 => Code::SlowConsumer,
+            8 => Code::TryLater,
+            9 => Code::SourceLimit,
             100 => Code::BadMagic,
             101 => Code::UnsupportedVersion,
             102 => Code::FrameTooLarge,
@@ -124,6 +146,7 @@ impl Code {
             200 => Code::InvalidToken,
             201 => Code::ExpiredToken,
             202 => Code::Forbidden,
+            203 => Code::LoginRateLimited,
             300 => Code::UnknownBusiness,
             301 => Code::BackendTimeout,
             302 => Code::BackendError,
@@ -132,6 +155,8 @@ impl Code {
             310 => Code::GroupLimit,
             311 => Code::GroupFull,
             312 => Code::GroupForbidden,
+            330 => Code::RateLimited,
+            331 => Code::MetadataTooLarge,
             500 => Code::Internal,
             other => Code::Other(other),
         }
@@ -148,6 +173,8 @@ impl Code {
             Code::IdleTimeout => "idle_timeout",
             Code::TokenExpired => "token_expired",
             Code::SlowConsumer => "slow_consumer",
+            Code::TryLater => "try_later",
+            Code::SourceLimit => "source_limit",
             Code::BadMagic => "bad_magic",
             Code::UnsupportedVersion => "unsupported_version",
             Code::FrameTooLarge => "frame_too_large",
@@ -157,6 +184,7 @@ impl Code {
             Code::InvalidToken => "invalid_token",
             Code::ExpiredToken => "expired_token",
             Code::Forbidden => "forbidden",
+            Code::LoginRateLimited => "login_rate_limited",
             Code::UnknownBusiness => "unknown_business",
             Code::BackendTimeout => "backend_timeout",
             Code::BackendError => "backend_error",
@@ -165,6 +193,8 @@ impl Code {
             Code::GroupLimit => "group_limit",
             Code::GroupFull => "group_full",
             Code::GroupForbidden => "group_forbidden",
+            Code::RateLimited => "rate_limited",
+            Code::MetadataTooLarge => "metadata_too_large",
             Code::Internal => "internal",
             Code::Other(_) => "other",
         }

@@ -19,7 +19,7 @@ mod types;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use types::{
     CloseReason, Command, Event, PushOutcome, State, TokenExpiry, Transmit, TransportEnd,
@@ -49,6 +49,8 @@ pub struct Session {
     queued_pushes: usize,
     dropped_pushes: u64,
     inflight_requests: u32,
+    /// Request rate limit, GCRA: the theoretical arrival time of the next request.
+    request_tat: Option<Instant>,
     events: VecDeque<Event>,
 }
 
@@ -77,6 +79,7 @@ impl Session {
             queued_pushes: 0,
             dropped_pushes: 0,
             inflight_requests: 0,
+            request_tat: None,
             events: VecDeque::new(),
         }
     }
@@ -195,6 +198,16 @@ impl Session {
         match (self.state, frame) {
             (_, Frame::Ping { id, payload }) => self.send(Frame::Pong { id, payload }),
             (_, Frame::Close { code, .. }) => self.finish(CloseReason::Peer(code)),
+            (State::AwaitingLogin, Frame::Login { meta, .. })
+                if meta.as_wire().len() > self.config.max_login_meta_size() =>
+            {
+                let message = format!(
+                    "login metadata of {} bytes; at most {}",
+                    meta.as_wire().len(),
+                    self.config.max_login_meta_size()
+                );
+                self.close_with(Code::MetadataTooLarge, Text::from(message));
+            }
             (
                 State::AwaitingLogin,
                 Frame::Login {
@@ -214,12 +227,12 @@ impl Session {
                     meta,
                 });
             }
-            (State::Active | State::Draining, frame) => self.handle_logged_in_frame(frame),
+            (State::Active | State::Draining, frame) => self.handle_logged_in_frame(now, frame),
             (_, frame) => self.unexpected(&frame),
         }
     }
 
-    fn handle_logged_in_frame(&mut self, frame: Frame) {
+    fn handle_logged_in_frame(&mut self, now: Instant, frame: Frame) {
         let draining = self.state == State::Draining;
         match frame {
             Frame::Request { id, .. } | Frame::JoinGroup { id, .. } if draining => {
@@ -229,6 +242,9 @@ impl Session {
                 if self.inflight_requests >= self.config.max_inflight_requests() =>
             {
                 self.send_error(id, Code::Busy, "too many requests in flight");
+            }
+            Frame::Request { id, .. } if !self.admit_request(now) => {
+                self.send_error(id, Code::RateLimited, "too many requests per second");
             }
             Frame::Request {
                 id,
@@ -427,6 +443,21 @@ impl Session {
             transmit: Transmit::Frame(frame),
             is_push: false,
         });
+    }
+
+    /// The request rate limit (GCRA, the token bucket as one timestamp): requests are
+    /// spaced `1 s / max_requests_per_second` apart on average, with a burst of one
+    /// second's worth. `false` refuses the request (and does not use up budget).
+    fn admit_request(&mut self, now: Instant) -> bool {
+        let rate = self.config.max_requests_per_second().max(1);
+        let interval = Duration::from_secs(1) / rate;
+        let tolerance = Duration::from_secs(1).saturating_sub(interval);
+        let tat = self.request_tat.map_or(now, |t| t.max(now));
+        if tat.saturating_duration_since(now) > tolerance {
+            return false;
+        }
+        self.request_tat = Some(tat + interval);
+        true
     }
 
     fn send_error(&mut self, id: u32, code: Code, message: &'static str) {

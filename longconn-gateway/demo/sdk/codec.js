@@ -70,6 +70,10 @@ export const Code = {
     idle_timeout: 5,
     token_expired: 6,
     slow_consumer: 7,
+    /** Over the gateway's accept rate; the Close message is `retry_after_ms=<N>`. */
+    try_later: 8,
+    /** The source address holds as many connections as the gateway allows. */
+    source_limit: 9,
     bad_magic: 100,
     unsupported_version: 101,
     frame_too_large: 102,
@@ -79,6 +83,8 @@ export const Code = {
     invalid_token: 200,
     expired_token: 201,
     forbidden: 202,
+    /** Too many login attempts for this device in a minute; retry with backoff. */
+    login_rate_limited: 203,
     unknown_business: 300,
     backend_timeout: 301,
     backend_error: 302,
@@ -89,6 +95,10 @@ export const Code = {
     group_forbidden: 312,
     /** A `QualityReport` body that breaks PROTOCOL.md section 4.1. */
     malformed_report: 320,
+    /** More requests per second than the connection may send (PROTOCOL.md, Codes). */
+    rate_limited: 330,
+    /** The Login's metadata is larger than the gateway accepts. */
+    metadata_too_large: 331,
     internal: 500,
 };
 const CODE_NAMES = new Map(Object.entries(Code).map(([name, value]) => [value, name]));

@@ -1,0 +1,121 @@
+//! Login attempts per device per minute ([`crate::ServerConfig::max_logins_per_device`]):
+//! an [`Authenticator`] wrapper the server puts in front of the configured one. Attempts
+//! are counted per (app, device) in fixed one-minute windows that start at a device's
+//! first attempt; beyond the limit the login is refused with `login_rate_limited` (203)
+//! without asking the inner authenticator (so a client in a login loop costs no token
+//! checks or backend calls). Token refreshes count as attempts too (they are checked by
+//! the same authenticator; a client refreshes about once per token lifetime).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use longconn_core::Code;
+
+use crate::auth::{AuthGrant, Authenticator, LoginRequest};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts logins per device and refuses those over the limit.
+pub(crate) struct LoginLimit {
+    inner: Arc<dyn Authenticator>,
+    max_per_minute: u32,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    /// (app, device) -> (window start, attempts in it).
+    by_device: HashMap<(String, String), (Instant, u32)>,
+    /// Map size after the last sweep of expired windows.
+    swept_len: usize,
+}
+
+impl LoginLimit {
+    pub(crate) fn new(inner: Arc<dyn Authenticator>, max_per_minute: u32) -> LoginLimit {
+        LoginLimit {
+            inner,
+            max_per_minute,
+            windows: Mutex::default(),
+        }
+    }
+
+    /// Counts an attempt at `now`; `false` when it is over the limit.
+    fn allow(&self, app: &str, device: &str, now: Instant) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget expired windows once the map has doubled since the last sweep, so
+        // memory follows the devices seen in the last minute.
+        if windows.by_device.len() > 2 * windows.swept_len.max(1024) {
+            windows
+                .by_device
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
+            windows.swept_len = windows.by_device.len();
+        }
+        let entry = windows
+            .by_device
+            .entry((app.to_owned(), device.to_owned()))
+            .or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.max_per_minute
+    }
+}
+
+#[async_trait]
+impl Authenticator for LoginLimit {
+    async fn authenticate(&self, login: &LoginRequest, now_unix_s: u64) -> Result<AuthGrant, Code> {
+        if !self.allow(login.app.as_str(), login.device.as_str(), Instant::now()) {
+            return Err(Code::LoginRateLimited);
+        }
+        self.inner.authenticate(login, now_unix_s).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Accept;
+
+    #[async_trait]
+    impl Authenticator for Accept {
+        async fn authenticate(&self, _: &LoginRequest, _: u64) -> Result<AuthGrant, Code> {
+            Ok(AuthGrant {
+                expires_unix_s: None,
+            })
+        }
+    }
+
+    #[test]
+    fn attempts_over_the_limit_are_refused_until_the_window_ends() {
+        let limit = LoginLimit::new(Arc::new(Accept), 3);
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert!(limit.allow("a", "d1", t));
+        }
+        assert!(!limit.allow("a", "d1", t + Duration::from_secs(59)));
+        assert!(limit.allow("a", "d2", t), "per device");
+        assert!(limit.allow("b", "d1", t), "per app");
+        assert!(limit.allow("a", "d1", t + WINDOW), "a new window");
+    }
+
+    #[tokio::test]
+    async fn a_refused_attempt_names_its_code() {
+        let limit = LoginLimit::new(Arc::new(Accept), 1);
+        let login = LoginRequest {
+            app: "a".into(),
+            device: "d".into(),
+            token: bytes::Bytes::new(),
+            meta: Default::default(),
+        };
+        assert!(limit.authenticate(&login, 0).await.is_ok());
+        assert_eq!(
+            limit.authenticate(&login, 0).await,
+            Err(Code::LoginRateLimited)
+        );
+        assert_eq!(Code::LoginRateLimited.as_u16(), 203);
+    }
+}
