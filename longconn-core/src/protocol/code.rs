@@ -64,6 +64,9 @@ pub enum Code {
     GroupFull,
     /// 312: the connection may not join this group.
     GroupForbidden,
+    /// 320: a `QualityReport` body breaks docs/PROTOCOL.md section 4.1 (the session
+    /// stays open).
+    MalformedReport,
     /// 500: an internal server error.
     Internal,
     /// Any other value, kept verbatim.
@@ -99,6 +102,7 @@ impl Code {
             Code::GroupLimit => 310,
             Code::GroupFull => 311,
             Code::GroupForbidden => 312,
+            Code::MalformedReport => 320,
             Code::Internal => 500,
             Code::Other(v) => v,
         }
@@ -132,6 +136,7 @@ impl Code {
             310 => Code::GroupLimit,
             311 => Code::GroupFull,
             312 => Code::GroupForbidden,
+            320 => Code::MalformedReport,
             500 => Code::Internal,
             other => Code::Other(other),
         }
@@ -165,6 +170,7 @@ impl Code {
             Code::GroupLimit => "group_limit",
             Code::GroupFull => "group_full",
             Code::GroupForbidden => "group_forbidden",
+            Code::MalformedReport => "malformed_report",
             Code::Internal => "internal",
             Code::Other(_) => "other",
         }

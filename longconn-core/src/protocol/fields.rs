@@ -39,7 +39,13 @@ pub mod tag {
     /// Epoch of a group's log, `u64` big-endian: `SEQ` values compare only within one
     /// epoch.
     pub const EPOCH: u8 = 0x0E;
+    /// The client's network type in a `QualityReport`, `u8`: 0 unknown, 1 wifi,
+    /// 2 cellular, 3 wired.
+    pub const NETWORK: u8 = 0x10;
 }
+
+/// Largest `NETWORK` value (3, wired).
+pub const MAX_NETWORK: u8 = 3;
 
 /// Longest app, device or group id in bytes.
 pub const MAX_ID_LEN: usize = 128;

@@ -18,7 +18,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::code::Code;
-use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag};
+use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_NETWORK, MAX_TOKEN_LEN, Metadata, Text, tag};
 use crate::error::{DecodeError, EncodeError};
 
 /// The two magic bytes that start every frame: "LC".
@@ -72,6 +72,8 @@ pub enum FrameType {
     Error = 0x12,
     /// The sender is closing the connection.
     Close = 0x13,
+    /// Client reports its connection quality (docs/PROTOCOL.md section 4.1).
+    QualityReport = 0x14,
 }
 
 impl FrameType {
@@ -98,6 +100,7 @@ impl FrameType {
             0x11 => GoAway,
             0x12 => Error,
             0x13 => Close,
+            0x14 => QualityReport,
             other => return Err(DecodeError::UnknownFrameType(other)),
         })
     }
@@ -111,6 +114,7 @@ impl FrameType {
                 | FrameType::Request
                 | FrameType::Response
                 | FrameType::Push
+                | FrameType::QualityReport
         )
     }
 }
@@ -289,6 +293,18 @@ pub enum Frame {
         /// Optional human-readable detail.
         message: Text,
     },
+    /// Client reports connect and ping quality since its previous report. The payload
+    /// is the report body of docs/PROTOCOL.md section 4.1 (see
+    /// [`crate::protocol::QualityReport`]); the frame codec does not look into it.
+    QualityReport {
+        /// Correlation id; an `Error` for a refused body carries it.
+        id: u32,
+        /// The client's network type: 0 unknown, 1 wifi, 2 cellular, 3 wired
+        /// ([`crate::protocol::MAX_NETWORK`] is the largest).
+        network: u8,
+        /// The report body.
+        payload: Bytes,
+    },
 }
 
 /// Where a validated field value sits in the frame buffer.
@@ -309,7 +325,7 @@ impl Span {
 /// the frame takes one slice per field it uses.
 #[derive(Default)]
 struct Fields {
-    seen: u16,
+    seen: u32,
     app: Option<Span>,
     device: Option<Span>,
     token: Option<Span>,
@@ -324,6 +340,7 @@ struct Fields {
     heartbeat_ms: Option<u32>,
     conn_id: Option<u64>,
     expires_at_ms: Option<u64>,
+    network: Option<u8>,
 }
 
 impl Fields {
@@ -354,8 +371,8 @@ impl Fields {
                 start: value_start as u32,
                 end: at as u32,
             };
-            if (tag::APP..=tag::EPOCH).contains(&tag) {
-                let bit = 1u16 << tag;
+            if (tag::APP..=tag::EPOCH).contains(&tag) || tag == tag::NETWORK {
+                let bit = 1u32 << tag;
                 if fields.seen & bit != 0 {
                     return Err(DecodeError::DuplicateField { tag });
                 }
@@ -394,6 +411,21 @@ impl Fields {
                 tag::EPOCH => fields.epoch = Some(be_u64(tag, raw)?),
                 tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
                 tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
+                tag::NETWORK => match raw {
+                    [n] if *n <= MAX_NETWORK => fields.network = Some(*n),
+                    [_] => {
+                        return Err(DecodeError::MalformedField {
+                            tag,
+                            reason: "network must be 0..=3",
+                        });
+                    }
+                    _ => {
+                        return Err(DecodeError::MalformedField {
+                            tag,
+                            reason: "expected a 1-byte integer",
+                        });
+                    }
+                },
                 tag::CODE => {
                     let code =
                         <[u8; 2]>::try_from(raw).map_err(|_| DecodeError::MalformedField {
@@ -614,6 +646,11 @@ impl Frame {
                 code: code(f.code)?,
                 message,
             },
+            FrameType::QualityReport => Frame::QualityReport {
+                id,
+                network: required(f.network, ty, tag::NETWORK)?,
+                payload,
+            },
         })
     }
 
@@ -639,6 +676,7 @@ impl Frame {
             Frame::GoAway { .. } => FrameType::GoAway,
             Frame::Error { .. } => FrameType::Error,
             Frame::Close { .. } => FrameType::Close,
+            Frame::QualityReport { .. } => FrameType::QualityReport,
         }
     }
 
@@ -659,7 +697,8 @@ impl Frame {
             | Frame::LeaveAck { id, .. }
             | Frame::TokenRefresh { id, .. }
             | Frame::TokenRefreshAck { id, .. }
-            | Frame::Error { id, .. } => *id,
+            | Frame::Error { id, .. }
+            | Frame::QualityReport { id, .. } => *id,
             Frame::TokenExpiring { .. }
             | Frame::Kick { .. }
             | Frame::GoAway { .. }
@@ -761,6 +800,7 @@ impl Frame {
                 message(&mut f, m);
                 f(tag::RETRY_AFTER_MS, U32(*retry_after_ms));
             }
+            Frame::QualityReport { network, .. } => f(tag::NETWORK, U8(*network)),
         }
     }
 
@@ -770,7 +810,8 @@ impl Frame {
             | Frame::Pong { payload, .. }
             | Frame::Request { payload, .. }
             | Frame::Response { payload, .. }
-            | Frame::Push { payload, .. } => payload,
+            | Frame::Push { payload, .. }
+            | Frame::QualityReport { payload, .. } => payload,
             _ => &[],
         }
     }
@@ -795,6 +836,7 @@ impl Frame {
                 tag::APP | tag::DEVICE | tag::GROUP => !(1..=MAX_ID_LEN).contains(&n),
                 tag::TOKEN => !(1..=MAX_TOKEN_LEN).contains(&n),
                 tag::MESSAGE => n > MAX_MESSAGE_LEN,
+                tag::NETWORK => !matches!(value, FieldValue::U8(v) if v <= MAX_NETWORK),
                 _ => n > u16::MAX as usize,
             };
             if bad && invalid.is_none() {
@@ -869,6 +911,7 @@ fn field_name(t: u8) -> &'static str {
         tag::TOKEN => "token",
         tag::MESSAGE => "message",
         tag::META => "metadata",
+        tag::NETWORK => "network (0..=3)",
         _ => "field",
     }
 }
@@ -876,6 +919,7 @@ fn field_name(t: u8) -> &'static str {
 /// A field value on its way out.
 enum FieldValue<'a> {
     Raw(&'a [u8]),
+    U8(u8),
     U16(u16),
     U32(u32),
     U64(u64),
@@ -885,6 +929,7 @@ impl FieldValue<'_> {
     fn len(&self) -> usize {
         match self {
             FieldValue::Raw(b) => b.len(),
+            FieldValue::U8(_) => 1,
             FieldValue::U16(_) => 2,
             FieldValue::U32(_) => 4,
             FieldValue::U64(_) => 8,
@@ -894,6 +939,7 @@ impl FieldValue<'_> {
     fn put(&self, dst: &mut BytesMut) {
         match self {
             FieldValue::Raw(b) => dst.put_slice(b),
+            FieldValue::U8(v) => dst.put_u8(*v),
             FieldValue::U16(v) => dst.put_u16(*v),
             FieldValue::U32(v) => dst.put_u32(*v),
             FieldValue::U64(v) => dst.put_u64(*v),
