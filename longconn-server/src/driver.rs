@@ -326,6 +326,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
                 Event::PushAcked { id } => self.shared.acks.acked(self.handle.id(), id),
                 Event::PeerError { .. } => {}
+                Event::QualityReport { network, report } => {
+                    self.shared.quality.record(network, &report);
+                }
                 Event::Closed(reason) => debug!(?reason, "session closed"),
             }
         }

@@ -34,6 +34,8 @@
 //! - `group_log`: [`GroupLog`], [`LocalGroupLog`]: who numbers group publishes.
 //! - `auth`: [`Authenticator`]: login checks.
 //! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
+//! - `quality`: [`QualityBoard`], [`QualityConfig`]: client quality reports aggregated
+//!   by network bucket and transport.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -44,6 +46,7 @@ mod group_log;
 mod groups;
 mod hub;
 mod push;
+mod quality;
 mod relay;
 mod route_store;
 mod router;
@@ -61,6 +64,10 @@ pub use groups::{GroupDelivery, GroupMembership, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use longconn_core::Listener;
 pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
+pub use quality::{
+    CellSummary, NetworkBucket, OPEN_BUCKET_MS, Percentiles, QualityBoard, QualityConfig,
+    QualityConfigBuilder, QualitySummary, ReportCount, network_name,
+};
 pub use relay::{
     BatchFrames, GroupMessage, GroupPresence, KickRequest, KickTarget, LocalRelay, Relay,
     RelayBatch, RelayInbox, RelayResult, RelayTarget, RemoteGroupReport, RemotePresence,
@@ -91,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// Cancelled when shutdown begins; connections admitted after that drain at once.
     pub(crate) shutting_down: tokio_util::sync::CancellationToken,
+    /// Client quality reports ([`QualityBoard`]).
+    pub(crate) quality: Arc<QualityBoard>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -15,7 +15,7 @@ use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
 use crate::relay::{GroupPresence, LocalRelay, Relay, RelayInbox};
 use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
-use crate::{Hub, Router, Shared, Stats};
+use crate::{Hub, QualityBoard, QualityConfig, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
 
@@ -29,6 +29,7 @@ pub struct ServerConfig {
     accept_backoff_max: Duration,
     shutdown_retry_after: Duration,
     relay_timeout: Duration,
+    quality: QualityConfig,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +42,7 @@ impl Default for ServerConfig {
             accept_backoff_max: Duration::from_secs(1),
             shutdown_retry_after: Duration::from_secs(5),
             relay_timeout: Duration::from_secs(5),
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -90,6 +92,11 @@ impl ServerConfig {
     pub fn relay_timeout(&self) -> Duration {
         self.relay_timeout
     }
+
+    /// Network bucket thresholds of client quality reports ([`QualityConfig`]).
+    pub fn quality(&self) -> &QualityConfig {
+        &self.quality
+    }
 }
 
 /// Builder for [`ServerConfig`].
@@ -132,6 +139,11 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::relay_timeout`].
     pub fn relay_timeout(mut self, value: Duration) -> Self {
         self.config.relay_timeout = value;
+        self
+    }
+    /// See [`ServerConfig::quality`].
+    pub fn quality(mut self, value: QualityConfig) -> Self {
+        self.config.quality = value;
         self
     }
 
@@ -261,6 +273,7 @@ impl ServerBuilder {
             close_linger: self.config.close_linger,
             stats: Stats::default(),
             shutting_down: CancellationToken::new(),
+            quality: Arc::new(QualityBoard::new(self.config.quality)),
         });
         Server {
             admission: Arc::new(Semaphore::new(self.config.max_connections)),
@@ -338,6 +351,11 @@ impl Server {
     /// The forwarding router.
     pub fn router(&self) -> &Arc<Router> {
         &self.shared.router
+    }
+
+    /// Client quality reports received by this server, by network bucket and transport.
+    pub fn quality(&self) -> &Arc<QualityBoard> {
+        &self.shared.quality
     }
 
     /// The hub of this server's connections (for pushes and kicks).
