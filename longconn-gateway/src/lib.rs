@@ -42,6 +42,7 @@
 //!   backends or a router, groups, route store, group log, HTTP side), and the limits
 //!   each part takes from the one `ServerConfig`.
 //! - [`http`]: the HTTP router: `GET /healthz`, the push API, JSON 404s.
+//! - [`quality`]: `GET /v1/quality`, the client quality table.
 //! - [`demo`]: the browser demo (`--demo`): a live room page built on the TypeScript
 //!   SDK, its token route and the room handler on business 7.
 //! - [`config`]: the reference binary's settings: embedded defaults (the libraries'),
@@ -52,6 +53,7 @@ pub mod builder;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod quality;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
