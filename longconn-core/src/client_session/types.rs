@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::protocol::{Code, Metadata, Text};
+use crate::protocol::{Code, Metadata, ReportTransport, Text};
 
 /// Reconnect delays: exponential backoff with full jitter.
 ///
@@ -84,6 +84,16 @@ pub struct ClientSessionConfig {
     /// Logins refused with `expired_token` that are retried (each with a freshly fetched
     /// token) before the refusal is final. Default 1.
     pub expired_token_retries: u32,
+    /// Send a `QualityReport` (docs/PROTOCOL.md section 4.1: connect attempts and
+    /// heartbeat round trips per transport) this often while logged in. Default `None`
+    /// (off): a gateway without `QualityReport` support closes the session on it.
+    pub quality_report_interval: Option<Duration>,
+    /// The `NETWORK` of quality reports: 0 unknown (default), 1 wifi, 2 cellular,
+    /// 3 wired. Values above 3 are sent as 0.
+    pub network: u8,
+    /// The transport the attempts and pings are counted under (set it for each dial
+    /// with [`super::ClientSession::set_transport`] when it changes). Default tcp.
+    pub transport: ReportTransport,
 }
 
 impl ClientSessionConfig {
@@ -100,6 +110,9 @@ impl ClientSessionConfig {
             max_heartbeat: None,
             backoff: Backoff::default(),
             expired_token_retries: 1,
+            quality_report_interval: None,
+            network: 0,
+            transport: ReportTransport::Tcp,
         }
     }
 }
