@@ -124,6 +124,14 @@ pub struct ClientConfig {
     /// Local IP to connect from (the kernel picks the port). Default `None`: the
     /// system's choice. Load generators spread clients over 127.0.0.x with it.
     pub local_ip: Option<std::net::IpAddr>,
+    /// Send a quality report (docs/PROTOCOL.md section 4.1: connect attempts with their
+    /// latency and heartbeat round trips, per transport, since the previous report)
+    /// this often while connected. Default `None` (off): a gateway older than
+    /// `QualityReport` closes the session on it. Minutes suit real clients.
+    pub quality_report_interval: Option<Duration>,
+    /// The network type quality reports carry: 0 unknown (default), 1 wifi,
+    /// 2 cellular, 3 wired (`NETWORK` of docs/PROTOCOL.md; larger values are sent as 0).
+    pub network: u8,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -158,6 +166,8 @@ impl ClientConfig {
             max_frame_size: 64 * 1024,
             local_ip: None,
             on_push: None,
+            quality_report_interval: None,
+            network: 0,
         })
     }
 }
