@@ -21,7 +21,7 @@ Rust code. The layout, all integers big-endian:
 
     0  magic        u16  0x4C43 ("LC")
     2  version      u8   1
-    3  type         u8   frame type (0x01 Login .. 0x13 Close)
+    3  type         u8   frame type (0x01 Login .. 0x14 QualityReport)
     4  flags        u8   bit 0 ACK_REQUIRED (Push only); other bits 0
     5  reserved     u8   0
     6  fields_len   u16  length of the fields section
