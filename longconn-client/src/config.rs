@@ -133,6 +133,14 @@ pub struct ClientConfig {
     /// every half timeout when the gateway's heartbeat is longer. `None` relies on the
     /// heartbeat alone (twice the gateway's interval for the pong). Default 10 s.
     pub dead_peer_timeout: Option<Duration>,
+    /// Send a quality report (docs/PROTOCOL.md section 4.1: connect attempts with their
+    /// latency and heartbeat round trips, per transport, since the previous report)
+    /// this often while connected. Default `None` (off): a gateway older than
+    /// `QualityReport` closes the session on it. Minutes suit real clients.
+    pub quality_report_interval: Option<Duration>,
+    /// The network type quality reports carry: 0 unknown (default), 1 wifi,
+    /// 2 cellular, 3 wired (`NETWORK` of docs/PROTOCOL.md; larger values are sent as 0).
+    pub network: u8,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -168,6 +176,8 @@ impl ClientConfig {
             local_ip: None,
             on_push: None,
             dead_peer_timeout: Some(Duration::from_secs(10)),
+            quality_report_interval: None,
+            network: 0,
         })
     }
 }

@@ -28,11 +28,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use longconn_core::connection::memory::MemoryConnection;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+use longconn_core::protocol::ReportTransport;
 use longconn_core::{
     CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, CloseReason, Code,
     ConnectionError, EndReason, Frame, Reconnect, StopReason, Transmit, TransportEnd,
 };
-use longconn_transport::dial::{DialOptions, Dialed, Dialer};
+use longconn_transport::dial::{DialOptions, Dialed, Dialer, Scheme};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
@@ -152,6 +153,9 @@ pub(crate) async fn run(
     session_config.login_timeout = config.connect_timeout;
     session_config.backoff = config.backoff;
     session_config.dead_peer_timeout = config.dead_peer_timeout;
+    session_config.quality_report_interval = config.quality_report_interval;
+    session_config.network = config.network;
+    session_config.transport = report_transport(config.endpoint.scheme);
     let mut held = Vec::new();
     let boot = match &config.control {
         Some(settings) => {
@@ -795,6 +799,17 @@ fn refuse(command: ClientCommand, error: ClientError) {
         ClientCommand::Request { reply, .. } => drop(reply.send(Err(error))),
         ClientCommand::Group { reply, .. } => drop(reply.send(Err(error))),
         ClientCommand::Close => {}
+    }
+}
+
+/// The quality report transport of a dial scheme.
+fn report_transport(scheme: Scheme) -> ReportTransport {
+    match scheme {
+        Scheme::Tcp => ReportTransport::Tcp,
+        Scheme::Tls => ReportTransport::Tls,
+        Scheme::Ws => ReportTransport::Ws,
+        Scheme::Wss => ReportTransport::Wss,
+        Scheme::Quic => ReportTransport::Quic,
     }
 }
 

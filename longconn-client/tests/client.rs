@@ -794,3 +794,46 @@ async fn simultaneous_reconnects_come_back_spread_out() {
         "arrivals per 100 ms: {buckets:?}"
     );
 }
+
+/// Quality reports (opt-in): the SDK counts its connect and heartbeats per transport and
+/// the gateway's board receives them under that transport, with the network type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_reports_reach_the_gateways_board() {
+    for transport in [Transport::Tcp, Transport::Ws] {
+        let (identity, gateway) = setup(transport);
+        let url = match transport {
+            Transport::Tcp => format!("tcp://localhost:{}", gateway.addr.port()),
+            _ => format!("ws://localhost:{}/ws", gateway.addr.port()),
+        };
+        let mut config = ClientConfig::new(&url, APP, "q", token("q")).unwrap();
+        config.trust = Trust::Roots(vec![identity.leaf().clone()]);
+        config.quality_report_interval = Some(Duration::from_millis(2_500));
+        config.network = 1;
+        let client = Client::connect(config);
+        client.wait_connected(STEP).await.unwrap();
+        let name = match transport {
+            Transport::Tcp => "tcp",
+            _ => "ws",
+        };
+        let board = gateway.server.quality().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let summary = board.summary();
+            let cell = summary
+                .cells
+                .iter()
+                .find(|c| c.transport.name() == name && c.pings >= 1);
+            if let Some(cell) = cell {
+                assert_eq!((cell.connect_attempts, cell.connect_successes), (1, 1));
+                assert_eq!(summary.reports[0].network, 1);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {name} report with a ping: {summary:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.close().await;
+    }
+}

@@ -1489,3 +1489,89 @@ fn every_documented_cell_has_a_test() {
         "the module docs and docs/PROTOCOL.md list the same cells"
     );
 }
+
+/// Quality reports (PROTOCOL.md 4.1, opt-in): connect attempts with their latency and
+/// heartbeat round trips are counted per transport and sent every interval.
+#[test]
+fn quality_reports_count_attempts_and_round_trips_per_transport() {
+    use longconn_core::protocol::{QualityReport, ReportTransport};
+    let mut config = config();
+    config.quality_report_interval = Some(Duration::from_secs(60));
+    config.network = 2;
+    config.transport = ReportTransport::Ws;
+    let mut h = Harness::with(config, 7);
+    // Attempt 1 fails at the dial.
+    assert!(h.s.dial_failed(h.now));
+    h.advance(CAP);
+    h.timeout();
+    assert_eq!(h.s.state(), ClientState::Connecting);
+    // Attempt 2 logs in after 30 ms.
+    h.advance(Duration::from_millis(30));
+    h.reach(ClientState::LoggedIn);
+    // One heartbeat answered in 5 ms, the next one still open when the report is due.
+    h.advance(HEARTBEAT);
+    h.timeout();
+    let ping = h.sent().pop().expect("a ping");
+    h.advance(Duration::from_millis(5));
+    h.frame(Frame::Pong {
+        id: ping.id(),
+        payload: Bytes::new(),
+    });
+    assert!(h.s.poll_timeout().unwrap() <= h.now + HEARTBEAT);
+    h.advance(Duration::from_secs(59));
+    h.timeout();
+    let sent = h.sent();
+    let Some(Frame::QualityReport {
+        network, payload, ..
+    }) = sent
+        .iter()
+        .find(|f| matches!(f, Frame::QualityReport { .. }))
+    else {
+        panic!("no report in {sent:?}");
+    };
+    assert_eq!(*network, 2);
+    let report = QualityReport::decode(payload).unwrap();
+    assert_eq!(report.transports.len(), 1);
+    let ws = &report.transports[0];
+    assert_eq!(ws.transport, ReportTransport::Ws);
+    assert_eq!(ws.connect_attempts, 2);
+    assert_eq!(ws.connect_latency, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(ws.pings, 1);
+    assert_eq!(ws.rtt, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // The gateway's Error for the report fails nothing.
+    h.frame(Frame::Error {
+        id: sent.last().unwrap().id(),
+        code: Code::MalformedReport,
+        message: Text::new(),
+    });
+    assert_eq!(h.s.state(), ClientState::LoggedIn);
+    // Counts restart: the ping still open when the connection ends is lost, and the
+    // next report (none is sent while nothing was counted) holds only that.
+    h.s.handle_transport_end(h.now, TransportEnd::Eof);
+    let rest = h.s.take_quality_report();
+    assert_eq!(rest.transports.len(), 1);
+    assert_eq!(
+        (
+            rest.transports[0].connect_attempts,
+            rest.transports[0].pings
+        ),
+        (0, 1)
+    );
+    assert_eq!(rest.transports[0].rtt, [0; 10]);
+}
+
+#[test]
+fn quality_reports_are_off_by_default() {
+    let mut h = Harness::in_state(ClientState::LoggedIn);
+    for _ in 0..200 {
+        h.advance(HEARTBEAT);
+        h.timeout();
+        if let Some(ping) = h.sent().pop() {
+            assert!(matches!(ping, Frame::Ping { .. }), "{ping:?}");
+            h.frame(Frame::Pong {
+                id: ping.id(),
+                payload: Bytes::new(),
+            });
+        }
+    }
+}

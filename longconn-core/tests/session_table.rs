@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use longconn_core::protocol::FrameCodec;
+use longconn_core::protocol::{FrameCodec, QualityReport, ReportTransport, TransportReport};
 use longconn_core::{
     CloseReason, Code, Command, DecodeError as Error, Event, Frame, Metadata, PushOutcome, Session,
     SessionConfig, SlowConsumerPolicy, State, Text, TokenExpiry, Transmit, TransportEnd,
@@ -159,6 +159,14 @@ impl Harness {
     fn assert_quiet(&mut self) {
         assert_eq!(self.sent(), []);
         assert_eq!(self.events(), []);
+    }
+}
+
+fn quality_report(id: u32, body: Bytes) -> Frame {
+    Frame::QualityReport {
+        id,
+        network: 2,
+        payload: body,
     }
 }
 
@@ -481,6 +489,7 @@ fn cell_a2_other_frames_before_login_are_unexpected() {
             heartbeat_ms: 1,
             expires_at_ms: None,
         },
+        quality_report(1, Bytes::from_static(&[1, 0])),
     ];
     for frame in frames {
         let mut h = Harness::new();
@@ -1371,4 +1380,41 @@ fn every_documented_cell_has_a_test() {
         .filter(|id| !tests.contains(&format!("fn cell_{id}_")))
         .collect();
     assert!(missing.is_empty(), "cells without a test: {missing:?}");
+}
+
+#[test]
+fn cell_v22_a_valid_quality_report_is_reported_without_an_answer() {
+    let mut h = Harness::in_state(State::Active);
+    let mut report = QualityReport::new();
+    let mut ws = TransportReport::new(ReportTransport::Ws);
+    ws.record_connect(Some(30));
+    ws.record_ping(Some(4));
+    ws.record_ping(None);
+    report.transports.push(ws);
+    h.frame(quality_report(7, report.encode().unwrap()));
+    assert_eq!(h.sent(), []);
+    assert_eq!(h.events(), [Event::QualityReport { network: 2, report }]);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn cell_v23_a_malformed_quality_report_is_an_error_and_the_session_goes_on() {
+    for (body, kind) in [
+        (&[2u8, 0][..], "unsupported report version"),
+        (&[1, 0, 0][..], "after the last entry"),
+        (&[][..], "truncated"),
+    ] {
+        let mut h = Harness::in_state(State::Active);
+        h.frame(quality_report(8, Bytes::copy_from_slice(body)));
+        match h.sent().as_slice() {
+            [Frame::Error { id, code, message }] => {
+                assert_eq!((*id, *code), (8, Code::MalformedReport));
+                assert_eq!(code.as_u16(), 320);
+                assert!(message.as_str().contains(kind), "{message:?}");
+            }
+            other => panic!("expected Error, got {other:?}"),
+        }
+        assert_eq!(h.events(), []);
+        assert_eq!(h.session.state(), State::Active);
+    }
 }

@@ -10,7 +10,10 @@ use std::process::Command;
 
 use bytes::{Bytes, BytesMut};
 use longconn_core::DecodeError as Error;
-use longconn_core::protocol::{Code, Frame, FrameCodec, FrameType, Metadata, VERSION};
+use longconn_core::protocol::{
+    Code, Frame, FrameCodec, FrameType, Metadata, QualityReport, ReportError, ReportTransport,
+    VERSION,
+};
 use serde_json::{Map, Value, json};
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol-vectors.json");
@@ -20,7 +23,7 @@ const GENERATOR: &str = concat!(
 );
 
 /// Every frame type, by the name the vectors use.
-const FRAME_TYPES: [&str; 19] = [
+const FRAME_TYPES: [&str; 20] = [
     "Login",
     "LoginAck",
     "Ping",
@@ -40,6 +43,7 @@ const FRAME_TYPES: [&str; 19] = [
     "GoAway",
     "Error",
     "Close",
+    "QualityReport",
 ];
 
 /// Every `Error` variant that `FrameCodec` decoding can return (read off
@@ -164,6 +168,7 @@ fn type_name(ty: FrameType) -> &'static str {
         FrameType::GoAway => "GoAway",
         FrameType::Error => "Error",
         FrameType::Close => "Close",
+        FrameType::QualityReport => "QualityReport",
     }
 }
 
@@ -264,6 +269,11 @@ fn frame_json(frame: &Frame) -> Value {
         Frame::Error { id, code, message } => {
             json!({ "id": id, "code": code.as_u16(), "message": message.as_str() })
         }
+        Frame::QualityReport {
+            id,
+            network,
+            payload,
+        } => json!({ "id": id, "network": network, "payload_hex": hex(payload) }),
         other => panic!("frame variant without a JSON form in this test: {other:?}"),
     };
     let Value::Object(fields) = fields else {
@@ -603,4 +613,63 @@ fn vector_file_matches_the_python_generator() {
          `python3 docs/tools/gen_protocol_vectors.py > docs/protocol-vectors.json`",
         Path::new(VECTORS).display()
     );
+}
+
+fn report_json(report: &QualityReport) -> Value {
+    json!({
+        "version": report.version,
+        "transports": report.transports.iter().map(|e| json!({
+            "transport": e.transport.name(),
+            "connect_attempts": e.connect_attempts,
+            "connect_latency": e.connect_latency,
+            "pings": e.pings,
+            "rtt": e.rtt,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[test]
+fn quality_report_bodies_decode_reencode_or_fail_with_their_error() {
+    let text = std::fs::read_to_string(VECTORS).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let bodies = doc["quality_report_bodies"]
+        .as_array()
+        .expect("quality_report_bodies");
+    let mut kinds = std::collections::BTreeSet::new();
+    for v in bodies {
+        let bytes = unhex(str_of(v, "hex"));
+        match QualityReport::decode(&bytes) {
+            Ok(report) => {
+                assert!(
+                    v["error"].is_null(),
+                    "{}: decoded but {}",
+                    name(v),
+                    v["error"]
+                );
+                assert_eq!(report_json(&report), v["report"], "{}", name(v));
+                assert_eq!(
+                    hex(&report.encode().unwrap()),
+                    str_of(v, "hex"),
+                    "{}",
+                    name(v)
+                );
+            }
+            Err(err) => {
+                assert_eq!(err.kind(), str_of(v, "error"), "{}: {err}", name(v));
+                kinds.insert(err.kind());
+            }
+        }
+    }
+    let every: [ReportError; 7] = [
+        ReportError::TooLong(0),
+        ReportError::Truncated(""),
+        ReportError::UnsupportedVersion(0),
+        ReportError::UnknownTransport(0),
+        ReportError::TransportOrder { id: 0, previous: 0 },
+        ReportError::CountsInconsistent(ReportTransport::Tcp),
+        ReportError::TrailingBytes(0),
+    ];
+    for e in every {
+        assert!(kinds.contains(e.kind()), "no body vector for {}", e.kind());
+    }
 }

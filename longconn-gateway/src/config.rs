@@ -17,7 +17,9 @@ use longconn_cluster::{ClusterConfig, RedisTarget};
 use longconn_core::{SessionConfig, SlowConsumerPolicy, TokenKey, TokenKeys};
 use longconn_group::GroupConfig;
 use longconn_http::{ApiKeys, HttpBackend, HttpBackendConfig};
-use longconn_server::{BackendLimits, ECHO_BUSINESS, EchoBackend, Router, ServerConfig};
+use longconn_server::{
+    BackendLimits, ECHO_BUSINESS, EchoBackend, QualityConfig, Router, ServerConfig,
+};
 use longconn_transport::TransportConfig;
 use longconn_transport::cert::TlsIdentity;
 use serde::Deserialize;
@@ -250,6 +252,8 @@ pub struct FileConfig {
     pub http: FileHttp,
     /// WebSocket listeners: the Origin allowlist.
     pub ws: FileWs,
+    /// Network bucket thresholds of client quality reports.
+    pub quality: FileQuality,
 }
 
 /// `[ws]`: `allowed_origins = ["https://app.example", ...]` (see
@@ -267,6 +271,22 @@ pub struct FileWs {
 pub struct FileHttp {
     /// See [`Cli::api_keys`].
     pub api_keys: Vec<FileTokenKey>,
+}
+
+/// `[quality]`: see `longconn_server::QualityConfig` for each value's meaning, default
+/// and range (defaults: good up to 1 % loss and 100 ms median round trip, weak above
+/// 5 % loss or 300 ms).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileQuality {
+    /// Largest ping loss (0..=1) of a good network.
+    pub good_loss: Option<f64>,
+    /// Largest median round trip of a good network, ms.
+    pub good_rtt_ms: Option<u64>,
+    /// Ping loss (0..=1) above which a network is weak.
+    pub weak_loss: Option<f64>,
+    /// Median round trip above which a network is weak, ms.
+    pub weak_rtt_ms: Option<u64>,
 }
 
 /// `[cluster]`: see `longconn_cluster::ClusterConfig` for each value's meaning, default
@@ -562,6 +582,7 @@ impl GatewaySettings {
         {
             server = server.max_logins_per_device(v);
         }
+        server = server.quality(quality_config(&file.quality)?);
         let server = server
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -911,6 +932,24 @@ fn load(path: &Path) -> Result<FileConfig, GatewayError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| GatewayError::Config(format!("reading {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))
+}
+
+fn quality_config(file: &FileQuality) -> Result<QualityConfig, GatewayError> {
+    let mut b = QualityConfig::builder();
+    if let Some(v) = file.good_loss {
+        b = b.good_loss(v);
+    }
+    if let Some(v) = file.good_rtt_ms {
+        b = b.good_rtt_ms(v);
+    }
+    if let Some(v) = file.weak_loss {
+        b = b.weak_loss(v);
+    }
+    if let Some(v) = file.weak_rtt_ms {
+        b = b.weak_rtt_ms(v);
+    }
+    b.build()
+        .map_err(|e| GatewayError::Config(format!("quality: {e}")))
 }
 
 fn group_config(file: &FileGroups, max_frame_size: usize) -> Result<GroupConfig, GatewayError> {
@@ -1292,6 +1331,27 @@ slow_consumer_policy = "disconnect"
             .unwrap_err()
             .to_string();
         assert!(err.contains("history"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `[quality]` thresholds reach the server config; a value out of range is refused.
+    #[test]
+    fn the_quality_section_sets_the_bucket_thresholds_and_is_checked() {
+        let dir = std::env::temp_dir().join(format!("lc-gw-quality-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "[quality]\ngood_loss = 0.02\ngood_rtt_ms = 50\nweak_loss = 0.1\nweak_rtt_ms = 500\n",
+        )
+        .unwrap();
+        let s = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap();
+        let q = s.server.quality();
+        assert_eq!((q.good_loss(), q.good_rtt_ms()), (0.02, 50));
+        assert_eq!((q.weak_loss(), q.weak_rtt_ms()), (0.1, 500));
+        std::fs::write(&path, "[quality]\ngood_loss = 0.5\n").unwrap();
+        let err = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("quality"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

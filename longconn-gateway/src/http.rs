@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub fn router(server: Server, api: PushApi) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .with_state((server, api.clone()))
+        .with_state((server.clone(), api.clone()))
         .merge(push_api(api))
+        .merge(crate::quality::routes(server))
         .fallback(not_found)
 }
 

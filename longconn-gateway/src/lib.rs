@@ -43,6 +43,7 @@
 //!   each part takes from the one `ServerConfig`.
 //! - [`http`]: the HTTP router: `GET /healthz`, the push API, JSON 404s.
 //! - [`metrics`]: the Prometheus recorder and `GET /metrics` (docs/METRICS.md).
+//! - [`quality`]: `GET /v1/quality`, the client quality table.
 //! - [`demo`]: the browser demo (`--demo`): a live room page built on the TypeScript
 //!   SDK, its token route and the room handler on business 7.
 //! - [`config`]: the reference binary's settings: embedded defaults (the libraries'),
@@ -55,6 +56,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod quic_reset;
+pub mod quality;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

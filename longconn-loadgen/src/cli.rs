@@ -118,6 +118,34 @@ pub struct Common {
     /// connecting). Reports the access latency and the spread over nodes.
     #[arg(long, global = true, value_name = "URL")]
     pub control: Option<String>,
+    /// Every client sends a quality report (PROTOCOL.md 4.1: its connect attempts and
+    /// heartbeat round trips) this often, in seconds; the gateway's `GET /v1/quality`
+    /// aggregates them. Default off.
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub quality_report: Option<u64>,
+    /// The network type the quality reports carry.
+    #[arg(long, global = true, value_enum, default_value = "unknown")]
+    pub network: NetworkType,
+}
+
+/// A client's network type (`NETWORK` of a quality report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkType {
+    /// 0
+    Unknown,
+    /// 1
+    Wifi,
+    /// 2
+    Cellular,
+    /// 3
+    Wired,
+}
+
+impl NetworkType {
+    /// The wire value.
+    pub fn wire(self) -> u8 {
+        self as u8
+    }
 }
 
 impl Common {

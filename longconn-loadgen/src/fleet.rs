@@ -118,6 +118,8 @@ impl LoadCtx {
         config.trust = self.trust.clone();
         config.connect_timeout = CONNECT_TIMEOUT;
         config.local_ip = self.common.source_ips.map(|ips| ips.pick(u64::from(index)));
+        config.quality_report_interval = self.common.quality_report.map(Duration::from_secs);
+        config.network = self.common.network.wire();
         Ok(config)
     }
 

@@ -392,6 +392,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
                 Event::PushAcked { id } => self.shared.acks.acked(self.handle.id(), id),
                 Event::PeerError { .. } => {}
+                Event::QualityReport { network, report } => {
+                    self.shared.quality.record(network, &report);
+                }
                 // Logged once, with its metrics label, when the driver ends.
                 Event::Closed(_) => {}
             }

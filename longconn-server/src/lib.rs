@@ -36,6 +36,8 @@
 //! - `metrics`: handles for the `metrics` facade (docs/METRICS.md), the push
 //!   counters the group layer shares, and the `/proc` process collector.
 //! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
+//! - `quality`: [`QualityBoard`], [`QualityConfig`]: client quality reports aggregated
+//!   by network bucket and transport.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -50,6 +52,7 @@ pub mod metrics;
 mod login_limit;
 mod push;
 mod recovery;
+mod quality;
 mod relay;
 mod route_store;
 mod router;
@@ -67,6 +70,10 @@ pub use groups::{GroupDelivery, GroupMembership, JoinRecovery, NoGroups};
 pub use hub::{CONN_ID_COUNTER_BITS, ConnHandle, DeviceKey, Hub, node_of};
 pub use longconn_core::Listener;
 pub use push::{BatchReport, PushMessage, PushResult, Pusher, Target};
+pub use quality::{
+    CellSummary, NetworkBucket, OPEN_BUCKET_MS, Percentiles, QualityBoard, QualityConfig,
+    QualityConfigBuilder, QualitySummary, ReportCount, network_name,
+};
 pub use relay::{
     BatchFrames, GroupMessage, GroupPresence, KickRequest, KickTarget, LocalRelay, Relay,
     RelayBatch, RelayInbox, RelayResult, RelayTarget, RemoteGroupReport, RemotePresence,
@@ -98,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::ServerMetrics,
     /// Cancelled when shutdown begins; connections admitted after that drain at once.
     pub(crate) shutting_down: tokio_util::sync::CancellationToken,
+    /// Client quality reports ([`QualityBoard`]).
+    pub(crate) quality: Arc<QualityBoard>,
 }
 
 impl std::fmt::Debug for Shared {

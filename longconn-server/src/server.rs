@@ -16,7 +16,7 @@ use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
 use crate::relay::{GroupPresence, LocalRelay, Relay, RelayInbox};
 use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
-use crate::{Hub, Router, Shared, Stats};
+use crate::{Hub, QualityBoard, QualityConfig, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
 
@@ -33,6 +33,7 @@ pub struct ServerConfig {
     max_accept_rate: Option<u32>,
     max_connections_per_ip: Option<u32>,
     max_logins_per_device: Option<u32>,
+    quality: QualityConfig,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +49,7 @@ impl Default for ServerConfig {
             max_accept_rate: Some(5000),
             max_connections_per_ip: None,
             max_logins_per_device: Some(30),
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -120,6 +122,11 @@ impl ServerConfig {
     pub fn max_logins_per_device(&self) -> Option<u32> {
         self.max_logins_per_device
     }
+
+    /// Network bucket thresholds of client quality reports ([`QualityConfig`]).
+    pub fn quality(&self) -> &QualityConfig {
+        &self.quality
+    }
 }
 
 /// Builder for [`ServerConfig`].
@@ -177,6 +184,11 @@ impl ServerConfigBuilder {
     /// See [`ServerConfig::max_logins_per_device`].
     pub fn max_logins_per_device(mut self, value: Option<u32>) -> Self {
         self.config.max_logins_per_device = value;
+        self
+    }
+    /// See [`ServerConfig::quality`].
+    pub fn quality(mut self, value: QualityConfig) -> Self {
+        self.config.quality = value;
         self
     }
 
@@ -328,6 +340,7 @@ impl ServerBuilder {
             stats: Stats::default(),
             metrics: crate::metrics::ServerMetrics::new(),
             shutting_down: CancellationToken::new(),
+            quality: Arc::new(QualityBoard::new(self.config.quality)),
         });
         Server {
             limits: Arc::new(AdmissionLimits::new(
@@ -410,6 +423,11 @@ impl Server {
     /// The forwarding router.
     pub fn router(&self) -> &Arc<Router> {
         &self.shared.router
+    }
+
+    /// Client quality reports received by this server, by network bucket and transport.
+    pub fn quality(&self) -> &Arc<QualityBoard> {
+        &self.shared.quality
     }
 
     /// The hub of this server's connections (for pushes and kicks).

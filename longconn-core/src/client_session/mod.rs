@@ -130,7 +130,10 @@ pub use types::{
 };
 
 use crate::error::DecodeError;
-use crate::protocol::{Code, Frame, Metadata, Position, Text};
+use crate::protocol::{
+    Code, Frame, MAX_NETWORK, Metadata, Position, QualityReport, ReportTransport, Text,
+    TransportReport,
+};
 use crate::session::TransportEnd;
 
 /// The id of every `Login` this session sends (its `LoginAck` echoes it).
@@ -197,6 +200,12 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     stats: ClientStats,
     stop: Option<StopReason>,
+    /// When the current connect attempt started (entering `Connecting`), until it ends.
+    attempt_started: Option<Instant>,
+    /// Counts for the next quality report, one entry per transport in id order.
+    quality: Vec<TransportReport>,
+    /// When the next quality report is due (while logged in, when configured).
+    report_at: Option<Instant>,
 }
 
 impl ClientSession {
@@ -229,6 +238,12 @@ impl ClientSession {
             events: VecDeque::new(),
             stats: ClientStats::default(),
             stop: None,
+            attempt_started: Some(now),
+            quality: ReportTransport::ALL
+                .iter()
+                .map(|&t| TransportReport::new(t))
+                .collect(),
+            report_at: None,
         }
     }
 
@@ -298,7 +313,7 @@ impl ClientSession {
                 let pong = self.ping_out.map(|(_, sent)| sent + self.pong_timeout());
                 let (probe, dead) = self.dead_peer_deadlines();
                 let probe = probe.filter(|_| self.ping_out.is_none());
-                [self.ping_at, pong, probe, dead]
+                [self.ping_at, pong, probe, dead, self.report_at]
                     .into_iter()
                     .flatten()
                     .min()
@@ -546,10 +561,15 @@ impl ClientSession {
             }
             ClientState::Waiting if due(self.deadline) => {
                 self.deadline = Some(now + self.config.connect_timeout);
+                self.attempt_started = Some(now);
                 self.set_state(ClientState::Connecting);
             }
             ClientState::LoggedIn | ClientState::Draining => {
                 let (probe, dead) = self.dead_peer_deadlines();
+                if due(self.report_at) {
+                    self.report_at = self.config.quality_report_interval.map(|i| now + i);
+                    self.send_quality_report();
+                }
                 if due(dead)
                     || self
                         .ping_out
@@ -622,6 +642,11 @@ impl ClientSession {
                     .max(self.config.min_heartbeat);
                 self.ping_at = Some(now + self.heartbeat);
                 self.ping_out = None;
+                if let Some(started) = self.attempt_started.take() {
+                    let ms = now.saturating_duration_since(started).as_millis() as u64;
+                    self.quality_entry().record_connect(Some(ms));
+                }
+                self.report_at = self.config.quality_report_interval.map(|i| now + i);
                 self.events.push_back(ClientEvent::LoggedIn {
                     conn_id,
                     heartbeat: self.heartbeat,
@@ -772,7 +797,10 @@ impl ClientSession {
                 {
                     self.ping_out = None;
                     self.stats.pongs_received += 1;
-                    self.stats.last_rtt = Some(now.saturating_duration_since(sent));
+                    let rtt = now.saturating_duration_since(sent);
+                    self.stats.last_rtt = Some(rtt);
+                    self.quality_entry()
+                        .record_ping(Some(rtt.as_millis() as u64));
                 }
             }
             Frame::TokenExpiring { .. } => {
@@ -892,6 +920,52 @@ impl ClientSession {
 
     /// Ends the connection (or attempt): abandons calls, clears timers, decides what
     /// comes next, and reports it.
+    /// Sets the transport the next attempts and pings are counted under (quality
+    /// reports, docs/PROTOCOL.md section 4.1).
+    pub fn set_transport(&mut self, transport: ReportTransport) {
+        self.config.transport = transport;
+    }
+
+    /// Takes what was counted since the last report (entries with counts only, in
+    /// transport order); the counts restart from zero.
+    pub fn take_quality_report(&mut self) -> QualityReport {
+        let mut report = QualityReport::new();
+        for e in &mut self.quality {
+            if !e.is_empty() {
+                report.transports.push(e.clone());
+                *e = TransportReport::new(e.transport);
+            }
+        }
+        report
+    }
+
+    fn quality_entry(&mut self) -> &mut TransportReport {
+        &mut self.quality[self.config.transport as usize]
+    }
+
+    /// Sends a `QualityReport` with what was counted (nothing when nothing was).
+    fn send_quality_report(&mut self) {
+        let report = self.take_quality_report();
+        if report.transports.is_empty() {
+            return;
+        }
+        // At most 5 entries, each consistent by construction: encoding cannot fail.
+        let Ok(payload) = report.encode() else {
+            return;
+        };
+        let network = if self.config.network <= MAX_NETWORK {
+            self.config.network
+        } else {
+            0
+        };
+        let id = self.next_id();
+        self.transmit.push_back(Frame::QualityReport {
+            id,
+            network,
+            payload,
+        });
+    }
+
     fn end(&mut self, now: Instant, reason: EndReason) {
         let mut abandoned: Vec<u32> = self
             .pending
@@ -905,6 +979,13 @@ impl ClientSession {
         for id in abandoned {
             self.events.push_back(ClientEvent::Abandoned { id });
         }
+        if self.ping_out.is_some() {
+            self.quality_entry().record_ping(None);
+        }
+        if self.attempt_started.take().is_some() {
+            self.quality_entry().record_connect(None);
+        }
+        self.report_at = None;
         self.ping_at = None;
         self.ping_out = None;
         self.last_recv = None;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::protocol::{Code, Metadata, Text};
+use crate::protocol::{Code, Metadata, ReportTransport, Text};
 
 /// Reconnect delays: exponential backoff with full jitter.
 ///
@@ -92,6 +92,16 @@ pub struct ClientSessionConfig {
     /// the probe off (only the heartbeat's pong timeout applies). Default `None` here;
     /// the Rust SDK sets 10 s (`longconn_client::ClientConfig::dead_peer_timeout`).
     pub dead_peer_timeout: Option<Duration>,
+    /// Send a `QualityReport` (docs/PROTOCOL.md section 4.1: connect attempts and
+    /// heartbeat round trips per transport) this often while logged in. Default `None`
+    /// (off): a gateway without `QualityReport` support closes the session on it.
+    pub quality_report_interval: Option<Duration>,
+    /// The `NETWORK` of quality reports: 0 unknown (default), 1 wifi, 2 cellular,
+    /// 3 wired. Values above 3 are sent as 0.
+    pub network: u8,
+    /// The transport the attempts and pings are counted under (set it for each dial
+    /// with [`super::ClientSession::set_transport`] when it changes). Default tcp.
+    pub transport: ReportTransport,
 }
 
 impl ClientSessionConfig {
@@ -109,6 +119,9 @@ impl ClientSessionConfig {
             backoff: Backoff::default(),
             expired_token_retries: 1,
             dead_peer_timeout: None,
+            quality_report_interval: None,
+            network: 0,
+            transport: ReportTransport::Tcp,
         }
     }
 }

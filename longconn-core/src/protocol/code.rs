@@ -72,6 +72,9 @@ pub enum Code {
     GroupFull,
     /// 312: the connection may not join this group.
     GroupForbidden,
+    /// 320: a `QualityReport` body breaks docs/PROTOCOL.md section 4.1 (the session
+    /// stays open).
+    MalformedReport,
     /// More upstream requests per second than the connection may send
     /// (`SessionConfig::max_requests_per_second`); the request is refused, the
     /// connection goes on.
@@ -117,6 +120,7 @@ impl Code {
             Code::GroupLimit => 310,
             Code::GroupFull => 311,
             Code::GroupForbidden => 312,
+            Code::MalformedReport => 320,
             Code::RateLimited => 330,
             Code::MetadataTooLarge => 331,
             Code::Internal => 500,
@@ -155,6 +159,7 @@ impl Code {
             310 => Code::GroupLimit,
             311 => Code::GroupFull,
             312 => Code::GroupForbidden,
+            320 => Code::MalformedReport,
             330 => Code::RateLimited,
             331 => Code::MetadataTooLarge,
             500 => Code::Internal,
@@ -193,6 +198,7 @@ impl Code {
             Code::GroupLimit => "group_limit",
             Code::GroupFull => "group_full",
             Code::GroupForbidden => "group_forbidden",
+            Code::MalformedReport => "malformed_report",
             Code::RateLimited => "rate_limited",
             Code::MetadataTooLarge => "metadata_too_large",
             Code::Internal => "internal",

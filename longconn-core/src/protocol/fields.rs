@@ -41,7 +41,13 @@ pub mod tag {
     pub const EPOCH: u8 = 0x0E;
     /// Whether a rejoin was recovered (`JoinAck` only), `u8`: 1 recovered, 0 not.
     pub const RECOVERED: u8 = 0x0F;
+    /// The client's network type in a `QualityReport`, `u8`: 0 unknown, 1 wifi,
+    /// 2 cellular, 3 wired.
+    pub const NETWORK: u8 = 0x10;
 }
+
+/// Largest `NETWORK` value (3, wired).
+pub const MAX_NETWORK: u8 = 3;
 
 /// Longest app, device or group id in bytes.
 pub const MAX_ID_LEN: usize = 128;

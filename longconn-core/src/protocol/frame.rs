@@ -18,7 +18,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::code::Code;
-use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, Text, tag};
+use super::fields::{MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_NETWORK, MAX_TOKEN_LEN, Metadata, Text, tag};
 use crate::error::{DecodeError, EncodeError};
 
 /// The two magic bytes that start every frame: "LC".
@@ -72,6 +72,8 @@ pub enum FrameType {
     Error = 0x12,
     /// The sender is closing the connection.
     Close = 0x13,
+    /// Client reports its connection quality (docs/PROTOCOL.md section 4.1).
+    QualityReport = 0x14,
 }
 
 impl FrameType {
@@ -98,6 +100,7 @@ impl FrameType {
             0x11 => GoAway,
             0x12 => Error,
             0x13 => Close,
+            0x14 => QualityReport,
             other => return Err(DecodeError::UnknownFrameType(other)),
         })
     }
@@ -111,6 +114,7 @@ impl FrameType {
                 | FrameType::Request
                 | FrameType::Response
                 | FrameType::Push
+                | FrameType::QualityReport
         )
     }
 }
@@ -298,6 +302,18 @@ pub enum Frame {
         /// Optional human-readable detail.
         message: Text,
     },
+    /// Client reports connect and ping quality since its previous report. The payload
+    /// is the report body of docs/PROTOCOL.md section 4.1 (see
+    /// [`crate::protocol::QualityReport`]); the frame codec does not look into it.
+    QualityReport {
+        /// Correlation id; an `Error` for a refused body carries it.
+        id: u32,
+        /// The client's network type: 0 unknown, 1 wifi, 2 cellular, 3 wired
+        /// ([`crate::protocol::MAX_NETWORK`] is the largest).
+        network: u8,
+        /// The report body.
+        payload: Bytes,
+    },
 }
 
 /// Where a validated field value sits in the frame buffer.
@@ -318,7 +334,7 @@ impl Span {
 /// the frame takes one slice per field it uses.
 #[derive(Default)]
 struct Fields {
-    seen: u16,
+    seen: u32,
     app: Option<Span>,
     device: Option<Span>,
     token: Option<Span>,
@@ -334,6 +350,7 @@ struct Fields {
     conn_id: Option<u64>,
     expires_at_ms: Option<u64>,
     recovered: Option<bool>,
+    network: Option<u8>,
 }
 
 impl Fields {
@@ -364,8 +381,8 @@ impl Fields {
                 start: value_start as u32,
                 end: at as u32,
             };
-            if (tag::APP..=tag::RECOVERED).contains(&tag) {
-                let bit = 1u16 << tag;
+            if (tag::APP..=tag::NETWORK).contains(&tag) {
+                let bit = 1u32 << tag;
                 if fields.seen & bit != 0 {
                     return Err(DecodeError::DuplicateField { tag });
                 }
@@ -416,6 +433,21 @@ impl Fields {
                 }
                 tag::CONN_ID => fields.conn_id = Some(be_u64(tag, raw)?),
                 tag::EXPIRES_AT_MS => fields.expires_at_ms = Some(be_u64(tag, raw)?),
+                tag::NETWORK => match raw {
+                    [n] if *n <= MAX_NETWORK => fields.network = Some(*n),
+                    [_] => {
+                        return Err(DecodeError::MalformedField {
+                            tag,
+                            reason: "network must be 0..=3",
+                        });
+                    }
+                    _ => {
+                        return Err(DecodeError::MalformedField {
+                            tag,
+                            reason: "expected a 1-byte integer",
+                        });
+                    }
+                },
                 tag::CODE => {
                     let code =
                         <[u8; 2]>::try_from(raw).map_err(|_| DecodeError::MalformedField {
@@ -639,6 +671,11 @@ impl Frame {
                 code: code(f.code)?,
                 message,
             },
+            FrameType::QualityReport => Frame::QualityReport {
+                id,
+                network: required(f.network, ty, tag::NETWORK)?,
+                payload,
+            },
         })
     }
 
@@ -664,6 +701,7 @@ impl Frame {
             Frame::GoAway { .. } => FrameType::GoAway,
             Frame::Error { .. } => FrameType::Error,
             Frame::Close { .. } => FrameType::Close,
+            Frame::QualityReport { .. } => FrameType::QualityReport,
         }
     }
 
@@ -684,7 +722,8 @@ impl Frame {
             | Frame::LeaveAck { id, .. }
             | Frame::TokenRefresh { id, .. }
             | Frame::TokenRefreshAck { id, .. }
-            | Frame::Error { id, .. } => *id,
+            | Frame::Error { id, .. }
+            | Frame::QualityReport { id, .. } => *id,
             Frame::TokenExpiring { .. }
             | Frame::Kick { .. }
             | Frame::GoAway { .. }
@@ -807,6 +846,7 @@ impl Frame {
                 message(&mut f, m);
                 f(tag::RETRY_AFTER_MS, U32(*retry_after_ms));
             }
+            Frame::QualityReport { network, .. } => f(tag::NETWORK, U8(*network)),
         }
     }
 
@@ -816,7 +856,8 @@ impl Frame {
             | Frame::Pong { payload, .. }
             | Frame::Request { payload, .. }
             | Frame::Response { payload, .. }
-            | Frame::Push { payload, .. } => payload,
+            | Frame::Push { payload, .. }
+            | Frame::QualityReport { payload, .. } => payload,
             _ => &[],
         }
     }
@@ -841,6 +882,7 @@ impl Frame {
                 tag::APP | tag::DEVICE | tag::GROUP => !(1..=MAX_ID_LEN).contains(&n),
                 tag::TOKEN => !(1..=MAX_TOKEN_LEN).contains(&n),
                 tag::MESSAGE => n > MAX_MESSAGE_LEN,
+                tag::NETWORK => !matches!(value, FieldValue::U8(v) if v <= MAX_NETWORK),
                 _ => n > u16::MAX as usize,
             };
             if bad && invalid.is_none() {
@@ -915,6 +957,7 @@ fn field_name(t: u8) -> &'static str {
         tag::TOKEN => "token",
         tag::MESSAGE => "message",
         tag::META => "metadata",
+        tag::NETWORK => "network (0..=3)",
         _ => "field",
     }
 }

@@ -7,10 +7,16 @@ mod code;
 mod codec;
 mod fields;
 mod frame;
+mod quality;
 
 pub use code::Code;
 pub use codec::FrameCodec;
 pub use fields::{
-    MAX_FIELD_LEN, MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_TOKEN_LEN, Metadata, MetadataIter, Text, tag,
+    MAX_FIELD_LEN, MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_NETWORK, MAX_TOKEN_LEN, Metadata, MetadataIter,
+    Text, tag,
 };
 pub use frame::{FLAG_ACK_REQUIRED, Frame, FrameType, HEADER_LEN, MAGIC, Position, VERSION};
+pub use quality::{
+    LATENCY_BUCKET_BOUNDS_MS, LATENCY_BUCKETS, MAX_REPORT_LEN, QualityReport, REPORT_ENTRY_LEN,
+    REPORT_VERSION, ReportError, ReportTransport, TransportReport, latency_bucket,
+};

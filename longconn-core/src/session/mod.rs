@@ -27,7 +27,7 @@ pub use types::{
 
 use crate::config::{SessionConfig, SlowConsumerPolicy};
 use crate::error::DecodeError;
-use crate::protocol::{Code, Frame, MAX_MESSAGE_LEN, Text};
+use crate::protocol::{Code, Frame, MAX_MESSAGE_LEN, QualityReport, Text};
 
 /// One connection's protocol state. See the [module docs](self).
 #[derive(Debug)]
@@ -271,6 +271,22 @@ impl Session {
                 self.events.push_back(Event::RefreshToken { id, token });
             }
             Frame::Pong { .. } => {}
+            Frame::QualityReport {
+                id,
+                network,
+                payload,
+            } => match QualityReport::decode(&payload) {
+                // A valid report has no answer; a refused body gets an `Error` and the
+                // session goes on (docs/PROTOCOL.md section 4.1).
+                Ok(report) => self
+                    .events
+                    .push_back(Event::QualityReport { network, report }),
+                Err(err) => self.send(Frame::Error {
+                    id,
+                    code: Code::MalformedReport,
+                    message: Text::from(err.to_string()),
+                }),
+            },
             Frame::Error { id, code, message } => {
                 self.events
                     .push_back(Event::PeerError { id, code, message });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::{Code, Frame, Metadata, Position, Text};
+use crate::protocol::{Code, Frame, Metadata, Position, QualityReport, Text};
 
 /// The session's state (docs/PROTOCOL.md, "Session states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -136,6 +136,14 @@ pub enum Event {
         code: Code,
         /// The client's message.
         message: Text,
+    },
+    /// The client sent a valid quality report (docs/PROTOCOL.md section 4.1). Nothing
+    /// to answer; aggregate it or drop it.
+    QualityReport {
+        /// The client's network type: 0 unknown, 1 wifi, 2 cellular, 3 wired.
+        network: u8,
+        /// The decoded report body.
+        report: QualityReport,
     },
     /// The session closed. Emitted exactly once, last.
     Closed(CloseReason),
