@@ -11,6 +11,8 @@
 //! Member queues are emptied between iterations, outside the timing.
 //!
 //! Run: `cargo bench -p longconn-benches --bench fanout`. Figures go to docs/BENCHMARKS.md.
+//! With `LONGCONN_BENCH_METRICS=1` a Prometheus recorder is installed first (as the
+//! gateway does), so the run includes the metrics' cost; compare with a run without.
 
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,19 @@ fn drain(members: &[ConnHandle]) {
     }
 }
 
+/// Installs the gateway's recorder when `LONGCONN_BENCH_METRICS=1`.
+fn metrics_on() {
+    if std::env::var("LONGCONN_BENCH_METRICS").as_deref() == Ok("1") {
+        let installed = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
+        if installed.is_ok() {
+            longconn_server::metrics::describe();
+            eprintln!("fanout bench: metrics recorder installed");
+        }
+    }
+}
+
 fn fanout(c: &mut Criterion) {
+    metrics_on();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

@@ -79,8 +79,8 @@ pub struct Common {
     /// connections (the open-file limit is 20,000).
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub procs: u16,
-    /// Serve live Prometheus metrics on this address (`/metrics`).
-    #[arg(long, global = true, value_name = "ADDR")]
+    /// Serve live Prometheus metrics on this address (`/metrics`; also `--metrics`).
+    #[arg(long, global = true, value_name = "ADDR", visible_alias = "metrics")]
     pub prometheus: Option<SocketAddr>,
     /// Payload size of pushes and requests in bytes (at least 16: the timestamp).
     #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=60_000))]

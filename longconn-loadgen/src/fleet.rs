@@ -249,12 +249,14 @@ impl LoadCtx {
                 requests, business, ..
             } => {
                 let expected = self.run_requests(&members, requests, business).await;
+                metrics::counter!("loadgen_expected_total").increment(expected);
                 report_extra = (expected, go.elapsed().as_secs_f64());
                 expect_order(link, Order::End).await?;
             }
             Phase::Unicast { messages, .. } => {
                 expect_order(link, Order::End).await?;
                 let expected = u64::from(messages) * members.len() as u64;
+                metrics::counter!("loadgen_expected_total").increment(expected);
                 self.drain(expected).await;
             }
             Phase::Multicast {
@@ -267,6 +269,7 @@ impl LoadCtx {
                 // Wait until the task is gone, and its share of `members` with it.
                 let _ = churning.await;
                 let expected = u64::from(messages) * members.len() as u64;
+                metrics::counter!("loadgen_expected_total").increment(expected);
                 self.drain(expected).await;
                 let members = Arc::try_unwrap(members)
                     .map_err(|_| "churn still holds members")?
@@ -383,6 +386,7 @@ impl LoadCtx {
         );
         report.counts.reconnects += reconnects;
         report.counts.expected = expected;
+        metrics::gauge!("loadgen_reach_ratio").set(report.counts.reach());
         for (t, expected) in report.per_target.iter_mut().zip(expected_per_target) {
             t.expected = expected;
         }

@@ -68,11 +68,87 @@ pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
     drive(cli, scenario).await.map(Some)
 }
 
+/// Histogram buckets of `--metrics`, seconds: 100 µs to 10 s like the gateway's, plus
+/// 30 s and 60 s for an overloaded target.
+const PROMETHEUS_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// What `--metrics` serves (docs/LOADGEN.md): name, kind, help.
+const PROMETHEUS_METRICS: &[(&str, &str, &str)] = &[
+    (
+        "loadgen_connects_attempted_total",
+        "counter",
+        "Connections attempted.",
+    ),
+    (
+        "loadgen_connects_established_total",
+        "counter",
+        "Connections logged in.",
+    ),
+    (
+        "loadgen_connects_failed_total",
+        "counter",
+        "Connections that never logged in.",
+    ),
+    ("loadgen_connected", "gauge", "Connections logged in now."),
+    (
+        "loadgen_reconnects_total",
+        "counter",
+        "Reconnects after a loss or churn.",
+    ),
+    (
+        "loadgen_sent_total",
+        "counter",
+        "Pushes, publishes or requests sent.",
+    ),
+    (
+        "loadgen_received_total",
+        "counter",
+        "Pushes or answers received.",
+    ),
+    (
+        "loadgen_expected_total",
+        "counter",
+        "Deliveries expected by the phases so far (reach = received / expected).",
+    ),
+    (
+        "loadgen_reach_ratio",
+        "gauge",
+        "Reach of the last finished phase: received / expected.",
+    ),
+    (
+        "loadgen_errors_total",
+        "counter",
+        "Requests answered with an error, or pushes the gateway reported dropped.",
+    ),
+    (
+        "loadgen_latency_seconds",
+        "histogram",
+        "Push-to-receive or request latency.",
+    ),
+    (
+        "loadgen_connect_latency_seconds",
+        "histogram",
+        "Connect-and-login latency.",
+    ),
+];
+
 fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
-        .install()
-        .map_err(|e| format!("prometheus exporter on {addr}: {e}"))
+        .set_buckets(&PROMETHEUS_BUCKETS)
+        .and_then(|b| b.install())
+        .map_err(|e| format!("prometheus exporter on {addr}: {e}"))?;
+    for &(name, kind, help) in PROMETHEUS_METRICS {
+        match kind {
+            "counter" => metrics::describe_counter!(name, help),
+            "gauge" => metrics::describe_gauge!(name, help),
+            _ => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
+    }
+    Ok(())
 }
 
 /// The driver: starts the load (in process or as workers), runs every phase, merges.

@@ -23,19 +23,31 @@ pub(crate) fn histogram() -> Histogram<u64> {
 #[derive(Debug)]
 pub struct ShardedHistogram {
     shards: Vec<Mutex<Histogram<u64>>>,
+    /// Its Prometheus twin (`--metrics`), in seconds; a no-op unless named.
+    prometheus: metrics::Histogram,
 }
 
 impl Default for ShardedHistogram {
     fn default() -> Self {
         ShardedHistogram {
             shards: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
+            prometheus: metrics::Histogram::noop(),
         }
     }
 }
 
 impl ShardedHistogram {
+    /// A histogram mirrored to the Prometheus histogram `name` (seconds).
+    pub fn named(name: &'static str) -> ShardedHistogram {
+        ShardedHistogram {
+            prometheus: metrics::histogram!(name),
+            ..ShardedHistogram::default()
+        }
+    }
+
     /// Records `us` microseconds from task `shard`.
     pub fn record(&self, shard: usize, us: u64) {
+        self.prometheus.record(us as f64 / 1e6);
         let mut h = self.shards[shard % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -93,6 +105,8 @@ impl Recorder {
     pub fn with_targets(n: usize) -> Recorder {
         Recorder {
             targets: (0..n).map(|_| TargetCounters::default()).collect(),
+            latency: ShardedHistogram::named("loadgen_latency_seconds"),
+            connect_latency: ShardedHistogram::named("loadgen_connect_latency_seconds"),
             ..Recorder::default()
         }
     }

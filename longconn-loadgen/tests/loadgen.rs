@@ -585,3 +585,85 @@ async fn the_api_key_is_sent_and_quiet_works_with_procs() {
     );
     gateway.shutdown().await;
 }
+
+/// `--metrics ADDR`: the load tool's own Prometheus endpoint shows connections, reach,
+/// latency histograms and errors while it runs (scraped during a final hold phase).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_reach_latency_and_connections() {
+    let (gateway, target, api) = gateway().await;
+    let dir = std::env::temp_dir().join(format!("lc-loadgen-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"metrics\"\n\
+         [[phases]]\nkind = \"request\"\nconnections = 20\nrequests = 5\nbusiness = 1\n\
+         [[phases]]\nkind = \"connect\"\nconnections = 10\nrate = 1000\nhold = 4.0\n",
+    )
+    .unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--target", &target, "--api", &api, "--quiet", "--drain", "1",
+        ])
+        .args([
+            "--metrics",
+            &metrics_addr,
+            "scenario",
+            scenario.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = metrics_addr.clone();
+    let scrape = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "no scrape with reach");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                continue;
+            };
+            let _ = write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            // The request phase is over once its reach is set.
+            if text.contains("loadgen_reach_ratio ") && text.contains("loadgen_connected 10") {
+                return text;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(gateway);
+    let value = |name: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{scrape}"))
+    };
+    assert_eq!(value("loadgen_reach_ratio"), 1.0);
+    assert_eq!(value("loadgen_expected_total"), 100.0);
+    assert_eq!(value("loadgen_received_total"), 100.0);
+    assert_eq!(value("loadgen_latency_seconds_count"), 100.0);
+    assert!(value("loadgen_connect_latency_seconds_count") >= 30.0);
+    assert_eq!(value("loadgen_connected"), 10.0);
+    assert!(
+        scrape.contains("loadgen_latency_seconds_bucket{le=\"0.0001\"}"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("# HELP loadgen_errors_total") || !scrape.contains("loadgen_errors_total")
+    );
+}

@@ -292,14 +292,15 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     fn write_transmits(&mut self) {
         self.drained |= self.session.state() == longconn_core::State::Draining;
-        let metrics = self.shared.metrics.transport(self.kind);
+        // Counted locally and added once per call: the counters are shared by every
+        // connection, so one atomic add per frame would contend across threads.
+        let (mut frames, mut bytes) = (0u64, 0u64);
         while let Some(transmit) = self.session.poll_transmit() {
-            let len = match &transmit {
+            bytes += match &transmit {
                 longconn_core::session::Transmit::Encoded(bytes) => bytes.len(),
                 longconn_core::session::Transmit::Frame(frame) => frame.encoded_len().unwrap_or(0),
-            };
-            metrics.frames_out.increment(1);
-            metrics.bytes_out.increment(len as u64);
+            } as u64;
+            frames += 1;
             if self.drained {
                 self.shared
                     .stats
@@ -310,6 +311,11 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 // Only an oversized application frame can fail to encode; drop it.
                 tracing::warn!(conn = self.handle.id(), error = %err, "frame not sent");
             }
+        }
+        if frames > 0 {
+            let metrics = self.shared.metrics.transport(self.kind);
+            metrics.frames_out.increment(frames);
+            metrics.bytes_out.increment(bytes);
         }
     }
 

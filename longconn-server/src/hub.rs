@@ -297,7 +297,7 @@ impl ConnHandle {
             return PushOutcome::NotActive;
         }
         if inbox.pushes.len() < self.shared.max_queued_pushes {
-            if inbox.pushes.is_empty() {
+            if inbox.pushes.is_empty() && crate::metrics::queue_timing() {
                 inbox.oldest = Some(std::time::Instant::now());
             }
             inbox.pushes.push_back(push.into());
