@@ -55,8 +55,8 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod metrics;
-pub mod quic_reset;
 pub mod quality;
+pub mod quic_reset;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
