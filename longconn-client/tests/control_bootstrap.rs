@@ -53,7 +53,7 @@ fn config(nodes: &[(u16, &str)]) -> String {
     }
     text.push_str(&DEFAULT_CONFIG_TOML[end..]);
     text.replace("reconnect_base_ms = 1000", "reconnect_base_ms = 20")
-        .replace("reconnect_cap_ms = 30000", "reconnect_cap_ms = 100")
+        .replace("reconnect_cap_ms = 10000", "reconnect_cap_ms = 100")
         .replace(
             "transports = [\"tcp\", \"ws\", \"quic\"]",
             "transports = [\"tcp\"]",

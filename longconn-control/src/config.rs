@@ -173,7 +173,7 @@ impl Default for ClientPolicy {
         ClientPolicy {
             heartbeat_ms: 30_000,
             reconnect_base_ms: 1_000,
-            reconnect_cap_ms: 30_000,
+            reconnect_cap_ms: 10_000,
             reaccess_after_failures: 3,
         }
     }

@@ -114,7 +114,7 @@ async fn access_answers_endpoints_and_a_token_the_gateway_keys_accept() {
     assert_eq!(body["heartbeat_ms"], 30_000);
     assert_eq!(
         body["reconnect"],
-        json!({"base_ms": 1000, "cap_ms": 30000, "jitter": "full"})
+        json!({"base_ms": 1000, "cap_ms": 10000, "jitter": "full"})
     );
     assert_eq!(body["bucket"], "default");
     // The reference gateway with no key configured checks the development key.
