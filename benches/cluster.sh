@@ -147,7 +147,8 @@ GW_PIDS=()
 REDIS_PID=""
 
 cluster_up() { # nodes
-    K=$1 DIR="$DIR/cluster" REDIS_PORT=$REDIS_PORT examples/cluster/cluster.sh start >&2
+    K=$1 DIR="$DIR/cluster" REDIS_PORT=$REDIS_PORT GATEWAY_ARGS="--max-accept-rate off ${GATEWAY_ARGS:-}" \
+        examples/cluster/cluster.sh start >&2
     REDIS_PID=$(awk '$1 == "redis" {print $2}' "$DIR/cluster/pids")
     mapfile -t GW_PIDS < <(awk '$1 ~ /^node-/ {print $2}' "$DIR/cluster/pids")
 }
@@ -228,7 +229,7 @@ unicast | unicast-small | unicast-single)
     [ "$STEP" != unicast ] && devices=$SMALL
     if [ "$STEP" = unicast-single ]; then
         nodes=1; targets=tcp://127.0.0.1:7110
-        target/release/gateway --node-id 1 --tcp 127.0.0.1:7110 --ws off --quic off \
+        target/release/gateway --node-id 1 --tcp 127.0.0.1:7110 --ws off --quic off --max-accept-rate off \
             --http 127.0.0.1:7118 >"$DIR/gateway.log" 2>&1 &
         GW_PIDS=($!)
         for _ in $(seq 100); do curl -sf "$API1/healthz" >/dev/null && break; sleep 0.1; done

@@ -45,7 +45,7 @@ start_server() { # system rate
     case "$1" in
         longconn)
             # LONGCONN_API_KEY=ID:SECRET: the push API needs that key (--api-key).
-            taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off \
+            taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
                 ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
                 >"$OUT/gateway-$2.log" 2>&1 &
             PID=$!

@@ -44,7 +44,7 @@ source benches/lib.sh # (the working directory is the repository root here)
 start_server() { # system
     case "$1" in
         longconn)
-            taskset -c 0 target/release/gateway --ws off --quic off >"$OUT/gateway.log" 2>&1 &
+            taskset -c 0 target/release/gateway --ws off --quic off --max-accept-rate off >"$OUT/gateway.log" 2>&1 &
             PID=$!; wait_port 127.0.0.1 7180; TARGET=tcp://127.0.0.1:7100 ;;
         nats)
             taskset -c 0 nats-server -a 127.0.0.1 -p 4222 >"$OUT/nats.log" 2>&1 &
