@@ -622,17 +622,14 @@ fn identity(
     })
 }
 
-/// `config` with the group layer's frame limit set to the session's.
+/// `config` with the group layer's frame limit set to the session's; every other
+/// setting (history, publish bounds, ...) is kept.
 fn group_config_with_frame(
     config: &GroupConfig,
     max_frame_size: usize,
 ) -> Result<GroupConfig, GatewayError> {
-    GroupConfig::builder()
-        .max_groups_per_connection(config.max_groups_per_connection())
-        .max_members_per_group(config.max_members_per_group())
-        .max_group_id_len(config.max_group_id_len())
-        .fanout_chunk(config.fanout_chunk())
-        .fanout_workers(config.fanout_workers())
+    config
+        .to_builder()
         .max_frame_size(max_frame_size)
         .build()
         .map_err(|e| GatewayError::Config(format!("groups: {e}")))
@@ -732,5 +729,39 @@ mod origin_policy_tests {
         assert_eq!(origin_policy(Some(&listed), lo), Some(listed.clone()));
         assert_eq!(origin_policy(Some(&listed), any), Some(listed));
         assert_eq!(origin_policy(Some(&["*".to_owned()]), any), None);
+    }
+}
+
+#[cfg(test)]
+mod group_config_tests {
+    use super::group_config_with_frame;
+    use longconn_group::{GroupConfig, HistoryConfig, HistoryRule};
+    use std::time::Duration;
+
+    /// Setting the session's frame limit keeps every other group setting (it used to
+    /// rebuild the config from five of them and drop history and the publish bounds).
+    #[test]
+    fn the_frame_limit_keeps_every_other_group_setting() {
+        let history = HistoryConfig {
+            rules: vec![HistoryRule {
+                prefix: "room:".into(),
+                max_len: 50,
+                max_age: None,
+            }],
+            ..HistoryConfig::default()
+        };
+        let config = GroupConfig::builder()
+            .history(history.clone())
+            .max_pending_publishes(7)
+            .max_group_backlog(9)
+            .saturated_retry_after(Duration::from_millis(1234))
+            .build()
+            .unwrap();
+        let out = group_config_with_frame(&config, 4096).unwrap();
+        assert_eq!(out.max_frame_size(), 4096);
+        assert_eq!(out.history(), &history);
+        assert_eq!(out.max_pending_publishes(), 7);
+        assert_eq!(out.max_group_backlog(), 9);
+        assert_eq!(out.saturated_retry_after(), Duration::from_millis(1234));
     }
 }

@@ -51,6 +51,13 @@ impl GroupConfig {
         }
     }
 
+    /// A builder starting from these settings (to change one and keep the others).
+    pub fn to_builder(&self) -> GroupConfigBuilder {
+        GroupConfigBuilder {
+            config: self.clone(),
+        }
+    }
+
     /// Groups one connection may be in at once; one more join gets `group_limit`.
     /// Default 64; 1 to 65,536.
     pub fn max_groups_per_connection(&self) -> usize {
