@@ -134,6 +134,13 @@ function describe(reason) {
 }
 
 client.on("rejoinFailed", (group, code) => system(`could not rejoin ${group}: ${codeName(code)}`, "error"));
+client.on("rejoined", (group, recovered) => {
+  if (recovered) {
+    system(`back in ${group}: what was missed is replayed from the gateway's history`);
+  } else {
+    system(`back in ${group}: the gateway's history could not cover the time offline`, "warn");
+  }
+});
 
 function onPush(push) {
   const from = push.meta.find(([key]) => key === "from");
@@ -146,7 +153,7 @@ function onPush(push) {
   if (push.gap && lastSeq !== null) {
     const missed = push.seq - lastSeq - 1n;
     const what = missed === 1n ? "1 message" : `${missed} messages`;
-    system(`${what} missed while offline; recovery comes with server-side history`, "warn");
+    system(`${what} missed while offline and not recovered`, "warn");
   }
   lastSeq = push.seq;
   const fromDevice = from ? decoder.decode(from[1]) : "";

@@ -610,7 +610,7 @@ impl GatewaySettings {
         let mut settings = GatewaySettings {
             server,
             transport,
-            groups: group_config(&file.groups, max_frame)?,
+            groups: group_config(&file.groups, max_frame, cli.demo)?,
             shutdown_deadline: file
                 .shutdown
                 .deadline_ms
@@ -952,8 +952,26 @@ fn quality_config(file: &FileQuality) -> Result<QualityConfig, GatewayError> {
         .map_err(|e| GatewayError::Config(format!("quality: {e}")))
 }
 
-fn group_config(file: &FileGroups, max_frame_size: usize) -> Result<GroupConfig, GatewayError> {
+/// History kept for every group while `--demo` runs and the file configures none, so the
+/// demo page shows recovery after a dropped socket: the last 200 publications of the last
+/// 10 minutes per room.
+const DEMO_HISTORY: (usize, Duration) = (200, Duration::from_secs(600));
+
+fn group_config(
+    file: &FileGroups,
+    max_frame_size: usize,
+    demo: bool,
+) -> Result<GroupConfig, GatewayError> {
     let mut b = GroupConfig::builder();
+    if demo && file.history.is_empty() {
+        let mut history = longconn_group::HistoryConfig::default();
+        history.rules = vec![longconn_group::HistoryRule {
+            prefix: String::new(),
+            max_len: DEMO_HISTORY.0,
+            max_age: Some(DEMO_HISTORY.1),
+        }];
+        b = b.history(history);
+    }
     if let Some(v) = file.max_groups_per_connection {
         b = b.max_groups_per_connection(v);
     }
@@ -1332,6 +1350,20 @@ slow_consumer_policy = "disconnect"
             .to_string();
         assert!(err.contains("history"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--demo` keeps history for every room unless the file has rules of its own.
+    #[test]
+    fn the_demo_keeps_group_history() {
+        let s = GatewaySettings::resolve(cli(&["--demo"])).unwrap();
+        let rules = &s.groups.history().rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            (rules[0].prefix.as_str(), rules[0].max_len),
+            ("", DEMO_HISTORY.0)
+        );
+        let s = GatewaySettings::resolve(cli(&[])).unwrap();
+        assert!(s.groups.history().rules.is_empty(), "off without --demo");
     }
 
     /// `[quality]` thresholds reach the server config; a value out of range is refused.

@@ -175,8 +175,9 @@ test("demo room in headless chromium: two pages chat, one drops, reconnects and 
     assert.deepEqual(await bubbles(bob), ["hello from alice", "hi alice, bob here", "after bob's reconnect", "bob is back"]);
 
     // Bob goes offline (DevTools network emulation, his page only): his socket drops and
-    // his reconnects fail while alice keeps talking. Back online, he rejoins, and the
-    // page marks the message he missed (recovery needs server-side history).
+    // his reconnects fail while alice keeps talking. Back online, he rejoins from his
+    // last position and the gateway replays the message he missed from the room's
+    // history (`--demo` keeps history for every room), before any live message.
     const cdp = await context.newCDPSession(bob);
     await cdp.send("Network.enable");
     const offline = (on) =>
@@ -189,10 +190,16 @@ test("demo room in headless chromium: two pages chat, one drops, reconnects and 
     await offline(false);
     await waitFor("bob's second reconnect", async () => (await bob.textContent("#reconnects")) === "2", 20_000);
     await waitFor("bob back in the room again", async () => (await members(gateway.base, "e2e")) === 2);
+    await waitFor("bob recovers the message he missed", async () => (await bubbles(bob)).includes("while bob was away"));
+    await bob.waitForSelector("#messages .system >> text=/replayed from the gateway's history/");
     await send(alice, "welcome back, bob");
-    await waitFor("bob sees the message after the gap", async () => (await bubbles(bob)).includes("welcome back, bob"));
-    assert.ok(!(await bubbles(bob)).includes("while bob was away"), "not recovered (no history yet)");
-    await bob.waitForSelector("#messages .system >> text=1 message missed while offline");
+    await waitFor("bob sees the live message after the recovered one", async () => (await bubbles(bob)).includes("welcome back, bob"));
+    const afterRecovery = await bubbles(bob);
+    assert.ok(
+      afterRecovery.indexOf("while bob was away") < afterRecovery.indexOf("welcome back, bob"),
+      `recovered before live: ${afterRecovery}`,
+    );
+    assert.equal(await bob.locator("#messages .system >> text=/not recovered|could not cover/").count(), 0, "no gap marked");
 
     // The SDK tracks the room's position: six publishes, in one epoch.
     const position = await bob.evaluate(() => {
