@@ -964,13 +964,14 @@ fn group_config(
 ) -> Result<GroupConfig, GatewayError> {
     let mut b = GroupConfig::builder();
     if demo && file.history.is_empty() {
-        let mut history = longconn_group::HistoryConfig::default();
-        history.rules = vec![longconn_group::HistoryRule {
-            prefix: String::new(),
-            max_len: DEMO_HISTORY.0,
-            max_age: Some(DEMO_HISTORY.1),
-        }];
-        b = b.history(history);
+        b = b.history(longconn_group::HistoryConfig {
+            rules: vec![longconn_group::HistoryRule {
+                prefix: String::new(),
+                max_len: DEMO_HISTORY.0,
+                max_age: Some(DEMO_HISTORY.1),
+            }],
+            ..longconn_group::HistoryConfig::default()
+        });
     }
     if let Some(v) = file.max_groups_per_connection {
         b = b.max_groups_per_connection(v);
