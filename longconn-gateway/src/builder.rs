@@ -696,7 +696,9 @@ fn check_api_keys(
         }
         warn!(
             %addr,
-            "THE PUSH API HAS NO API KEY: any local process can push and kick. Set one with              --api-key ID:SECRET (secret of 16+ bytes) or [[http.api_keys]] id/secret in the              config file, and send it as `Authorization: Bearer SECRET`"
+            "THE PUSH API HAS NO API KEY: any local process can push and kick. Set one with \
+             --api-key ID:SECRET (secret of 16+ bytes) or [[http.api_keys]] id/secret in the \
+             config file, and send it as `Authorization: Bearer SECRET`"
         );
     }
     Ok(())
