@@ -127,6 +127,7 @@ pub struct Client {
     access: Arc<Mutex<Option<crate::AccessAnswer>>>,
     request_timeout: Duration,
     rejoins: watch::Receiver<crate::Rejoins>,
+    failures: crate::failures::Failures,
 }
 
 impl std::fmt::Debug for ClientCommand {
@@ -175,6 +176,7 @@ impl Client {
         let access = Arc::new(Mutex::new(None));
         let request_timeout = config.request_timeout;
         let (rejoins_tx, rejoins) = watch::channel(crate::Rejoins::new());
+        let failures = crate::failures::Failures::default();
         let shared = crate::driver::Shared {
             rejoins: rejoins_tx,
             state: state_tx,
@@ -183,6 +185,7 @@ impl Client {
             quality: quality.clone(),
             stopped: stopped.clone(),
             access: access.clone(),
+            failures: failures.clone(),
         };
         tokio::spawn(crate::driver::run(config, connector, command_rx, shared));
         Client {
@@ -195,6 +198,7 @@ impl Client {
             access,
             request_timeout,
             rejoins,
+            failures,
         }
     }
 
@@ -221,8 +225,12 @@ impl Client {
     /// # Errors
     /// [`ClientError::AuthRejected`] when the gateway refused the login for good
     /// (`invalid_token`, `forbidden`, or `expired_token` again with a fresh token);
-    /// [`ClientError::Closed`] when the client stopped otherwise;
-    /// [`ClientError::Timeout`] when neither happened within `timeout`.
+    /// [`ClientError::Unreachable`] when it stopped on a permanent connect failure (a
+    /// WebSocket upgrade answered 4xx) or ran out of attempts, and also when `timeout`
+    /// passes after failed attempts (naming the last one's cause; the client goes on
+    /// retrying); [`ClientError::Closed`] when the client stopped otherwise;
+    /// [`ClientError::Timeout`] when `timeout` passed with no failure recorded (an
+    /// attempt still under way).
     ///
     /// # Cancel safety
     /// Cancel safe: it only watches the state.
@@ -246,11 +254,21 @@ impl Client {
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| self.failures.unreachable().unwrap_or(ClientError::Timeout))?
+    }
+
+    /// Why the last connection attempt failed (refused port, TLS failure, WebSocket
+    /// path answered 404, timeout, ...), while the client goes on retrying; `None`
+    /// before the first failure and again after each successful login. Set as soon
+    /// as the attempt fails, long before [`Client::wait_connected`] times out.
+    pub fn last_connect_error(&self) -> Option<crate::ConnectFailure> {
+        self.failures.last()
     }
 
     /// Why the client stopped, once it has: [`ClientError::AuthRejected`] for a login
-    /// refused for good, [`ClientError::Closed`] otherwise. `None` while it runs.
+    /// refused for good, [`ClientError::Unreachable`] for a permanent connect failure
+    /// or running out of attempts, [`ClientError::Closed`] otherwise. `None` while it
+    /// runs.
     pub fn stop_error(&self) -> Option<ClientError> {
         self.stopped
             .lock()

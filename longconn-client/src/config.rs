@@ -141,6 +141,11 @@ pub struct ClientConfig {
     /// The network type quality reports carry: 0 unknown (default), 1 wifi,
     /// 2 cellular, 3 wired (`NETWORK` of docs/PROTOCOL.md; larger values are sent as 0).
     pub network: u8,
+    /// Keep retrying after a failure that [`crate::ConnectFailure::is_permanent`] calls
+    /// permanent (a WebSocket upgrade answered 4xx: a wrong path, a forbidden Origin)
+    /// instead of stopping with [`ClientError::Unreachable`]. For deployments behind a
+    /// proxy that answers 404 while its backend restarts. Default `false`.
+    pub retry_permanent_failures: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -178,6 +183,7 @@ impl ClientConfig {
             dead_peer_timeout: Some(Duration::from_secs(10)),
             quality_report_interval: None,
             network: 0,
+            retry_permanent_failures: false,
         })
     }
 }

@@ -33,6 +33,7 @@ use longconn_core::{
     CallError, ClientEvent, ClientSession, ClientSessionConfig, ClientState, CloseReason, Code,
     ConnectionError, EndReason, Frame, Reconnect, StopReason, Transmit, TransportEnd,
 };
+use longconn_transport::ConnectFailure;
 use longconn_transport::dial::{DialOptions, Dialed, Dialer, Scheme};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -79,7 +80,7 @@ impl Connector {
 
 /// A dial in progress: the connection and, when bootstrapped, the index of the
 /// endpoint that answered.
-type Dialing = Pin<Box<dyn Future<Output = Result<(Conn, Option<usize>), String>> + Send>>;
+type Dialing = Pin<Box<dyn Future<Output = Result<(Conn, Option<usize>), ConnectFailure>> + Send>>;
 
 /// How long to wait before retrying a failed token renewal.
 const RENEW_RETRY: Duration = Duration::from_secs(30);
@@ -117,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) stopped: Arc<Mutex<Option<ClientError>>>,
     /// The control layer's last access answer.
     pub(crate) access: Arc<Mutex<Option<crate::AccessAnswer>>>,
+    /// Failed connection attempts since the last login.
+    pub(crate) failures: crate::failures::Failures,
 }
 
 struct Driver {
@@ -140,6 +143,8 @@ struct Driver {
     renewal: Option<TokenFetch>,
     /// Earliest time for the next renewal after a failed one.
     renew_retry_at: Option<Instant>,
+    /// The permanent failure the client stopped on.
+    permanent: Option<ConnectFailure>,
 }
 
 pub(crate) async fn run(
@@ -193,6 +198,7 @@ pub(crate) async fn run(
         logged_in_here: false,
         renewal: None,
         renew_retry_at: None,
+        permanent: None,
     };
     driver.publish_answer();
     for command in held {
@@ -321,7 +327,10 @@ impl Driver {
                             Conn::Dialed(Dialed::Quic(c)) => self.serve(c).await,
                             Conn::Dialed(other) => {
                                 debug!(kind = ?other.kind(), "transport without a driver");
-                                self.session.dial_failed(now());
+                                self.dial_failed(ConnectFailure::Other(format!(
+                                    "no driver for {:?} connections",
+                                    other.kind()
+                                )));
                                 self.drain_events();
                             }
                         }
@@ -357,8 +366,11 @@ impl Driver {
                     let dialer = dialer.clone();
                     Box::pin(async move {
                         if boot.needs_access() {
-                            boot.access().await.map_err(|e| e.to_string())?;
+                            boot.access()
+                                .await
+                                .map_err(|e| ConnectFailure::Other(e.to_string()))?;
                         }
+                        let mut last = None;
                         for (i, endpoint) in boot.walk() {
                             match dialer.connect(&endpoint).await {
                                 Ok(conn) => {
@@ -368,10 +380,13 @@ impl Driver {
                                 Err(err) => {
                                     debug!(%err, endpoint = i, "endpoint failed, trying the next");
                                     boot.failed(i);
+                                    last = Some(err.connect_failure());
                                 }
                             }
                         }
-                        Err("every endpoint of the access answer failed".to_owned())
+                        Err(last.unwrap_or_else(|| {
+                            ConnectFailure::Other("the access answer lists no endpoint".into())
+                        }))
                     })
                 }
                 None => {
@@ -382,7 +397,7 @@ impl Driver {
                             .connect(&endpoint)
                             .await
                             .map(|c| (Conn::Dialed(c), None))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.connect_failure())
                     })
                 }
             },
@@ -392,7 +407,7 @@ impl Driver {
                     connecting
                         .await
                         .map(|c| (Conn::Memory(c), None))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| ConnectFailure::Other(e.to_string()))
                 })
             }
         };
@@ -408,17 +423,36 @@ impl Driver {
                         }
                         Err(why) => {
                             debug!(%why, "dial failed");
-                            self.session.dial_failed(now());
+                            self.dial_failed(why);
                         }
                     }
                 }
                 command = self.commands.recv() => self.command(command),
-                () = sleep_until(self.session.poll_timeout()) => self.session.handle_timeout(now()),
+                () = sleep_until(self.session.poll_timeout()) => {
+                    self.session.handle_timeout(now());
+                    if self.session.state() != ClientState::Connecting {
+                        // The session's connect deadline passed before the dial ended.
+                        self.shared.failures.record(ConnectFailure::Timeout);
+                    }
+                }
             }
             self.drain_events();
             if self.session.state() != ClientState::Connecting {
                 return None;
             }
+        }
+    }
+
+    /// An attempt failed with `failure`: recorded; a permanent one stops the client
+    /// (unless the config says to retry those too), any other goes to the session,
+    /// which retries after its backoff.
+    fn dial_failed(&mut self, failure: ConnectFailure) {
+        self.shared.failures.record(failure.clone());
+        if failure.is_permanent() && !self.config.retry_permanent_failures {
+            self.permanent = Some(failure);
+            self.session.close(now());
+        } else {
+            self.session.dial_failed(now());
         }
     }
 
@@ -639,6 +673,7 @@ impl Driver {
             }
             ClientEvent::LoggedIn { conn_id, .. } => {
                 self.logged_in_here = true;
+                self.shared.failures.clear();
                 if let (Some(boot), Some(i)) = (&self.boot, self.endpoint_index) {
                     boot.logged_in(i);
                 }
@@ -721,6 +756,17 @@ impl Driver {
             }),
             ClientEvent::Ended { reason, reconnect } => {
                 debug!(?reason, ?reconnect, "connection ended");
+                if !self.logged_in_here
+                    && !matches!(
+                        reason,
+                        EndReason::DialFailed | EndReason::ClosedByApp | EndReason::LoginRefused(_)
+                    )
+                {
+                    // Connected, but the login was never answered.
+                    self.shared
+                        .failures
+                        .record(ConnectFailure::Ended(format!("{reason:?}")));
+                }
                 // A fetch for the ended connection is of no use to the next one.
                 self.token = None;
                 match reconnect {
@@ -731,7 +777,21 @@ impl Driver {
                         });
                     }
                     Reconnect::Never(stop) => {
-                        let (error, reason) = stopped(stop, &reason);
+                        let (error, reason) = match (&self.permanent, &stop) {
+                            (Some(failure), StopReason::ClosedByApp) => {
+                                let reason = format!("stopped on a permanent failure: {failure}");
+                                (self.shared.failures.unreachable(), reason)
+                            }
+                            (_, StopReason::GaveUp { .. }) => {
+                                let (error, reason) = stopped(stop, &reason);
+                                (self.shared.failures.unreachable().or(Some(error)), reason)
+                            }
+                            _ => {
+                                let (error, reason) = stopped(stop, &reason);
+                                (Some(error), reason)
+                            }
+                        };
+                        let error = error.unwrap_or_else(|| ClientError::Closed(reason.clone()));
                         *self
                             .shared
                             .stopped

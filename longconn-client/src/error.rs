@@ -1,6 +1,7 @@
 //! The SDK's one error type.
 
 use longconn_core::Code;
+use longconn_transport::ConnectFailure;
 
 /// What went wrong, in a form callers can match on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,4 +44,17 @@ pub enum ClientError {
     /// a transport error).
     #[error("protocol or transport error: {0}")]
     Transport(String),
+    /// No connection attempt has succeeded: `last` says why the last one failed
+    /// (refused port, TLS failure, WebSocket path answered 404, ...). Returned by
+    /// [`crate::Client::wait_connected`] when its timeout passes after failed attempts
+    /// (the client goes on retrying), and as the stop error when the client stopped for
+    /// good on a permanent failure ([`ConnectFailure::is_permanent`]) or ran out of
+    /// attempts.
+    #[error("gateway unreachable after {attempts} failed attempts: {last}")]
+    Unreachable {
+        /// The last attempt's failure.
+        last: ConnectFailure,
+        /// Failed attempts in a row (since the last successful login).
+        attempts: u32,
+    },
 }

@@ -57,6 +57,27 @@
 //! - [`error`] holds [`ClientError`], the one error type.
 //! - [`recovery`]: [`Rejoin`], whether a rejoin after a reconnect recovered the
 //!   group's missed pushes ([`Client::rejoins`]).
+//!
+//! # Connect failures
+//! Every failed attempt is recorded with a typed cause, a [`ConnectFailure`] (from
+//! `longconn-transport`): `Refused` (nothing listens: a wrong port, or a gateway that
+//! is restarting), `Dns`, `Io`, `Tls` (an untrusted certificate, a refused handshake),
+//! `WsRejected {status}` (the WebSocket upgrade answered 404 for a wrong path, 403 for
+//! a forbidden Origin), `WsHandshake`, `Quic`, `Timeout`, `Ended` (connected, but the
+//! login was never answered). [`Client::last_connect_error`] returns the last one as
+//! soon as it happens, while the client retries; [`Client::wait_connected`] returns
+//! [`ClientError::Unreachable`] `{last, attempts}` instead of a bare `Timeout` when its
+//! timeout passes after failed attempts.
+//!
+//! Permanent and transient: only a WebSocket upgrade answered 4xx (other than 408 and
+//! 429) stops the client at once ([`ConnectFailure::is_permanent`]; the stop error is
+//! `Unreachable`), since retrying a wrong path or a forbidden Origin cannot succeed;
+//! [`ClientConfig::retry_permanent_failures`] keeps retrying those too (a proxy that
+//! answers 404 while its backend restarts). Everything else is retried with backoff:
+//! a refused port (a restarting gateway refuses briefly), and TLS failures too
+//! (certificates get fixed and rotated without the client's involvement, and a
+//! captive portal intercepts TLS until the user logs in). A refused login stops the
+//! client as before ([`ClientError::AuthRejected`]).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod backoff;
@@ -65,6 +86,7 @@ pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
+mod failures;
 pub mod recovery;
 
 pub use backoff::Backoff;
@@ -75,5 +97,6 @@ pub use config::{
     TokenProvider,
 };
 pub use error::ClientError;
+pub use longconn_transport::ConnectFailure;
 pub use longconn_transport::cert::Trust;
 pub use recovery::{Rejoin, Rejoins};

@@ -349,7 +349,11 @@ pub async fn connect(url: &str, options: &DialOptions) -> crate::Result<Dialed> 
 /// one is set.
 async fn resolve(endpoint: &Endpoint, local_ip: Option<IpAddr>) -> crate::Result<SocketAddr> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-        .await?
+        .await
+        .map_err(|e| crate::Error::Resolve {
+            host: endpoint.host.clone(),
+            message: e.to_string(),
+        })?
         .collect();
     let same_family = |a: &&SocketAddr| local_ip.is_none_or(|ip| ip.is_ipv4() == a.is_ipv4());
     addrs
@@ -357,12 +361,9 @@ async fn resolve(endpoint: &Endpoint, local_ip: Option<IpAddr>) -> crate::Result
         .find(same_family)
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} resolves to nothing", endpoint.host),
-            )
-            .into()
+        .ok_or_else(|| crate::Error::Resolve {
+            host: endpoint.host.clone(),
+            message: "resolves to no address".to_owned(),
         })
 }
 

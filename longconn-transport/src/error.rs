@@ -28,6 +28,21 @@ pub enum Error {
     /// example while a client waits for its first frame.
     #[error(transparent)]
     Connection(#[from] longconn_core::ConnectionError),
+    /// A host name did not resolve (or resolved to no address).
+    #[error("resolving `{host}`: {message}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's answer.
+        message: String,
+    },
+    /// A WebSocket upgrade was answered with another HTTP status than 101 (404 for a
+    /// wrong path).
+    #[error("websocket upgrade answered HTTP {status}")]
+    WebSocketStatus {
+        /// The HTTP status.
+        status: u16,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -36,6 +36,7 @@ pub mod config;
 pub mod dead_peer;
 pub mod dial;
 pub mod error;
+pub mod failure;
 #[cfg(feature = "quic")]
 pub mod quic;
 pub mod stream;
@@ -48,3 +49,4 @@ pub mod ws;
 
 pub use config::{QuicResetKey, TransportConfig, TransportConfigBuilder};
 pub use error::{Error, Result};
+pub use failure::ConnectFailure;

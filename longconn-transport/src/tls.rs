@@ -167,9 +167,23 @@ pub(crate) async fn handshake(
 ) -> crate::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| crate::Error::Tls(format!("server name `{server_name}`: {e}")))?;
-    Ok(tokio_rustls::TlsConnector::from(config)
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
-        .await?)
+        .await
+        .map_err(handshake_error)
+}
+
+/// A failed handshake: [`crate::Error::Tls`] when rustls refused it (an untrusted
+/// certificate, an alert from the peer), the socket error otherwise (a reset while the
+/// peer restarts stays [`crate::Error::Io`]).
+fn handshake_error(err: std::io::Error) -> crate::Error {
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => crate::Error::Tls(tls.to_string()),
+        None => crate::Error::Io(err),
+    }
 }
 
 impl Connection for TlsConnection {

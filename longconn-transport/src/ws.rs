@@ -412,8 +412,21 @@ impl WsConnection {
         let config = ws_config(max_frame_size, DEFAULT_WS_READ_BUFFER);
         let (socket, _) = tokio_tungstenite::client_async_with_config(url, io, Some(config))
             .await
-            .map_err(|e| crate::Error::WebSocket(e.to_string()))?;
+            .map_err(upgrade_error)?;
         Ok(WsConnection::new(socket, peer, max_frame_size))
+    }
+}
+
+/// A failed client upgrade: the HTTP status when the server answered with another one
+/// than 101, the socket error (a reset, a refused handshake of `wss://`) when there is
+/// one, the handshake's text otherwise.
+fn upgrade_error(err: WsError) -> crate::Error {
+    match err {
+        WsError::Http(response) => crate::Error::WebSocketStatus {
+            status: response.status().as_u16(),
+        },
+        WsError::Io(io) => crate::Error::Io(io),
+        other => crate::Error::WebSocket(other.to_string()),
     }
 }
 
