@@ -377,7 +377,7 @@ pub struct FileHistoryRule {
 pub struct FileBackend {
     /// Name, for logs and errors.
     pub name: String,
-    /// Where requests are POSTed (`http://`).
+    /// Where requests are POSTed (`http://` or `https://`).
     pub url: String,
     /// Where connection events are POSTed; setting it subscribes the backend.
     #[serde(default)]
@@ -397,6 +397,10 @@ pub struct FileBackend {
     /// Serves every business id no other rule matches.
     #[serde(default)]
     pub default: bool,
+    /// A PEM file of certificates trusted for an `https://` url or events_url, besides
+    /// the system's roots (a private CA, or the backend's self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `[listen]`.
@@ -805,6 +809,7 @@ fn router(backends: &[FileBackend], demo: Option<&Demo>) -> Result<Router, Gatew
         let config = GatewayError::Config;
         let http = HttpBackend::new(HttpBackendConfig {
             events_url: b.events_url.clone(),
+            ca_file: b.ca_file.clone(),
             ..HttpBackendConfig::new(b.url.clone())
         })
         .map_err(|e| config(format!("backend `{}`: {e}", b.name)))?;
@@ -1093,6 +1098,7 @@ mod tests {
             businesses: vec![7],
             ranges: vec![],
             default: false,
+            ca_file: None,
         };
         assert!(router(&[claims_7], Some(&demo)).is_err());
     }

@@ -20,6 +20,12 @@
 //! [`HttpBackendConfig::max_reply_bytes`], or a failed connection: the client gets
 //! `backend_error` (302). A reply slower than the rule's timeout: `backend_timeout` (301).
 //!
+//! # https
+//! `https://` URLs are called over rustls (ring provider), checked against the
+//! system's root certificates plus those of [`HttpBackendConfig::ca_file`] (a private
+//! CA, or a backend's self-signed certificate). A certificate that does not check out
+//! fails the call like an unreachable callback: `backend_error` (302).
+//!
 //! # Connection events (gateway -> events URL)
 //! `POST <events_url>`, `application/json`:
 //! `{"event":"connected","conn_id":1,"app":"a","device":"d","protocol":"tcp"}` or
@@ -46,7 +52,7 @@ pub const META_HEADER: &str = "x-longconn-meta";
 /// Settings of one [`HttpBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpBackendConfig {
-    /// Where requests are POSTed. `http://` only in this build.
+    /// Where requests are POSTed: `http://` or `https://`.
     pub url: String,
     /// Where connection events are POSTed, if anywhere (subscribe the backend in the
     /// router for them to arrive).
@@ -56,6 +62,10 @@ pub struct HttpBackendConfig {
     /// How long connecting to the callback may take. Default 2 s. The whole call is
     /// bounded by the router rule's timeout.
     pub connect_timeout: Duration,
+    /// A PEM file of certificates trusted for `https://` callbacks besides the
+    /// system's roots (a private CA, or the backend's self-signed certificate).
+    /// Default `None`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl HttpBackendConfig {
@@ -66,6 +76,7 @@ impl HttpBackendConfig {
             events_url: None,
             max_reply_bytes: 60 * 1024,
             connect_timeout: Duration::from_secs(2),
+            ca_file: None,
         }
     }
 }
@@ -86,10 +97,7 @@ fn parse_url(url: &str) -> Result<Url> {
     };
     let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
     match parsed.scheme() {
-        "http" => Ok(parsed),
-        "https" => Err(invalid(
-            "https callbacks are not supported yet; use http inside the trusted network".into(),
-        )),
+        "http" | "https" => Ok(parsed),
         other => Err(invalid(format!("unsupported scheme `{other}`"))),
     }
 }
@@ -98,13 +106,21 @@ impl HttpBackend {
     /// A backend for `config`.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that does not parse or is not `http://`.
+    /// [`Error::InvalidUrl`] for a URL that does not parse or is neither `http://` nor
+    /// `https://`; [`Error::Tls`] for an https URL without usable trust (an unreadable
+    /// `ca_file`).
     pub fn new(config: HttpBackendConfig) -> Result<HttpBackend> {
         let url = parse_url(&config.url)?;
         let events_url = config.events_url.as_deref().map(parse_url).transpose()?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()?;
+        let mut builder = reqwest::Client::builder().connect_timeout(config.connect_timeout);
+        let https = std::iter::once(&url)
+            .chain(&events_url)
+            .any(|u| u.scheme() == "https");
+        if https {
+            let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let client = builder.build()?;
         Ok(HttpBackend {
             client,
             url,
@@ -272,9 +288,12 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(HttpBackend::new(HttpBackendConfig::new("http://127.0.0.1:9/rpc")).is_ok());
-        for bad in ["https://example.com/", "ftp://x/", "not a url"] {
+        let mut https = HttpBackendConfig::new("https://127.0.0.1:9/rpc");
+        https.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(HttpBackend::new(https), Err(Error::Tls(m)) if m.contains("ca_file")));
+        for bad in ["ftp://x/", "not a url"] {
             assert!(
                 matches!(
                     HttpBackend::new(HttpBackendConfig::new(bad)),

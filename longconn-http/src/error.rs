@@ -15,6 +15,10 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The TLS trust for `https://` callbacks could not be set up (an unreadable
+    /// `ca_file`, no root certificates at all).
+    #[error("callback tls: {0}")]
+    Tls(String),
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod callback;
 pub mod error;
 mod metrics;
+mod tls;
 
 pub use api::{ApiLimits, CLUSTER_RETRY_AFTER, PushApi, push_api};
 pub use auth::{ApiKeyError, ApiKeys};
