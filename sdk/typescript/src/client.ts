@@ -1121,7 +1121,13 @@ export class Client {
       return;
     }
     let delay: number;
-    if (wasDraining && this.goAwayRetryMs !== null) {
+    if (reason.kind === "closedByGateway" && reason.code === Code.try_later) {
+      // CL9: the gateway is over its accept rate and says when to come back; the
+      // jitter spreads the refused clients over half that again.
+      const retry = tryLaterDelayMs(reason.message);
+      delay = retry + this.env.random() * Math.max(retry / 2, 100);
+      this.attempt = 0;
+    } else if (wasDraining && this.goAwayRetryMs !== null) {
       const retry = this.goAwayRetryMs;
       delay = retry + this.env.random() * Math.max(retry / 2, 100);
       this.attempt = 0;
@@ -1255,4 +1261,16 @@ class QualityCounters {
     this.entries = new Map();
     return { version: 1, transports };
   }
+}
+
+/**
+ * The delay of a `Close try_later` (PROTOCOL.md, table row CL9): its message
+ * `retry_after_ms=<N>`, at most 60,000 ms; 1,000 ms when the message does not say.
+ */
+export function tryLaterDelayMs(message: string): number {
+  const match = /^retry_after_ms=\s*(\d+)\s*$/.exec(message);
+  if (match === null) {
+    return 1000;
+  }
+  return Math.min(Number(match[1]), 60_000);
 }

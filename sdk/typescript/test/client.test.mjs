@@ -390,6 +390,42 @@ test("CA9/CD2: GoAway drains, then the reconnect waits retry_after plus jitter",
   assert.equal(t.states.at(-1).retryInMs, 5000 + 0.5 * 2500);
 });
 
+test("CL9: Close try_later waits the given delay plus jitter before reconnecting", async () => {
+  const t = setup({ random: 0.5, client: { reconnectBaseMs: 100, reconnectCapMs: 200 } });
+  // Refused at login: 4000 ms + 0.5 * 2000 ms, far beyond the 100 ms backoff.
+  let socket = t.socket();
+  socket.open();
+  await flush();
+  socket.deliver({ type: "Close", code: Code.try_later, message: "retry_after_ms=4000" });
+  assert.equal(t.client.state, "waiting");
+  assert.equal(t.states.at(-1).reason.code, Code.try_later);
+  assert.equal(t.states.at(-1).retryInMs, 5000);
+  t.env.advance(4999);
+  assert.equal(FakeSocket.all.length, 1, "no reconnect before the delay");
+  t.env.advance(1);
+  assert.equal(FakeSocket.all.length, 2);
+  // Logged in, then refused again: the same; jitter 0 waits exactly the delay.
+  socket = await login(t);
+  t.env.randomValue = 0;
+  socket.deliver({ type: "Close", code: Code.try_later, message: "retry_after_ms=1500" });
+  assert.equal(t.states.at(-1).retryInMs, 1500);
+  t.env.advance(1499);
+  assert.equal(FakeSocket.all.length, 2);
+  t.env.advance(1);
+  assert.equal(FakeSocket.all.length, 3);
+  // No delay in the message: 1 s; an absurd one is capped at 60 s (plus up to 30 s jitter).
+  t.env.randomValue = 1;
+  t.socket().open();
+  await flush();
+  t.socket().deliver({ type: "Close", code: Code.try_later, message: "" });
+  assert.equal(t.states.at(-1).retryInMs, 1000 + 500);
+  t.env.advance(1500);
+  t.socket().open();
+  await flush();
+  t.socket().deliver({ type: "Close", code: Code.try_later, message: "retry_after_ms=999999999" });
+  assert.equal(t.states.at(-1).retryInMs, 60000 + 30000);
+});
+
 test("CX5: bytes that fail to decode close the session with the error's code", async () => {
   const t = setup();
   const socket = await login(t);
