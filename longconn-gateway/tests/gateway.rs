@@ -511,7 +511,8 @@ fn a_bad_backend_rule_exits_with_a_message() {
     let path = dir.join("gw.toml");
     std::fs::write(
         &path,
-        "[[backends]]\nname = \"x\"\nurl = \"https://example.com/\"\nbusinesses = [7]\n",
+        "[[backends]]\nname = \"x\"\nurl = \"https://example.com/\"\nbusinesses = [7]\n\
+         ca_file = \"/nonexistent/longconn-ca.pem\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -531,4 +532,6 @@ fn a_bad_backend_rule_exits_with_a_message() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("backend `x`"), "{stderr}");
+    // An https callback is fine; its unreadable CA file is what is named.
+    assert!(stderr.contains("ca_file /nonexistent/longconn-ca.pem"), "{stderr}");
 }
