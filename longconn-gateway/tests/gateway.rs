@@ -533,5 +533,8 @@ fn a_bad_backend_rule_exits_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("backend `x`"), "{stderr}");
     // An https callback is fine; its unreadable CA file is what is named.
-    assert!(stderr.contains("ca_file /nonexistent/longconn-ca.pem"), "{stderr}");
+    assert!(
+        stderr.contains("ca_file /nonexistent/longconn-ca.pem"),
+        "{stderr}"
+    );
 }
