@@ -46,6 +46,10 @@ struct Args {
     /// tcp, ws or quic.
     #[arg(long, default_value = "tcp")]
     transport: String,
+    /// Extra lines for the gateway's `[transport]` table, e.g.
+    /// `--transport-config 'ws_read_buffer_size = 256'` (A/B of the memory settings).
+    #[arg(long)]
+    transport_config: Vec<String>,
 }
 
 /// A logged-in connection's halves, kept open.
@@ -87,12 +91,15 @@ async fn main() {
     let args = Args::parse();
     let config = std::env::temp_dir().join(format!("idle-memory-{}.toml", std::process::id()));
     // Timers long enough that nothing fires while the connections are measured.
-    std::fs::write(
-        &config,
+    let mut toml = String::from(
         "[session]\nheartbeat_interval_ms = 300000\nidle_timeout_ms = 900000\n\
          [transport]\nquic_idle_timeout_ms = 900000\n",
-    )
-    .unwrap();
+    );
+    for line in &args.transport_config {
+        toml.push_str(line);
+        toml.push('\n');
+    }
+    std::fs::write(&config, toml).unwrap();
     let cert_dir = std::env::temp_dir().join(format!("idle-memory-cert-{}", std::process::id()));
     let mut gateway = Command::new(&args.gateway)
         .args([
@@ -104,6 +111,8 @@ async fn main() {
             "127.0.0.1:0",
         ])
         .args(["--http", "off", "--token-secret", SECRET])
+        // Connections are opened as fast as they are accepted: no accept rate limit.
+        .args(["--max-accept-rate", "off"])
         .arg("--dev-cert-dir")
         .arg(&cert_dir)
         .arg("--config")
