@@ -79,6 +79,20 @@ async fn log_in_dialed(conn: Dialed, device: String, token: Bytes) -> Held {
 
 const SECRET: &str = "idle-memory-bench-secret";
 
+/// Kills the gateway when `main` ends, by a panic or not (a no-op once it has exited).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -127,6 +141,9 @@ async fn main() {
         .spawn()
         .expect("start the gateway (build it with --release first)");
     let pid = gateway.id();
+    // A failed run (a panic) must not leave the gateway running: it would hold the
+    // caller's `flock /work/bench.lock` and every port it bound.
+    let mut stop = KillOnDrop(Some(pid));
     let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
     let wanted = format!("{} listening", args.transport);
     let addr: SocketAddr = loop {
@@ -216,6 +233,7 @@ async fn main() {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = gateway.wait();
+    stop.0 = None;
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_dir_all(&cert_dir);
 }
