@@ -197,7 +197,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             self.take_inbox();
             self.handle_events();
             while self.pending_join.is_some() {
-                self.finish_join().await;
+                // Boxed: its state (the group, positions, the history read) would
+                // otherwise be part of every idle connection's future (~100 B).
+                Box::pin(self.finish_join()).await;
                 self.handle_events();
             }
             self.write_transmits();
