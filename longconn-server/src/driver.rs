@@ -5,7 +5,7 @@
 //! hand-offs to the authenticator, the router, the group layer and the route store.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Instrument, debug, debug_span};
@@ -70,7 +70,30 @@ pub(crate) fn drive<C: Connection>(
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
     let mut driver = driver;
-    async move { driver.run_to_end().await }.instrument(span)
+    let driven = async move { driver.run_to_end().await }.instrument(span);
+    DRIVER_FUTURE_BYTES.store(std::mem::size_of_val(&driven), Ordering::Relaxed);
+    driven
+}
+
+/// Sizes of the last connection's futures, for the memory tests: the driver's, and the
+/// whole task's (handshake, admission and driver) of the last accepted connection.
+static DRIVER_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static TASK_FUTURE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn record_task_size(bytes: usize) {
+    TASK_FUTURE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// Bytes of the last connection's driver future, and of the last accepted connection's
+/// whole task future (its handshake, admission and driver); 0 before the first. An idle
+/// connection's task holds this future plus tokio's task header (rounded up to 128
+/// bytes), so this is what the idle-memory tests bound (`benches/tests/idle_census.rs`).
+#[doc(hidden)]
+pub fn future_sizes() -> (usize, usize) {
+    (
+        DRIVER_FUTURE_BYTES.load(Ordering::Relaxed),
+        TASK_FUTURE_BYTES.load(Ordering::Relaxed),
+    )
 }
 
 struct Driver<R, W> {
@@ -174,7 +197,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             self.take_inbox();
             self.handle_events();
             while self.pending_join.is_some() {
-                self.finish_join().await;
+                // Boxed: its state (the group, positions, the history read) would
+                // otherwise be part of every idle connection's future (~100 B).
+                Box::pin(self.finish_join()).await;
                 self.handle_events();
             }
             self.write_transmits();

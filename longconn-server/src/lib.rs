@@ -64,6 +64,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use auth::{AuthGrant, Authenticator, LoginRequest};
+#[doc(hidden)]
+pub use driver::future_sizes;
 pub use error::{Error, Result};
 pub use group_log::{GroupLog, GroupLogError, GroupPosition, LocalGroupLog};
 pub use groups::{GroupDelivery, GroupMembership, JoinRecovery, NoGroups};

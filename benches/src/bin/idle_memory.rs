@@ -46,6 +46,10 @@ struct Args {
     /// tcp, ws or quic.
     #[arg(long, default_value = "tcp")]
     transport: String,
+    /// Extra lines for the gateway's `[transport]` table, e.g.
+    /// `--transport-config 'ws_read_buffer_size = 256'` (A/B of the memory settings).
+    #[arg(long)]
+    transport_config: Vec<String>,
 }
 
 /// A logged-in connection's halves, kept open.
@@ -75,6 +79,20 @@ async fn log_in_dialed(conn: Dialed, device: String, token: Bytes) -> Held {
 
 const SECRET: &str = "idle-memory-bench-secret";
 
+/// Kills the gateway when `main` ends, by a panic or not (a no-op once it has exited).
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -87,12 +105,15 @@ async fn main() {
     let args = Args::parse();
     let config = std::env::temp_dir().join(format!("idle-memory-{}.toml", std::process::id()));
     // Timers long enough that nothing fires while the connections are measured.
-    std::fs::write(
-        &config,
+    let mut toml = String::from(
         "[session]\nheartbeat_interval_ms = 300000\nidle_timeout_ms = 900000\n\
          [transport]\nquic_idle_timeout_ms = 900000\n",
-    )
-    .unwrap();
+    );
+    for line in &args.transport_config {
+        toml.push_str(line);
+        toml.push('\n');
+    }
+    std::fs::write(&config, toml).unwrap();
     let cert_dir = std::env::temp_dir().join(format!("idle-memory-cert-{}", std::process::id()));
     let mut gateway = Command::new(&args.gateway)
         .args([
@@ -104,6 +125,8 @@ async fn main() {
             "127.0.0.1:0",
         ])
         .args(["--http", "off", "--token-secret", SECRET])
+        // Connections are opened as fast as they are accepted: no accept rate limit.
+        .args(["--max-accept-rate", "off"])
         .arg("--dev-cert-dir")
         .arg(&cert_dir)
         .arg("--config")
@@ -118,6 +141,9 @@ async fn main() {
         .spawn()
         .expect("start the gateway (build it with --release first)");
     let pid = gateway.id();
+    // A failed run (a panic) must not leave the gateway running: it would hold the
+    // caller's `flock /work/bench.lock` and every port it bound.
+    let mut stop = KillOnDrop(Some(pid));
     let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
     let wanted = format!("{} listening", args.transport);
     let addr: SocketAddr = loop {
@@ -207,6 +233,7 @@ async fn main() {
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = gateway.wait();
+    stop.0 = None;
     let _ = std::fs::remove_file(&config);
     let _ = std::fs::remove_dir_all(&cert_dir);
 }
