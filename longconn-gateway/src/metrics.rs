@@ -54,7 +54,8 @@ pub fn install_prometheus() -> Result<PrometheusHandle, GatewayError> {
 
 /// `GET /metrics`: the recorder's scrape plus the process collector
 /// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
-/// `process_max_fds`). With metrics off (`None`), a JSON 404 `metrics_off`.
+/// `process_max_fds`) and the runtime collector ([`runtime_metrics_text`]). With metrics
+/// off (`None`), a JSON 404 `metrics_off`.
 pub fn routes(handle: Option<PrometheusHandle>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
@@ -77,6 +78,7 @@ async fn scrape(State(handle): State<Option<PrometheusHandle>>) -> Response {
         body.push('\n');
     }
     body.push_str(&longconn_server::metrics::process_metrics_text());
+    body.push_str(&runtime_metrics_text());
     (
         [(
             header::CONTENT_TYPE,
@@ -85,4 +87,20 @@ async fn scrape(State(handle): State<Option<PrometheusHandle>>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The runtime collector, read at scrape time from the current Tokio runtime (one
+/// counter read; empty outside a runtime): `longconn_runtime_alive_tasks`, the tasks
+/// spawned and not yet finished (every connection holds at least one, so a count that
+/// stays up after the sessions are gone is a task leak; the soak test watches it).
+pub fn runtime_metrics_text() -> String {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return String::new();
+    };
+    let alive = runtime.metrics().num_alive_tasks();
+    format!(
+        "# HELP longconn_runtime_alive_tasks Tokio tasks alive in the gateway's runtime.\n\
+         # TYPE longconn_runtime_alive_tasks gauge\n\
+         longconn_runtime_alive_tasks {alive}\n\n"
+    )
 }

@@ -557,3 +557,56 @@ fn json_logs_carry_each_disconnect_reason_once() {
     assert_eq!(close["fields"]["reason"], "peer_closed", "{close}");
     assert!(close["span"]["id"].is_u64(), "connection id: {close}");
 }
+
+/// `longconn_runtime_alive_tasks` is in the scrape, above zero, goes up by at least one
+/// task per logged-in connection, and comes back down when they leave (the soak's task
+/// leak check rests on it).
+#[test]
+fn runtime_alive_tasks_follows_the_connections() {
+    const N: usize = 20;
+    let gw = start(&[]);
+    let tasks = |s: &Scrape| s.get("longconn_runtime_alive_tasks", &[]);
+    let online = |s: &Scrape| s.get("longconn_sessions_online", &[("transport", "tcp")]);
+    let idle = scrape(gw.http);
+    assert!(
+        idle.text
+            .contains("# TYPE longconn_runtime_alive_tasks gauge\n"),
+        "{}",
+        idle.text
+    );
+    assert!(tasks(&idle) > 0.0, "the listeners are tasks: {}", idle.text);
+
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let device = format!("t{i}");
+        let mut c = Client::connect(gw.tcp);
+        c.login(&device, dev_token(&device));
+        assert!(matches!(c.recv(), Some(Frame::LoginAck { .. })));
+        clients.push(c);
+    }
+    let busy = scrape(gw.http);
+    assert_eq!(online(&busy), N as f64);
+    assert!(
+        tasks(&busy) >= tasks(&idle) + N as f64,
+        "{N} sessions: {} tasks, idle {}",
+        tasks(&busy),
+        tasks(&idle)
+    );
+
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape(gw.http);
+        if online(&now) == 0.0 && tasks(&now) <= tasks(&idle) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the sessions left: {} online, {} tasks, idle {}",
+            online(&now),
+            tasks(&now),
+            tasks(&idle)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
