@@ -521,7 +521,14 @@ async fn run(args: Args) -> bool {
         .await
         .expect("semaphore");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let members: Vec<Arc<Member>> = soak.slots.lock().unwrap().iter().flatten().cloned().collect();
+    let members: Vec<Arc<Member>> = soak
+        .slots
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
     let mut closing = Vec::new();
     for m in members {
         let s = Arc::clone(&soak);
