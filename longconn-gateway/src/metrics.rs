@@ -54,14 +54,22 @@ pub fn install_prometheus() -> Result<PrometheusHandle, GatewayError> {
 
 /// `GET /metrics`: the recorder's scrape plus the process collector
 /// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
-/// `process_max_fds`). With metrics off (`None`), a JSON 404 `metrics_off`.
+/// `process_max_fds`) and the runtime collector ([`runtime_metrics_text`]). With metrics
+/// off (`None`), a JSON 404 `metrics_off`.
+///
+/// Call it on the connections' runtime: the scrape runs on the HTTP thread's own
+/// runtime, and `longconn_runtime_alive_tasks` counts the tasks of the runtime `routes`
+/// was called on (the connections', where a task leak would be).
 pub fn routes(handle: Option<PrometheusHandle>) -> Router {
+    let runtime = tokio::runtime::Handle::try_current().ok();
     Router::new()
         .route("/metrics", get(scrape))
-        .with_state(handle)
+        .with_state((handle, runtime))
 }
 
-async fn scrape(State(handle): State<Option<PrometheusHandle>>) -> Response {
+async fn scrape(
+    State((handle, runtime)): State<(Option<PrometheusHandle>, Option<tokio::runtime::Handle>)>,
+) -> Response {
     let Some(handle) = handle else {
         return (
             StatusCode::NOT_FOUND,
@@ -77,6 +85,9 @@ async fn scrape(State(handle): State<Option<PrometheusHandle>>) -> Response {
         body.push('\n');
     }
     body.push_str(&longconn_server::metrics::process_metrics_text());
+    if let Some(runtime) = &runtime {
+        body.push_str(&runtime_metrics_text(runtime));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -85,4 +96,18 @@ async fn scrape(State(handle): State<Option<PrometheusHandle>>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The runtime collector, read at scrape time from `runtime` (one counter read):
+/// `longconn_runtime_alive_tasks`, the tasks spawned on it and not yet finished (each
+/// connection's driver is one, so the figure follows the sessions; a count that stays up
+/// after the sessions are gone is a task leak, which the soak, `benches/soak.sh`,
+/// watches).
+pub fn runtime_metrics_text(runtime: &tokio::runtime::Handle) -> String {
+    let alive = runtime.metrics().num_alive_tasks();
+    format!(
+        "# HELP longconn_runtime_alive_tasks Tokio tasks alive in the gateway's connection runtime.\n\
+         # TYPE longconn_runtime_alive_tasks gauge\n\
+         longconn_runtime_alive_tasks {alive}\n\n"
+    )
 }

@@ -557,3 +557,59 @@ fn json_logs_carry_each_disconnect_reason_once() {
     assert_eq!(close["fields"]["reason"], "peer_closed", "{close}");
     assert!(close["span"]["id"].is_u64(), "connection id: {close}");
 }
+
+/// `longconn_runtime_alive_tasks` is in the scrape, above zero, goes up by at least one
+/// task per logged-in connection, and comes back down when they leave: after a first
+/// round (which starts the tasks started on first use, like the route store's), a
+/// second round leaves exactly as many tasks as the first (the soak's task leak check
+/// rests on it).
+#[test]
+fn runtime_alive_tasks_follows_the_connections() {
+    const N: usize = 20;
+    let gw = start(&[]);
+    let tasks = |s: &Scrape| s.get("longconn_runtime_alive_tasks", &[]);
+    let online = |s: &Scrape| s.get("longconn_sessions_online", &[("transport", "tcp")]);
+    let idle = scrape(gw.http);
+    assert!(
+        idle.text
+            .contains("# TYPE longconn_runtime_alive_tasks gauge\n"),
+        "{}",
+        idle.text
+    );
+    assert!(tasks(&idle) > 0.0, "the listeners are tasks: {}", idle.text);
+
+    // One round: N sessions, then none; the tasks once they are gone.
+    let round = |round: usize, before: f64| -> f64 {
+        let mut clients = Vec::new();
+        for i in 0..N {
+            let device = format!("r{round}-{i}");
+            let mut c = Client::connect(gw.tcp);
+            c.login(&device, dev_token(&device));
+            assert!(matches!(c.recv(), Some(Frame::LoginAck { .. })));
+            clients.push(c);
+        }
+        let busy = scrape(gw.http);
+        assert_eq!(online(&busy), N as f64);
+        assert!(
+            tasks(&busy) >= before + N as f64,
+            "round {round}, {N} sessions: {} tasks, {before} before",
+            tasks(&busy)
+        );
+        drop(clients);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while online(&scrape(gw.http)) > 0.0 {
+            assert!(Instant::now() < deadline, "round {round}: sessions stay");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        tasks(&scrape(gw.http))
+    };
+    let warm = round(1, tasks(&idle));
+    assert!(
+        warm <= tasks(&idle) + 2.0,
+        "after the first round: {warm} tasks, idle {}",
+        tasks(&idle)
+    );
+    let after = round(2, warm);
+    assert_eq!(after, warm, "a second round leaves tasks behind");
+}
