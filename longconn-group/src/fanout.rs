@@ -58,8 +58,9 @@ impl std::ops::AddAssign for Tally {
 /// member's slow-consumer policy; a member that closed meanwhile counts as dropped.
 pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
     let mut tally = Tally::default();
+    let stamp = longconn_server::metrics::queue_stamp();
     for member in members {
-        tally.count(member.push(Transmit::Encoded(frame.clone())));
+        tally.count(member.push_stamped(Transmit::Encoded(frame.clone()), stamp));
     }
     tally
 }
@@ -68,8 +69,9 @@ pub(crate) fn push_all(members: &[ConnHandle], frame: &Bytes) -> Tally {
 /// ([`wake_all`]).
 pub(crate) fn push_all_quiet(members: &[ConnHandle], frame: &Bytes) -> Tally {
     let mut tally = Tally::default();
+    let stamp = longconn_server::metrics::queue_stamp();
     for member in members {
-        tally.count(member.push_quiet(Transmit::Encoded(frame.clone())));
+        tally.count(member.push_quiet_stamped(Transmit::Encoded(frame.clone()), stamp));
     }
     tally
 }

@@ -280,7 +280,14 @@ impl ConnHandle {
     /// the slow-consumer policy decides: drop this push, or disconnect the connection
     /// with `slow_consumer` (discarding what waits).
     pub fn push(&self, push: Transmit) -> PushOutcome {
-        let outcome = self.push_quiet(push);
+        self.push_stamped(push, None)
+    }
+
+    /// As [`ConnHandle::push`], with the time a batch of pushes was queued, read once by
+    /// the caller for the whole batch ([`crate::metrics::queue_stamp`]) instead of once per
+    /// push. `None` reads the clock here when queue timing is on.
+    pub fn push_stamped(&self, push: Transmit, stamp: Option<std::time::Instant>) -> PushOutcome {
+        let outcome = self.push_quiet_stamped(push, stamp);
         if matches!(outcome, PushOutcome::Queued | PushOutcome::Disconnected) {
             self.wake();
         }
@@ -292,13 +299,23 @@ impl ConnHandle {
     /// A fan-out from another thread queues to every member first and then has one task
     /// on the connections' runtime wake them, so no driver is woken across threads.
     pub fn push_quiet(&self, push: Transmit) -> PushOutcome {
+        self.push_quiet_stamped(push, None)
+    }
+
+    /// As [`ConnHandle::push_quiet`], with a batch's queueing time (see
+    /// [`ConnHandle::push_stamped`]).
+    pub fn push_quiet_stamped(
+        &self,
+        push: Transmit,
+        stamp: Option<std::time::Instant>,
+    ) -> PushOutcome {
         let mut inbox = self.inbox();
         if inbox.closed {
             return PushOutcome::NotActive;
         }
         if inbox.pushes.len() < self.shared.max_queued_pushes {
-            if inbox.pushes.is_empty() && crate::metrics::queue_timing() {
-                inbox.oldest = Some(std::time::Instant::now());
+            if inbox.pushes.is_empty() {
+                inbox.oldest = stamp.or_else(crate::metrics::queue_stamp);
             }
             inbox.pushes.push_back(push.into());
             PushOutcome::Queued

@@ -396,6 +396,13 @@ pub(crate) fn queue_timing() -> bool {
     QUEUE_TIMING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The time to stamp pushes with as they are queued: `None` while queue timing is off.
+/// A fan-out reads it once per batch of members and hands it to
+/// [`crate::ConnHandle::push_stamped`], so 10,000 members cost one clock read, not 10,000.
+pub fn queue_stamp() -> Option<std::time::Instant> {
+    queue_timing().then(std::time::Instant::now)
+}
+
 /// `longconn_queue_drops_total`: pushes discarded from (or refused by) a connection's
 /// queue. Registered at first use, so install the recorder before the first push.
 pub(crate) fn queue_drops() -> &'static Counter {
