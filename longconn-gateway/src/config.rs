@@ -532,6 +532,24 @@ impl GatewaySettings {
             Some(path) => load(path)?,
             None => FileConfig::default(),
         };
+        Self::resolve_file(cli, file)
+    }
+
+    /// [`GatewaySettings::resolve`] with the text of a config file instead of
+    /// `--config` (which is ignored): the same TOML parsing and validation, without
+    /// reading a file. Not a stable API: the config fuzz target
+    /// (fuzz/fuzz_targets/config.rs) drives the real parser through it.
+    ///
+    /// # Errors
+    /// [`GatewayError::Config`] for text that is not TOML of the documented shape or
+    /// holds a value out of range.
+    #[doc(hidden)]
+    pub fn resolve_text(cli: Cli, text: &str) -> Result<GatewaySettings, GatewayError> {
+        let file = toml::from_str(text).map_err(|e| GatewayError::Config(e.to_string()))?;
+        Self::resolve_file(cli, file)
+    }
+
+    fn resolve_file(cli: Cli, file: FileConfig) -> Result<GatewaySettings, GatewayError> {
         let listen = |flag: Option<Listen>, file: Option<Listen>, default: Option<&str>| {
             flag.or(file)
                 .map(|l| l.0)

@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -214,6 +214,29 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The `{group}` path segment. One that does not decode (percent-encoded bytes that are
+/// not UTF-8) is 400 `bad_request` with the JSON error body like any other bad group id;
+/// axum's own `Path` rejection is a plain-text body (found by the http_json fuzz target).
+#[derive(Debug)]
+struct GroupPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(group)) => Ok(GroupPath(group)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "bad group id in the path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
 
 /// A JSON request body of shape `T`, read in two steps so that the documented statuses
 /// hold: not `application/json` is 415, a body over the limit 413, a body that is not
@@ -459,7 +482,7 @@ async fn push_devices(State(api): State<PushApi>, Body(request): Body<DevicesPus
 
 async fn push_group(
     State(api): State<PushApi>,
-    Path(group): Path<String>,
+    GroupPath(group): GroupPath,
     Body(request): Body<GroupPush>,
 ) -> Result<Json<Value>, Response> {
     let message = PushMessage {
@@ -526,7 +549,7 @@ fn check_group(api: &PushApi, group: &str) -> Result<(), ApiError> {
 /// with members that answered in time. `unknown_nodes` did not answer (their members are
 /// not counted). If the cluster could not say which nodes hold members, the count would
 /// be a guess: 503 `cluster_unavailable` instead.
-async fn group_presence(State(api): State<PushApi>, Path(group): Path<String>) -> ApiResult {
+async fn group_presence(State(api): State<PushApi>, GroupPath(group): GroupPath) -> ApiResult {
     check_group(&api, &group)?;
     let presence = api.server.group_presence(&group).await;
     if presence.remote.incomplete {

@@ -126,11 +126,7 @@ impl WsAcceptor {
     /// default): every origin may upgrade.
     #[must_use]
     pub fn allow_origins(mut self, origins: Option<Vec<String>>) -> Self {
-        self.origins = origins.map(|o| {
-            o.into_iter()
-                .map(|s| s.trim_end_matches('/').to_ascii_lowercase())
-                .collect()
-        });
+        self.origins = normalize_origins(origins);
         self
     }
 
@@ -206,16 +202,13 @@ impl Listener for WsAcceptor {
         let origins = self.origins.clone();
         Ok(Box::pin(async move {
             #[cfg(feature = "tls")]
-            let mut io: Box<dyn AsyncIo> = match tls {
+            let io: Box<dyn AsyncIo> = match tls {
                 Some(tls) => Box::new(tls.accept(stream).await?),
                 None => Box::new(stream),
             };
             #[cfg(not(feature = "tls"))]
-            let mut io: Box<dyn AsyncIo> = Box::new(stream);
-            accept_upgrade(&mut io, limits.max_request_head, origins.as_deref()).await?;
-            let config = ws_config(limits.max_frame_size, limits.read_buffer_size);
-            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            Ok(WsConnection::new(socket, peer, limits.max_frame_size))
+            let io: Box<dyn AsyncIo> = Box::new(stream);
+            server_handshake(io, peer, limits, origins.as_deref()).await
         }))
     }
 
@@ -226,6 +219,48 @@ impl Listener for WsAcceptor {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
+}
+
+/// The allowlist as [`WsAcceptor::allow_origins`] stores it: no trailing `/`, lower case.
+fn normalize_origins(origins: Option<Vec<String>>) -> Option<std::sync::Arc<[String]>> {
+    origins.map(|o| {
+        o.into_iter()
+            .map(|s| s.trim_end_matches('/').to_ascii_lowercase())
+            .collect()
+    })
+}
+
+/// The HTTP upgrade, then the WebSocket stream over `io`.
+async fn server_handshake(
+    mut io: Box<dyn AsyncIo>,
+    peer: SocketAddr,
+    limits: Limits,
+    origins: Option<&[String]>,
+) -> std::result::Result<WsConnection, longconn_core::ConnectionError> {
+    accept_upgrade(&mut io, limits.max_request_head, origins).await?;
+    let config = ws_config(limits.max_frame_size, limits.read_buffer_size);
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    Ok(WsConnection::new(socket, peer, limits.max_frame_size))
+}
+
+/// The server side of the WebSocket handshake that [`WsAcceptor`] runs after accepting a
+/// TCP (or TLS) stream, over any byte stream `io` (an in-memory `tokio::io::duplex` in
+/// the fuzz target, fuzz/fuzz_targets/ws_upgrade.rs): the same request parsing, path and
+/// `Origin` checks (`origins` as for [`WsAcceptor::allow_origins`]), limits from
+/// `config`, and refusals. Not a stable API: it exists so that the real handshake code
+/// can be driven without a socket.
+///
+/// # Errors
+/// The refusal or I/O error that ended the handshake.
+#[doc(hidden)]
+pub async fn accept_stream<S: AsyncIo>(
+    io: S,
+    peer: SocketAddr,
+    config: &TransportConfig,
+    origins: Option<Vec<String>>,
+) -> std::result::Result<WsConnection, longconn_core::ConnectionError> {
+    let origins = normalize_origins(origins);
+    server_handshake(Box::new(io), peer, Limits::new(config), origins.as_deref()).await
 }
 
 /// Reads the HTTP request and answers it: `101 Switching Protocols` for a valid upgrade
