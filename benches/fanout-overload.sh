@@ -17,7 +17,8 @@
 # ("longconn nats"), STEP_S (10), MEMBERS (10000), PUBLISHERS (4), BUILD=0 to run the
 # binaries as built, PERF=1 to `perf record -g` the server for PERF_S (8) seconds of
 # each step, starting PERF_DELAY (5) seconds after the loadgen starts (after the
-# logins). The last column is the share of core 0 that niced processes (other sessions'
+# logins). SERVER_CPUS (0) and LOAD_CPUS (1): the `taskset -c` lists of the server and of
+# loadgen (SERVER_CPUS=0,1 LOAD_CPUS=0,1 for a two-core run). The last column is the share of core 0 that niced processes (other sessions'
 # builds) took during the step: a run is only comparable when it is near 0. Needs
 # nats-server for the nats system (apt-get install -y nats-server).
 set -euo pipefail
@@ -31,6 +32,8 @@ PUBLISHERS=${PUBLISHERS:-4}
 PERF=${PERF:-0}
 PERF_S=${PERF_S:-8}
 PERF_DELAY=${PERF_DELAY:-5}
+SERVER_CPUS=${SERVER_CPUS:-0}
+LOAD_CPUS=${LOAD_CPUS:-1}
 mkdir -p "$OUT"
 rm -f "$OUT"/steps.jsonl
 if [ "${BUILD:-1}" = 1 ]; then
@@ -45,7 +48,7 @@ start_server() { # system rate
     case "$1" in
         longconn)
             # LONGCONN_API_KEY=ID:SECRET: the push API needs that key (--api-key).
-            taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
+            taskset -c "$SERVER_CPUS" target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
                 ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
                 >"$OUT/gateway-$2.log" 2>&1 &
             PID=$!
@@ -53,7 +56,7 @@ start_server() { # system rate
             wait_port 127.0.0.1 7100
             TARGET=raw://127.0.0.1:7100 ;;
         nats)
-            taskset -c 0 nats-server -a 127.0.0.1 -p 4222 >"$OUT/nats-$2.log" 2>&1 &
+            taskset -c "$SERVER_CPUS" nats-server -a 127.0.0.1 -p 4222 >"$OUT/nats-$2.log" 2>&1 &
             PID=$!
             wait_port 127.0.0.1 4222
             TARGET=nats://127.0.0.1:4222 ;;
@@ -77,7 +80,7 @@ for rate in $STEPS; do
     step="$OUT/step-$system-$rate.json"
     # Core 0's jiffies (user nice system idle): how much of it other processes took.
     cpu0_before=$(awk '$1 == "cpu0" {print $2, $3, $4, $5}' /proc/stat)
-    timeout $((STEP_S + 120)) taskset -c 1 target/release/loadgen --quiet \
+    timeout $((STEP_S + 120)) taskset -c "$LOAD_CPUS" target/release/loadgen --quiet \
         --target "$TARGET" --source-ips "127.0.0.$first-127.0.0.$last" \
         --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
         ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \

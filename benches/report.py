@@ -22,7 +22,9 @@ print(f"Run: {(out / 'date').read_text().strip() if (out / 'date').exists() else
 if (out / "idle.txt").exists():
     print("Idle memory:\n```\n" + (out / "idle.txt").read_text().strip() + "\n```\n")
 
-for name, label in [("connect.jsonl", "connect+login"), ("unicast.jsonl", "batched unicast"),
+for name, label in [("connect.jsonl", "connect+login"),
+                    ("unicast.jsonl", "batched unicast (raw receivers)"),
+                    ("unicast-sdk.jsonl", "batched unicast (SDK receivers)"),
                     ("request.jsonl", "requests (echo)")]:
     for s in lines(name):
         p = phase(s)
@@ -36,11 +38,12 @@ print()
 
 step_s = float((out / "step_s").read_text()) if (out / "step_s").exists() else 10.0
 peaks = {}
-for system in ["longconn", "nats", "mosquitto"]:
+names = {"longconn": "longconn (raw subscribers)", "longconn-sdk": "longconn (SDK)"}
+for system in ["longconn", "longconn-sdk", "nats", "mosquitto"]:
     rows = lines(f"fanout-{system}.jsonl")
     if not rows:
         continue
-    print(f"Fan-out, {system}:\n")
+    print(f"Fan-out, {names.get(system, system)}:\n")
     print("| msgs/s | offered/s | deliveries/s | reach | p50 ms | p99 ms | server CPU s per M deliveries | load CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     peak = None
@@ -66,6 +69,8 @@ for system in ["longconn", "nats", "mosquitto"]:
 print("Sustained peak (highest step with reach >= 99.9 % delivering >= 90 % of offered):")
 for system, peak in peaks.items():
     print(f"- {system}: {'none' if peak is None else f'{peak[0]} msgs/s, {peak[1]:,.0f} deliveries/s'}")
+if peaks.get("longconn-sdk") and peaks.get("nats"):
+    print(f"- longconn (SDK) / nats-server: {peaks['longconn-sdk'][1] / peaks['nats'][1]:.2f}x")
 if peaks.get("longconn") and peaks.get("nats"):
     print(f"- longconn / nats-server: {peaks['longconn'][1] / peaks['nats'][1]:.2f}x")
 if peaks.get("longconn") and peaks.get("mosquitto"):

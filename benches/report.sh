@@ -8,7 +8,14 @@
 # The server under test runs on core 0 (taskset -c 0), the load on core 1.
 # Needs nats-server and mosquitto (apt-get install -y nats-server mosquitto).
 # Environment: OUT (target/report), STEPS ("1 5 10 20 50 100 200"), STEP_S (10),
-# MEMBERS (10000), SKIP_IDLE=1 to skip part 1, SYSTEMS ("longconn nats mosquitto").
+# MEMBERS (10000), SKIP_IDLE=1 to skip part 1, SYSTEMS ("longconn longconn-sdk nats
+# mosquitto"), PUBLISHERS (16: HTTP publishes in flight for longconn; one connection
+# cannot offer more than ~1 / RTT publishes/s).
+# The longconn rows are measured with loadgen's lean raw-protocol subscribers
+# (`--target raw://...`, docs/LOADGEN.md), which cost the load side about what the
+# peers' raw clients cost, so the figures measure the server; `longconn-sdk` (the
+# "longconn (SDK)" rows) is the same gateway read by the full client SDK
+# (`--target tcp://...`), as a second row. Batched unicast is measured both ways too.
 # `--quick` (the regression guard, under 3 minutes once built): idle memory over TCP only,
 # no part 2, fan-out at 10 and 100 msgs/s for 5 s each against longconn and nats-server.
 set -euo pipefail
@@ -29,15 +36,16 @@ else
     OUT=${OUT:-target/report}
     STEPS=${STEPS:-"1 5 10 20 50 100 200"}
     STEP_S=${STEP_S:-10}
-    SYSTEMS=${SYSTEMS:-"longconn nats mosquitto"}
+    SYSTEMS=${SYSTEMS:-"longconn longconn-sdk nats mosquitto"}
     IDLE_TRANSPORTS=${IDLE_TRANSPORTS:-"tcp ws quic"}
 fi
 MEMBERS=${MEMBERS:-10000}
+PUBLISHERS=${PUBLISHERS:-16}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl
 cargo build --release -p longconn-gateway --bin gateway -p longconn-loadgen --bin loadgen \
     -p longconn-benches --bin idle-memory
-LG=(taskset -c 1 target/release/loadgen --quiet --source-ips 127.0.0.2-127.0.0.40)
+LG=(taskset -c 1 target/release/loadgen --quiet --source-ips 127.0.0.2-127.0.0.40 --publishers "$PUBLISHERS")
 # shellcheck source=benches/lib.sh
 source benches/lib.sh # (the working directory is the repository root here)
 
@@ -45,7 +53,9 @@ start_server() { # system
     case "$1" in
         longconn)
             taskset -c 0 target/release/gateway --ws off --quic off --max-accept-rate off >"$OUT/gateway.log" 2>&1 &
-            PID=$!; wait_port 127.0.0.1 7180; TARGET=tcp://127.0.0.1:7100 ;;
+            PID=$!; wait_port 127.0.0.1 7180; TARGET=raw://127.0.0.1:7100 ;;
+        longconn-sdk) # the same gateway, read by the client SDK
+            start_server longconn; TARGET=tcp://127.0.0.1:7100 ;;
         nats)
             taskset -c 0 nats-server -a 127.0.0.1 -p 4222 >"$OUT/nats.log" 2>&1 &
             PID=$!; wait_port 127.0.0.1 4222; TARGET=nats://127.0.0.1:4222 ;;
@@ -75,8 +85,10 @@ if [ "$QUICK" != 1 ]; then
     start_server longconn
     "${LG[@]}" --server-pid "$PID" connect --connections 10000 --rate 20000 --hold 1 \
         | tail -1 >>"$OUT/connect.jsonl"
+    "${LG[@]}" --target raw://127.0.0.1:7100 --server-pid "$PID" unicast --devices 10000 \
+        --messages 10 --rate 200000 | tail -1 >>"$OUT/unicast.jsonl"
     "${LG[@]}" --server-pid "$PID" unicast --devices 10000 --messages 10 --rate 200000 \
-        | tail -1 >>"$OUT/unicast.jsonl"
+        | tail -1 >>"$OUT/unicast-sdk.jsonl"
     "${LG[@]}" --server-pid "$PID" request --connections 200 --requests 500 --business 1 \
         | tail -1 >>"$OUT/request.jsonl"
     stop_server
