@@ -16,10 +16,10 @@ use super::cli::{Common, WorkerSlot};
 use super::control::ControlAccess;
 use super::link::{LoadLink, Notice, Order};
 use super::peer::{Peer, Subscribed};
-use super::slow::SlowReport;
-use super::timeline::{Event, LiveTimeline};
 use super::scenario::{Churn, Phase};
+use super::slow::SlowReport;
 use super::stats::{Recorder, Report, progress_bar, unix_us};
+use super::timeline::{Event, LiveTimeline};
 
 /// Connects per second per process for phases without their own rate.
 const DEFAULT_CONNECT_RATE: f64 = 2000.0;

@@ -52,6 +52,13 @@ use stats::Summary;
 /// Bad options or scenario, a load that could not start, a worker that died.
 pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
     let scenario = cli.mode.scenario()?;
+    let slow = scenario
+        .phases
+        .iter()
+        .any(|p| matches!(p, Phase::Multicast { churn, .. } if churn.slow_members > 0));
+    if slow && !cli.common.target.first().starts_with("raw://") {
+        return Err("--slow-members needs raw:// subscribers (--target raw://ip:port)".into());
+    }
     if let Some(slot) = cli.common.worker {
         if let Some(addr) = cli.common.prometheus {
             let port = addr.port().wrapping_add(1 + slot.index);
@@ -262,10 +269,9 @@ async fn drive(cli: Cli, scenario: Scenario) -> Result<Summary, String> {
                     // The publish answers count the slow members too: the reading ones
                     // expect their groups' publishes, scaled by the share that was sent.
                     let planned = u64::from(*groups) * u64::from(*messages);
-                    summary.counts.expected = (summary.counts.expected as u128
-                        * u128::from(published.sent)
-                        / u128::from(planned.max(1)))
-                        as u64;
+                    summary.counts.expected =
+                        (summary.counts.expected as u128 * u128::from(published.sent)
+                            / u128::from(planned.max(1))) as u64;
                 }
                 _ => summary.counts.expected = published.expected,
             }

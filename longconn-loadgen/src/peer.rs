@@ -238,24 +238,30 @@ async fn subscribe(
     }
 }
 
-/// Connects from `from` with a receive buffer of `size` bytes (set before the connect,
-/// so the window it advertises stays small).
+/// Connects from `from` with a receive buffer of `size` bytes and a small MSS (536),
+/// both set before the connect: the window it advertises stays small, and the
+/// gateway's kernel sizes its send buffer from the MSS (on loopback, with the default
+/// 64 KiB MSS, it holds megabytes, and a non-reading member would take minutes to
+/// fill it).
 async fn dial_small(
     addr: SocketAddr,
     from: Option<std::net::IpAddr>,
     size: u32,
 ) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_recv_buffer_size(size)?;
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_recv_buffer_size(size as usize)?;
+    socket.set_tcp_mss(SLOW_MSS)?;
+    socket.set_nonblocking(true)?;
     if let Some(ip) = from {
-        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
     socket.connect(addr).await
 }
+
+/// The MSS a slow member asks for.
+const SLOW_MSS: u32 = 536;
 
 /// The codec the raw subscriber reads with (the gateway's default frame limit).
 pub(crate) const RAW_CODEC: FrameCodec = FrameCodec::new(64 * 1024);
@@ -430,7 +436,8 @@ impl LoadCtx {
             let ctx = self.clone();
             let target = index as usize % addrs.len();
             let addr = addrs[target];
-            let slow = (peer == Peer::Raw && is_slow(index, slow, members)).then(|| release.clone());
+            let slow =
+                (peer == Peer::Raw && is_slow(index, slow, members)).then(|| release.clone());
             tasks.spawn(async move {
                 let rec = &ctx.recorder;
                 rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
@@ -441,8 +448,7 @@ impl LoadCtx {
                 let token = (peer == Peer::Raw).then(|| ctx.token(&id));
                 let login = token.map(|t| (ctx.common.app.as_str(), t));
                 let recv_buffer = slow.as_ref().map(|_| SLOW_RECV_BUFFER);
-                match subscribe(peer, addr, from, &id, group.as_deref(), login, recv_buffer).await
-                {
+                match subscribe(peer, addr, from, &id, group.as_deref(), login, recv_buffer).await {
                     Ok((stream, buf)) => {
                         rec.connect_latency
                             .record(index as usize, started.elapsed().as_micros() as u64);

@@ -132,9 +132,9 @@ impl SlowReport {
                 } else {
                     self.other_closes += 1;
                 }
-                let at = o.last_sent_us.map_or(0.0, |sent| {
-                    sent.saturating_sub(go_us) as f64 / 1e6
-                });
+                let at = o
+                    .last_sent_us
+                    .map_or(0.0, |sent| sent.saturating_sub(go_us) as f64 / 1e6);
                 self.closed_after_s.push(at);
             }
         }
@@ -192,7 +192,9 @@ impl SlowSummary {
             self.still_open,
             self.received,
             self.closed_after_s
-                .map_or("-".to_owned(), |[a, b, c]| format!("{a:.1}/{b:.1}/{c:.1} s"))
+                .map_or("-".to_owned(), |[a, b, c]| format!(
+                    "{a:.1}/{b:.1}/{c:.1} s"
+                ))
         )
     }
 }
@@ -247,7 +249,13 @@ mod tests {
         let b: SlowReport = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         let s = SlowSummary::merge([&a, &b]).unwrap();
         assert_eq!(
-            (s.members, s.received, s.slow_consumer_kicks, s.other_closes, s.still_open),
+            (
+                s.members,
+                s.received,
+                s.slow_consumer_kicks,
+                s.other_closes,
+                s.still_open
+            ),
             (4, 14, 2, 1, 1)
         );
         assert_eq!(s.closed_after_s, Some([0.0, 2.5, 4.0]));

@@ -434,7 +434,8 @@ pub fn merge(
     s.connect_timeline =
         super::timeline::Timeline::merge(reports.iter().filter_map(|r| r.timeline.as_ref()))?;
     s.recovery = s.connect_timeline.as_ref().and_then(|t| t.recovery());
-    s.slow_members = super::slow::SlowSummary::merge(reports.iter().filter_map(|r| r.slow.as_ref()));
+    s.slow_members =
+        super::slow::SlowSummary::merge(reports.iter().filter_map(|r| r.slow.as_ref()));
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);

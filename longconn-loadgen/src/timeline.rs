@@ -88,7 +88,7 @@ pub struct Timeline {
 /// The first loss of connections in a timeline, and the way back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
-    /// Clients logged in just before the loss.
+    /// Clients logged in just before the loss (logins in its bucket included).
     pub before: u64,
     /// The most that were missing at once.
     pub lost: u64,
@@ -133,7 +133,9 @@ impl Timeline {
     ///
     /// # Errors
     /// They have different bucket widths.
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Timeline>) -> Result<Option<Timeline>, String> {
+    pub fn merge<'a>(
+        parts: impl IntoIterator<Item = &'a Timeline>,
+    ) -> Result<Option<Timeline>, String> {
         let parts: Vec<&Timeline> = parts.into_iter().collect();
         let Some(origin) = parts.iter().map(|t| t.origin_unix_ms).min() else {
             return Ok(None);
@@ -190,11 +192,8 @@ impl Timeline {
     pub fn recovery(&self) -> Option<Recovery> {
         let first = self.drops.iter().position(|&d| d > 0)?;
         let connected = self.connected();
-        let before = if first == 0 {
-            0
-        } else {
-            connected[first - 1]
-        };
+        // Logins in the loss's own bucket count as before it (a bucket is 100 ms).
+        let before = connected[first] + self.drops[first];
         let bucket_s = self.bucket_ms as f64 / 1000.0;
         let mut lowest = before;
         let mut back = None;
@@ -318,6 +317,13 @@ mod tests {
         let r = short.recovery().unwrap();
         assert_eq!(r.all_back_at_s, None);
         assert_eq!(r.all_back_after_s, None);
+
+        // The last first login lands in the bucket of the loss: it counts as before.
+        let mut late = t.clone();
+        late.logins[1] -= 1;
+        late.logins[20] += 1;
+        let r = late.recovery().unwrap();
+        assert_eq!((r.before, r.lost), (10, 10), "{r:?}");
 
         let mut calm = t;
         calm.drops[20] = 0;
