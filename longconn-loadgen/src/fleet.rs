@@ -425,7 +425,7 @@ impl LoadCtx {
             // its publish answers, so it uses this one instead.
             report.counts.expected = u64::from(messages) * readers.len() as u64;
         }
-        report.slow = slow_report;
+        report.slow = slow_report.map(Box::new);
         for (target, _) in &readers {
             if let Some(t) = report.per_target.get_mut(*target) {
                 t.expected += u64::from(messages);
@@ -486,7 +486,7 @@ impl LoadCtx {
         );
         report.counts.reconnects += reconnects;
         report.counts.expected = expected;
-        report.timeline = timeline;
+        report.timeline = timeline.map(Box::new);
         metrics::gauge!("loadgen_reach_ratio").set(report.counts.reach());
         for (t, expected) in report.per_target.iter_mut().zip(expected_per_target) {
             t.expected = expected;

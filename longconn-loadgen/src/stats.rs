@@ -265,10 +265,10 @@ pub struct Report {
     pub access: Option<Box<super::control::AccessReport>>,
     /// Logins, losses and `try_later` refusals per 100 ms (connect phases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeline: Option<super::timeline::Timeline>,
+    pub timeline: Option<Box<super::timeline::Timeline>>,
     /// The members that stopped reading (`--slow-members`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slow: Option<super::slow::SlowReport>,
+    pub slow: Option<Box<super::slow::SlowReport>>,
 }
 
 /// One target's share of a phase.
@@ -432,10 +432,10 @@ pub fn merge(
     }
     s.access = super::control::merge(reports.iter().filter_map(|r| r.access.as_deref()))?;
     s.connect_timeline =
-        super::timeline::Timeline::merge(reports.iter().filter_map(|r| r.timeline.as_ref()))?;
+        super::timeline::Timeline::merge(reports.iter().filter_map(|r| r.timeline.as_deref()))?;
     s.recovery = s.connect_timeline.as_ref().and_then(|t| t.recovery());
     s.slow_members =
-        super::slow::SlowSummary::merge(reports.iter().filter_map(|r| r.slow.as_ref()));
+        super::slow::SlowSummary::merge(reports.iter().filter_map(|r| r.slow.as_deref()));
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);
