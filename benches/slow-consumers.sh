@@ -78,7 +78,7 @@ python3 - "$OUT/runs.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print("| slow members | publishes sent | reach (reading members) | p50 / p99 ms | publish RTT p50 / p99 ms"
-      " | server CPU s | gateway peak RSS MB | disconnects by reason (gateway) | slow members: kicked / still open / closed after s (first, median, last) |")
+      " | server CPU s | gateway peak RSS MB | disconnects by reason (gateway) | slow members: kicked / closed otherwise / still open / closed after s (first, median, last) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     lat, rtt, sm = r["latency_us"] or {}, r["publish_rtt_us"] or {}, r.get("slow_members") or {}
@@ -87,7 +87,7 @@ for r in rows:
           f" | {lat.get('p50', 0) / 1000:,.1f} / {lat.get('p99', 0) / 1000:,.1f}"
           f" | {rtt.get('p50', 0) / 1000:,.1f} / {rtt.get('p99', 0) / 1000:,.1f}"
           f" | {r.get('server_cpu_s') or 0:.1f} | {r['peak_rss_kb'] / 1024:,.0f} | {r['disconnects'] or '-'}"
-          f" | {sm.get('slow_consumer_kicks', '-')} / {sm.get('still_open', '-')}"
+          f" | {sm.get('slow_consumer_kicks', '-')} / {sm.get('other_closes', '-')} / {sm.get('still_open', '-')}"
           f" / {', '.join(f'{x:.1f}' for x in when) if when else '-'} |")
 if len(rows) == 2:
     a, b = rows[0]["latency_us"]["p99"], rows[1]["latency_us"]["p99"]
