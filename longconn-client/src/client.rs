@@ -87,6 +87,9 @@ pub struct Quality {
     /// Pushes dropped because the application did not take them (the push channel was
     /// full).
     pub pushes_dropped: u64,
+    /// Connections the gateway refused with `Close {try_later}` (over its accept rate);
+    /// the client waited the delay it named (plus jitter) before the next attempt.
+    pub try_later_closes: u64,
 }
 
 pub(crate) enum ClientCommand {

@@ -767,6 +767,9 @@ impl Driver {
                         .failures
                         .record(ConnectFailure::Ended(format!("{reason:?}")));
                 }
+                if reason == EndReason::ClosedByGateway(Code::TryLater) {
+                    bump(&self.shared.quality, |q| q.try_later_closes += 1);
+                }
                 // A fetch for the ended connection is of no use to the next one.
                 self.token = None;
                 match reconnect {

@@ -81,6 +81,12 @@ async fn over_the_accept_rate_the_client_waits_the_gateways_delay() {
         "the client honoured the gateway's delay: {delay:?}"
     );
     assert!(third.quality().connect_attempts >= 2);
+    assert!(
+        third.quality().try_later_closes >= 1,
+        "the refusal is counted: {:?}",
+        third.quality()
+    );
+    assert_eq!(first[0].quality().try_later_closes, 0);
     assert!(started.elapsed() >= Duration::from_millis(400));
     server.shutdown(Duration::from_secs(1)).await;
 }
@@ -106,6 +112,11 @@ async fn over_the_per_ip_limit_the_client_is_refused_until_a_slot_frees() {
         *first.state().borrow(),
         ConnState::Connected { .. }
     ));
+    assert_eq!(
+        second.quality().try_later_closes,
+        0,
+        "source_limit is not try_later"
+    );
     first.close().await;
     second
         .wait_connected(Duration::from_secs(15))

@@ -202,6 +202,11 @@ pub enum Mode {
         /// Publishes per second, over all groups.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+        /// Members that stop reading once joined (raw:// targets only): they keep the
+        /// socket open unread, are left out of reach and latency, and are reported
+        /// apart (`slow_members`: closed by the gateway or not, and when).
+        #[arg(long, default_value_t = 0)]
+        slow_members: u32,
     },
     /// Upstream requests through the forwarding router.
     Request {
@@ -252,12 +257,16 @@ impl Mode {
                 groups,
                 messages,
                 rate,
+                slow_members,
             } => Phase::Multicast {
                 members,
                 groups,
                 messages,
                 rate,
-                churn: Default::default(),
+                churn: super::scenario::Churn {
+                    slow_members,
+                    ..Default::default()
+                },
             },
             Mode::Request {
                 connections,

@@ -15,9 +15,11 @@ use tokio::time::Instant;
 use super::cli::{Common, WorkerSlot};
 use super::control::ControlAccess;
 use super::link::{LoadLink, Notice, Order};
-use super::peer::Peer;
+use super::peer::{Peer, Subscribed};
 use super::scenario::{Churn, Phase};
+use super::slow::SlowReport;
 use super::stats::{Recorder, Report, progress_bar, unix_us};
+use super::timeline::{Event, LiveTimeline};
 
 /// Connects per second per process for phases without their own rate.
 const DEFAULT_CONNECT_RATE: f64 = 2000.0;
@@ -39,6 +41,8 @@ pub struct LoadCtx {
     last_receive_us: Arc<AtomicU64>,
     /// `--control`: the control layer every device asks first.
     access: Option<ControlAccess>,
+    /// Logins, losses and `try_later` refusals per 100 ms (connect phases).
+    timeline: Arc<LiveTimeline>,
 }
 
 /// One simulated device.
@@ -48,6 +52,56 @@ struct Member {
     target: usize,
     client: Arc<Client>,
     group: Option<String>,
+    /// Its timeline watcher (connect phases), stopped when the member goes.
+    _watch: Option<WatchGuard>,
+}
+
+/// Aborts a member's timeline watcher when dropped.
+struct WatchGuard(tokio::task::AbortHandle);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Counts a client's logins, losses and `try_later` refusals into `timeline` until it
+/// stops.
+async fn watch_client(client: Arc<Client>, timeline: Arc<LiveTimeline>) {
+    let mut state = client.state();
+    let mut logged_in: Option<u64> = None;
+    let mut try_later = 0u64;
+    let ms = || unix_us() / 1000;
+    loop {
+        let now = state.borrow_and_update().clone();
+        let refused = client.quality().try_later_closes;
+        if refused > try_later {
+            timeline.record(Event::TryLater, ms(), refused - try_later);
+            try_later = refused;
+        }
+        match now {
+            ConnState::Connected { conn_id } => {
+                if logged_in != Some(conn_id) {
+                    if logged_in.is_some() {
+                        timeline.record(Event::Drop, ms(), 1);
+                    }
+                    timeline.record(Event::Login, ms(), 1);
+                    logged_in = Some(conn_id);
+                }
+            }
+            other => {
+                if logged_in.take().is_some() {
+                    timeline.record(Event::Drop, ms(), 1);
+                }
+                if matches!(other, ConnState::Disconnected { .. }) {
+                    return;
+                }
+            }
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl LoadCtx {
@@ -78,6 +132,7 @@ impl LoadCtx {
                 Some(url) => Some(ControlAccess::new(url, &common_app, &common_trust)?),
                 None => None,
             },
+            timeline: Arc::new(LiveTimeline::default()),
         })
     }
 
@@ -175,11 +230,18 @@ impl LoadCtx {
                 rec.bump(&rec.errors, "loadgen_errors_total");
             }
         }
+        let client = Arc::new(client);
+        let watch = self.timeline.is_on().then(|| {
+            WatchGuard(
+                tokio::spawn(watch_client(client.clone(), self.timeline.clone())).abort_handle(),
+            )
+        });
         Some(Member {
             index,
             target,
-            client: Arc::new(client),
+            client,
             group,
+            _watch: watch,
         })
     }
 
@@ -212,6 +274,11 @@ impl LoadCtx {
         if let Some((peer, _)) = Peer::from_target(self.common.target.first())? {
             return self.run_peer_phase(peer, phase, link).await;
         }
+        if let Phase::Multicast { churn, .. } = phase {
+            if churn.slow_members > 0 {
+                return Err("--slow-members needs raw:// subscribers".into());
+            }
+        }
         let groups = match phase {
             Phase::Multicast { groups, .. } => Some(*groups),
             _ => None,
@@ -224,6 +291,9 @@ impl LoadCtx {
                 .map_or(DEFAULT_CONNECT_RATE, |r| r / f64::from(self.slot.count)),
         };
         let ramp = Instant::now();
+        if let Phase::Connect { .. } = phase {
+            self.timeline.start(unix_us() / 1000);
+        }
         let members = self.connect_all(phase.connections(), rate, groups).await;
         let ramp_s = ramp.elapsed().as_secs_f64();
         link.notify(Notice::Ready).await?;
@@ -300,16 +370,17 @@ impl LoadCtx {
         }
         // Raw subscribers also take unicast (logged in, no group): the lean receive
         // side for measuring unicast without the SDK's cost on the load side.
-        let (members, groups, messages) = match *phase {
+        let (members, groups, messages, slow) = match *phase {
             Phase::Multicast {
                 members,
                 groups,
                 messages,
+                churn,
                 ..
-            } => (members, Some(groups), messages),
+            } => (members, Some(groups), messages, churn.slow_members),
             Phase::Unicast {
                 devices, messages, ..
-            } if peer == Peer::Raw => (devices, None, messages),
+            } if peer == Peer::Raw => (devices, None, messages, 0),
             _ => {
                 return Err(format!(
                     "{} phases need a longconn target; peers take multicast only (raw:// also unicast)",
@@ -317,7 +388,16 @@ impl LoadCtx {
                 ));
             }
         };
-        let readers = self.subscribe_peers(peer, &addrs, members, groups).await;
+        if slow > 0 && peer != Peer::Raw {
+            return Err("--slow-members needs raw:// subscribers".into());
+        }
+        let (release, released) = tokio::sync::watch::channel(false);
+        let Subscribed {
+            readers,
+            slow: slow_members,
+        } = self
+            .subscribe_peers(peer, &addrs, members, groups, (slow, &released))
+            .await;
         link.notify(Notice::Ready).await?;
         expect_order(link, Order::Go).await?;
         let go_us = unix_us();
@@ -327,7 +407,25 @@ impl LoadCtx {
         for (_, reader) in &readers {
             reader.abort();
         }
+        let mut slow_report = None;
+        if slow > 0 {
+            // Now the slow members read what reached them, and whether they were closed.
+            let _ = release.send(true);
+            let mut report = SlowReport::default();
+            for task in slow_members {
+                if let Ok(outcome) = task.await {
+                    report.add(&outcome, go_us);
+                }
+            }
+            slow_report = Some(report);
+        }
         let mut report = self.take_report(go_us, connected_at_end, None);
+        if slow_report.is_some() {
+            // The reading members' own expectation: the driver counts the slow ones in
+            // its publish answers, so it uses this one instead.
+            report.counts.expected = u64::from(messages) * readers.len() as u64;
+        }
+        report.slow = slow_report.map(Box::new);
         for (target, _) in &readers {
             if let Some(t) = report.per_target.get_mut(*target) {
                 t.expected += u64::from(messages);
@@ -373,6 +471,8 @@ impl LoadCtx {
             .iter()
             .map(|m| m.client.quality().connect_successes.saturating_sub(1))
             .sum();
+        // The timeline ends before the members close (their closing is no loss).
+        let timeline = self.timeline.take();
         let mut closing = JoinSet::new();
         for member in members {
             closing.spawn(async move { member.client.close().await });
@@ -386,6 +486,7 @@ impl LoadCtx {
         );
         report.counts.reconnects += reconnects;
         report.counts.expected = expected;
+        report.timeline = timeline.map(Box::new);
         metrics::gauge!("loadgen_reach_ratio").set(report.counts.reach());
         for (t, expected) in report.per_target.iter_mut().zip(expected_per_target) {
             t.expected = expected;

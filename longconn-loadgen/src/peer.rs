@@ -21,11 +21,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use longconn_core::{Frame, FrameCodec, Metadata, Text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::fleet::{LoadCtx, stamped};
 use super::publish::Published;
+use super::slow::{SLOW_RECV_BUFFER, SlowOutcome, hold_then_read, is_slow};
 use super::stats::unix_us;
 
 /// A peer broker.
@@ -124,11 +126,14 @@ async fn subscribe(
     client_id: &str,
     group: Option<&str>,
     login: Option<(&str, Bytes)>,
+    recv_buffer: Option<u32>,
 ) -> Result<(TcpStream, BytesMut), String> {
     let group_or_err = || group.ok_or_else(|| format!("{peer:?} subscribers need a group"));
-    let mut stream = longconn_transport::tcp::dial(addr, from)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = match recv_buffer {
+        None => longconn_transport::tcp::dial(addr, from).await,
+        Some(size) => dial_small(addr, from, size).await,
+    }
+    .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(256);
     match peer {
@@ -233,8 +238,33 @@ async fn subscribe(
     }
 }
 
+/// Connects from `from` with a receive buffer of `size` bytes and a small MSS (536),
+/// both set before the connect: the window it advertises stays small, and the
+/// gateway's kernel sizes its send buffer from the MSS (on loopback, with the default
+/// 64 KiB MSS, it holds megabytes, and a non-reading member would take minutes to
+/// fill it).
+async fn dial_small(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    size: u32,
+) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_recv_buffer_size(size as usize)?;
+    socket.set_tcp_mss(SLOW_MSS)?;
+    socket.set_nonblocking(true)?;
+    if let Some(ip) = from {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    socket.connect(addr).await
+}
+
+/// The MSS a slow member asks for.
+const SLOW_MSS: u32 = 536;
+
 /// The codec the raw subscriber reads with (the gateway's default frame limit).
-const RAW_CODEC: FrameCodec = FrameCodec::new(64 * 1024);
+pub(crate) const RAW_CODEC: FrameCodec = FrameCodec::new(64 * 1024);
 
 /// The next frame from a raw subscriber's stream.
 async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
@@ -383,14 +413,16 @@ impl LoadCtx {
     /// Connects this process's share of `members` peer subscribers (member i to group
     /// i mod `groups`, and to address i mod `addrs.len()`, as [`crate::spread`] says)
     /// at the default connect rate. Returns their reader tasks, each with the position
-    /// of its address.
+    /// of its address. The `slow` members of [`crate::slow::is_slow`] (raw only) hold
+    /// their socket unread until `release` turns `true`; their tasks come apart.
     pub async fn subscribe_peers(
         self: &Arc<Self>,
         peer: Peer,
         addrs: &[SocketAddr],
         members: u32,
         groups: Option<u32>,
-    ) -> Vec<(usize, tokio::task::JoinHandle<()>)> {
+        (slow, release): (u32, &watch::Receiver<bool>),
+    ) -> Subscribed {
         let share: Vec<u32> = self.slot.share(members).collect();
         let per_s = self
             .common
@@ -404,6 +436,8 @@ impl LoadCtx {
             let ctx = self.clone();
             let target = index as usize % addrs.len();
             let addr = addrs[target];
+            let slow =
+                (peer == Peer::Raw && is_slow(index, slow, members)).then(|| release.clone());
             tasks.spawn(async move {
                 let rec = &ctx.recorder;
                 rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
@@ -413,12 +447,16 @@ impl LoadCtx {
                 let from = ctx.common.source_ips.map(|ips| ips.pick(u64::from(index)));
                 let token = (peer == Peer::Raw).then(|| ctx.token(&id));
                 let login = token.map(|t| (ctx.common.app.as_str(), t));
-                match subscribe(peer, addr, from, &id, group.as_deref(), login).await {
+                let recv_buffer = slow.as_ref().map(|_| SLOW_RECV_BUFFER);
+                match subscribe(peer, addr, from, &id, group.as_deref(), login, recv_buffer).await {
                     Ok((stream, buf)) => {
                         rec.connect_latency
                             .record(index as usize, started.elapsed().as_micros() as u64);
+                        if let Some(release) = slow {
+                            return Some(Err(tokio::spawn(hold_then_read(stream, buf, release))));
+                        }
                         rec.established_on(target);
-                        Some((
+                        Some(Ok((
                             target,
                             tokio::spawn(receive(
                                 peer,
@@ -427,7 +465,7 @@ impl LoadCtx {
                                 ctx.clone(),
                                 (index as usize, target),
                             )),
-                        ))
+                        )))
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "peer subscribe failed");
@@ -437,14 +475,25 @@ impl LoadCtx {
                 }
             });
         }
-        let mut readers = Vec::new();
+        let mut out = Subscribed::default();
         while let Some(done) = tasks.join_next().await {
-            if let Ok(Some(reader)) = done {
-                readers.push(reader);
+            match done {
+                Ok(Some(Ok(reader))) => out.readers.push(reader),
+                Ok(Some(Err(slow))) => out.slow.push(slow),
+                _ => {}
             }
         }
-        readers
+        out
     }
+}
+
+/// The subscribers of one process.
+#[derive(Debug, Default)]
+pub struct Subscribed {
+    /// The reading ones: reader task with the position of its address.
+    pub readers: Vec<(usize, tokio::task::JoinHandle<()>)>,
+    /// The slow ones (`--slow-members`).
+    pub slow: Vec<tokio::task::JoinHandle<SlowOutcome>>,
 }
 
 /// A multicast phase's publishing, for a peer.

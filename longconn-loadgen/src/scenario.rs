@@ -102,6 +102,10 @@ pub struct Churn {
     /// Members per second that drop their connection and connect again (rejoining).
     #[serde(default)]
     pub reconnect_per_s: f64,
+    /// Members that stop reading once joined (raw:// subscribers only; see
+    /// [`crate::slow`]): left out of reach and latency, reported apart.
+    #[serde(default)]
+    pub slow_members: u32,
 }
 
 impl Phase {
@@ -184,6 +188,11 @@ impl Phase {
                     if !(v.is_finite() && v >= 0.0) {
                         return Err(format!("multicast: `{what}` must be 0 or more"));
                     }
+                }
+                if churn.slow_members >= members {
+                    return Err(
+                        "multicast: `churn.slow_members` must be fewer than `members`".into(),
+                    );
                 }
             }
             Phase::Request {

@@ -263,6 +263,12 @@ pub struct Report {
     /// `/v1/access` figures (`--control` runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Box<super::control::AccessReport>>,
+    /// Logins, losses and `try_later` refusals per 100 ms (connect phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Box<super::timeline::Timeline>>,
+    /// The members that stopped reading (`--slow-members`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<Box<super::slow::SlowReport>>,
 }
 
 /// One target's share of a phase.
@@ -353,6 +359,16 @@ pub struct Summary {
     /// `/v1/access` latency and the spread over nodes (`--control` runs only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub access: Option<super::control::AccessSummary>,
+    /// Connect phases: logins, losses and `try_later` refusals per 100 ms over all
+    /// processes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connect_timeline: Option<super::timeline::Timeline>,
+    /// Connect phases: the first loss of connections and the way back.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recovery: Option<super::timeline::Recovery>,
+    /// The members that stopped reading (`--slow-members`), apart from the rest.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slow_members: Option<super::slow::SlowSummary>,
 }
 
 /// Merges reports of one phase from every process.
@@ -415,6 +431,11 @@ pub fn merge(
         s.per_target.clear();
     }
     s.access = super::control::merge(reports.iter().filter_map(|r| r.access.as_deref()))?;
+    s.connect_timeline =
+        super::timeline::Timeline::merge(reports.iter().filter_map(|r| r.timeline.as_deref()))?;
+    s.recovery = s.connect_timeline.as_ref().and_then(|t| t.recovery());
+    s.slow_members =
+        super::slow::SlowSummary::merge(reports.iter().filter_map(|r| r.slow.as_deref()));
     s.reach_rate = s.counts.reach();
     s.latency_us = Percentiles::of(&latency);
     s.connect_latency_us = Percentiles::of(&connect);
@@ -496,6 +517,22 @@ impl Summary {
         if let Some(access) = &self.access {
             out.push('\n');
             out.push_str(&access.human());
+        }
+        if let Some(r) = &self.recovery {
+            out.push_str(&format!(
+                "\n  lost {} of {} at {:.1} s, all back after {}, peak {} logins/s, {} try_later",
+                r.lost,
+                r.before,
+                r.drop_at_s,
+                r.all_back_after_s
+                    .map_or("never".to_owned(), |s| format!("{s:.1} s")),
+                r.peak_connects_per_s,
+                r.try_later
+            ));
+        }
+        if let Some(slow) = &self.slow_members {
+            out.push('\n');
+            out.push_str(&slow.human());
         }
         out
     }
