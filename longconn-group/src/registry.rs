@@ -185,6 +185,38 @@ pub struct GroupRegistry {
     saturated: AtomicU64,
     /// Recent publications of groups with history (recovery after a reconnect).
     history: Arc<dyn GroupHistory>,
+    /// Puts the publishes of each group with history in one order, members here or not.
+    kept_order: KeptOrder,
+}
+
+/// Orders the publishes of groups with history ([`GroupRegistry::publish`]), whether or
+/// not the group has an entry here at the time: a group emptied and joined again gets a
+/// new entry (and a new `publishing` lock), so the entry's lock alone does not order a
+/// publish that started before the rejoin against one that started after it. Striped
+/// by group id, so its memory is fixed; two groups on one stripe wait for each other's
+/// publishes.
+struct KeptOrder {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: std::hash::RandomState,
+}
+
+impl KeptOrder {
+    const STRIPES: usize = 64;
+
+    fn new() -> KeptOrder {
+        KeptOrder {
+            stripes: (0..KeptOrder::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    async fn lock(&self, group: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let stripe = self.hasher.hash_one(group) as usize % KeptOrder::STRIPES;
+        self.stripes[stripe].lock().await
+    }
 }
 
 impl std::fmt::Debug for GroupRegistry {
@@ -210,6 +242,7 @@ impl GroupRegistry {
             groups: ShardedMap::new(),
             memberships: ShardedMap::new(),
             log: Arc::new(LocalGroupLog::new()),
+            kept_order: KeptOrder::new(),
             relay: None,
             drivers: std::sync::OnceLock::new(),
             saturated: AtomicU64::new(0),
@@ -414,24 +447,27 @@ impl GroupRegistry {
             }
             None => (None, None, None),
         };
+        // Taken after the entry's lock (the same order in every publish).
+        let _kept_order = match kept {
+            true => Some(self.kept_order.lock(group).await),
+            false => None,
+        };
         let position = self.log.next_position(group).await?;
         if let Frame::Push { seq, epoch, .. } = &mut frame {
             *seq = Some(position.offset);
             *epoch = Some(position.epoch);
         }
         let frame = frame.to_bytes(max)?;
-        let members = match (kept, &entry) {
-            (true, Some(entry)) => {
-                // Kept before the members are looked at again: a member added after
-                // this snapshot reads the history after its join, and finds this push.
-                self.history.append(group, position, frame.clone()).await;
-                Some(entry.snapshot())
-            }
-            (true, None) => {
-                self.history.append(group, position, frame.clone()).await;
-                members
-            }
-            (false, _) => members,
+        let members = if kept {
+            // Kept before the members are looked up again, in the registry (the group
+            // may have been emptied and joined again since `entry` was read): a member
+            // added after this lookup reads the history after its join, and finds this
+            // push; one added before it gets the push live.
+            self.history.append(group, position, frame.clone()).await;
+            let current = self.groups.shard(group).get(group).cloned();
+            current.map(|entry| entry.snapshot())
+        } else {
+            members
         };
         let relayed = async {
             let Some(relay) = &self.relay else {

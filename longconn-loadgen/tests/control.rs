@@ -4,33 +4,16 @@
 
 use std::process::Command;
 
-use clap::Parser;
 use longconn_control::{Control, ControlConfig, DEFAULT_CONFIG_TOML};
-use longconn_gateway::{Cli, Gateway, GatewaySettings};
+use longconn_gateway::Gateway;
 use serde_json::Value;
 
+mod common;
+
+/// A gateway on a random port and its TCP address (`ip:port`).
 async fn gateway() -> (Gateway, String) {
-    let cli = Cli::try_parse_from([
-        "gateway",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--quic",
-        "off",
-    ])
-    .unwrap();
-    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
-        .await
-        .unwrap();
-    let tcp = gateway
-        .bound
-        .iter()
-        .find(|(l, _)| *l == "tcp")
-        .map(|(_, a)| a.to_string())
-        .unwrap();
+    let (gateway, target, _) = common::start_gateway("127.0.0.1:0", &[]).await;
+    let tcp = target.trim_start_matches("tcp://").to_owned();
     (gateway, tcp)
 }
 

@@ -3,37 +3,13 @@
 
 use std::process::Command;
 
-use clap::Parser;
-use longconn_gateway::{Cli, Gateway, GatewaySettings};
+use longconn_gateway::Gateway;
 use serde_json::Value;
 
+mod common;
+
 async fn gateway() -> (Gateway, String, String) {
-    let cli = Cli::try_parse_from([
-        "gateway",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--quic",
-        "off",
-    ])
-    .unwrap();
-    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
-        .await
-        .unwrap();
-    let addr = |label| {
-        gateway
-            .bound
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map(|(_, a)| *a)
-            .unwrap()
-    };
-    let target = format!("tcp://{}", addr("tcp"));
-    let api = format!("http://{}", addr("http"));
-    (gateway, target, api)
+    common::start_gateway("127.0.0.1:0", &[]).await
 }
 
 /// Runs loadgen to completion on a blocking thread; returns the JSON of the last stdout
@@ -411,36 +387,7 @@ impl Drop for Redis {
 async fn cluster_node(redis: &Redis, node: u16) -> (Gateway, String, String) {
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     let node = node.to_string();
-    let cli = Cli::try_parse_from([
-        "gateway",
-        "--node-id",
-        &node,
-        "--redis",
-        &url,
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--quic",
-        "off",
-    ])
-    .unwrap();
-    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
-        .await
-        .unwrap();
-    let addr = |label| {
-        gateway
-            .bound
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map(|(_, a)| *a)
-            .unwrap()
-    };
-    let target = format!("tcp://{}", addr("tcp"));
-    let api = format!("http://{}", addr("http"));
-    (gateway, target, api)
+    common::start_gateway("127.0.0.1:0", &["--node-id", &node, "--redis", &url]).await
 }
 
 /// Two gateways on one Redis: devices spread over both, every push sent through node
@@ -521,35 +468,8 @@ async fn through_one_node_reaches_devices_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_is_sent_and_quiet_works_with_procs() {
     const SECRET: &str = "loadgen-api-secret-0123456789";
-    let cli = Cli::try_parse_from([
-        "gateway",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--quic",
-        "off",
-        "--api-key",
-        &format!("lg:{SECRET}"),
-    ])
-    .unwrap();
-    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
-        .await
-        .unwrap();
-    let addr = |label| {
-        gateway
-            .bound
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map(|(_, a)| *a)
-            .unwrap()
-    };
-    let (target, api) = (
-        format!("tcp://{}", addr("tcp")),
-        format!("http://{}", addr("http")),
-    );
+    let key = format!("lg:{SECRET}");
+    let (gateway, target, api) = common::start_gateway("127.0.0.1:0", &["--api-key", &key]).await;
     let unicast = ["unicast", "--devices", "20", "--messages", "2"];
     let with_key: Vec<&str> = unicast
         .iter()

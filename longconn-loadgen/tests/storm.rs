@@ -5,43 +5,18 @@
 use std::process::Command;
 use std::time::Duration;
 
-use clap::Parser;
-use longconn_gateway::{Cli, Gateway, GatewaySettings};
+use longconn_gateway::Gateway;
 use serde_json::Value;
+
+mod common;
 
 /// A gateway with `config` (TOML) and `extra` flags; its TCP target and API base.
 async fn gateway(name: &str, config: &str, tcp: &str, extra: &[&str]) -> (Gateway, String, String) {
     let path = std::env::temp_dir().join(format!("lg-storm-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
-    let mut args = vec![
-        "gateway",
-        "--config",
-        path.to_str().unwrap(),
-        "--tcp",
-        tcp,
-        "--http",
-        "127.0.0.1:0",
-        "--ws",
-        "off",
-        "--quic",
-        "off",
-    ];
+    let mut args = vec!["--config", path.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let cli = Cli::try_parse_from(args).unwrap();
-    let gateway = Gateway::start(GatewaySettings::resolve(cli).unwrap())
-        .await
-        .unwrap();
-    let addr = |label| {
-        gateway
-            .bound
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map(|(_, a)| *a)
-            .unwrap()
-    };
-    let target = format!("tcp://{}", addr("tcp"));
-    let api = format!("http://{}", addr("http"));
-    (gateway, target, api)
+    common::start_gateway(tcp, &args).await
 }
 
 /// Starts loadgen; `finish` waits for it and returns the JSON of its last stdout line.
