@@ -15,20 +15,7 @@ async fn gateway() -> (Gateway, String, String) {
 /// Runs loadgen to completion on a blocking thread; returns the JSON of the last stdout
 /// line.
 async fn loadgen(target: &str, api: &str, args: &[&str]) -> Value {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    command
-        .args(["--target", target, "--api", api, "--quiet", "--drain", "3"])
-        .args(["--source-ips", "127.0.0.2-127.0.0.5"])
-        .args(args);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?} failed: {stderr}");
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("{args:?}: last line not JSON ({e}): {last}"))
+    common::finish(common::spawn_loadgen(target, api, args)).await
 }
 
 fn assert_complete(summary: &Value, connections: u64) {

@@ -19,29 +19,6 @@ async fn gateway(name: &str, config: &str, tcp: &str, extra: &[&str]) -> (Gatewa
     common::start_gateway(tcp, &args).await
 }
 
-/// Starts loadgen; `finish` waits for it and returns the JSON of its last stdout line.
-fn spawn_loadgen(target: &str, api: &str, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--target", target, "--api", api, "--quiet", "--drain", "2"])
-        .args(["--source-ips", "127.0.0.2-127.0.0.5"])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-async fn finish(child: std::process::Child) -> Value {
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadgen failed: {stderr}");
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line not JSON ({e}): {last}"))
-}
-
 /// Connections the gateway at `api` holds, from its `/healthz`.
 async fn connections(api: &str) -> u64 {
     let Ok(answer) = reqwest::get(format!("{api}/healthz")).await else {
@@ -75,7 +52,7 @@ async fn the_connect_timeline_shows_refusals_the_loss_and_the_way_back() {
     )
     .await;
     let tcp = target.trim_start_matches("tcp://").to_owned();
-    let child = spawn_loadgen(
+    let child = common::spawn_loadgen(
         &target,
         &api,
         &[
@@ -101,7 +78,7 @@ async fn the_connect_timeline_shows_refusals_the_loss_and_the_way_back() {
     }
     first.shutdown().await;
     let (second, _, _) = gateway("b", quick_drain, &tcp, &["--max-accept-rate", "off"]).await;
-    let s = finish(child).await;
+    let s = common::finish(child).await;
     let p = &s["phases"][0];
     let t = &p["connect_timeline"];
     assert_eq!(t["bucket_ms"], 100, "{p}");
@@ -135,7 +112,7 @@ async fn slow_members_are_kicked_and_counted_apart_from_the_rest() {
     let config = "[session]\nslow_consumer_policy = \"disconnect\"\nmax_queued_pushes = 8\n";
     let (gateway, target, api) = gateway("slow", config, "127.0.0.1:0", &[]).await;
     let raw = target.replace("tcp://", "raw://");
-    let child = spawn_loadgen(
+    let child = common::spawn_loadgen(
         &raw,
         &api,
         &[
@@ -158,7 +135,7 @@ async fn slow_members_are_kicked_and_counted_apart_from_the_rest() {
             "2",
         ],
     );
-    let s = finish(child).await;
+    let s = common::finish(child).await;
     let p = &s["phases"][0];
     assert_eq!(p["sent"], 150, "{p}");
     assert_eq!(p["expected"], 48 * 150, "the reading members only: {p}");
