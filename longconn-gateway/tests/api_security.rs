@@ -1,7 +1,9 @@
 //! The gateway binary's push API security (issue 16 item 5): API keys from flags or the
 //! config file, 401 JSON without one, `/healthz` open, an open API only on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,22 +34,9 @@ fn start(extra: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("gateway binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let http = loop {
-        let line = lines.next().expect("gateway exited early").unwrap();
-        log.push(line.clone());
-        if line.contains("http listening") {
-            let at = line.find("addr=").unwrap() + 5;
-            break line[at..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let listening = common::read_listening(&mut child);
+    let http = listening.bound["http"];
+    let log = listening.log;
     Running { child, http, log }
 }
 

@@ -3,10 +3,11 @@
 //! Each test starts its own redis-server (skipped with a notice when it is not
 //! installed, a failure when CI=true) and uses short TTLs.
 
+mod common;
 #[path = "../../longconn-cluster/tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,29 +123,7 @@ fn start_node(store: &Store, id: u16, config: &std::path::Path) -> Node {
         .stderr(Stdio::null())
         .spawn()
         .expect("gateway binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut bound = std::collections::HashMap::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("gateway exited before listening")
-            .unwrap();
-        if let Some(at) = line.find(" listening") {
-            let label = line[..at].rsplit(' ').next().unwrap().to_owned();
-            let start = line.find("addr=").expect("addr field") + 5;
-            let addr: SocketAddr = line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            bound.insert(label.clone(), addr);
-            if label == "http" {
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let bound = common::read_listening(&mut child).bound;
     Node {
         child,
         id,

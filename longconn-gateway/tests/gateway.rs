@@ -1,7 +1,9 @@
 //! The reference gateway as a user runs it: the real binary on random ports, driven over
 //! TCP and HTTP, stopped with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,31 +39,7 @@ fn start(extra: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("gateway binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut bound = std::collections::HashMap::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("gateway exited before listening")
-            .unwrap();
-        if let Some(at) = line.find(" listening") {
-            let label = line[..at].rsplit(' ').next().unwrap().to_owned();
-            let start = line.find("addr=").expect("addr field") + 5;
-            let addr = line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            bound.insert(label.clone(), addr);
-            // `http` is logged last.
-            if label == "http" {
-                break;
-            }
-        }
-    }
-    // Keep draining the log so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let bound = common::read_listening(&mut child).bound;
     Running {
         child,
         tcp: bound["tcp"],

@@ -4,6 +4,8 @@
 //! did, and `promtool check metrics` must accept the scrape (skipped with a message when
 //! promtool is missing, unless CI=true).
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -38,29 +40,7 @@ fn start(extra: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("gateway binary starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut bound = HashMap::new();
-    loop {
-        let line = lines
-            .next()
-            .expect("gateway exited before listening")
-            .unwrap();
-        if let Some(at) = line.find(" listening") {
-            let label = line[..at].rsplit(' ').next().unwrap().to_owned();
-            let start = line.find("addr=").expect("addr field") + 5;
-            let addr: SocketAddr = line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            bound.insert(label.clone(), addr);
-            if label == "http" {
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let bound = common::read_listening(&mut child).bound;
     Running {
         child,
         tcp: bound["tcp"],
