@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::task::AtomicWaker;
 
+pub use crate::device_key::DeviceKey;
 use crate::shard::{ShardedMap, lock};
 use longconn_core::config::SlowConsumerPolicy;
 use longconn_core::protocol::{Code, Text};
@@ -89,8 +90,8 @@ impl Hub {
 
     /// The connection logged in as (app, device).
     pub fn find_device(&self, app: &str, device: &str) -> Option<ConnHandle> {
-        let key = DeviceKey::new(app, device);
-        let conn_id = *self.devices.shard(&key).get(&key)?;
+        let conn_id =
+            DeviceKey::with_joined(app, device, |key| self.devices.shard(key).get(key).copied())?;
         self.get(conn_id)
     }
 
@@ -121,43 +122,6 @@ impl Hub {
             out.extend(shard.iter().map(|(k, &v)| (k.clone(), v)));
         });
         out
-    }
-}
-
-/// Who a logged-in connection is: its (app id, device id), in one shared allocation so
-/// the hub and the connection's driver hold it for the price of a pointer.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct DeviceKey {
-    joined: Arc<str>,
-    app_len: usize,
-}
-
-impl DeviceKey {
-    /// The key for (app, device).
-    pub fn new(app: &str, device: &str) -> DeviceKey {
-        let mut joined = String::with_capacity(app.len() + device.len());
-        joined.push_str(app);
-        joined.push_str(device);
-        DeviceKey {
-            joined: joined.into(),
-            app_len: app.len(),
-        }
-    }
-
-    /// The app id.
-    pub fn app(&self) -> &str {
-        &self.joined[..self.app_len]
-    }
-
-    /// The device id.
-    pub fn device(&self) -> &str {
-        &self.joined[self.app_len..]
-    }
-}
-
-impl std::fmt::Debug for DeviceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.app(), self.device())
     }
 }
 

@@ -47,6 +47,7 @@ mod driver;
 mod error;
 mod group_log;
 mod groups;
+mod device_key;
 mod hub;
 mod login_limit;
 pub mod metrics;

@@ -343,6 +343,28 @@ impl PushMetrics {
     }
 }
 
+/// Outcomes of one batch of pushes of one mode, counted locally and added to the
+/// shared counters once ([`PushTally::flush`]): one atomic add per outcome per batch
+/// instead of one per push (the counters are shared by every thread).
+#[derive(Debug, Default)]
+pub(crate) struct PushTally([u64; PUSH_OUTCOMES.len()]);
+
+impl PushTally {
+    /// Counts one push that ended as `outcome`.
+    pub(crate) fn add(&mut self, outcome: PushOutcomeLabel) {
+        self.0[outcome as usize] += 1;
+    }
+
+    /// Adds the batch's counts to `metrics` under `mode`.
+    pub(crate) fn flush(self, metrics: &PushMetrics, mode: PushMode) {
+        for (i, &n) in self.0.iter().enumerate() {
+            if n > 0 {
+                metrics.counts[mode as usize * PUSH_OUTCOMES.len() + i].increment(n);
+            }
+        }
+    }
+}
+
 impl Default for PushMetrics {
     fn default() -> Self {
         PushMetrics::new()

@@ -17,7 +17,7 @@
 //! [`BatchReport::unknown`]. [`Pusher::kick`] reaches other nodes the same way; single
 //! pushes ([`Pusher::push`], [`Pusher::push_acked`]) are for this node's connections.
 
-use crate::metrics::{PushMode, PushOutcomeLabel};
+use crate::metrics::{PushMode, PushOutcomeLabel, PushTally};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -345,15 +345,19 @@ impl Pusher {
         // One result per device, reported in the devices' order at the end.
         let mut results = vec![RelayResult::Offline; devices.len()];
         let mut unresolved = Vec::new();
+        let mut tally = PushTally::default();
+        let stamp = crate::metrics::queue_stamp();
         for (i, device) in devices.iter().enumerate() {
             match hub.find_device(app, device.as_ref()) {
                 Some(conn) => {
-                    let outcome = self.counted(PushMode::Batched, conn.push(transmit(i)));
+                    let outcome = conn.push_stamped(transmit(i), stamp);
+                    tally.add(PushOutcomeLabel::of(outcome));
                     results[i] = RelayResult::from(outcome);
                 }
                 None => unresolved.push(i),
             }
         }
+        tally.flush(&self.shared.metrics.pushes, PushMode::Batched);
         if !unresolved.is_empty() {
             let names: Vec<&str> = unresolved.iter().map(|&i| devices[i].as_ref()).collect();
             let started = std::time::Instant::now();

@@ -51,7 +51,7 @@
 //! to one is stale (`Offline`), a kick there finds nobody, and a group message reaches
 //! no other node.
 
-use crate::metrics::{PushMode, PushOutcomeLabel};
+use crate::metrics::{PushMode, PushOutcomeLabel, PushTally};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -318,14 +318,15 @@ impl RelayInbox {
     /// `Unknown`).
     pub fn push_batch(&self, batch: &RelayBatch) -> Vec<RelayResult> {
         let hub = &self.shared.hub;
-        batch
+        let mut tally = PushTally::default();
+        let stamp = crate::metrics::queue_stamp();
+        let results = batch
             .targets
             .iter()
             .enumerate()
             .map(|(i, target)| {
-                let pushes = &self.shared.metrics.pushes;
                 let Some(frame) = batch.frames.get(i) else {
-                    pushes.record(PushMode::CrossNode, PushOutcomeLabel::Offline, 1);
+                    tally.add(PushOutcomeLabel::Offline);
                     return RelayResult::Offline;
                 };
                 let conn = hub
@@ -333,17 +334,19 @@ impl RelayInbox {
                     .or_else(|| hub.find_device(&batch.app, &target.device));
                 match conn {
                     Some(conn) => {
-                        let outcome = conn.push(Transmit::Encoded(frame.clone()));
-                        pushes.record(PushMode::CrossNode, PushOutcomeLabel::of(outcome), 1);
+                        let outcome = conn.push_stamped(Transmit::Encoded(frame.clone()), stamp);
+                        tally.add(PushOutcomeLabel::of(outcome));
                         RelayResult::from(outcome)
                     }
                     None => {
-                        pushes.record(PushMode::CrossNode, PushOutcomeLabel::Offline, 1);
+                        tally.add(PushOutcomeLabel::Offline);
                         RelayResult::Offline
                     }
                 }
             })
-            .collect()
+            .collect();
+        tally.flush(&self.shared.metrics.pushes, PushMode::CrossNode);
+        results
     }
 
     /// Delivers a group message to this node's members of its group, with the position

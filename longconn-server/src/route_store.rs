@@ -147,8 +147,7 @@ impl RouteStore for MemoryRouteStore {
         Ok(devices
             .iter()
             .map(|device| {
-                let key = DeviceKey::new(app, device);
-                self.routes.shard(&key).get(&key).copied()
+                DeviceKey::with_joined(app, device, |key| self.routes.shard(key).get(key).copied())
             })
             .collect())
     }
