@@ -126,6 +126,11 @@ pub struct Common {
     /// The network type the quality reports carry.
     #[arg(long, global = true, value_enum, default_value = "unknown")]
     pub network: NetworkType,
+    /// Tokio worker threads of this process [default: the machine's cores; in each
+    /// worker of a `--procs K` run, the cores divided by K, at least 1: K processes
+    /// with a thread per core each only wake each other's idle threads].
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub runtime_threads: Option<u16>,
 }
 
 /// A client's network type (`NETWORK` of a quality report).

@@ -146,6 +146,19 @@ const PROMETHEUS_METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Tokio worker threads for this process: `--runtime-threads`, else the machine's cores,
+/// divided among the workers of a `--procs` run (at least 1 each).
+pub fn runtime_threads(common: &cli::Common) -> usize {
+    if let Some(n) = common.runtime_threads {
+        return usize::from(n);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    match common.worker {
+        Some(slot) => (cores / usize::from(slot.count.max(1))).max(1),
+        None => cores,
+    }
+}
+
 fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), String> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
@@ -413,6 +426,23 @@ mod worker_args_tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn workers_share_the_cores_unless_told_otherwise() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = |args: &[&str]| {
+            let cli = cli::Cli::try_parse_from(
+                ["loadgen"].iter().chain(args).copied().chain(["connect"]),
+            )
+            .unwrap();
+            runtime_threads(&cli.common)
+        };
+        assert_eq!(threads(&[]), cores);
+        assert_eq!(threads(&["--procs", "64"]), cores, "the driver keeps every core");
+        assert_eq!(threads(&["--worker", "0/64"]), (cores / 64).max(1));
+        assert_eq!(threads(&["--worker", "3/4"]), (cores / 4).max(1));
+        assert_eq!(threads(&["--worker", "0/64", "--runtime-threads", "3"]), 3);
+    }
 
     #[test]
     fn a_users_quiet_is_not_given_twice_to_a_worker() {

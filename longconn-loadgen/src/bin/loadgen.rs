@@ -8,15 +8,29 @@
 use clap::Parser;
 use longconn_loadgen::{self as loadgen, cli::Cli};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(loadgen::runtime_threads(&cli.common))
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(err) => {
+            eprintln!("loadgen: cannot start the runtime: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    match loadgen::run(Cli::parse()).await {
+    match loadgen::run(cli).await {
         Ok(Some(summary)) => {
             match serde_json::to_string(&summary) {
                 Ok(json) => println!("{json}"),
