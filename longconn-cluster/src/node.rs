@@ -271,7 +271,8 @@ impl ClusterNode {
             .await?;
         let routes = RedisRouteStore::new(conn.clone())
             .with_prefix(prefix)
-            .with_ttl(config.route_ttl)?;
+            .with_ttl(config.route_ttl)?
+            .with_multi_key_refresh(matches!(config.target, RedisTarget::Single(_)));
         let group_log = RedisGroupLog::new(conn.clone()).with_prefix(prefix);
         let started = match start_relay {
             StartRelay::Single(client, manager) => {

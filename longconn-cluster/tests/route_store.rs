@@ -158,13 +158,24 @@ async fn register_replacing_reports_each_replaced_route_in_order() {
 
 #[tokio::test]
 async fn routes_expire_after_their_ttl_unless_refreshed() {
+    expire_unless_refreshed(false).await;
+}
+
+#[tokio::test]
+async fn routes_expire_after_their_ttl_unless_refreshed_many_per_call() {
+    expire_unless_refreshed(true).await;
+}
+
+/// Refresh semantics, with one script call per route or one per chunk of routes.
+async fn expire_unless_refreshed(many_per_call: bool) {
     let Some(redis) = RedisServer::start() else {
         return;
     };
     let ttl = Duration::from_millis(1000);
     let store = RedisRouteStore::new(redis.connect().await)
         .with_ttl(ttl)
-        .unwrap();
+        .unwrap()
+        .with_multi_key_refresh(many_per_call);
     assert!(
         RedisRouteStore::new(redis.connect().await)
             .with_ttl(Duration::ZERO)
@@ -198,6 +209,24 @@ async fn routes_expire_after_their_ttl_unless_refreshed() {
     assert_eq!(found, [Some(route(1, 2)), Some(route(2, 3))]);
     let ttl_ms: i64 = redis.cmd(&["PTTL", "lc:r:3:app:live"]).await;
     assert!(ttl_ms > 0, "a refreshed route has a TTL: {ttl_ms}");
+
+    // A large refresh (several calls of the multi-key script): every route of this
+    // node comes back, the newer login's stays, each with the TTL.
+    let many: Vec<_> = (0..450u64)
+        .map(|i| (dev(&format!("m{i}")), route(1, 100 + i)))
+        .collect();
+    let mut batch = many.clone();
+    batch.push((dev("moved"), route(1, 9)));
+    store.refresh(&batch).await.unwrap();
+    let names: Vec<String> = (0..450).map(|i| format!("m{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let found = store.lookup(APP, &names).await.unwrap();
+    let expected: Vec<_> = many.iter().map(|(_, r)| Some(*r)).collect();
+    assert_eq!(found, expected);
+    let moved = store.lookup(APP, &["moved"]).await.unwrap();
+    assert_eq!(moved, [Some(route(2, 3))]);
+    let ttl_ms: i64 = redis.cmd(&["PTTL", "lc:r:3:app:m449"]).await;
+    assert!((1..=1000).contains(&ttl_ms), "{ttl_ms}");
 }
 
 #[tokio::test]
