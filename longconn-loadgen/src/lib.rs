@@ -438,7 +438,11 @@ mod worker_args_tests {
             runtime_threads(&cli.common)
         };
         assert_eq!(threads(&[]), cores);
-        assert_eq!(threads(&["--procs", "64"]), cores, "the driver keeps every core");
+        assert_eq!(
+            threads(&["--procs", "64"]),
+            cores,
+            "the driver keeps every core"
+        );
         assert_eq!(threads(&["--worker", "0/64"]), (cores / 64).max(1));
         assert_eq!(threads(&["--worker", "3/4"]), (cores / 4).max(1));
         assert_eq!(threads(&["--worker", "0/64", "--runtime-threads", "3"]), 3);

@@ -43,11 +43,11 @@
 
 mod admission_limits;
 mod auth;
+mod device_key;
 mod driver;
 mod error;
 mod group_log;
 mod groups;
-mod device_key;
 mod hub;
 mod login_limit;
 pub mod metrics;
