@@ -71,7 +71,15 @@ pub(crate) fn drive<C: Connection>(
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
     let mut driver = driver;
-    let driven = async move { driver.run_to_end().await }.instrument(span);
+    let driven = async move { driver.run_to_end().await };
+    // The span (32 B) is kept only when it records: with `debug` off (production)
+    // every connection would carry a disabled one; with it on, the instrumented
+    // future is boxed, so the common case pays nothing for it.
+    let driven = if span.is_disabled() {
+        futures::future::Either::Left(driven)
+    } else {
+        futures::future::Either::Right(Box::pin(driven.instrument(span)))
+    };
     DRIVER_FUTURE_BYTES.store(std::mem::size_of_val(&driven), Ordering::Relaxed);
     driven
 }
