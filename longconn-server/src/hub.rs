@@ -86,7 +86,9 @@ impl Hub {
     /// The connection with this id.
     pub fn get(&self, conn_id: u64) -> Option<ConnHandle> {
         let shard = self.conns.shard(&conn_id);
-        shard.get_key_value(&conn_id).map(|(handle, ())| handle.0.clone())
+        shard
+            .get_key_value(&conn_id)
+            .map(|(handle, ())| handle.0.clone())
     }
 
     /// The connection logged in as (app, device).

@@ -280,13 +280,19 @@ impl Session {
             }
             Frame::PushAck { id } => self.queues().events.push_back(Event::PushAcked { id }),
             Frame::JoinGroup { id, group, since } => {
-                self.queues().events.push_back(Event::JoinGroup { id, group, since });
+                self.queues()
+                    .events
+                    .push_back(Event::JoinGroup { id, group, since });
             }
             Frame::LeaveGroup { id, group } => {
-                self.queues().events.push_back(Event::LeaveGroup { id, group });
+                self.queues()
+                    .events
+                    .push_back(Event::LeaveGroup { id, group });
             }
             Frame::TokenRefresh { id, token } => {
-                self.queues().events.push_back(Event::RefreshToken { id, token });
+                self.queues()
+                    .events
+                    .push_back(Event::RefreshToken { id, token });
             }
             Frame::Pong { .. } => {}
             Frame::QualityReport {
