@@ -16,14 +16,11 @@ use std::sync::Arc;
 const STACK_KEY: usize = 128;
 
 /// Who a logged-in connection is: its (app id, device id), in one shared allocation so
-/// the hub and the connection's driver hold it for the price of a pointer.
+/// the hub and the connection's driver hold it for the price of a pointer (16 bytes:
+/// the app id's length is written in front, not kept in a field of its own).
 #[derive(Clone)]
 pub struct DeviceKey {
     joined: Arc<str>,
-    /// Where the app id starts (after the length prefix and its `:`).
-    app_start: u8,
-    /// Where the device id starts.
-    device_start: u32,
 }
 
 /// Writes `n` in decimal at the start of `out`; returns the number of digits.
@@ -45,8 +42,8 @@ fn write_decimal(mut n: usize, out: &mut [u8]) -> usize {
 }
 
 /// Writes the joined form of (app, device) into `out` (which must be long enough);
-/// returns its length and where the app id starts.
-fn write_joined(app: &str, device: &str, out: &mut [u8]) -> (usize, usize) {
+/// returns its length.
+fn write_joined(app: &str, device: &str, out: &mut [u8]) -> usize {
     let digits = write_decimal(app.len(), out);
     out[digits] = b':';
     let app_start = digits + 1;
@@ -54,7 +51,7 @@ fn write_joined(app: &str, device: &str, out: &mut [u8]) -> (usize, usize) {
     out[app_start..device_start].copy_from_slice(app.as_bytes());
     let end = device_start + device.len();
     out[device_start..end].copy_from_slice(device.as_bytes());
-    (end, app_start)
+    end
 }
 
 /// Length of the joined form of (app, device).
@@ -71,17 +68,12 @@ fn joined_len(app: &str, device: &str) -> usize {
 impl DeviceKey {
     /// The key for (app, device).
     ///
-    /// # Panics
-    /// If the app id is 4 GiB or longer (the protocol caps ids at 64 KiB).
     pub fn new(app: &str, device: &str) -> DeviceKey {
         let mut bytes = vec![0u8; joined_len(app, device)];
-        let (_, app_start) = write_joined(app, device, &mut bytes);
-        let device_start = u32::try_from(app_start + app.len()).expect("ids under 4 GiB");
+        write_joined(app, device, &mut bytes);
         let joined = String::from_utf8(bytes).expect("digits, ':' and two str are UTF-8");
         DeviceKey {
             joined: joined.into(),
-            app_start: app_start as u8,
-            device_start,
         }
     }
 
@@ -100,14 +92,28 @@ impl DeviceKey {
         }
     }
 
+    /// Where the app id starts and ends in `joined`: after the decimal length and its
+    /// `:` (the first `:`, as the prefix is digits; ids may hold `:` themselves).
+    fn app_range(&self) -> (usize, usize) {
+        let bytes = self.joined.as_bytes();
+        let mut len = 0usize;
+        let mut at = 0;
+        while let Some(&d) = bytes.get(at).filter(|d| d.is_ascii_digit()) {
+            len = len * 10 + usize::from(d - b'0');
+            at += 1;
+        }
+        (at + 1, at + 1 + len)
+    }
+
     /// The app id.
     pub fn app(&self) -> &str {
-        &self.joined[usize::from(self.app_start)..self.device_start as usize]
+        let (start, end) = self.app_range();
+        &self.joined[start..end]
     }
 
     /// The device id.
     pub fn device(&self) -> &str {
-        &self.joined[self.device_start as usize..]
+        &self.joined[self.app_range().1..]
     }
 }
 

@@ -66,11 +66,20 @@ pub(crate) fn drive<C: Connection>(
         tasks: None,
         recovering: None,
         pending_join: None,
+        armed: None,
     };
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
     // value) would keep a second copy inside the future for its whole life.
     let mut driver = driver;
-    let driven = async move { driver.run_to_end().await }.instrument(span);
+    let driven = async move { driver.run_to_end().await };
+    // The span (32 B) is kept only when it records: with `debug` off (production)
+    // every connection would carry a disabled one; with it on, the instrumented
+    // future is boxed, so the common case pays nothing for it.
+    let driven = if span.is_disabled() {
+        futures::future::Either::Left(driven)
+    } else {
+        futures::future::Either::Right(Box::pin(driven.instrument(span)))
+    };
     DRIVER_FUTURE_BYTES.store(std::mem::size_of_val(&driven), Ordering::Relaxed);
     driven
 }
@@ -118,6 +127,10 @@ struct Driver<R, W> {
     recovering: Option<Box<crate::recovery::Recovering>>,
     /// A join whose answer waits for the group's history (`finish_join`).
     pending_join: Option<Box<PendingJoin>>,
+    /// The deadline registered with the server's timers ([`crate::timers`]): it wakes
+    /// the driver then, through the handle. A later deadline is registered when this
+    /// one fires; an earlier one at once.
+    armed: Option<Instant>,
 }
 
 /// A joined group's `JoinGroup` id, name and asked position.
@@ -152,7 +165,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             reason,
             CloseReason::TransportEnded | CloseReason::TransportFailed
         ) {
-            let _ = tokio::time::timeout(self.shared.close_linger, self.writer.close(reason)).await;
+            // Boxed: a `Timeout` holds a tokio `Sleep` (112 B), which would otherwise
+            // be part of every idle connection's future (the largest await state).
+            let linger = self.shared.close_linger;
+            let _ = Box::pin(tokio::time::timeout(linger, self.writer.close(reason))).await;
         }
         debug!(
             reason = crate::metrics::reason_label(reason),
@@ -190,9 +206,6 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     }
 
     async fn run(&mut self) -> CloseReason {
-        // One timer for the connection's life, moved to each new deadline: no timer
-        // registration per loop, and no per-wait future state.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
         loop {
             self.take_inbox();
             self.handle_events();
@@ -208,12 +221,16 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
             self.session.release_idle_memory();
             self.reap_tasks();
-            let deadline = self.session.poll_timeout();
-            if let Some(at) = deadline {
-                let at = tokio::time::Instant::from_std(at);
-                if timer.deadline() != at {
-                    timer.as_mut().reset(at);
+            // The session's deadlines: one passed is handled now (each call handles one
+            // and moves or clears it, so this loop ends); the next is registered with
+            // the server's timers, which wake this task through its handle.
+            if let Some(at) = self.session.poll_timeout() {
+                let now = now();
+                if at <= now {
+                    self.session.handle_timeout(now);
+                    continue;
                 }
+                self.arm(at, now);
             }
             let flushing = self.writer.has_pending_writes();
             tokio::select! {
@@ -227,14 +244,22 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     }
                 }
                 received = self.reader.recv() => self.on_received(received),
-                () = &mut timer, if deadline.is_some() => {
-                    self.session.handle_timeout(now());
-                }
             }
         }
         self.session
             .close_reason()
             .unwrap_or(CloseReason::TransportFailed)
+    }
+
+    /// Makes sure the server's timers wake this driver at `at`: an entry still pending
+    /// at or before `at` will (the driver then registers the next deadline); otherwise
+    /// `at` is registered.
+    fn arm(&mut self, at: Instant, now: Instant) {
+        if self.armed.is_some_and(|armed| armed > now && armed <= at) {
+            return;
+        }
+        self.shared.timers.wake_at(at, self.handle.id());
+        self.armed = Some(at);
     }
 
     fn on_received(&mut self, received: Result<Option<longconn_core::Frame>, ConnectionError>) {
@@ -265,7 +290,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     fn take_inbox(&mut self) {
         let now = now();
         let mut inbox = self.handle.inbox();
-        while let Some(command) = inbox.commands.pop_front() {
+        let Some(queues) = inbox.queues_if_any() else {
+            return;
+        };
+        while let Some(command) = queues.commands.pop_front() {
             self.session.handle_command(now, command);
         }
         if self.writer.has_pending_writes() {
@@ -273,14 +301,14 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         }
         let mut drained = 0;
         let mut written = 0;
-        if let Some(oldest) = inbox.oldest.take() {
+        if let Some(oldest) = queues.oldest.take() {
             let waited = now.saturating_duration_since(oldest);
             self.shared
                 .metrics
                 .push_queue_seconds
                 .record(waited.as_secs_f64());
         }
-        while let Some(push) = inbox.pushes.pop_front() {
+        while let Some(push) = queues.pushes.pop_front() {
             drained += 1;
             if let Some(recovering) = &mut self.recovering {
                 if recovering.is_replayed(&push) {
@@ -307,9 +335,12 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     fn discard_inbox(&mut self) {
         let mut inbox = self.handle.inbox();
         inbox.closed = true;
-        let left = inbox.pushes.len() as u64;
-        inbox.pushes.clear();
-        inbox.commands.clear();
+        let left = inbox.pushes_len() as u64;
+        if let Some(queues) = inbox.queues_if_any() {
+            queues.pushes.clear();
+            queues.commands.clear();
+        }
+        inbox.release_idle_memory(0);
         drop(inbox);
         self.handle.count_dropped(left);
         self.shared.stats.record_close(left);
@@ -348,7 +379,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     fn finish_drain_if_flushed(&mut self) {
         if self.session.state() == longconn_core::State::Draining
             && !self.session.has_transmit()
-            && self.handle.inbox().pushes.is_empty()
+            && self.handle.inbox().pushes_len() == 0
         {
             self.session.handle_command(
                 now(),

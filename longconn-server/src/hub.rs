@@ -30,7 +30,8 @@ pub fn node_of(conn_id: u64) -> u16 {
 pub struct Hub {
     node_id: u16,
     next_counter: AtomicU64,
-    conns: ShardedMap<u64, ConnHandle>,
+    /// Keyed by the handle's id (a set: 8 bytes an entry, not 16).
+    conns: ShardedMap<ById, ()>,
     devices: ShardedMap<DeviceKey, u64>,
 }
 
@@ -60,7 +61,7 @@ impl Hub {
 
     /// Adds a connection (at accept time, before login).
     pub(crate) fn insert(&self, handle: ConnHandle) {
-        self.conns.shard(&handle.id()).insert(handle.id(), handle);
+        self.conns.shard(&handle.id()).insert(ById(handle), ());
     }
 
     /// Removes a connection and, if it still owns it, its device entry.
@@ -85,14 +86,20 @@ impl Hub {
 
     /// The connection with this id.
     pub fn get(&self, conn_id: u64) -> Option<ConnHandle> {
-        self.conns.shard(&conn_id).get(&conn_id).cloned()
+        let shard = self.conns.shard(&conn_id);
+        shard
+            .get_key_value(&conn_id)
+            .map(|(handle, ())| handle.0.clone())
     }
 
     /// The connection logged in as (app, device).
     pub fn find_device(&self, app: &str, device: &str) -> Option<ConnHandle> {
-        let conn_id =
-            DeviceKey::with_joined(app, device, |key| self.devices.shard(key).get(key).copied())?;
-        self.get(conn_id)
+        self.get(self.device_conn(app, device)?)
+    }
+
+    /// The id of the connection logged in as (app, device); allocates nothing.
+    pub(crate) fn device_conn(&self, app: &str, device: &str) -> Option<u64> {
+        DeviceKey::with_joined(app, device, |key| self.devices.shard(key).get(key).copied())
     }
 
     /// Number of connections (logged in or not).
@@ -109,7 +116,7 @@ impl Hub {
     pub fn for_each(&self, mut f: impl FnMut(&ConnHandle)) {
         let mut handles = Vec::new();
         self.conns
-            .for_each_shard(|shard| handles.extend(shard.values().cloned()));
+            .for_each_shard(|shard| handles.extend(shard.keys().map(|h| h.0.clone())));
         // Called outside the shard locks, so `f` may use the hub.
         handles.iter().for_each(&mut f);
     }
@@ -122,6 +129,31 @@ impl Hub {
             out.extend(shard.iter().map(|(k, &v)| (k.clone(), v)));
         });
         out
+    }
+}
+
+/// A connection handle in the hub's set, hashed and compared by its id (so the set is
+/// looked up by id).
+#[derive(Debug)]
+struct ById(ConnHandle);
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::borrow::Borrow<u64> for ById {
+    fn borrow(&self) -> &u64 {
+        &self.0.shared.id
     }
 }
 
@@ -152,12 +184,21 @@ impl From<QueuedPush> for Transmit {
     }
 }
 
-/// What other tasks have queued for one connection's driver.
+/// What other tasks have queued for one connection's driver. The queues live in a box
+/// made on the first command or push and dropped once they are empty again
+/// ([`Inbox::release_idle_memory`]), so an idle connection's handle holds one pointer
+/// instead of two empty queues and a timestamp (issue 17 item 3).
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
+    queues: Option<Box<Queues>>,
+    pub(crate) closed: bool,
+}
+
+/// An inbox's queues, boxed while in use.
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
     pub(crate) commands: VecDeque<Command>,
     pub(crate) pushes: VecDeque<QueuedPush>,
-    pub(crate) closed: bool,
     /// When the oldest push in `pushes` was queued (for `longconn_push_queue_seconds`).
     pub(crate) oldest: Option<std::time::Instant>,
 }
@@ -166,32 +207,60 @@ pub(crate) struct Inbox {
 pub(crate) const RETAINED_PUSHES: usize = 64;
 
 impl Inbox {
-    /// Drops the queues' allocations once they are empty, so an idle connection holds
-    /// none; but after a drain of `drained` pushes that shows a backlog (at least a
+    /// The queues, made on first use (by a producer).
+    pub(crate) fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    /// The queues if any were made (a consumer: nothing to take otherwise).
+    pub(crate) fn queues_if_any(&mut self) -> Option<&mut Queues> {
+        self.queues.as_deref_mut()
+    }
+
+    /// Pushes waiting.
+    pub(crate) fn pushes_len(&self) -> usize {
+        self.queues.as_ref().map_or(0, |q| q.pushes.len())
+    }
+
+    /// Drops the queues once they are empty, so an idle connection holds no queue
+    /// memory; but after a drain of `drained` pushes that shows a backlog (at least a
     /// quarter of [`RETAINED_PUSHES`]), keeps the push queue's allocation up to
     /// [`RETAINED_PUSHES`] entries. Under a sustained group fan-out every publish
     /// round otherwise allocated each member's queue afresh and grew it by doubling
     /// (`malloc`, then `realloc` and a copy per doubling, ~6 % of an overloaded
     /// gateway's profile, issue 19). The first small drain afterwards releases it.
     pub(crate) fn release_idle_memory(&mut self, drained: usize) {
-        if self.commands.is_empty() && self.commands.capacity() > 0 {
-            self.commands = VecDeque::new();
+        let Some(queues) = self.queues.as_deref_mut() else {
+            return;
+        };
+        if !queues.commands.is_empty() || !queues.pushes.is_empty() {
+            return;
         }
-        if self.pushes.is_empty() && self.pushes.capacity() > 0 {
-            let backlog = drained >= RETAINED_PUSHES / 4;
-            if !backlog {
-                self.pushes = VecDeque::new();
-            } else if self.pushes.capacity() > RETAINED_PUSHES {
-                self.pushes.shrink_to(RETAINED_PUSHES);
-            }
+        let backlog = drained >= RETAINED_PUSHES / 4;
+        if !backlog {
+            self.queues = None;
+            return;
         }
+        if queues.commands.capacity() > 0 {
+            queues.commands = VecDeque::new();
+        }
+        if queues.pushes.capacity() > RETAINED_PUSHES {
+            queues.pushes.shrink_to(RETAINED_PUSHES);
+        }
+    }
+
+    /// Capacity of the push queue (0 when the queues are not allocated).
+    #[cfg(test)]
+    fn pushes_capacity(&self) -> usize {
+        self.queues.as_ref().map_or(0, |q| q.pushes.capacity())
     }
 }
 
 #[derive(Debug)]
 struct Shared {
     id: u64,
-    max_queued_pushes: usize,
+    /// `u32` (a queue that long is far past any sane limit) to keep the state small.
+    max_queued_pushes: u32,
     policy: SlowConsumerPolicy,
     inbox: Mutex<Inbox>,
     /// Set by producers, cleared by the driver; `waker` is the driver's.
@@ -220,7 +289,7 @@ impl ConnHandle {
         ConnHandle {
             shared: Arc::new(Shared {
                 id,
-                max_queued_pushes,
+                max_queued_pushes: u32::try_from(max_queued_pushes).unwrap_or(u32::MAX),
                 policy,
                 inbox: Mutex::new(Inbox::default()),
                 woken: AtomicBool::new(false),
@@ -277,11 +346,12 @@ impl ConnHandle {
         if inbox.closed {
             return PushOutcome::NotActive;
         }
-        if inbox.pushes.len() < self.shared.max_queued_pushes {
-            if inbox.pushes.is_empty() {
-                inbox.oldest = stamp.or_else(crate::metrics::queue_stamp);
+        if inbox.pushes_len() < self.shared.max_queued_pushes as usize {
+            let queues = inbox.queues();
+            if queues.pushes.is_empty() {
+                queues.oldest = stamp.or_else(crate::metrics::queue_stamp);
             }
-            inbox.pushes.push_back(push.into());
+            queues.pushes.push_back(push.into());
             PushOutcome::Queued
         } else {
             match self.shared.policy {
@@ -291,14 +361,15 @@ impl ConnHandle {
                     PushOutcome::Dropped
                 }
                 SlowConsumerPolicy::Disconnect => {
-                    let discarded = inbox.pushes.len() as u64 + 1;
+                    let discarded = inbox.pushes_len() as u64 + 1;
                     self.shared
                         .dropped_pushes
                         .fetch_add(discarded, Ordering::Relaxed);
                     crate::metrics::queue_drops().increment(discarded);
-                    inbox.pushes.clear();
                     inbox.closed = true;
-                    inbox.commands.push_back(Command::Kick {
+                    let queues = inbox.queues();
+                    queues.pushes.clear();
+                    queues.commands.push_back(Command::Kick {
                         code: Code::SlowConsumer,
                         message: Text::from_static("outbound queue full"),
                     });
@@ -335,7 +406,7 @@ impl ConnHandle {
             if inbox.closed && !matches!(command, Command::Kick { .. } | Command::Close { .. }) {
                 return false;
             }
-            inbox.commands.push_back(command);
+            inbox.queues().commands.push_back(command);
         }
         self.wake();
         true
@@ -376,12 +447,15 @@ impl ConnHandle {
     /// Pushes waiting in the queue for the driver (what a group's saturation check
     /// samples).
     pub fn queued_pushes(&self) -> usize {
-        self.inbox().pushes.len()
+        self.inbox().pushes_len()
     }
 
     /// Takes every queued push, oldest first (what a driver does on each wake-up).
     pub fn take_pushes(&self) -> Vec<Transmit> {
-        let taken = std::mem::take(&mut self.inbox().pushes);
+        let taken = match self.inbox().queues_if_any() {
+            Some(queues) => std::mem::take(&mut queues.pushes),
+            None => VecDeque::new(),
+        };
         taken.into_iter().map(Transmit::from).collect()
     }
 
@@ -457,9 +531,9 @@ mod tests {
                 handle.push_quiet(frame());
             }
             let mut inbox = handle.inbox();
-            let drained = inbox.pushes.drain(..).count();
+            let drained = inbox.queues().pushes.drain(..).count();
             inbox.release_idle_memory(drained);
-            inbox.pushes.capacity()
+            inbox.pushes_capacity()
         };
         assert_eq!(drain(3), 0, "a few pushes: nothing kept");
         let kept = drain(RETAINED_PUSHES / 4);
@@ -470,5 +544,19 @@ mod tests {
             "shrunk to the bound: {kept}"
         );
         assert_eq!(drain(1), 0, "the first small drain releases it");
+    }
+
+    #[test]
+    fn device_keys_split_back_into_app_and_device() {
+        for (app, device) in [("app", "phone"), ("a:b", "c:d"), ("", "x"), ("12", "")] {
+            let key = DeviceKey::new(app, device);
+            assert_eq!((key.app(), key.device()), (app, device));
+        }
+        // The same characters split differently are different keys.
+        assert_ne!(DeviceKey::new("ab", "c"), DeviceKey::new("a", "bc"));
+        let long = "x".repeat(1000);
+        let key = DeviceKey::new(&long, "d");
+        assert_eq!((key.app(), key.device()), (long.as_str(), "d"));
+        assert_eq!(size_of::<DeviceKey>(), 16);
     }
 }

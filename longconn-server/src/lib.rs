@@ -38,6 +38,8 @@
 //! - `shard`: [`ShardedMap`], the sharded map behind the hub, routes and groups.
 //! - `quality`: [`QualityBoard`], [`QualityConfig`]: client quality reports aggregated
 //!   by network bucket and transport.
+//! - `timers` (private): one task per server firing every connection's session
+//!   deadline (a min-heap of (deadline, connection id)), instead of a timer per task.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -59,6 +61,7 @@ mod route_store;
 mod router;
 mod server;
 mod shard;
+mod timers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: tokio_util::sync::CancellationToken,
     /// Client quality reports ([`QualityBoard`]).
     pub(crate) quality: Arc<QualityBoard>,
+    /// Every connection's session deadlines, fired by one task.
+    pub(crate) timers: timers::Timers,
 }
 
 impl std::fmt::Debug for Shared {

@@ -153,6 +153,52 @@ impl RouteStore for MemoryRouteStore {
     }
 }
 
+/// The routes of a server without a store of its own: its hub's device map, read in
+/// place. Registering and removing are no-ops (the hub's login and close are the
+/// registration), so a single node keeps one map of its logged-in devices, not two
+/// (a second map cost ~60-70 B per idle connection; docs/BENCHMARKS.md, "Idle memory,
+/// TCP, second pass").
+#[derive(Debug)]
+pub(crate) struct HubRoutes {
+    hub: Arc<Hub>,
+}
+
+impl HubRoutes {
+    pub(crate) fn new(hub: Arc<Hub>) -> HubRoutes {
+        HubRoutes { hub }
+    }
+}
+
+#[async_trait]
+impl RouteStore for HubRoutes {
+    async fn register(&self, _routes: &[(DeviceKey, Route)]) -> Result<(), RouteStoreError> {
+        Ok(())
+    }
+
+    async fn unregister(&self, _routes: &[(DeviceKey, u64)]) -> Result<(), RouteStoreError> {
+        Ok(())
+    }
+
+    async fn refresh(&self, _routes: &[(DeviceKey, Route)]) -> Result<(), RouteStoreError> {
+        Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        app: &str,
+        devices: &[&str],
+    ) -> Result<Vec<Option<Route>>, RouteStoreError> {
+        let node = self.hub.node_id();
+        Ok(devices
+            .iter()
+            .map(|device| {
+                let conn_id = self.hub.device_conn(app, device)?;
+                Some(Route { conn_id, node })
+            })
+            .collect())
+    }
+}
+
 /// A queued change to the store, or the request to stop after the ones before it.
 #[derive(Debug)]
 enum RouteChange {
@@ -189,6 +235,8 @@ pub(crate) struct RouteSync {
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<RouteSyncReport>>>,
     /// Changes that never reached the task (queue full, or sent after `finish`).
     not_queued: AtomicU64,
+    /// The store is [`HubRoutes`]: nothing to queue, no task.
+    hub_only: bool,
 }
 
 impl RouteSync {
@@ -201,13 +249,14 @@ impl RouteSync {
     /// Most changes applied in one store call.
     const BATCH: usize = 512;
 
-    pub(crate) fn new(sinks: RouteSinks, hub: Arc<Hub>) -> RouteSync {
+    pub(crate) fn new(sinks: RouteSinks, hub: Arc<Hub>, hub_only: bool) -> RouteSync {
         RouteSync {
             sinks,
             hub,
             queue: OnceLock::new(),
             task: std::sync::Mutex::new(None),
             not_queued: AtomicU64::new(0),
+            hub_only,
         }
     }
 
@@ -228,6 +277,9 @@ impl RouteSync {
     }
 
     fn send(&self, change: RouteChange) {
+        if self.hub_only {
+            return;
+        }
         // Started on first use, from a driver, so it runs on the server's runtime.
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(Self::QUEUE);
@@ -447,5 +499,22 @@ mod tests {
         store.unregister(&[(tablet, 2)]).await.unwrap();
         assert_eq!(store.lookup("app", &["tablet"]).await.unwrap(), vec![None]);
         assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn hub_routes_answer_from_the_hub_and_ignore_changes() {
+        let hub = Arc::new(Hub::new(7));
+        let store = HubRoutes::new(hub.clone());
+        let phone = DeviceKey::new("app", "phone");
+        let conn_id = hub.next_conn_id();
+        // Registering does not make a route: only the hub's login does.
+        let route = Route { conn_id, node: 7 };
+        store.register(&[(phone.clone(), route)]).await.unwrap();
+        assert_eq!(store.lookup("app", &["phone"]).await.unwrap(), vec![None]);
+        assert!(hub.bind_device(phone.clone(), conn_id).is_none());
+        let found = store.lookup("app", &["phone", "watch"]).await.unwrap();
+        assert_eq!(found, vec![Some(route), None]);
+        hub.remove(conn_id, Some(&phone));
+        assert_eq!(store.lookup("app", &["phone"]).await.unwrap(), vec![None]);
     }
 }

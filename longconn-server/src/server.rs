@@ -17,7 +17,7 @@ use crate::driver::drive;
 use crate::groups::{GroupMembership, NoGroups};
 use crate::push::{PendingAcks, Pusher};
 use crate::relay::{GroupPresence, LocalRelay, Relay, RelayInbox};
-use crate::route_store::{MemoryRouteStore, RouteSinks, RouteStore, RouteSync};
+use crate::route_store::{HubRoutes, RouteSinks, RouteStore, RouteSync};
 use crate::{Hub, QualityBoard, QualityConfig, Router, Shared, Stats};
 use longconn_core::config::SessionConfig;
 use longconn_core::connection::{Connection, Listener};
@@ -270,7 +270,8 @@ pub struct ServerBuilder {
     authenticator: Arc<dyn Authenticator>,
     router: Option<Arc<Router>>,
     groups: Arc<dyn GroupMembership>,
-    route_store: Arc<dyn RouteStore>,
+    /// `None`: the hub answers route lookups itself ([`HubRoutes`]).
+    route_store: Option<Arc<dyn RouteStore>>,
     relay: Arc<dyn Relay>,
 }
 
@@ -301,9 +302,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Where device routes are registered. Default [`MemoryRouteStore`].
+    /// Where device routes are registered. Default: none of its own; the hub's device
+    /// map answers lookups (what a [`crate::MemoryRouteStore`] of this server alone
+    /// would hold, without a second map of every logged-in device).
     pub fn route_store(mut self, store: Arc<dyn RouteStore>) -> Self {
-        self.route_store = store;
+        self.route_store = Some(store);
         self
     }
 
@@ -318,14 +321,22 @@ impl ServerBuilder {
     /// The server, not yet serving: call [`Server::serve`] for each listener.
     pub fn build(self) -> Server {
         let hub = Arc::new(Hub::new(self.config.node_id));
+        // Without a store of its own, the server's routes are its hub's devices: no
+        // changes to queue, lookups read the hub.
+        let (store, hub_only): (Arc<dyn RouteStore>, bool) = match self.route_store {
+            Some(store) => (store, false),
+            None => (Arc::new(HubRoutes::new(hub.clone())), true),
+        };
+        let timers = crate::timers::Timers::new(hub.clone());
         let shared = Arc::new(Shared {
             routes: RouteSync::new(
                 RouteSinks {
-                    store: self.route_store,
+                    store,
                     relay: self.relay.clone(),
                     relay_timeout: self.config.relay_timeout,
                 },
                 hub.clone(),
+                hub_only,
             ),
             hub,
             session_config: self.config.session.clone(),
@@ -343,6 +354,7 @@ impl ServerBuilder {
             metrics: crate::metrics::ServerMetrics::new(),
             shutting_down: CancellationToken::new(),
             quality: Arc::new(QualityBoard::new(self.config.quality)),
+            timers,
         });
         Server {
             limits: Arc::new(AdmissionLimits::new(
@@ -390,7 +402,7 @@ impl Server {
             authenticator,
             router: None,
             groups: Arc::new(NoGroups),
-            route_store: Arc::new(MemoryRouteStore::new()),
+            route_store: None,
             relay: Arc::new(LocalRelay),
         }
     }
@@ -570,6 +582,7 @@ impl Server {
         // Every connection has departed (or was forced): their unregisters, events and
         // fan-outs are queued. Let the background tasks finish them, in that order.
         let routes = self.shared.routes.finish().await;
+        self.shared.timers.finish().await;
         let events_dropped = self
             .shared
             .router

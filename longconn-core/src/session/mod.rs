@@ -45,12 +45,21 @@ pub struct Session {
     token_expiry: Option<TokenExpiry>,
     /// After `TokenExpiring`: closes with `token_expired` when reached.
     refresh_deadline: Option<Instant>,
-    transmit: VecDeque<Queued>,
-    queued_pushes: usize,
+    /// The transmit and event queues, boxed while in use: an idle session holds one
+    /// pointer ([`Session::release_idle_memory`] drops them once empty).
+    queues: Option<Box<Queues>>,
     dropped_pushes: u64,
     inflight_requests: u32,
     /// Request rate limit, GCRA: the theoretical arrival time of the next request.
     request_tat: Option<Instant>,
+}
+
+/// A session's outbound frames and application events.
+#[derive(Debug, Default)]
+struct Queues {
+    transmit: VecDeque<Queued>,
+    /// Pushes among `transmit`.
+    queued_pushes: usize,
     events: VecDeque<Event>,
 }
 
@@ -75,12 +84,10 @@ impl Session {
             idle_deadline: None,
             token_expiry: None,
             refresh_deadline: None,
-            transmit: VecDeque::new(),
-            queued_pushes: 0,
+            queues: None,
             dropped_pushes: 0,
             inflight_requests: 0,
             request_tat: None,
-            events: VecDeque::new(),
         }
     }
 
@@ -107,38 +114,49 @@ impl Session {
 
     /// Pushes queued and not yet taken by [`Session::poll_transmit`].
     pub fn queued_pushes(&self) -> usize {
-        self.queued_pushes
+        self.queues.as_ref().map_or(0, |q| q.queued_pushes)
+    }
+
+    /// The queues, made on first use.
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_with(Box::default)
     }
 
     /// The next frame to send, oldest first.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let queued = self.transmit.pop_front()?;
+        let queues = self.queues.as_deref_mut()?;
+        let queued = queues.transmit.pop_front()?;
         if queued.is_push {
-            self.queued_pushes -= 1;
+            queues.queued_pushes -= 1;
         }
         Some(queued.transmit)
     }
 
     /// Whether frames are waiting in [`Session::poll_transmit`].
     pub fn has_transmit(&self) -> bool {
-        !self.transmit.is_empty()
+        self.queues.as_ref().is_some_and(|q| !q.transmit.is_empty())
     }
 
     /// Gives back the memory of the transmit and event queues once both are empty. An idle
     /// connection then holds no queue allocation (a driver calls this before it waits;
     /// the queues grow again on the next burst).
     pub fn release_idle_memory(&mut self) {
-        if self.transmit.is_empty() && self.transmit.capacity() > 0 {
-            self.transmit = VecDeque::new();
-        }
-        if self.events.is_empty() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
+        let Some(queues) = self.queues.as_deref_mut() else {
+            return;
+        };
+        match (queues.transmit.is_empty(), queues.events.is_empty()) {
+            (true, true) => self.queues = None,
+            (true, false) if queues.transmit.capacity() > 0 => {
+                queues.transmit = VecDeque::new();
+            }
+            (false, true) if queues.events.capacity() > 0 => queues.events = VecDeque::new(),
+            _ => {}
         }
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.queues.as_deref_mut()?.events.pop_front()
     }
 
     /// When [`Session::handle_timeout`] must next be called; `None` when closed.
@@ -220,7 +238,7 @@ impl Session {
             ) => {
                 self.login_id = id;
                 self.state = State::Authenticating;
-                self.events.push_back(Event::Authenticate {
+                self.queues().events.push_back(Event::Authenticate {
                     app,
                     device,
                     token,
@@ -253,22 +271,28 @@ impl Session {
                 payload,
             } => {
                 self.inflight_requests += 1;
-                self.events.push_back(Event::Request {
+                self.queues().events.push_back(Event::Request {
                     id,
                     business,
                     meta,
                     payload,
                 });
             }
-            Frame::PushAck { id } => self.events.push_back(Event::PushAcked { id }),
+            Frame::PushAck { id } => self.queues().events.push_back(Event::PushAcked { id }),
             Frame::JoinGroup { id, group, since } => {
-                self.events.push_back(Event::JoinGroup { id, group, since });
+                self.queues()
+                    .events
+                    .push_back(Event::JoinGroup { id, group, since });
             }
             Frame::LeaveGroup { id, group } => {
-                self.events.push_back(Event::LeaveGroup { id, group });
+                self.queues()
+                    .events
+                    .push_back(Event::LeaveGroup { id, group });
             }
             Frame::TokenRefresh { id, token } => {
-                self.events.push_back(Event::RefreshToken { id, token });
+                self.queues()
+                    .events
+                    .push_back(Event::RefreshToken { id, token });
             }
             Frame::Pong { .. } => {}
             Frame::QualityReport {
@@ -279,6 +303,7 @@ impl Session {
                 // A valid report has no answer; a refused body gets an `Error` and the
                 // session goes on (docs/PROTOCOL.md section 4.1).
                 Ok(report) => self
+                    .queues()
                     .events
                     .push_back(Event::QualityReport { network, report }),
                 Err(err) => self.send(Frame::Error {
@@ -288,7 +313,8 @@ impl Session {
                 }),
             },
             Frame::Error { id, code, message } => {
-                self.events
+                self.queues()
+                    .events
                     .push_back(Event::PeerError { id, code, message });
             }
             other => self.unexpected(&other),
@@ -311,8 +337,10 @@ impl Session {
         if self.state == State::Closed {
             return;
         }
-        self.transmit.clear();
-        self.queued_pushes = 0;
+        if let Some(queues) = self.queues.as_deref_mut() {
+            queues.transmit.clear();
+            queues.queued_pushes = 0;
+        }
         self.finish(match end {
             TransportEnd::Eof => CloseReason::TransportEnded,
             TransportEnd::Failed => CloseReason::TransportFailed,
@@ -336,7 +364,7 @@ impl Session {
                     heartbeat_ms: self.config.heartbeat_interval().as_millis() as u32,
                     expires_at_ms: expiry.map(|e| e.unix_ms),
                 });
-                self.events.push_back(Event::LoggedIn { conn_id });
+                self.queues().events.push_back(Event::LoggedIn { conn_id });
             }
             Command::AuthRejected { code } if self.state == State::Authenticating => {
                 self.close(code);
@@ -418,16 +446,18 @@ impl Session {
         if !matches!(self.state, State::Active | State::Draining) {
             return PushOutcome::NotActive;
         }
-        if self.queued_pushes >= self.config.max_queued_pushes() {
+        let queued = self.queued_pushes();
+        if queued >= self.config.max_queued_pushes() {
             return match self.config.slow_consumer_policy() {
                 SlowConsumerPolicy::DropNewest => {
                     self.dropped_pushes += 1;
                     PushOutcome::Dropped
                 }
                 SlowConsumerPolicy::Disconnect => {
-                    self.dropped_pushes += self.queued_pushes as u64 + 1;
-                    self.transmit.retain(|q| !q.is_push);
-                    self.queued_pushes = 0;
+                    self.dropped_pushes += queued as u64 + 1;
+                    let queues = self.queues();
+                    queues.transmit.retain(|q| !q.is_push);
+                    queues.queued_pushes = 0;
                     self.send(Frame::Kick {
                         code: Code::SlowConsumer,
                         message: Text::from_static("outbound queue full"),
@@ -437,8 +467,9 @@ impl Session {
                 }
             };
         }
-        self.queued_pushes += 1;
-        self.transmit.push_back(Queued {
+        let queues = self.queues();
+        queues.queued_pushes += 1;
+        queues.transmit.push_back(Queued {
             transmit: push,
             is_push: true,
         });
@@ -455,7 +486,7 @@ impl Session {
     }
 
     fn send(&mut self, frame: Frame) {
-        self.transmit.push_back(Queued {
+        self.queues().transmit.push_back(Queued {
             transmit: Transmit::Frame(frame),
             is_push: false,
         });
@@ -500,6 +531,6 @@ impl Session {
         self.idle_deadline = None;
         self.token_expiry = None;
         self.refresh_deadline = None;
-        self.events.push_back(Event::Closed(reason));
+        self.queues().events.push_back(Event::Closed(reason));
     }
 }
