@@ -91,6 +91,9 @@ impl GroupConfig {
 
     /// Fan-out worker tasks (the bounded pool large groups share). Default: the number of
     /// CPUs the process may run on; 1 to 256. With 1, publishers push inline (no pool).
+    /// With [`crate::GroupRegistry::wake_on`] (the gateway) the pool is not used: the
+    /// publisher pushes inline and this is the most wake-up tasks one publish spawns on
+    /// the drivers' runtime.
     pub fn fanout_workers(&self) -> usize {
         self.fanout_workers
     }

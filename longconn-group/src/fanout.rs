@@ -83,6 +83,24 @@ pub(crate) fn wake_all(members: &[ConnHandle]) {
     }
 }
 
+/// Wakes every member's driver (after [`push_all_quiet`]) from `shards` tasks spawned
+/// on `runtime`, each waking one contiguous share of `members`: a runtime with several
+/// worker threads then starts each share's drivers on the worker that woke them (its
+/// local run queue) instead of all on one. The caller does not wait for them.
+pub(crate) fn wake_sharded(
+    runtime: &tokio::runtime::Handle,
+    members: &Arc<[ConnHandle]>,
+    shards: usize,
+) {
+    let shards = shards.clamp(1, members.len().max(1));
+    let per = members.len().div_ceil(shards).max(1);
+    for start in (0..members.len()).step_by(per) {
+        let woken = members.clone();
+        let end = (start + per).min(members.len());
+        runtime.spawn(async move { wake_all(&woken[start..end]) });
+    }
+}
+
 struct Chunk {
     members: Arc<[ConnHandle]>,
     range: Range<usize>,

@@ -539,13 +539,25 @@ impl GroupRegistry {
     /// With one fan-out worker (one core) the publisher pushes inline whatever the
     /// group's size: a single worker task only adds a hop, and its chunks wait in the
     /// run queue behind every connection the previous publish woke (issue 19).
+    ///
+    /// When the drivers run on a runtime of their own ([`GroupRegistry::wake_on`], the
+    /// gateway) the publisher queues to every member itself, without waking any, and
+    /// hands the wake-ups to the drivers' runtime as one task per `fanout_chunk`
+    /// members, at most `fanout_workers` of them, so each of its worker threads wakes
+    /// (and then runs) a share of the members. The publish never waits for that
+    /// runtime: with the pool, its chunk tasks waited in the run queue behind thousands
+    /// of driver wakes and two cores published fewer times a second than one (issue 17,
+    /// docs/BENCHMARKS.md "Two cores and the regression guard").
     async fn fan_out(&self, members: Arc<[ConnHandle]>, frame: Bytes) -> GroupDelivery {
         let chunk = self.config.fanout_chunk();
         let inline = members.len() <= chunk || self.config.fanout_workers() <= 1;
-        let tally = if let (true, Some(drivers)) = (inline, self.drivers.get()) {
+        let tally = if let Some(drivers) = self.drivers.get() {
             let tally = fanout::push_all_quiet(&members, &frame);
-            let woken = members.clone();
-            drivers.spawn(async move { fanout::wake_all(&woken) });
+            let shards = members
+                .len()
+                .div_ceil(chunk)
+                .clamp(1, self.config.fanout_workers().max(1));
+            fanout::wake_sharded(drivers, &members, shards);
             tally
         } else if inline {
             fanout::push_all(&members, &frame)
@@ -826,6 +838,65 @@ mod tests {
         .join()
         .unwrap()
         .unwrap();
+        assert_eq!(
+            (report.members, report.queued, report.dropped),
+            (100, 99, 1)
+        );
+        assert_eq!(members[0].take_pushes().len(), 1);
+        assert_eq!(members[99].take_pushes().len(), 1);
+        assert_eq!(members[6].take_pushes().len(), 4);
+    }
+
+    #[test]
+    fn a_publish_with_two_workers_does_not_wait_for_the_drivers_runtime() {
+        // Two workers and a group of several chunks: the publisher queues to every member
+        // itself and leaves the wake-ups to the drivers' runtime, even while every worker
+        // of that runtime is busy (issue 17: the pool's chunks waited behind the drivers).
+        let drivers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let config = GroupConfig::builder()
+            .fanout_chunk(16)
+            .fanout_workers(2)
+            .build()
+            .unwrap();
+        let groups = Arc::new(registry(config));
+        groups.wake_on(drivers.handle().clone());
+        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        for _ in 0..4 {
+            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        // Occupy both of the drivers' workers until the publish is done.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let (started, busy) = std::sync::mpsc::channel::<()>();
+        for _ in 0..2 {
+            let (released, started) = (released.clone(), started.clone());
+            drivers.spawn(async move {
+                let _ = started.send(());
+                let _ = released.lock().unwrap().recv();
+            });
+        }
+        busy.recv().unwrap();
+        busy.recv().unwrap();
+        let publisher = groups.clone();
+        let (sent, report) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let report = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(publisher.publish("room", &PushMessage::new(9, &b"hi"[..])));
+            let _ = sent.send(report);
+        });
+        let report = report
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the publish waited for the drivers' runtime")
+            .unwrap();
+        drop(release);
         assert_eq!(
             (report.members, report.queued, report.dropped),
             (100, 99, 1)
