@@ -444,7 +444,12 @@ impl LoadCtx {
 
     /// The phase's report, leaving the counters empty for the next phase. The active
     /// time is `active_s`, or else from `Go` (`go_us`) to the last push received.
-    pub(crate) fn take_report(&self, go_us: u64, connected_at_end: u64, active_s: Option<f64>) -> Report {
+    pub(crate) fn take_report(
+        &self,
+        go_us: u64,
+        connected_at_end: u64,
+        active_s: Option<f64>,
+    ) -> Report {
         let last_receive = self.last_receive_us.swap(0, Ordering::Relaxed);
         let mut report = self.recorder.take();
         for (t, url) in report.per_target.iter_mut().zip(self.common.target.urls()) {

@@ -65,7 +65,9 @@ pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
         .iter()
         .any(|p| matches!(p, Phase::Request { rate, .. } if *rate > 0.0));
     if open_loop && !cli.common.target.first().starts_with("raw://") {
-        return Err("request --rate (open loop) needs raw:// connections (--target raw://ip:port)".into());
+        return Err(
+            "request --rate (open loop) needs raw:// connections (--target raw://ip:port)".into(),
+        );
     }
     if let Some(slot) = cli.common.worker {
         if let Some(addr) = cli.common.prometheus {

@@ -282,7 +282,11 @@ async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, S
 /// How often a raw subscriber pings.
 const RAW_PING_EVERY: Duration = Duration::from_secs(20);
 
-pub(crate) async fn raw_pong(stream: &mut TcpStream, id: u32, payload: Bytes) -> Result<(), String> {
+pub(crate) async fn raw_pong(
+    stream: &mut TcpStream,
+    id: u32,
+    payload: Bytes,
+) -> Result<(), String> {
     raw_send(stream, Frame::Pong { id, payload }).await
 }
 

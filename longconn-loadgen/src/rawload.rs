@@ -98,15 +98,17 @@ pub(crate) async fn run_raw_phase(
             let go = Instant::now();
             // Open loop: each connection's share of `rate`, first sends spread over one
             // period so the connections do not all send in the same instant.
-            let period = (rate > 0.0).then(|| Duration::from_secs_f64(f64::from(connections) / rate));
+            let period =
+                (rate > 0.0).then(|| Duration::from_secs_f64(f64::from(connections) / rate));
             let mut tasks = JoinSet::new();
             for c in conns {
                 let ctx = ctx.clone();
-                let offset = period.map(|p| {
-                    p.mul_f64(f64::from(c.index % connections) / f64::from(connections))
-                });
+                let offset = period
+                    .map(|p| p.mul_f64(f64::from(c.index % connections) / f64::from(connections)));
                 let schedule = period.zip(offset).map(|(p, o)| (go + o, p));
-                tasks.spawn(async move { request_loop(&ctx, c, requests, business, schedule).await });
+                tasks.spawn(
+                    async move { request_loop(&ctx, c, requests, business, schedule).await },
+                );
             }
             let mut connected_at_end = 0u64;
             while let Some(done) = tasks.join_next().await {
@@ -129,7 +131,12 @@ pub(crate) async fn run_raw_phase(
 }
 
 /// Logs in this process's share of `total` raw connections at `per_s` per second.
-async fn login_all(ctx: &Arc<LoadCtx>, addrs: &[SocketAddr], total: u32, per_s: f64) -> Vec<RawConn> {
+async fn login_all(
+    ctx: &Arc<LoadCtx>,
+    addrs: &[SocketAddr],
+    total: u32,
+    per_s: f64,
+) -> Vec<RawConn> {
     let share: Vec<u32> = ctx.slot.share(total).collect();
     let interval = Duration::from_secs_f64(1.0 / per_s.max(0.001));
     let start = Instant::now();

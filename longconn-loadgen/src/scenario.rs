@@ -209,7 +209,9 @@ impl Phase {
                 at_least_one("connections", connections)?;
                 at_least_one("requests", requests)?;
                 if !(rate.is_finite() && rate >= 0.0) {
-                    return Err("request: `rate` must be 0 (closed loop) or a positive number".into());
+                    return Err(
+                        "request: `rate` must be 0 (closed loop) or a positive number".into(),
+                    );
                 }
             }
         }
