@@ -325,6 +325,10 @@ mod tests {
                 "name = \"x\"\n[[phases]]\nkind = \"request\"\nconnections = 1\nrequests = 1\nbusiness = -3",
                 "-3",
             ),
+            (
+                "name = \"x\"\n[[phases]]\nkind = \"request\"\nconnections = 1\nrequests = 1\nbusiness = 1\nrate = -5",
+                "`rate` must be 0 (closed loop) or a positive number",
+            ),
             ("phases = [", "line"),
         ] {
             let err = Scenario::parse(text).unwrap_err();
