@@ -224,6 +224,11 @@ pub enum Mode {
         /// Business id.
         #[arg(long, default_value_t = 1)]
         business: u32,
+        /// Requests per second over all connections, sent on a schedule without
+        /// waiting for answers (open loop; raw:// targets only). 0: closed loop, each
+        /// connection sends its next request once the previous one is answered.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
     },
     /// Phases from a TOML file (see longconn-loadgen/scenarios/).
     Scenario {
@@ -277,10 +282,12 @@ impl Mode {
                 connections,
                 requests,
                 business,
+                rate,
             } => Phase::Request {
                 connections,
                 requests,
                 business,
+                rate,
             },
             Mode::Scenario { file } => return Scenario::load(&file),
         };

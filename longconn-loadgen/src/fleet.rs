@@ -279,6 +279,11 @@ impl LoadCtx {
                 return Err("--slow-members needs raw:// subscribers".into());
             }
         }
+        if let Phase::Request { rate, .. } = phase {
+            if *rate > 0.0 {
+                return Err("request --rate (open loop) needs a raw:// target".into());
+            }
+        }
         let groups = match phase {
             Phase::Multicast { groups, .. } => Some(*groups),
             _ => None,
@@ -368,6 +373,9 @@ impl LoadCtx {
                 addrs.push(addr);
             }
         }
+        if peer == Peer::Raw && matches!(phase, Phase::Connect { .. } | Phase::Request { .. }) {
+            return super::rawload::run_raw_phase(self, &addrs, phase, link).await;
+        }
         // Raw subscribers also take unicast (logged in, no group): the lean receive
         // side for measuring unicast without the SDK's cost on the load side.
         let (members, groups, messages, slow) = match *phase {
@@ -383,7 +391,7 @@ impl LoadCtx {
             } if peer == Peer::Raw => (devices, None, messages, 0),
             _ => {
                 return Err(format!(
-                    "{} phases need a longconn target; peers take multicast only (raw:// also unicast)",
+                    "{} phases need a longconn target; peers take multicast only (raw:// also unicast, connect and request)",
                     phase.kind()
                 ));
             }
@@ -436,7 +444,12 @@ impl LoadCtx {
 
     /// The phase's report, leaving the counters empty for the next phase. The active
     /// time is `active_s`, or else from `Go` (`go_us`) to the last push received.
-    fn take_report(&self, go_us: u64, connected_at_end: u64, active_s: Option<f64>) -> Report {
+    pub(crate) fn take_report(
+        &self,
+        go_us: u64,
+        connected_at_end: u64,
+        active_s: Option<f64>,
+    ) -> Report {
         let last_receive = self.last_receive_us.swap(0, Ordering::Relaxed);
         let mut report = self.recorder.take();
         for (t, url) in report.per_target.iter_mut().zip(self.common.target.urls()) {
@@ -649,7 +662,7 @@ pub fn stamped(size: usize, n: u64) -> Bytes {
     buf.freeze()
 }
 
-async fn expect_order(link: &mut LoadLink, want: Order) -> Result<(), String> {
+pub(crate) async fn expect_order(link: &mut LoadLink, want: Order) -> Result<(), String> {
     let got = link.order().await?;
     if got == want {
         Ok(())

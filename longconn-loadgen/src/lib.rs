@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod link;
 pub mod peer;
 pub mod publish;
+pub mod rawload;
 pub mod scenario;
 pub mod slow;
 pub mod spread;
@@ -58,6 +59,15 @@ pub async fn run(cli: Cli) -> Result<Option<Summary>, String> {
         .any(|p| matches!(p, Phase::Multicast { churn, .. } if churn.slow_members > 0));
     if slow && !cli.common.target.first().starts_with("raw://") {
         return Err("--slow-members needs raw:// subscribers (--target raw://ip:port)".into());
+    }
+    let open_loop = scenario
+        .phases
+        .iter()
+        .any(|p| matches!(p, Phase::Request { rate, .. } if *rate > 0.0));
+    if open_loop && !cli.common.target.first().starts_with("raw://") {
+        return Err(
+            "request --rate (open loop) needs raw:// connections (--target raw://ip:port)".into(),
+        );
     }
     if let Some(slot) = cli.common.worker {
         if let Some(addr) = cli.common.prometheus {

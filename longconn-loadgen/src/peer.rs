@@ -119,7 +119,7 @@ fn mqtt_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
 
 /// Connects one subscriber of `group` and waits until the subscription is in place.
 /// Without a group (unicast), a raw subscriber only logs in; brokers need one.
-async fn subscribe(
+pub(crate) async fn subscribe(
     peer: Peer,
     addr: SocketAddr,
     from: Option<std::net::IpAddr>,
@@ -283,11 +283,15 @@ async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, S
 /// timeout, 75 s by default, allows two missed).
 const RAW_PING_EVERY: Duration = Duration::from_secs(30);
 
-async fn raw_pong(stream: &mut TcpStream, id: u32, payload: Bytes) -> Result<(), String> {
+pub(crate) async fn raw_pong(
+    stream: &mut TcpStream,
+    id: u32,
+    payload: Bytes,
+) -> Result<(), String> {
     raw_send(stream, Frame::Pong { id, payload }).await
 }
 
-async fn raw_send(stream: &mut TcpStream, frame: Frame) -> Result<(), String> {
+pub(crate) async fn raw_send(stream: &mut TcpStream, frame: Frame) -> Result<(), String> {
     let mut out = BytesMut::new();
     frame
         .encode(&mut out, RAW_CODEC.max_frame_size())
@@ -300,7 +304,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads messages until the stream ends, counting each with its latency.
-async fn receive(
+pub(crate) async fn receive(
     peer: Peer,
     mut stream: TcpStream,
     mut buf: BytesMut,

@@ -25,7 +25,7 @@
 //! rate = 5000
 //!
 //! [[phases]]
-//! kind = "request"         # connections, requests (per connection), business
+//! kind = "request"         # connections, requests (per connection), business; rate (optional: requests/s, open loop, raw:// only)
 //! connections = 200
 //! requests = 50
 //! business = 1
@@ -89,6 +89,11 @@ pub enum Phase {
         requests: u32,
         /// Business id.
         business: u32,
+        /// Requests per second over all connections, sent without waiting for answers
+        /// (open loop; `raw://` targets only). 0 (the default): each connection sends
+        /// its next request when the previous one is answered (closed loop).
+        #[serde(default)]
+        rate: f64,
     },
 }
 
@@ -198,10 +203,16 @@ impl Phase {
             Phase::Request {
                 connections,
                 requests,
+                rate,
                 ..
             } => {
                 at_least_one("connections", connections)?;
                 at_least_one("requests", requests)?;
+                if !(rate.is_finite() && rate >= 0.0) {
+                    return Err(
+                        "request: `rate` must be 0 (closed loop) or a positive number".into(),
+                    );
+                }
             }
         }
         Ok(())
@@ -313,6 +324,10 @@ mod tests {
             (
                 "name = \"x\"\n[[phases]]\nkind = \"request\"\nconnections = 1\nrequests = 1\nbusiness = -3",
                 "-3",
+            ),
+            (
+                "name = \"x\"\n[[phases]]\nkind = \"request\"\nconnections = 1\nrequests = 1\nbusiness = 1\nrate = -5",
+                "`rate` must be 0 (closed loop) or a positive number",
             ),
             ("phases = [", "line"),
         ] {

@@ -117,6 +117,53 @@ async fn every_subcommand_reaches_everyone() {
     assert_complete(&s, 50);
     assert_eq!(s["received"], 1000);
 
+    // The raw-protocol client: logins, closed-loop and open-loop requests.
+    let raw = target.replacen("tcp://", "raw://", 1);
+    let s = loadgen(
+        &raw,
+        &api,
+        &[
+            "connect",
+            "--connections",
+            "20",
+            "--rate",
+            "1000",
+            "--hold",
+            "0.2",
+        ],
+    )
+    .await;
+    assert_complete(&s, 20);
+    assert_eq!(s["connected_at_end"], 20, "{s}");
+    let s = loadgen(
+        &raw,
+        &api,
+        &["request", "--connections", "10", "--requests", "20"],
+    )
+    .await;
+    assert_complete(&s, 10);
+    assert_eq!(s["received"], 200, "{s}");
+    let s = loadgen(
+        &raw,
+        &api,
+        &[
+            "request",
+            "--connections",
+            "10",
+            "--requests",
+            "20",
+            "--rate",
+            "1000",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(200), Some(200)),
+        "{s}"
+    );
+    assert!(s["latency_us"]["p50"].as_u64().unwrap() > 0, "{s}");
+
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/small-scenario.toml");
     let s = loadgen(&target, &api, &["--procs", "2", "scenario", scenario]).await;
     assert_eq!(s["procs"], 2);

@@ -548,6 +548,27 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             .spawn(task);
     }
 
+    /// Runs `task` (a login check or a request) to its command at once when it needs no
+    /// waiting, as the echo backend and the token authenticator do: the command goes
+    /// straight to the session, without a task, a wake-up or a trip through the inbox.
+    /// Otherwise the task, already polled once, goes on as one of the connection's
+    /// tasks and queues its command when done.
+    fn complete_or_spawn(&mut self, task: impl Future<Output = Command> + Send + 'static) {
+        let mut task = Box::pin(task);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match task.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(command) => {
+                self.session.handle_command(now(), command);
+            }
+            std::task::Poll::Pending => {
+                let handle = self.handle.clone();
+                self.spawn_owned(async move {
+                    handle.command(task.await);
+                });
+            }
+        }
+    }
+
     /// Forgets finished tasks; drops the set once it is empty.
     fn reap_tasks(&mut self) {
         if let Some(tasks) = &mut self.tasks {
@@ -560,11 +581,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     fn spawn_auth(&mut self, login: LoginRequest, refresh_id: Option<u32>) {
         let authenticator = self.shared.authenticator.clone();
-        let handle = self.handle.clone();
         let conn_id = self.handle.id();
         let shared = self.shared.clone();
         let kind = self.kind;
-        self.spawn_owned(async move {
+        self.complete_or_spawn(async move {
             let now_unix = unix_now();
             let started = now();
             let result = authenticator.authenticate(&login, now_unix.as_secs()).await;
@@ -596,7 +616,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 },
                 (Some(id), Err(code)) => Command::RefreshRejected { id, code },
             };
-            handle.command(command);
+            command
         });
     }
 
@@ -618,9 +638,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             payload,
         };
         let shared = self.shared.clone();
-        let handle = self.handle.clone();
-        self.spawn_owned(async move {
-            let command = match shared.router.dispatch(request).await {
+        let conn = self.handle.id();
+        self.complete_or_spawn(async move {
+            match shared.router.dispatch(request).await {
                 Ok(reply) => Command::Respond {
                     id,
                     business,
@@ -628,7 +648,6 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     payload: reply.payload,
                 },
                 Err(err) => {
-                    let conn = handle.id();
                     if matches!(err.code, Code::BackendError | Code::BackendTimeout) {
                         tracing::warn!(conn, business, code = ?err.code, message = %err.message.as_str(), "upstream request failed");
                     } else {
@@ -640,8 +659,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                         message: err.message,
                     }
                 }
-            };
-            handle.command(command);
+            }
         });
     }
 }
