@@ -604,7 +604,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     }
                 })
             };
-            let command = match (refresh_id, result) {
+            match (refresh_id, result) {
                 (None, Ok(grant)) => Command::AuthAccepted {
                     conn_id,
                     expiry: expiry(grant),
@@ -615,8 +615,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     expiry: expiry(grant),
                 },
                 (Some(id), Err(code)) => Command::RefreshRejected { id, code },
-            };
-            command
+            }
         });
     }
 
