@@ -28,8 +28,8 @@ use longconn_core::config::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 
 /// Default [`TransportConfig::listen_backlog`].
 pub(crate) const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-/// Default [`TransportConfig::ws_read_buffer_size`]; the client side uses it too.
-pub(crate) const DEFAULT_WS_READ_BUFFER: usize = 512;
+/// Default [`TransportConfig::ws_read_buffer_size`] (the server side's).
+pub(crate) const DEFAULT_WS_READ_BUFFER: usize = 128;
 /// Default [`TransportConfig::ws_max_request_head`].
 pub(crate) const DEFAULT_WS_MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Default [`TransportConfig::quic_idle_timeout`].
@@ -123,10 +123,14 @@ impl TransportConfig {
         self.listen_backlog
     }
 
-    /// WebSocket read buffer per connection, bytes. tungstenite's own default (128 KiB)
-    /// is allocated on the first read and kept for the connection's life; 512 B keeps an
-    /// idle connection near 2 KB, at the cost of a few more reads for large frames
-    /// (see `longconn_transport::ws`). Default 512; 64..=16,777,216.
+    /// WebSocket read buffer per connection, bytes. tungstenite allocates it when the
+    /// connection is made and keeps it for the connection's life (its own default is
+    /// 128 KiB), and reads at most this many bytes per call: 128 B keeps an idle
+    /// connection ~400 B smaller than 512 B (docs/BENCHMARKS.md, "Idle memory, QUIC and
+    /// WebSocket"), at the cost of one read call per 128 B of a large client message
+    /// (the gateway's traffic is mostly small messages from clients; raise it for
+    /// clients that upload large frames). Default 128 (512 before 2026-12-04);
+    /// 64..=16,777,216.
     pub fn ws_read_buffer_size(&self) -> usize {
         self.ws_read_buffer_size
     }
@@ -291,7 +295,7 @@ mod tests {
         );
         assert!(!built.reuse_port());
         assert_eq!(built.listen_backlog(), 4096);
-        assert_eq!(built.ws_read_buffer_size(), 512);
+        assert_eq!(built.ws_read_buffer_size(), 128);
         assert_eq!(built.ws_max_request_head(), 8 * 1024);
         assert_eq!(built.quic_idle_timeout(), Duration::from_secs(120));
         assert_eq!(built.quic_keep_alive_interval(), None);

@@ -27,7 +27,9 @@ pub fn transport_config() -> quinn::TransportConfig {
 
 /// The quinn transport settings for `config`. Fixed for every longconn endpoint: one
 /// bidirectional stream (the session's), no unidirectional streams, no datagrams and no
-/// MTU discovery (quinn allocates for each up front, per connection). From `config`: the
+/// MTU discovery (quinn allocates for each up front, per connection). UDP segmentation
+/// offload stays on: turning it off saved no measurable memory per idle connection
+/// (docs/BENCHMARKS.md, "Idle memory, QUIC and WebSocket"). From `config`: the
 /// idle timeout, QUIC keep-alives (off by default: longconn's heartbeats keep a session
 /// busy) and the flow-control windows.
 pub fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
@@ -111,11 +113,25 @@ impl QuicAcceptor {
         identity: &TlsIdentity,
         config: &TransportConfig,
     ) -> crate::Result<Self> {
+        Self::bind_with_transport(addr, identity, config, quic_transport(config))
+    }
+
+    /// [`QuicAcceptor::bind_with`], with `transport` instead of [`quic_transport`] of
+    /// `config` for the connections' quinn settings (`config` still gives the maximum
+    /// frame size and the reset key), as [`QuicClient::with_transport`] does for
+    /// clients. For experiments and A/B measurements of quinn's settings; the gateway
+    /// uses [`QuicAcceptor::bind_with`].
+    pub fn bind_with_transport(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        config: &TransportConfig,
+        transport: quinn::TransportConfig,
+    ) -> crate::Result<Self> {
         let tls = identity.server_config(&[ALPN_LONGCONN], true)?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| crate::Error::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(quic_transport(config)));
+        server.transport_config(Arc::new(transport));
         let endpoint = match config.quic_reset_key() {
             None => Endpoint::server(server, addr)?,
             Some(key) => {

@@ -15,12 +15,13 @@
 //! # Memory
 //! [`WebSocketConfig`] is set for many idle connections rather than bulk transfer
 //! (the limits come from [`TransportConfig`]):
-//! - `read_buffer_size` 512 B by default ([`TransportConfig::ws_read_buffer_size`];
-//!   tungstenite's default is 128 KiB, allocated on the first
-//!   read and kept for the connection's life: ~138 KB per idle connection, against
-//!   ~2.1 KB with 512 B; see ../shared/GUIDE.md and docs/BENCHMARKS.md). The buffer grows
-//!   for a larger message and reads at most 512 B per call, which costs a few more reads
-//!   for large frames only.
+//! - `read_buffer_size` 128 B by default on the server
+//!   ([`TransportConfig::ws_read_buffer_size`]; 512 B on the client side);
+//!   tungstenite's default is 128 KiB, allocated when the connection is made and kept
+//!   for the connection's life: ~138 KB per idle connection, against ~3.2 KB with 512 B
+//!   and ~400 B less with 128 B; see ../shared/GUIDE.md and docs/BENCHMARKS.md). The
+//!   buffer grows for a larger message and reads at most that many bytes per call, which
+//!   costs more read calls for large client messages only.
 //! - `write_buffer_size` 0: each message goes to the socket when it is queued.
 //!   tungstenite's write buffer is a `Vec` that never shrinks, so a larger target would
 //!   keep up to that many bytes per connection after its first burst; a frame is
@@ -52,11 +53,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::TransportConfig;
-use crate::config::DEFAULT_WS_READ_BUFFER;
 use crate::stream::AsyncIo;
 
 /// The only path that upgrades.
 pub const WS_PATH: &str = "/ws";
+
+/// Read buffer of client-side connections: one per device, which reads the pushes
+/// (larger than what a client sends), so fewer, larger reads than the server's default.
+const CLIENT_WS_READ_BUFFER: usize = 512;
 
 /// Bytes added to the request-head buffer when it is full.
 const REQUEST_HEAD_CHUNK: usize = 1024;
@@ -444,7 +448,7 @@ impl WsConnection {
         peer: SocketAddr,
         max_frame_size: usize,
     ) -> crate::Result<Self> {
-        let config = ws_config(max_frame_size, DEFAULT_WS_READ_BUFFER);
+        let config = ws_config(max_frame_size, CLIENT_WS_READ_BUFFER);
         let (socket, _) = tokio_tungstenite::client_async_with_config(url, io, Some(config))
             .await
             .map_err(upgrade_error)?;
@@ -685,7 +689,8 @@ mod tests {
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    use super::{DEFAULT_WS_READ_BUFFER, WsConnection, ws_config};
+    use super::{WsConnection, ws_config};
+    use crate::config::DEFAULT_WS_READ_BUFFER;
 
     /// Never readable; takes every byte at once, but its flush stays pending (like a TLS
     /// stream over a full socket) until `flushable` is set.
