@@ -573,7 +573,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     }
                 })
             };
-            let command = match (refresh_id, result) {
+            match (refresh_id, result) {
                 (None, Ok(grant)) => Command::AuthAccepted {
                     conn_id,
                     expiry: expiry(grant),
@@ -584,8 +584,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     expiry: expiry(grant),
                 },
                 (Some(id), Err(code)) => Command::RefreshRejected { id, code },
-            };
-            command
+            }
         });
     }
 
