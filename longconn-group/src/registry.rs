@@ -810,6 +810,29 @@ mod tests {
         assert_eq!(groups.members("room"), 0);
     }
 
+    /// 100 members of "room"; member 6's queue (4 pushes) is full.
+    fn room_of_100_with_member_6_full(groups: &GroupRegistry) -> Vec<ConnHandle> {
+        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
+        for m in &members {
+            groups.join(m, "room").unwrap();
+        }
+        for _ in 0..4 {
+            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
+        }
+        members
+    }
+
+    /// One publish to [`room_of_100_with_member_6_full`]: queued to 99, dropped at 6.
+    fn assert_one_publish_reached_all_but_member_6(report: &PublishReport, members: &[ConnHandle]) {
+        assert_eq!(
+            (report.members, report.queued, report.dropped),
+            (100, 99, 1)
+        );
+        assert_eq!(members[0].take_pushes().len(), 1);
+        assert_eq!(members[99].take_pushes().len(), 1);
+        assert_eq!(members[6].take_pushes().len(), 4);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_publish_from_another_runtime_queues_to_all_and_wakes_them_on_theirs() {
         // One worker: the large group is pushed inline, with or without the pool.
@@ -820,13 +843,7 @@ mod tests {
             .unwrap();
         let groups = Arc::new(registry(config));
         groups.wake_on(tokio::runtime::Handle::current());
-        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
-        for m in &members {
-            groups.join(m, "room").unwrap();
-        }
-        for _ in 0..4 {
-            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
-        }
+        let members = room_of_100_with_member_6_full(&groups);
         // The publisher runs on a runtime of its own, as the gateway's HTTP API does.
         let publisher = groups.clone();
         let report = std::thread::spawn(move || {
@@ -838,13 +855,7 @@ mod tests {
         .join()
         .unwrap()
         .unwrap();
-        assert_eq!(
-            (report.members, report.queued, report.dropped),
-            (100, 99, 1)
-        );
-        assert_eq!(members[0].take_pushes().len(), 1);
-        assert_eq!(members[99].take_pushes().len(), 1);
-        assert_eq!(members[6].take_pushes().len(), 4);
+        assert_one_publish_reached_all_but_member_6(&report, &members);
     }
 
     #[test]
@@ -863,13 +874,7 @@ mod tests {
             .unwrap();
         let groups = Arc::new(registry(config));
         groups.wake_on(drivers.handle().clone());
-        let members: Vec<ConnHandle> = (1..=100).map(conn).collect();
-        for m in &members {
-            groups.join(m, "room").unwrap();
-        }
-        for _ in 0..4 {
-            members[6].push(longconn_core::Transmit::Encoded(bytes::Bytes::new()));
-        }
+        let members = room_of_100_with_member_6_full(&groups);
         // Occupy both of the drivers' workers until the publish is done.
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Arc::new(std::sync::Mutex::new(released));
@@ -897,13 +902,7 @@ mod tests {
             .expect("the publish waited for the drivers' runtime")
             .unwrap();
         drop(release);
-        assert_eq!(
-            (report.members, report.queued, report.dropped),
-            (100, 99, 1)
-        );
-        assert_eq!(members[0].take_pushes().len(), 1);
-        assert_eq!(members[99].take_pushes().len(), 1);
-        assert_eq!(members[6].take_pushes().len(), 4);
+        assert_one_publish_reached_all_but_member_6(&report, &members);
     }
 
     #[tokio::test]
