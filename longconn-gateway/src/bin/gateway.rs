@@ -8,6 +8,10 @@ use longconn_gateway::config::LogFormat;
 use longconn_gateway::{Cli, GatewayError, GatewaySettings, stop_signal};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
