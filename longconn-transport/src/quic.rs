@@ -185,7 +185,9 @@ impl Listener for QuicAcceptor {
         let max_frame_size = self.max_frame_size;
         Ok(Box::pin(async move {
             let connection = incoming.await.map_err(io)?;
+            let mut unopened = CloseUnlessOpened(Some(connection.clone()));
             let (send, recv) = connection.accept_bi().await.map_err(io)?;
+            unopened.0 = None;
             Ok(QuicConnection {
                 peer: connection.remote_address(),
                 connection,
@@ -245,13 +247,13 @@ impl QuicClient {
         let connection = self
             .endpoint
             .connect(addr, server_name)
-            .map_err(|e| crate::Error::Quic(e.to_string()))?
+            .map_err(|e| crate::Error::Quic(with_sources(&e)))?
             .await
-            .map_err(|e| crate::Error::Quic(e.to_string()))?;
+            .map_err(|e| crate::Error::Quic(with_sources(&e)))?;
         let (send, recv) = connection
             .open_bi()
             .await
-            .map_err(|e| crate::Error::Quic(e.to_string()))?;
+            .map_err(|e| crate::Error::Quic(with_sources(&e)))?;
         Ok(QuicConnection {
             peer: addr,
             connection,
@@ -279,7 +281,7 @@ impl QuicConnection {
         self.send
             .write_all(bytes)
             .await
-            .map_err(|e| crate::Error::Quic(e.to_string()))
+            .map_err(|e| crate::Error::Quic(with_sources(&e)))
     }
 
     /// Reads exactly `buf.len()` raw bytes from the session stream before it is split.
@@ -287,7 +289,7 @@ impl QuicConnection {
         self.recv
             .read_exact(buf)
             .await
-            .map_err(|e| crate::Error::Quic(e.to_string()))
+            .map_err(|e| crate::Error::Quic(with_sources(&e)))
     }
 }
 
@@ -367,6 +369,37 @@ impl FrameWriter for QuicWriter {
             code.name().as_bytes(),
         );
         flushed
+    }
+}
+
+/// `err` and each error under it, joined with ": " (quinn's read and write errors say
+/// only "connection lost"; the close code and reason are in the error underneath).
+fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Closes a connection whose session stream has not arrived when its handshake future
+/// is dropped (the server's login timeout, or shutdown) with `login_timeout` and that
+/// reason, instead of quinn's implicit close with code 0 and no reason: the client
+/// learns why. Disarmed once the stream is there.
+struct CloseUnlessOpened(Option<quinn::Connection>);
+
+impl Drop for CloseUnlessOpened {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            let code = longconn_core::Code::LoginTimeout;
+            connection.close(
+                VarInt::from_u32(u32::from(code.as_u16())),
+                code.name().as_bytes(),
+            );
+        }
     }
 }
 
