@@ -153,6 +153,7 @@ test("demo room in headless chromium: two pages chat, one drops, reconnects and 
     await waitFor("bob sees alice", async () => (await bubbles(bob)).includes("hello from alice"));
     await send(bob, "hi alice, bob here");
     await waitFor("alice sees bob", async () => (await bubbles(alice)).includes("hi alice, bob here"));
+    await waitFor("bob sees his own message", async () => (await bubbles(bob)).includes("hi alice, bob here"));
     // Each page sees both messages, in the same order.
     assert.deepEqual(await bubbles(alice), ["hello from alice", "hi alice, bob here"]);
     assert.deepEqual(await bubbles(bob), ["hello from alice", "hi alice, bob here"]);
@@ -172,6 +173,9 @@ test("demo room in headless chromium: two pages chat, one drops, reconnects and 
     );
     await send(bob, "bob is back");
     await waitFor("alice sees bob again", async () => (await bubbles(alice)).includes("bob is back"));
+    // Bob's own message comes back to him through the room like anyone's, possibly after
+    // alice has it.
+    await waitFor("bob sees his own message", async () => (await bubbles(bob)).includes("bob is back"));
     assert.deepEqual(await bubbles(bob), ["hello from alice", "hi alice, bob here", "after bob's reconnect", "bob is back"]);
 
     // Bob goes offline (DevTools network emulation, his page only): his socket drops and
