@@ -6,6 +6,7 @@ pub mod memory;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use crate::error::ConnectionError;
 use crate::protocol::Frame;
@@ -66,21 +67,34 @@ pub trait Connection: Send + 'static {
 }
 
 /// The receiving half of a [`Connection`].
+///
+/// Poll-based, like `AsyncRead`: the runtime keeps no future for a read in progress,
+/// so an idle connection's state is only the reader itself (the server's driver polls
+/// the reader, its writer and its inbox from one hand-written poll function).
 pub trait FrameReader: Send + 'static {
-    /// The next frame from the peer; `Ok(None)` at a clean end of stream. A decode error
-    /// is returned as [`ConnectionError::Decode`] (its `wire_code` goes into the
-    /// session's `Close`); an I/O failure as [`ConnectionError::Io`].
+    /// Polls for the next frame from the peer; `Ok(None)` at a clean end of stream. A
+    /// decode error is returned as [`ConnectionError::Decode`] (its `wire_code` goes
+    /// into the session's `Close`); an I/O failure as [`ConnectionError::Io`].
+    ///
+    /// On `Pending` the waker of `cx` is registered with the transport (socket
+    /// readiness, a channel, a QUIC stream), which wakes it when more can be read; the
+    /// caller keeps nothing else between polls. Bytes already read and not yet a whole
+    /// frame stay in the reader for the next call.
     ///
     /// # Backpressure
-    /// Nothing is read from the transport until this is called, so a peer that sends
-    /// faster than the session handles frames is slowed down by the transport's own flow
-    /// control (TCP window, QUIC stream credit).
+    /// Nothing is read from the transport until this is polled, so a peer that sends
+    /// faster than the session handles frames is slowed down by the transport's own
+    /// flow control (TCP window, QUIC stream credit).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ConnectionError>>;
+
+    /// [`FrameReader::poll_recv`] as a future.
     ///
     /// # Cancel safety
-    /// Cancel safe: the runtime selects it against timers and wake-ups. Dropping the
-    /// future before it completes loses no received byte; the next call continues where
-    /// the dropped one stopped.
-    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>, ConnectionError>> + Send;
+    /// Cancel safe: dropping the future before it completes loses no received byte;
+    /// the next call continues where the dropped one stopped.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>, ConnectionError>> + Send {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
 }
 
 /// The sending half of a [`Connection`].
@@ -96,20 +110,30 @@ pub trait FrameWriter: Send + 'static {
     /// queue, where the slow-consumer policy applies.
     fn send(&mut self, frame: Transmit) -> Result<(), ConnectionError>;
 
-    /// Whether [`FrameWriter::send`] has buffered frames that [`FrameWriter::flush`] has
-    /// not written yet.
+    /// Whether [`FrameWriter::send`] has buffered frames that [`FrameWriter::poll_flush`]
+    /// has not written yet.
     fn has_pending_writes(&self) -> bool;
 
-    /// Writes everything buffered, coalescing frames into as few writes as the transport
-    /// allows, and returns once the transport has accepted all of it.
+    /// Polls everything buffered out, coalescing frames into as few writes as the
+    /// transport allows; `Ready(Ok(()))` once the transport has accepted all of it.
+    ///
+    /// On `Pending` the waker of `cx` is registered with the transport, which wakes it
+    /// when it can take more. Bytes leave the writer's buffer only once the transport
+    /// took them, so a caller that stops polling loses nothing.
     ///
     /// # Backpressure
-    /// Waits while the transport's send buffer is full (the peer is not reading).
+    /// Stays `Pending` while the transport's send buffer is full (the peer is not
+    /// reading).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>>;
+
+    /// [`FrameWriter::poll_flush`] as a future.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future loses no buffered byte; the next call continues
     /// where the dropped one stopped.
-    fn flush(&mut self) -> impl Future<Output = Result<(), ConnectionError>> + Send;
+    fn flush(&mut self) -> impl Future<Output = Result<(), ConnectionError>> + Send {
+        std::future::poll_fn(move |cx| self.poll_flush(cx))
+    }
 
     /// Flushes what is buffered and closes the link (TCP FIN, a WebSocket close frame
     /// whose status is derived from `reason`, QUIC stream finish). Called at most once;

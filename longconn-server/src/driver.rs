@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Instrument, debug, debug_span};
@@ -66,12 +67,17 @@ pub(crate) fn drive<C: Connection>(
         tasks: None,
         recovering: None,
         pending_join: None,
-        armed: None,
+        armed: 0,
     };
     // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
-    // value) would keep a second copy inside the future for its whole life.
+    // value) would keep a second copy inside the future for its whole life. While the
+    // connection lives, the block's only other state is the `poll_fn`'s reference to
+    // it; the close runs in a boxed future, made only then.
     let mut driver = driver;
-    let driven = async move { driver.run_to_end().await };
+    let driven = async move {
+        let reason = std::future::poll_fn(|cx| driver.poll_run(cx)).await;
+        Box::pin(driver.finish(reason)).await
+    };
     // The span (32 B) is kept only when it records: with `debug` off (production)
     // every connection would carry a disabled one; with it on, the instrumented
     // future is boxed, so the common case pays nothing for it.
@@ -120,21 +126,27 @@ struct Driver<R, W> {
     drained: bool,
     /// The connection's auth and request tasks. Dropping the set aborts them, so a
     /// departed connection releases its backend permits at once; `None` while there
-    /// are none, so an idle connection pays one pointer.
-    tasks: Option<tokio::task::JoinSet<()>>,
+    /// are none, so an idle connection pays one pointer (boxed: the set is two).
+    tasks: Option<Box<tokio::task::JoinSet<()>>>,
     /// Groups just recovered: live pushes already replayed are dropped. `None` (one
     /// pointer) unless a recovery is in progress.
     recovering: Option<Box<crate::recovery::Recovering>>,
     /// A join whose answer waits for the group's history (`finish_join`).
     pending_join: Option<Box<PendingJoin>>,
-    /// The deadline registered with the server's timers ([`crate::timers`]): it wakes
-    /// the driver then, through the handle. A later deadline is registered when this
-    /// one fires; an earlier one at once.
-    armed: Option<Instant>,
+    /// The deadline registered with the server's timers ([`crate::timers`]), in their
+    /// ticks (8 bytes; 0: none): it wakes the driver then, through the handle. A later
+    /// deadline is registered when this one fires; an earlier one at once.
+    armed: u64,
 }
 
-/// A joined group's `JoinGroup` id, name and asked position.
-type PendingJoin = (u32, Text, Option<longconn_core::protocol::Position>);
+/// A join being answered: the `JoinGroup`'s id, group and asked position, and the read
+/// of the group's history that the answer waits for.
+struct PendingJoin {
+    id: u32,
+    group: Text,
+    since: Option<longconn_core::protocol::Position>,
+    recovery: std::pin::Pin<Box<dyn Future<Output = crate::JoinRecovery> + Send>>,
+}
 
 /// The session's clock: tokio's, so paused-time tests control it.
 fn now() -> Instant {
@@ -148,11 +160,10 @@ fn unix_now() -> Duration {
 }
 
 impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
-    /// Runs the session until it closes; the connection leaves the hub, its groups and
-    /// the route store before its last frames are flushed, so nothing is routed to it
-    /// while it lingers.
-    async fn run_to_end(&mut self) -> CloseReason {
-        let reason = self.run().await;
+    /// After the session closed: aborts the connection's tasks, leaves the hub, its
+    /// groups and the route store before the last frames are flushed (so nothing is
+    /// routed to it while it lingers), then closes the transport within the linger.
+    async fn finish(&mut self, reason: CloseReason) -> CloseReason {
         // Abort what is still in flight for this connection: its answers have nowhere
         // to go, and a request task holds a backend permit until it ends. Waiting for
         // the aborts means no task of this connection outlives its driver.
@@ -165,10 +176,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             reason,
             CloseReason::TransportEnded | CloseReason::TransportFailed
         ) {
-            // Boxed: a `Timeout` holds a tokio `Sleep` (112 B), which would otherwise
-            // be part of every idle connection's future (the largest await state).
             let linger = self.shared.close_linger;
-            let _ = Box::pin(tokio::time::timeout(linger, self.writer.close(reason))).await;
+            let _ = tokio::time::timeout(linger, self.writer.close(reason)).await;
         }
         debug!(
             reason = crate::metrics::reason_label(reason),
@@ -205,19 +214,31 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         }
     }
 
-    async fn run(&mut self) -> CloseReason {
+    /// Runs the session until it closes, as one poll function (no future is kept
+    /// between polls, so an idle connection holds only the driver): queued commands and
+    /// pushes, session events and deadlines first, then the wait for whichever comes
+    /// first of a wake-up through the handle, the end of a flush, or a frame.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         loop {
+            if self.pending_join.is_some() {
+                // A join's answer waits for the group's history; nothing else of this
+                // connection moves meanwhile (its order is kept).
+                ready!(self.poll_join(cx));
+                self.handle_events();
+                continue;
+            }
             self.take_inbox();
             self.handle_events();
-            while self.pending_join.is_some() {
-                // Boxed: its state (the group, positions, the history read) would
-                // otherwise be part of every idle connection's future (~100 B).
-                Box::pin(self.finish_join()).await;
-                self.handle_events();
+            if self.pending_join.is_some() {
+                continue;
             }
             self.write_transmits();
             if self.session.is_closed() {
-                break;
+                return Poll::Ready(
+                    self.session
+                        .close_reason()
+                        .unwrap_or(CloseReason::TransportFailed),
+                );
             }
             self.session.release_idle_memory();
             self.reap_tasks();
@@ -232,34 +253,36 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 }
                 self.arm(at, now);
             }
-            let flushing = self.writer.has_pending_writes();
-            tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| self.handle.poll_woken(cx)) => {}
-                flushed = self.writer.flush(), if flushing => {
+            // Each poll below registers this task's waker where it returns `Pending`.
+            if self.handle.poll_woken(cx).is_ready() {
+                continue;
+            }
+            if self.writer.has_pending_writes() {
+                if let Poll::Ready(flushed) = self.writer.poll_flush(cx) {
                     if flushed.is_err() {
                         self.session.handle_transport_end(TransportEnd::Failed);
                     } else {
                         self.finish_drain_if_flushed();
                     }
+                    continue;
                 }
-                received = self.reader.recv() => self.on_received(received),
             }
+            let received = ready!(self.reader.poll_recv(cx));
+            self.on_received(received);
         }
-        self.session
-            .close_reason()
-            .unwrap_or(CloseReason::TransportFailed)
     }
 
     /// Makes sure the server's timers wake this driver at `at`: an entry still pending
     /// at or before `at` will (the driver then registers the next deadline); otherwise
     /// `at` is registered.
     fn arm(&mut self, at: Instant, now: Instant) {
-        if self.armed.is_some_and(|armed| armed > now && armed <= at) {
+        let timers = &self.shared.timers;
+        let (at, now) = (timers.ticks(at), timers.ticks(now));
+        if self.armed > now && self.armed <= at {
             return;
         }
-        self.shared.timers.wake_at(at, self.handle.id());
-        self.armed = Some(at);
+        timers.wake_at_ticks(at, self.handle.id());
+        self.armed = at;
     }
 
     fn on_received(&mut self, received: Result<Option<longconn_core::Frame>, ConnectionError>) {
@@ -434,9 +457,9 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     let groups = &self.shared.groups;
                     match groups.join(&self.handle, identity, group.as_str()) {
                         Ok(()) => {
-                            // Answered by `finish_join` once the history is read; the
+                            // Answered by `poll_join` once the history is read; the
                             // events after it wait (their order is kept).
-                            self.pending_join = Some(Box::new((id, group, since)));
+                            self.pending_join = Some(Box::new(self.read_history(id, group, since)));
                             return;
                         }
                         Err(code) => {
@@ -463,21 +486,42 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         }
     }
 
-    /// Answers a successful join: `JoinAck` with the group's position and, for a rejoin
-    /// from `since`, whether it was recovered; then the recovered pushes, before any
-    /// live one (live copies at or below the ack's position are dropped: see
-    /// [`crate::recovery`]).
-    async fn finish_join(&mut self) {
-        let Some(join) = self.pending_join.take() else {
-            return;
-        };
-        let (id, group, since) = *join;
+    /// Starts reading a joined group's history from `since` (or only its position).
+    fn read_history(
+        &self,
+        id: u32,
+        group: Text,
+        since: Option<longconn_core::protocol::Position>,
+    ) -> PendingJoin {
         let asked = since.map(|p| crate::GroupPosition {
             epoch: p.epoch,
             offset: p.seq,
         });
         let shared = self.shared.clone();
-        let recovery = shared.groups.recover(group.as_str(), asked).await;
+        let name = group.clone();
+        PendingJoin {
+            id,
+            group,
+            since,
+            recovery: Box::pin(async move { shared.groups.recover(name.as_str(), asked).await }),
+        }
+    }
+
+    /// Answers a successful join once its history is read: `JoinAck` with the group's
+    /// position and, for a rejoin from `since`, whether it was recovered; then the
+    /// recovered pushes, before any live one (live copies at or below the ack's
+    /// position are dropped: see [`crate::recovery`]).
+    fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(join) = &mut self.pending_join else {
+            return Poll::Ready(());
+        };
+        let recovery = ready!(join.recovery.as_mut().poll(cx));
+        let Some(join) = self.pending_join.take() else {
+            return Poll::Ready(());
+        };
+        let PendingJoin {
+            id, group, since, ..
+        } = *join;
         let position = recovery
             .position
             .map(|p| longconn_core::protocol::Position {
@@ -496,7 +540,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             },
         );
         if !replay {
-            return;
+            return Poll::Ready(());
         }
         for frame in recovery.frames {
             if self
@@ -512,6 +556,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                 .get_or_insert_with(Default::default)
                 .watch(group.detach(), top);
         }
+        Poll::Ready(())
     }
 
     /// Maps the device to this connection (kicking the one it replaces), registers its
@@ -543,9 +588,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// Runs `task` as one of this connection's tasks (aborted when it departs).
     fn spawn_owned(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.reap_tasks();
-        self.tasks
-            .get_or_insert_with(tokio::task::JoinSet::new)
-            .spawn(task);
+        self.tasks.get_or_insert_with(Default::default).spawn(task);
     }
 
     /// Runs `task` (a login check or a request) to its command at once when it needs no

@@ -68,8 +68,14 @@ impl Timers {
 
     /// Wakes connection `conn_id` (its handle's [`crate::ConnHandle::wake`]) at `at` or
     /// soon after. Called from the server's runtime (the first call starts the task).
+    #[cfg(test)]
     pub(crate) fn wake_at(&self, at: Instant, conn_id: u64) {
-        let when = self.state.ticks(at);
+        self.wake_at_ticks(self.ticks(at), conn_id);
+    }
+
+    /// Wakes connection `conn_id` at `when` (in [`Timers::ticks`]) or soon after.
+    /// Called from the server's runtime (the first call starts the task).
+    pub(crate) fn wake_at_ticks(&self, when: u64, conn_id: u64) {
         let earliest = {
             let mut heap = lock(&self.state.heap);
             if heap.stopped {
@@ -85,6 +91,12 @@ impl Timers {
         } else if earliest {
             self.state.notify.notify_one();
         }
+    }
+
+    /// `at` as these timers store it: nanoseconds after their start, 8 bytes (a
+    /// connection keeps its registered deadline this way).
+    pub(crate) fn ticks(&self, at: Instant) -> u64 {
+        self.state.ticks(at)
     }
 
     /// Entries held (live, superseded and departed connections'), for tests.

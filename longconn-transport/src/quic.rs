@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
@@ -325,8 +326,11 @@ pub struct QuicReader {
 }
 
 impl FrameReader for QuicReader {
-    async fn recv(&mut self) -> std::result::Result<Option<Frame>, longconn_core::ConnectionError> {
-        self.inner.recv().await
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<Option<Frame>, longconn_core::ConnectionError>> {
+        self.inner.poll_recv(cx)
     }
 }
 
@@ -347,10 +351,11 @@ impl FrameWriter for QuicWriter {
         self.inner.has_pending_writes()
     }
 
-    fn flush(
+    fn poll_flush(
         &mut self,
-    ) -> impl Future<Output = std::result::Result<(), longconn_core::ConnectionError>> + Send {
-        self.inner.flush()
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), longconn_core::ConnectionError>> {
+        self.inner.poll_flush(cx)
     }
 
     async fn close(

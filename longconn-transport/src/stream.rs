@@ -13,7 +13,8 @@ use longconn_core::connection::{FrameReader, FrameWriter};
 use longconn_core::{CloseReason, ConnectionError, Frame, FrameCodec, Transmit};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
 
 /// A byte stream of either side, plain or TLS, boxed so that transports that accept both
 /// (WebSocket with and without TLS) have one connection type.
@@ -85,14 +86,19 @@ impl<R> StreamReader<R> {
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for StreamReader<R> {
-    async fn recv(&mut self) -> Result<Option<Frame>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
         loop {
             if let Some(frame) = self.buffer.decode()? {
-                return Ok(Some(frame));
+                return Poll::Ready(Ok(Some(frame)));
             }
-            // `read_buf` either reads into the buffer or not at all: cancel safe.
-            if self.io.read_buf(self.buffer.spare()).await? == 0 {
-                return self.buffer.decode_eof();
+            // Either reads into the buffer or not at all: nothing is lost on `Pending`.
+            if ready!(poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                self.buffer.spare()
+            ))? == 0
+            {
+                return Poll::Ready(self.buffer.decode_eof());
             }
         }
     }
@@ -104,7 +110,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for StreamReader<R> {
 pub struct StreamWriter<W> {
     io: W,
     buf: BytesMut,
-    max_frame_size: usize,
+    /// The largest frame `send` encodes (`u32`: the field sits beside `unflushed` in
+    /// 8 bytes, and no frame size limit comes near 4 GiB).
+    max_frame_size: u32,
     /// Frames were sent since the last completed flush. Stays set after `buf` is written
     /// out until the stream's own flush completes too: a TLS stream takes the bytes but
     /// may still hold records it could not write yet.
@@ -117,7 +125,7 @@ impl<W> StreamWriter<W> {
         StreamWriter {
             io,
             buf: BytesMut::new(),
-            max_frame_size,
+            max_frame_size: u32::try_from(max_frame_size).unwrap_or(u32::MAX),
             unflushed: false,
         }
     }
@@ -130,10 +138,24 @@ impl<W> StreamWriter<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
-    /// Polls the buffered bytes out; see [`FrameWriter::flush`]. Bytes leave the buffer
-    /// only once the stream took them, so nothing is lost if the caller stops polling.
-    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
+    fn send(&mut self, frame: Transmit) -> Result<()> {
+        match frame {
+            Transmit::Frame(frame) => frame.encode(&mut self.buf, self.max_frame_size as usize)?,
+            Transmit::Encoded(bytes) => self.buf.extend_from_slice(&bytes),
+        }
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// True from the first [`FrameWriter::send`] until a [`FrameWriter::flush`]
+    /// completes, including while the stream itself still flushes bytes it has taken.
+    fn has_pending_writes(&self) -> bool {
+        self.unflushed
+    }
+
+    /// Bytes leave the buffer only once the stream took them.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         while !self.buf.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
             if n == 0 {
@@ -147,27 +169,6 @@ impl<W: AsyncWrite + Unpin + Send + 'static> StreamWriter<W> {
         self.buf = BytesMut::new();
         self.unflushed = false;
         Poll::Ready(Ok(()))
-    }
-}
-
-impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
-    fn send(&mut self, frame: Transmit) -> Result<()> {
-        match frame {
-            Transmit::Frame(frame) => frame.encode(&mut self.buf, self.max_frame_size)?,
-            Transmit::Encoded(bytes) => self.buf.extend_from_slice(&bytes),
-        }
-        self.unflushed = true;
-        Ok(())
-    }
-
-    /// True from the first [`FrameWriter::send`] until a [`FrameWriter::flush`]
-    /// completes, including while the stream itself still flushes bytes it has taken.
-    fn has_pending_writes(&self) -> bool {
-        self.unflushed
-    }
-
-    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send {
-        std::future::poll_fn(|cx| self.poll_flush(cx))
     }
 
     async fn close(&mut self, _reason: CloseReason) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Plain TCP: frames back to back on the byte stream (docs/PROTOCOL.md, "TCP").
 
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -182,8 +182,8 @@ impl Connection for TcpConnection {
 }
 
 /// The receiving half of a [`TcpConnection`]. Between frames it reads into a small
-/// stack buffer first, so an idle connection holds no read buffer, and its `recv` future
-/// is a single pointer (no readiness state is kept between polls).
+/// stack buffer first, so an idle connection holds no read buffer (no readiness state is
+/// kept between polls either).
 #[derive(Debug)]
 pub struct TcpReader {
     io: OwnedReadHalf,
@@ -193,10 +193,9 @@ pub struct TcpReader {
 /// Bytes read on the stack before a heap buffer is taken.
 const FIRST_READ: usize = 512;
 
-impl TcpReader {
-    /// Polls for the next frame; see [`FrameReader::recv`]. Nothing is held across a
-    /// `Pending`, so dropping the caller's future at any point loses no byte.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
+impl FrameReader for TcpReader {
+    /// Nothing but the bytes of a partial frame is held across a `Pending`.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
         loop {
             if let Some(frame) = self.buffer.decode()? {
                 return Poll::Ready(Ok(Some(frame)));
@@ -218,12 +217,6 @@ impl TcpReader {
                 return Poll::Ready(self.buffer.decode_eof());
             }
         }
-    }
-}
-
-impl FrameReader for TcpReader {
-    fn recv(&mut self) -> impl Future<Output = Result<Option<Frame>>> + Send {
-        std::future::poll_fn(|cx| self.poll_recv(cx))
     }
 }
 

@@ -517,43 +517,38 @@ impl FrameReader for WsReader {
     /// one frame is the codec's error. WebSocket ping and pong are answered by
     /// tungstenite and skipped here.
     ///
-    /// # Cancel safety
-    /// Cancel safe: `StreamExt::next` either returns a whole message or leaves it in
-    /// tungstenite's buffer for the next call.
-    async fn recv(&mut self) -> std::result::Result<Option<Frame>, longconn_core::ConnectionError> {
+    /// A message is taken from tungstenite only whole, so nothing is lost on `Pending`.
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<Option<Frame>, longconn_core::ConnectionError>> {
         loop {
-            match self.stream.next().await {
+            let message = match ready!(self.stream.poll_next_unpin(cx)) {
                 Some(Ok(Message::Binary(bytes))) => {
-                    return Ok(Some(self.codec.decode_message(bytes)?));
+                    return Poll::Ready(Ok(Some(self.codec.decode_message(bytes)?)));
                 }
-                Some(Ok(Message::Text(_))) => {
-                    return Err(longconn_core::DecodeError::UnsupportedMessage {
-                        what: "a WebSocket text message",
-                    }
-                    .into());
+                Some(Ok(Message::Text(_))) => Err(longconn_core::DecodeError::UnsupportedMessage {
+                    what: "a WebSocket text message",
                 }
+                .into()),
                 Some(Ok(Message::Close(_))) => {
                     // tungstenite has queued its reply to the peer's close; one more poll
                     // writes it. Best effort, never waits: the session ends either way.
-                    let _ = std::future::poll_fn(|cx| {
-                        Poll::Ready(self.stream.poll_next_unpin(cx).is_ready())
-                    })
-                    .await;
-                    return Ok(None);
+                    let _ = self.stream.poll_next_unpin(cx);
+                    Ok(None)
                 }
-                None => return Ok(None),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                None => Ok(None),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 // tungstenite refuses a message over the size limit from its header,
                 // before reading it: report it as the frame-size error it is.
-                Some(Err(WsError::Capacity(_))) => {
-                    return Err(longconn_core::DecodeError::FrameTooLarge {
-                        len: self.codec.max_frame_size() as u64 + 1,
-                        max: self.codec.max_frame_size(),
-                    }
-                    .into());
+                Some(Err(WsError::Capacity(_))) => Err(longconn_core::DecodeError::FrameTooLarge {
+                    len: self.codec.max_frame_size() as u64 + 1,
+                    max: self.codec.max_frame_size(),
                 }
-                Some(Err(err)) => return Err(ws_error(err)),
-            }
+                .into()),
+                Some(Err(err)) => Err(ws_error(err)),
+            };
+            return Poll::Ready(message);
         }
     }
 }
@@ -621,14 +616,14 @@ impl FrameWriter for WsWriter {
         self.unflushed
     }
 
-    /// # Cancel safety
-    /// Cancel safe: poll-based, see [`FrameWriter::flush`]. A message moves from the
-    /// local queue into tungstenite only when the socket is ready for it, and tungstenite
-    /// keeps what it has taken until a later flush writes it.
-    fn flush(
+    /// A message moves from the local queue into tungstenite only when the socket is
+    /// ready for it, and tungstenite keeps what it has taken until a later flush writes
+    /// it.
+    fn poll_flush(
         &mut self,
-    ) -> impl Future<Output = std::result::Result<(), longconn_core::ConnectionError>> + Send {
-        std::future::poll_fn(|cx| self.poll_flush_pending(cx))
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<(), longconn_core::ConnectionError>> {
+        self.poll_flush_pending(cx)
     }
 
     /// Flushes the pending messages, then sends a WebSocket close whose status is

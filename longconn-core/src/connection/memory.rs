@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -66,11 +67,11 @@ pub struct MemoryReader {
 }
 
 impl FrameReader for MemoryReader {
-    async fn recv(&mut self) -> Result<Option<Frame>, ConnectionError> {
-        // `Receiver::next` is cancel safe, and decoding happens after it returns.
-        match self.rx.next().await {
-            Some(bytes) => Ok(Some(self.codec.decode_message(bytes)?)),
-            None => Ok(None),
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ConnectionError>> {
+        // Decoding happens once the channel has handed the message over.
+        match ready!(self.rx.poll_next_unpin(cx)) {
+            Some(bytes) => Poll::Ready(Ok(Some(self.codec.decode_message(bytes)?))),
+            None => Poll::Ready(Ok(None)),
         }
     }
 }
@@ -99,19 +100,17 @@ impl FrameWriter for MemoryWriter {
         !self.pending.is_empty()
     }
 
-    async fn flush(&mut self) -> Result<(), ConnectionError> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
         let tx = self.tx.as_mut().ok_or_else(closed)?;
-        // Room is reserved (`poll_ready`) before a frame leaves `pending`, so cancelling
-        // while waiting for room loses nothing.
+        // Room is reserved (`poll_ready`) before a frame leaves `pending`, so a caller
+        // that stops polling while waiting for room loses nothing.
         while !self.pending.is_empty() {
-            futures::future::poll_fn(|cx| tx.poll_ready(cx))
-                .await
-                .map_err(|_| closed())?;
+            ready!(tx.poll_ready(cx)).map_err(|_| closed())?;
             if let Some(bytes) = self.pending.pop_front() {
                 tx.start_send(bytes).map_err(|_| closed())?;
             }
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     async fn close(&mut self, _reason: CloseReason) -> Result<(), ConnectionError> {
