@@ -126,7 +126,7 @@ const CONNS: usize = 400;
 #[test]
 fn per_connection_type_sizes() {
     let sizes = [
-        ("Session", size_of::<Session>(), 128),
+        ("Session", size_of::<Session>(), 88),
         ("TcpReader", size_of::<TcpReader>(), 64),
         (
             "StreamWriter<OwnedWriteHalf>",
