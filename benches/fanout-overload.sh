@@ -19,8 +19,10 @@
 # each step, starting PERF_DELAY (5) seconds after the loadgen starts (after the
 # logins). SERVER_CPUS (0) and LOAD_CPUS (1): the `taskset -c` lists of the server and of
 # loadgen (SERVER_CPUS=0,1 LOAD_CPUS=0,1 for a two-core run). The last column is the share of core 0 that niced processes (other sessions'
-# builds) took during the step: a run is only comparable when it is near 0. Needs
-# nats-server for the nats system (apt-get install -y nats-server).
+# builds) took during the step: a run is only comparable when it is near 0. GATEWAY
+# (target/release/gateway) and LOADGEN (target/release/loadgen) pick the binaries (A/B
+# runs against a saved copy, with BUILD=0). Needs nats-server for the nats system
+# (apt-get install -y nats-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/fanout-overload}
@@ -28,6 +30,8 @@ STEPS=${STEPS:-"100 150 200 300 400"}
 SYSTEMS=${SYSTEMS:-"longconn nats"}
 STEP_S=${STEP_S:-10}
 MEMBERS=${MEMBERS:-10000}
+GATEWAY=${GATEWAY:-target/release/gateway}
+LOADGEN=${LOADGEN:-target/release/loadgen}
 PUBLISHERS=${PUBLISHERS:-4}
 PERF=${PERF:-0}
 PERF_S=${PERF_S:-8}
@@ -48,7 +52,7 @@ start_server() { # system rate
     case "$1" in
         longconn)
             # LONGCONN_API_KEY=ID:SECRET: the push API needs that key (--api-key).
-            taskset -c "$SERVER_CPUS" target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
+            taskset -c "$SERVER_CPUS" "$GATEWAY" --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
                 ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
                 >"$OUT/gateway-$2.log" 2>&1 &
             PID=$!
@@ -80,7 +84,7 @@ for rate in $STEPS; do
     step="$OUT/step-$system-$rate.json"
     # Core 0's jiffies (user nice system idle): how much of it other processes took.
     cpu0_before=$(awk '$1 == "cpu0" {print $2, $3, $4, $5}' /proc/stat)
-    timeout $((STEP_S + 120)) taskset -c "$LOAD_CPUS" target/release/loadgen --quiet \
+    timeout $((STEP_S + 120)) taskset -c "$LOAD_CPUS" "$LOADGEN" --quiet \
         --target "$TARGET" --source-ips "127.0.0.$first-127.0.0.$last" \
         --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
         ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
