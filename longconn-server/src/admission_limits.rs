@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use longconn_core::Code;
@@ -68,25 +68,6 @@ pub(crate) struct AdmissionLimits {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
 
-/// A connection's place in its source IP's count; given back on drop.
-#[derive(Debug)]
-pub(crate) struct IpSlot {
-    limits: Arc<AdmissionLimits>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 impl AdmissionLimits {
     pub(crate) fn new(max_rate: Option<u32>, max_per_ip: Option<u32>) -> AdmissionLimits {
         AdmissionLimits {
@@ -97,14 +78,16 @@ impl AdmissionLimits {
         }
     }
 
-    /// Admits a connection from `peer` at `now`, or says why not. The slot (when there
-    /// is a per-IP limit and a peer address) must live as long as the connection.
+    /// Admits a connection from `peer` at `now`, or says why not. `Some(ip)`: the
+    /// connection was counted against its IP (there is a per-IP limit and a peer
+    /// address), and [`AdmissionLimits::release`] must give the count back when it ends
+    /// (the server's driver does, when it is dropped).
     pub(crate) fn admit(
-        self: &Arc<Self>,
+        &self,
         now: Instant,
         peer: Option<SocketAddr>,
-    ) -> Result<Option<IpSlot>, Refusal> {
-        let slot = match (self.max_per_ip, peer) {
+    ) -> Result<Option<IpAddr>, Refusal> {
+        let counted = match (self.max_per_ip, peer) {
             (Some(max), Some(peer)) => {
                 let ip = peer.ip();
                 let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,10 +96,7 @@ impl AdmissionLimits {
                     return Err(Refusal::SourceLimit);
                 }
                 *n += 1;
-                Some(IpSlot {
-                    limits: self.clone(),
-                    ip,
-                })
+                Some(ip)
             }
             _ => None,
         };
@@ -134,12 +114,26 @@ impl AdmissionLimits {
                 let delay = slot_at
                     .saturating_duration_since(now)
                     .clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER);
-                // `slot` is dropped here, giving the IP count back.
+                drop(state);
+                if let Some(ip) = counted {
+                    self.release(ip);
+                }
                 return Err(Refusal::TryLater(delay));
             }
             state.tat = Some(tat + interval);
         }
-        Ok(slot)
+        Ok(counted)
+    }
+
+    /// Gives back a connection's count against `ip` (from [`AdmissionLimits::admit`]).
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut counts = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
     }
 }
 
@@ -153,7 +147,7 @@ mod tests {
 
     #[test]
     fn over_the_rate_each_refusal_gets_a_later_slot() {
-        let limits = Arc::new(AdmissionLimits::new(Some(10), None));
+        let limits = AdmissionLimits::new(Some(10), None);
         let now = Instant::now();
         for _ in 0..10 {
             assert!(limits.admit(now, peer("10.0.0.1")).is_ok(), "the burst");
@@ -175,17 +169,36 @@ mod tests {
 
     #[test]
     fn per_ip_counts_are_given_back_when_connections_end() {
-        let limits = Arc::new(AdmissionLimits::new(None, Some(2)));
+        let limits = AdmissionLimits::new(None, Some(2));
         let now = Instant::now();
         let a = limits.admit(now, peer("10.0.0.1")).unwrap();
+        assert_eq!(a, Some("10.0.0.1".parse().unwrap()));
         let _b = limits.admit(now, peer("10.0.0.1")).unwrap();
         assert_eq!(
             limits.admit(now, peer("10.0.0.1")).unwrap_err(),
             Refusal::SourceLimit
         );
         assert!(limits.admit(now, peer("10.0.0.2")).is_ok(), "another IP");
-        drop(a);
+        limits.release(a.unwrap());
         assert!(limits.admit(now, peer("10.0.0.1")).is_ok());
         assert_eq!(Refusal::SourceLimit.close().0.as_u16(), 9);
+    }
+
+    #[test]
+    fn a_connection_refused_for_the_rate_keeps_no_ip_count() {
+        let limits = AdmissionLimits::new(Some(1), Some(1));
+        let now = Instant::now();
+        let first = limits.admit(now, peer("10.0.0.1")).unwrap();
+        limits.release(first.unwrap());
+        assert!(matches!(
+            limits.admit(now, peer("10.0.0.1")),
+            Err(Refusal::TryLater(_))
+        ));
+        // Had the refused connection kept its count, this would be `SourceLimit`.
+        assert!(
+            limits
+                .admit(now + Duration::from_secs(2), peer("10.0.0.1"))
+                .is_ok()
+        );
     }
 }

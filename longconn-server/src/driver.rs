@@ -16,7 +16,7 @@ use crate::auth::LoginRequest;
 use crate::hub::{ConnHandle, DeviceKey};
 use crate::router::{BackendRequest, ConnectionEvent};
 use longconn_core::ConnectionError;
-use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::connection::{Connection, FrameReader, FrameWriter};
 use longconn_core::protocol::{Code, Text};
 use longconn_core::session::{
     CloseReason, Command, Event, PushOutcome, Session, TokenExpiry, TransportEnd,
@@ -25,19 +25,26 @@ use longconn_core::session::{
 /// Registers `conn` in the hub and returns the future that drives it until its session
 /// closes, then removes it from the hub.
 ///
+/// The caller has taken one `max_connections` permit for it and forgotten it, and
+/// counted it against `counted_ip` with the admission limits (`Shared::admission`,
+/// `Shared::limits`): the driver gives both back when it is dropped, so the task holds
+/// nothing beside the driver.
+///
 /// The set-up is synchronous on purpose: an `async fn` keeps its arguments inside its
 /// future for its whole life, and `conn` would then cost every idle connection its size
 /// a second time.
 pub(crate) fn drive<C: Connection>(
     conn: C,
     shared: Arc<Shared>,
-) -> impl Future<Output = CloseReason> + Send {
+    counted_ip: Option<std::net::IpAddr>,
+) -> impl Future<Output = ()> + Send {
     let conn_id = shared.hub.next_conn_id();
     let kind = conn.kind();
-    let handle = ConnHandle::new(
+    let handle = ConnHandle::for_transport(
         conn_id,
         shared.session_config.max_queued_pushes(),
         shared.session_config.slow_consumer_policy(),
+        kind,
     );
     let span = debug_span!(
         "conn",
@@ -60,24 +67,13 @@ pub(crate) fn drive<C: Connection>(
         writer,
         handle,
         shared,
-        kind,
         identity: None,
         bound: false,
         drained: false,
-        tasks: None,
-        recovering: None,
-        pending_join: None,
-        armed: 0,
+        extras: None,
+        counted_ip,
     };
-    // `driver` is used in place by the block: rebinding it (or an `async fn` taking it by
-    // value) would keep a second copy inside the future for its whole life. While the
-    // connection lives, the block's only other state is the `poll_fn`'s reference to
-    // it; the close runs in a boxed future, made only then.
-    let mut driver = driver;
-    let driven = async move {
-        let reason = std::future::poll_fn(|cx| driver.poll_run(cx)).await;
-        Box::pin(driver.finish(reason)).await
-    };
+    let driven = DriverTask::Running(driver);
     // The span (32 B) is kept only when it records: with `debug` off (production)
     // every connection would carry a disabled one; with it on, the instrumented
     // future is boxed, so the common case pays nothing for it.
@@ -117,26 +113,89 @@ struct Driver<R, W> {
     writer: W,
     handle: ConnHandle,
     shared: Arc<Shared>,
-    kind: TransportKind,
     /// (app, device) from `Login`, copied out of the read buffer.
     identity: Option<DeviceKey>,
     /// Whether the hub maps `identity` to this connection.
     bound: bool,
     /// Whether the session has entered `Draining` (its writes count as drain flushes).
     drained: bool,
+    /// What only a busy connection has (its tasks, a join being answered, a
+    /// recovery); `None`, one pointer, while it has none of them.
+    extras: Option<Box<Extras>>,
+    /// The source IP this connection is counted against (given back on drop).
+    counted_ip: Option<std::net::IpAddr>,
+}
+
+impl<R, W> Drop for Driver<R, W> {
+    /// Gives the connection's admission back: its `max_connections` permit and its
+    /// IP's count (see [`drive`]).
+    fn drop(&mut self) {
+        self.shared.admission.add_permits(1);
+        if let Some(ip) = self.counted_ip {
+            self.shared.limits.release(ip);
+        }
+    }
+}
+
+/// The state of a connection's rarer work, boxed while any of it is in progress
+/// ([`Driver::release_extras`]).
+#[derive(Default)]
+struct Extras {
     /// The connection's auth and request tasks. Dropping the set aborts them, so a
-    /// departed connection releases its backend permits at once; `None` while there
-    /// are none, so an idle connection pays one pointer (boxed: the set is two).
-    tasks: Option<Box<tokio::task::JoinSet<()>>>,
-    /// Groups just recovered: live pushes already replayed are dropped. `None` (one
-    /// pointer) unless a recovery is in progress.
-    recovering: Option<Box<crate::recovery::Recovering>>,
-    /// A join whose answer waits for the group's history (`finish_join`).
-    pending_join: Option<Box<PendingJoin>>,
-    /// The deadline registered with the server's timers ([`crate::timers`]), in their
-    /// ticks (8 bytes; 0: none): it wakes the driver then, through the handle. A later
-    /// deadline is registered when this one fires; an earlier one at once.
-    armed: u64,
+    /// departed connection releases its backend permits at once.
+    tasks: Option<tokio::task::JoinSet<()>>,
+    /// Groups just recovered: live pushes already replayed are dropped.
+    recovering: Option<crate::recovery::Recovering>,
+    /// A join whose answer waits for the group's history ([`Driver::poll_join`]).
+    pending_join: Option<PendingJoin>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_none() && self.recovering.is_none() && self.pending_join.is_none()
+    }
+}
+
+/// The connection's task, written by hand rather than as an `async` block (whose state
+/// and awaits would sit beside the driver in every idle connection's task): while the
+/// session runs it is the driver itself; once the session has closed, the driver moves
+/// into the boxed future that departs and closes the transport ([`Driver::finish`]).
+enum DriverTask<R, W> {
+    Running(Driver<R, W>),
+    Closing(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
+    Done,
+}
+
+// Nothing of the driver is ever pinned (the halves are polled through `&mut`), so the
+// task may move.
+impl<R, W> Unpin for DriverTask<R, W> {}
+
+impl<R: FrameReader, W: FrameWriter> Future for DriverTask<R, W> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = self.get_mut();
+        loop {
+            match task {
+                DriverTask::Running(driver) => {
+                    let reason = ready!(driver.poll_run(cx));
+                    if let DriverTask::Running(mut driver) =
+                        std::mem::replace(task, DriverTask::Done)
+                    {
+                        *task = DriverTask::Closing(Box::pin(async move {
+                            driver.finish(reason).await;
+                        }));
+                    }
+                }
+                DriverTask::Closing(closing) => {
+                    ready!(closing.as_mut().poll(cx));
+                    *task = DriverTask::Done;
+                    return Poll::Ready(());
+                }
+                DriverTask::Done => panic!("a connection's task polled after it ended"),
+            }
+        }
+    }
 }
 
 /// A join being answered: the `JoinGroup`'s id, group and asked position, and the read
@@ -167,7 +226,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         // Abort what is still in flight for this connection: its answers have nowhere
         // to go, and a request task holds a backend permit until it ends. Waiting for
         // the aborts means no task of this connection outlives its driver.
-        if let Some(mut tasks) = self.tasks.take() {
+        if let Some(mut tasks) = self.extras.as_mut().and_then(|e| e.tasks.take()) {
             tasks.shutdown().await;
         }
         self.discard_inbox();
@@ -196,7 +255,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         self.shared.groups.leave_all(conn_id);
         self.shared.acks.closed(conn_id);
         let device = self.bound.then_some(()).and(self.identity.as_ref());
-        let metrics = self.shared.metrics.transport(self.kind);
+        let metrics = self.shared.metrics.transport(self.handle.transport());
         metrics.disconnects[crate::metrics::reason_index(reason)].increment(1);
         if self.bound {
             metrics.online.decrement(1.0);
@@ -220,7 +279,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// first of a wake-up through the handle, the end of a flush, or a frame.
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         loop {
-            if self.pending_join.is_some() {
+            if self.joining() {
                 // A join's answer waits for the group's history; nothing else of this
                 // connection moves meanwhile (its order is kept).
                 ready!(self.poll_join(cx));
@@ -229,7 +288,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
             self.take_inbox();
             self.handle_events();
-            if self.pending_join.is_some() {
+            if self.joining() {
                 continue;
             }
             self.write_transmits();
@@ -242,6 +301,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
             self.session.release_idle_memory();
             self.reap_tasks();
+            self.release_extras();
             // The session's deadlines: one passed is handled now (each call handles one
             // and moves or clears it, so this loop ends); the next is registered with
             // the server's timers, which wake this task through its handle.
@@ -278,17 +338,18 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     fn arm(&mut self, at: Instant, now: Instant) {
         let timers = &self.shared.timers;
         let (at, now) = (timers.ticks(at), timers.ticks(now));
-        if self.armed > now && self.armed <= at {
+        let armed = self.handle.armed();
+        if armed > now && armed <= at {
             return;
         }
         timers.wake_at_ticks(at, self.handle.id());
-        self.armed = at;
+        self.handle.set_armed(at);
     }
 
     fn on_received(&mut self, received: Result<Option<longconn_core::Frame>, ConnectionError>) {
         match received {
             Ok(Some(frame)) => {
-                let metrics = self.shared.metrics.transport(self.kind);
+                let metrics = self.shared.metrics.transport(self.handle.transport());
                 metrics.frames_in.increment(1);
                 metrics
                     .bytes_in
@@ -333,12 +394,14 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         }
         while let Some(push) = queues.pushes.pop_front() {
             drained += 1;
-            if let Some(recovering) = &mut self.recovering {
+            if let Some(extras) = &mut self.extras
+                && let Some(recovering) = &mut extras.recovering
+            {
                 if recovering.is_replayed(&push) {
                     continue;
                 }
                 if recovering.is_empty() {
-                    self.recovering = None;
+                    extras.recovering = None;
                 }
             }
             match self.session.push(push.into()) {
@@ -348,7 +411,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
         }
         if written > 0 {
-            let metrics = self.shared.metrics.transport(self.kind);
+            let metrics = self.shared.metrics.transport(self.handle.transport());
             metrics.pushes_written.increment(written);
         }
         inbox.release_idle_memory(drained);
@@ -392,7 +455,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
         }
         if frames > 0 {
-            let metrics = self.shared.metrics.transport(self.kind);
+            let metrics = self.shared.metrics.transport(self.handle.transport());
             metrics.frames_out.increment(frames);
             metrics.bytes_out.increment(bytes);
         }
@@ -459,7 +522,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                         Ok(()) => {
                             // Answered by `poll_join` once the history is read; the
                             // events after it wait (their order is kept).
-                            self.pending_join = Some(Box::new(self.read_history(id, group, since)));
+                            let join = self.read_history(id, group, since);
+                            self.extras().pending_join = Some(join);
                             return;
                         }
                         Err(code) => {
@@ -512,16 +576,19 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// recovered pushes, before any live one (live copies at or below the ack's
     /// position are dropped: see [`crate::recovery`]).
     fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(join) = &mut self.pending_join else {
+        let Some(extras) = &mut self.extras else {
+            return Poll::Ready(());
+        };
+        let Some(join) = &mut extras.pending_join else {
             return Poll::Ready(());
         };
         let recovery = ready!(join.recovery.as_mut().poll(cx));
-        let Some(join) = self.pending_join.take() else {
+        let Some(PendingJoin {
+            id, group, since, ..
+        }) = extras.pending_join.take()
+        else {
             return Poll::Ready(());
         };
-        let PendingJoin {
-            id, group, since, ..
-        } = *join;
         let position = recovery
             .position
             .map(|p| longconn_core::protocol::Position {
@@ -552,7 +619,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             }
         }
         if let Some(top) = position {
-            self.recovering
+            self.extras()
+                .recovering
                 .get_or_insert_with(Default::default)
                 .watch(group.detach(), top);
         }
@@ -570,7 +638,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             old.kick(Code::Replaced, Text::from_static("logged in elsewhere"));
         }
         self.bound = true;
-        let metrics = self.shared.metrics.transport(self.kind);
+        let metrics = self.shared.metrics.transport(self.handle.transport());
         metrics.logins_ok.increment(1);
         metrics.online.increment(1.0);
         self.shared.routes.register(identity.clone(), conn_id);
@@ -578,7 +646,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             self.shared.router.publish(ConnectionEvent::Connected {
                 conn_id,
                 device: identity,
-                protocol: self.kind,
+                protocol: self.handle.transport(),
             });
         }
     }
@@ -588,7 +656,10 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// Runs `task` as one of this connection's tasks (aborted when it departs).
     fn spawn_owned(&mut self, task: impl Future<Output = ()> + Send + 'static) {
         self.reap_tasks();
-        self.tasks.get_or_insert_with(Default::default).spawn(task);
+        self.extras()
+            .tasks
+            .get_or_insert_with(Default::default)
+            .spawn(task);
     }
 
     /// Runs `task` (a login check or a request) to its command at once when it needs no
@@ -614,19 +685,41 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
 
     /// Forgets finished tasks; drops the set once it is empty.
     fn reap_tasks(&mut self) {
-        if let Some(tasks) = &mut self.tasks {
+        let Some(extras) = &mut self.extras else {
+            return;
+        };
+        if let Some(tasks) = &mut extras.tasks {
             while tasks.try_join_next().is_some() {}
             if tasks.is_empty() {
-                self.tasks = None;
+                extras.tasks = None;
             }
         }
+    }
+
+    /// The box of rarer state, made on first use.
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the box of rarer state once nothing is in it.
+    fn release_extras(&mut self) {
+        if self.extras.as_ref().is_some_and(|e| e.is_empty()) {
+            self.extras = None;
+        }
+    }
+
+    /// Whether a join's answer is waiting for the group's history.
+    fn joining(&self) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|e| e.pending_join.is_some())
     }
 
     fn spawn_auth(&mut self, login: LoginRequest, refresh_id: Option<u32>) {
         let authenticator = self.shared.authenticator.clone();
         let conn_id = self.handle.id();
         let shared = self.shared.clone();
-        let kind = self.kind;
+        let kind = self.handle.transport();
         self.complete_or_spawn(async move {
             let now_unix = unix_now();
             let started = now();

@@ -14,6 +14,7 @@ use futures::task::AtomicWaker;
 pub use crate::device_key::DeviceKey;
 use crate::shard::{ShardedMap, lock};
 use longconn_core::config::SlowConsumerPolicy;
+use longconn_core::connection::TransportKind;
 use longconn_core::protocol::{Code, Text};
 use longconn_core::session::{Command, PushOutcome, Transmit};
 
@@ -267,6 +268,14 @@ struct Shared {
     woken: AtomicBool,
     waker: AtomicWaker,
     dropped_pushes: AtomicU64,
+    /// The deadline the driver registered with the server's timers, in their ticks
+    /// (0: none).
+    armed: AtomicU64,
+    /// The connection's transport (its metrics label).
+    // `armed` and `kind` are kept here rather than in the driver: every byte of the
+    // driver is in the connection's task, whose allocation grows in 128-byte steps
+    // (at most 272 B of future keep it at 384 B); this state grows in 16-byte ones.
+    kind: TransportKind,
 }
 
 /// A handle to one connection, for any task. Clones share the connection.
@@ -286,6 +295,16 @@ impl ConnHandle {
     /// `policy` applies. The runtime makes one per connection; tests, benchmarks and
     /// custom drivers make their own and empty the queue with [`ConnHandle::take_pushes`].
     pub fn new(id: u64, max_queued_pushes: usize, policy: SlowConsumerPolicy) -> ConnHandle {
+        ConnHandle::for_transport(id, max_queued_pushes, policy, TransportKind::Memory)
+    }
+
+    /// [`ConnHandle::new`] for a connection on `kind` (the server's driver).
+    pub(crate) fn for_transport(
+        id: u64,
+        max_queued_pushes: usize,
+        policy: SlowConsumerPolicy,
+        kind: TransportKind,
+    ) -> ConnHandle {
         ConnHandle {
             shared: Arc::new(Shared {
                 id,
@@ -295,6 +314,8 @@ impl ConnHandle {
                 woken: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
                 dropped_pushes: AtomicU64::new(0),
+                armed: AtomicU64::new(0),
+                kind,
             }),
         }
     }
@@ -302,6 +323,21 @@ impl ConnHandle {
     /// The connection id.
     pub fn id(&self) -> u64 {
         self.shared.id
+    }
+
+    /// The connection's transport (`Memory` for a handle made with [`ConnHandle::new`]).
+    pub fn transport(&self) -> TransportKind {
+        self.shared.kind
+    }
+
+    /// The deadline registered with the server's timers, in their ticks (0: none); only
+    /// the connection's driver reads and writes it.
+    pub(crate) fn armed(&self) -> u64 {
+        self.shared.armed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_armed(&self, ticks: u64) {
+        self.shared.armed.store(ticks, Ordering::Relaxed);
     }
 
     /// Pushes discarded for this connection by its slow-consumer policy.

@@ -115,6 +115,12 @@ pub(crate) struct Shared {
     pub(crate) quality: Arc<QualityBoard>,
     /// Every connection's session deadlines, fired by one task.
     pub(crate) timers: timers::Timers,
+    /// One permit per connection up to `max_connections`; a driver holds one (taken and
+    /// forgotten when it was admitted) and adds it back when it is dropped.
+    pub(crate) admission: Arc<tokio::sync::Semaphore>,
+    /// The accept rate and per-IP limits; a driver gives its IP's count back when it
+    /// is dropped.
+    pub(crate) limits: admission_limits::AdmissionLimits,
 }
 
 impl std::fmt::Debug for Shared {

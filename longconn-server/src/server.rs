@@ -355,13 +355,13 @@ impl ServerBuilder {
             shutting_down: CancellationToken::new(),
             quality: Arc::new(QualityBoard::new(self.config.quality)),
             timers,
-        });
-        Server {
-            limits: Arc::new(AdmissionLimits::new(
+            admission: Arc::new(Semaphore::new(self.config.max_connections)),
+            limits: AdmissionLimits::new(
                 self.config.max_accept_rate,
                 self.config.max_connections_per_ip,
-            )),
-            admission: Arc::new(Semaphore::new(self.config.max_connections)),
+            ),
+        });
+        Server {
             shared,
             config: self.config,
             accepting: CancellationToken::new(),
@@ -376,8 +376,6 @@ impl ServerBuilder {
 pub struct Server {
     shared: Arc<Shared>,
     config: ServerConfig,
-    admission: Arc<Semaphore>,
-    limits: Arc<AdmissionLimits>,
     accepting: CancellationToken,
     tasks: TaskTracker,
 }
@@ -463,7 +461,7 @@ impl Server {
             loop {
                 let permit = tokio::select! {
                     () = server.accepting.cancelled() => break,
-                    permit = server.admission.clone().acquire_owned() => match permit {
+                    permit = server.shared.admission.clone().acquire_owned() => match permit {
                         Ok(permit) => permit,
                         Err(_) => break,
                     },
@@ -483,7 +481,6 @@ impl Server {
                 backoff = Duration::from_millis(10);
                 let shared = server.shared.clone();
                 let protocol = kind.as_str();
-                let limits = server.limits.clone();
                 // The handshake and admission run in a boxed future, freed once the
                 // connection is admitted; the task then holds the driver's future, the
                 // permit and the IP slot, side by side (combinators, not an `async`
@@ -511,7 +508,7 @@ impl Server {
                             return None;
                         }
                     };
-                    match limits.admit(std::time::Instant::now(), conn.peer_addr()) {
+                    match shared.limits.admit(std::time::Instant::now(), conn.peer_addr()) {
                         Ok(slot) => Some((conn, slot, shared)),
                         Err(refusal) => {
                             debug!(protocol, ?refusal, "connection refused");
@@ -521,14 +518,12 @@ impl Server {
                     }
                 });
                 let task = setup.then(move |admitted| match admitted {
-                    // The admission permit and the IP's slot are given back when the
-                    // connection ends.
-                    Some((conn, ip_slot, shared)) => Either::Left(drive(conn, shared).map(
-                        move |_| {
-                            drop(ip_slot);
-                            drop(permit);
-                        },
-                    )),
+                    // The driver gives the permit and the IP's count back when it is
+                    // dropped (kept inside it: the task holds nothing else).
+                    Some((conn, counted_ip, shared)) => {
+                        permit.forget();
+                        Either::Left(drive(conn, shared, counted_ip))
+                    }
                     None => Either::Right(std::future::ready(())),
                 });
                 crate::driver::record_task_size(std::mem::size_of_val(&task));
@@ -545,12 +540,12 @@ impl Server {
         if self.accepting.is_cancelled() {
             return false;
         }
-        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+        let Ok(permit) = self.shared.admission.clone().try_acquire_owned() else {
             return false;
         };
-        let shared = self.shared.clone();
-        self.tasks
-            .spawn(drive(conn, shared).map(move |_| drop(permit)));
+        // The driver adds the permit back when it is dropped.
+        permit.forget();
+        self.tasks.spawn(drive(conn, self.shared.clone(), None));
         true
     }
 

@@ -483,7 +483,7 @@ impl Connection for WsConnection {
             WsWriter {
                 sink,
                 pending: VecDeque::new(),
-                max_frame_size: self.max_frame_size,
+                max_frame_size: u32::try_from(self.max_frame_size).unwrap_or(u32::MAX),
                 unflushed: false,
             },
         )
@@ -558,7 +558,9 @@ pub struct WsWriter {
     sink: SplitSink<Socket, Message>,
     /// Messages from [`FrameWriter::send`] that the socket has not taken yet.
     pending: VecDeque<Message>,
-    max_frame_size: usize,
+    /// `u32`, beside `unflushed` in 8 bytes: the writer is part of every idle
+    /// connection's task, whose allocation grows in 128-byte steps.
+    max_frame_size: u32,
     /// Messages were sent since the last completed flush. Stays set once `pending` is
     /// empty until the socket's flush completes too (tungstenite or TLS may still hold
     /// bytes it has taken).
@@ -602,7 +604,7 @@ impl WsWriter {
 impl FrameWriter for WsWriter {
     fn send(&mut self, frame: Transmit) -> std::result::Result<(), longconn_core::ConnectionError> {
         let bytes = match frame {
-            Transmit::Frame(frame) => frame.to_bytes(self.max_frame_size)?,
+            Transmit::Frame(frame) => frame.to_bytes(self.max_frame_size as usize)?,
             Transmit::Encoded(bytes) => bytes,
         };
         self.pending.push_back(Message::Binary(bytes));
