@@ -420,7 +420,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
     /// Marks the inbox closed so late pushes report `NotActive`, and counts what it held.
     fn discard_inbox(&mut self) {
         let mut inbox = self.handle.inbox();
-        inbox.closed = true;
+        self.handle.close_inbox(&inbox);
         let left = inbox.pushes_len() as u64;
         if let Some(queues) = inbox.queues_if_any() {
             queues.pushes.clear();

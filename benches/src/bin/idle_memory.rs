@@ -51,6 +51,11 @@ struct Args {
     /// `--transport-config 'ws_read_buffer_size = 256'` (A/B of the memory settings).
     #[arg(long)]
     transport_config: Vec<String>,
+    /// Seconds to wait after the last login before reading the gateway's RSS. Memory
+    /// freed after the logins (their buffers and checks) goes back to the system over
+    /// this time: jemalloc returns unused pages after its decay time (10 s by default).
+    #[arg(long, default_value_t = 3)]
+    settle_s: u64,
 }
 
 /// A logged-in connection's halves, kept open.
@@ -248,18 +253,19 @@ async fn main() {
         held.push(task.await.unwrap());
     }
     let connect_time = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
     let after = rss_bytes(pid);
     let per_conn = (after.saturating_sub(before)) as f64 / args.conns as f64;
     println!(
-        "transport={} conns={} rss_before={} rss_after={} per_conn_bytes={:.0} connect_and_login_s={:.1} retries={}",
+        "transport={} conns={} rss_before={} rss_after={} per_conn_bytes={:.0} connect_and_login_s={:.1} retries={} settle_s={}",
         args.transport,
         args.conns,
         before,
         after,
         per_conn,
         connect_time.as_secs_f64(),
-        retries.load(Ordering::Relaxed)
+        retries.load(Ordering::Relaxed),
+        args.settle_s
     );
     drop(held);
     let _ = Command::new("kill")
