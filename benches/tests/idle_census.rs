@@ -23,7 +23,7 @@ use longconn_core::client_session::login_answer;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter};
 use longconn_core::{ClientSession, Metadata, Session, TokenKey, TokenKeys, Transmit};
 use longconn_server::{ConnHandle, DeviceKey, Server, ServerConfig};
-use longconn_transport::tcp::{TcpAcceptor, TcpConnection, TcpReader};
+use longconn_transport::tcp::{TcpAcceptor, TcpConnection, TcpJoined};
 
 /// Size classes tracked one by one (16-byte steps); larger allocations share the last.
 const CLASSES: usize = 512;
@@ -127,20 +127,20 @@ const CONNS: usize = 400;
 fn per_connection_type_sizes() {
     let sizes = [
         ("Session", size_of::<Session>(), 88),
-        ("TcpReader", size_of::<TcpReader>(), 64),
-        (
-            "StreamWriter<OwnedWriteHalf>",
-            size_of::<longconn_transport::stream::StreamWriter<tokio::net::tcp::OwnedWriteHalf>>(),
-            56,
-        ),
+        // The server's driver holds the joined connection (the socket itself, no
+        // `Arc` shared by two halves).
+        ("TcpJoined", size_of::<TcpJoined>(), 120),
         ("tokio::time::Sleep", size_of::<tokio::time::Sleep>(), 160),
-        // A WebSocket connection's driver is the TCP one with these halves instead
-        // (16 B more): at most 120 B keep its task at 384 B too while the TCP task's
-        // future is 256 B.
+        // A WebSocket connection's driver is the TCP one with these halves instead: at
+        // most 120 B (TCP's size) keep its task at 384 B too.
         (
-            "WsReader + WsWriter",
-            size_of::<longconn_transport::ws::WsReader>()
-                + size_of::<longconn_transport::ws::WsWriter>(),
+            "Joined<WsReader, WsWriter>",
+            size_of::<
+                longconn_core::connection::Joined<
+                    longconn_transport::ws::WsReader,
+                    longconn_transport::ws::WsWriter,
+                >,
+            >(),
             120,
         ),
         ("ConnHandle", size_of::<ConnHandle>(), 8),
@@ -252,19 +252,22 @@ fn server_heap_per_idle_tcp_connection() {
         "an idle TCP connection holds {small:.0} B outside its task (bound 560)"
     );
     // The futures measured the same in debug and release builds (744 B, 2026-12-04;
-    // 520 B after the second pass, 256 B with the hand-written driver task). tokio's
-    // task cell is its 112-byte header and trailer plus the future, rounded up to
-    // 128 B: at most 272 B keeps the task's allocation at 384 B (one more byte makes
-    // it 512 B). The gateway's RSS per connection adds malloc's chunk headers to the
+    // 520 B after the second pass, 272 B with the hand-written driver task and the
+    // joined TCP connection). tokio's task cell is its 112-byte header and trailer plus
+    // the future, rounded up to 128 B: at most 272 B keeps the task's allocation at
+    // 384 B (one more byte makes it 512 B). The driver is exactly at that bound: a
+    // field added to it must come with a byte taken out (see docs/ARCHITECTURE.md,
+    // "Memory per idle connection"). The gateway's RSS per connection adds malloc's chunk headers to the
     // total (kernel socket memory is not in RSS).
     assert!(
         task_future <= 272,
         "the connection task's future grew to {task_future} B (bound 272: a 384-byte task)"
     );
-    // 955 B requested on 2026-12-04 after the poll-based driver, the session's 8-byte
-    // deadlines, the login limiter's 16-byte windows and the 384-byte task.
+    // 890 B requested on 2026-12-04 after the poll-based driver, the session's 8-byte
+    // deadlines, the login limiter's 16-byte windows, the 384-byte task and the joined
+    // TCP connection.
     assert!(
-        per_conn <= 1_000.0,
-        "an idle TCP connection holds {per_conn:.0} B of server heap (bound 1,000)"
+        per_conn <= 950.0,
+        "an idle TCP connection holds {per_conn:.0} B of server heap (bound 950)"
     );
 }

@@ -55,9 +55,18 @@ pub trait Connection: Send + 'static {
     type Reader: FrameReader;
     /// The sending half.
     type Writer: FrameWriter;
+    /// Both directions as one value, for a runtime that polls reading and writing from
+    /// one task (the server's driver).
+    type Joined: FrameReader + FrameWriter;
 
     /// Splits the connection into its halves. Dropping both closes it.
     fn split(self) -> (Self::Reader, Self::Writer);
+
+    /// The connection as one value that reads and writes frames. A transport whose
+    /// halves must share state (TCP's share the socket through an `Arc`) can do without
+    /// that here; any other returns [`Joined::new`] of its [`Connection::split`].
+    /// Dropping it closes the connection.
+    fn join(self) -> Self::Joined;
 
     /// The peer's address, where the transport has one.
     fn peer_addr(&self) -> Option<SocketAddr>;
@@ -145,6 +154,50 @@ pub trait FrameWriter: Send + 'static {
         &mut self,
         reason: CloseReason,
     ) -> impl Future<Output = Result<(), ConnectionError>> + Send;
+}
+
+/// A [`FrameReader`] and a [`FrameWriter`] as one value ([`Connection::join`] of a
+/// transport that has no cheaper joined form).
+#[derive(Debug)]
+pub struct Joined<R, W> {
+    /// The receiving half.
+    pub reader: R,
+    /// The sending half.
+    pub writer: W,
+}
+
+impl<R, W> Joined<R, W> {
+    /// Joins the halves of a split connection.
+    pub fn new(reader: R, writer: W) -> Joined<R, W> {
+        Joined { reader, writer }
+    }
+}
+
+impl<R: FrameReader, W: Send + 'static> FrameReader for Joined<R, W> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ConnectionError>> {
+        self.reader.poll_recv(cx)
+    }
+}
+
+impl<R: Send + 'static, W: FrameWriter> FrameWriter for Joined<R, W> {
+    fn send(&mut self, frame: Transmit) -> Result<(), ConnectionError> {
+        self.writer.send(frame)
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        self.writer.has_pending_writes()
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectionError>> {
+        self.writer.poll_flush(cx)
+    }
+
+    fn close(
+        &mut self,
+        reason: CloseReason,
+    ) -> impl Future<Output = Result<(), ConnectionError>> + Send {
+        self.writer.close(reason)
+    }
 }
 
 /// A source of incoming connections for one transport (a bound socket or endpoint).

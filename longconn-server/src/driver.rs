@@ -60,11 +60,10 @@ pub(crate) fn drive<C: Connection>(
     if shared.shutting_down.is_cancelled() {
         handle.begin_drain(Duration::ZERO);
     }
-    let (reader, writer) = conn.split();
+    let io = conn.join();
     let driver = Driver {
         session: Session::new(shared.session_config.clone(), now()),
-        reader,
-        writer,
+        io,
         handle,
         shared,
         identity: None,
@@ -107,10 +106,10 @@ pub fn future_sizes() -> (usize, usize) {
     )
 }
 
-struct Driver<R, W> {
+struct Driver<J> {
     session: Session,
-    reader: R,
-    writer: W,
+    /// The connection, reading and writing ([`Connection::join`]).
+    io: J,
     handle: ConnHandle,
     shared: Arc<Shared>,
     /// (app, device) from `Login`, copied out of the read buffer.
@@ -126,7 +125,7 @@ struct Driver<R, W> {
     counted_ip: Option<std::net::IpAddr>,
 }
 
-impl<R, W> Drop for Driver<R, W> {
+impl<J> Drop for Driver<J> {
     /// Gives the connection's admission back: its `max_connections` permit and its
     /// IP's count (see [`drive`]).
     fn drop(&mut self) {
@@ -160,17 +159,17 @@ impl Extras {
 /// and awaits would sit beside the driver in every idle connection's task): while the
 /// session runs it is the driver itself; once the session has closed, the driver moves
 /// into the boxed future that departs and closes the transport ([`Driver::finish`]).
-enum DriverTask<R, W> {
-    Running(Driver<R, W>),
+enum DriverTask<J> {
+    Running(Driver<J>),
     Closing(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
     Done,
 }
 
-// Nothing of the driver is ever pinned (the halves are polled through `&mut`), so the
+// Nothing of the driver is ever pinned (the connection is polled through `&mut`), so the
 // task may move.
-impl<R, W> Unpin for DriverTask<R, W> {}
+impl<J> Unpin for DriverTask<J> {}
 
-impl<R: FrameReader, W: FrameWriter> Future for DriverTask<R, W> {
+impl<J: FrameReader + FrameWriter> Future for DriverTask<J> {
     type Output = ();
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -218,7 +217,7 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
-impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
+impl<J: FrameReader + FrameWriter> Driver<J> {
     /// After the session closed: aborts the connection's tasks, leaves the hub, its
     /// groups and the route store before the last frames are flushed (so nothing is
     /// routed to it while it lingers), then closes the transport within the linger.
@@ -236,7 +235,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             CloseReason::TransportEnded | CloseReason::TransportFailed
         ) {
             let linger = self.shared.close_linger;
-            let _ = tokio::time::timeout(linger, self.writer.close(reason)).await;
+            let _ = tokio::time::timeout(linger, self.io.close(reason)).await;
         }
         debug!(
             reason = crate::metrics::reason_label(reason),
@@ -317,8 +316,8 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
             if self.handle.poll_woken(cx).is_ready() {
                 continue;
             }
-            if self.writer.has_pending_writes() {
-                if let Poll::Ready(flushed) = self.writer.poll_flush(cx) {
+            if self.io.has_pending_writes() {
+                if let Poll::Ready(flushed) = self.io.poll_flush(cx) {
                     if flushed.is_err() {
                         self.session.handle_transport_end(TransportEnd::Failed);
                     } else {
@@ -327,7 +326,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     continue;
                 }
             }
-            let received = ready!(self.reader.poll_recv(cx));
+            let received = ready!(self.io.poll_recv(cx));
             self.on_received(received);
         }
     }
@@ -380,7 +379,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
         while let Some(command) = queues.commands.pop_front() {
             self.session.handle_command(now, command);
         }
-        if self.writer.has_pending_writes() {
+        if self.io.has_pending_writes() {
             return;
         }
         let mut drained = 0;
@@ -449,7 +448,7 @@ impl<R: FrameReader, W: FrameWriter> Driver<R, W> {
                     .drain_flushed
                     .fetch_add(1, Ordering::Relaxed);
             }
-            if let Err(err) = self.writer.send(transmit) {
+            if let Err(err) = self.io.send(transmit) {
                 // Only an oversized application frame can fail to encode; drop it.
                 tracing::warn!(conn = self.handle.id(), error = %err, "frame not sent");
             }

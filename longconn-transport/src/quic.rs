@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use longconn_core::Listener;
-use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, Joined, TransportKind};
 use longconn_core::{CloseReason, Frame, Transmit};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, RecvStream, SendStream, VarInt};
@@ -297,6 +297,12 @@ impl QuicConnection {
 impl Connection for QuicConnection {
     type Reader = QuicReader;
     type Writer = QuicWriter;
+    type Joined = Joined<QuicReader, QuicWriter>;
+
+    fn join(self) -> Self::Joined {
+        let (reader, writer) = self.split();
+        Joined::new(reader, writer)
+    }
 
     fn split(self) -> (QuicReader, QuicWriter) {
         (

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use longconn_core::Listener;
-use longconn_core::connection::{Connection, FrameReader, TransportKind};
-use longconn_core::{ConnectionError, Frame};
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::{CloseReason, ConnectionError, Frame, Transmit};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -160,6 +160,7 @@ impl TcpConnection {
 impl Connection for TcpConnection {
     type Reader = TcpReader;
     type Writer = StreamWriter<OwnedWriteHalf>;
+    type Joined = TcpJoined;
 
     fn split(self) -> (TcpReader, StreamWriter<OwnedWriteHalf>) {
         let (read, write) = self.stream.into_split();
@@ -170,6 +171,14 @@ impl Connection for TcpConnection {
             },
             StreamWriter::new(write, self.max_frame_size),
         )
+    }
+
+    /// The socket itself, not two halves sharing it: no `Arc` (48 B per connection).
+    fn join(self) -> TcpJoined {
+        TcpJoined {
+            buffer: ReadBuffer::new(self.max_frame_size),
+            writer: StreamWriter::new(self.stream, self.max_frame_size),
+        }
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
@@ -196,27 +205,68 @@ const FIRST_READ: usize = 512;
 impl FrameReader for TcpReader {
     /// Nothing but the bytes of a partial frame is held across a `Pending`.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
-        loop {
-            if let Some(frame) = self.buffer.decode()? {
-                return Poll::Ready(Ok(Some(frame)));
-            }
-            let read = if self.buffer.is_empty() {
-                let mut stack = [0u8; FIRST_READ];
-                let mut chunk = ReadBuf::new(&mut stack);
-                ready!(Pin::new(&mut self.io).poll_read(cx, &mut chunk))?;
-                self.buffer.spare().extend_from_slice(chunk.filled());
-                chunk.filled().len()
-            } else {
-                ready!(poll_read_buf(
-                    Pin::new(&mut self.io),
-                    cx,
-                    self.buffer.spare()
-                ))?
-            };
-            if read == 0 {
-                return Poll::Ready(self.buffer.decode_eof());
-            }
+        poll_frame(&mut self.io, &mut self.buffer, cx)
+    }
+}
+
+/// Polls the next frame from `io` into `buffer`. Between frames it reads into a stack
+/// buffer first, so an idle connection holds no read buffer.
+fn poll_frame(
+    io: &mut (impl AsyncRead + Unpin),
+    buffer: &mut ReadBuffer,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Frame>>> {
+    loop {
+        if let Some(frame) = buffer.decode()? {
+            return Poll::Ready(Ok(Some(frame)));
         }
+        let read = if buffer.is_empty() {
+            let mut stack = [0u8; FIRST_READ];
+            let mut chunk = ReadBuf::new(&mut stack);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
+            buffer.spare().extend_from_slice(chunk.filled());
+            chunk.filled().len()
+        } else {
+            ready!(poll_read_buf(Pin::new(&mut *io), cx, buffer.spare()))?
+        };
+        if read == 0 {
+            return Poll::Ready(buffer.decode_eof());
+        }
+    }
+}
+
+/// A [`TcpConnection`] as one value ([`Connection::join`]): the server's driver reads
+/// and writes through it from one task, so the socket is owned here instead of shared
+/// by two halves.
+#[derive(Debug)]
+pub struct TcpJoined {
+    buffer: ReadBuffer,
+    /// Owns the socket; reads go through [`StreamWriter::get_mut`].
+    writer: StreamWriter<TcpStream>,
+}
+
+impl FrameReader for TcpJoined {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
+        poll_frame(self.writer.get_mut(), &mut self.buffer, cx)
+    }
+}
+
+impl FrameWriter for TcpJoined {
+    fn send(&mut self, frame: Transmit) -> Result<()> {
+        self.writer.send(frame)
+    }
+
+    fn has_pending_writes(&self) -> bool {
+        self.writer.has_pending_writes()
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.writer.poll_flush(cx)
+    }
+
+    /// Flushes, then shuts the socket's sending side down (FIN).
+    fn close(&mut self, reason: CloseReason) -> impl Future<Output = Result<()>> + Send {
+        self.writer.close(reason)
     }
 }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use longconn_core::Listener;
-use longconn_core::connection::{Connection, TransportKind};
+use longconn_core::connection::{Connection, Joined, TransportKind};
 use rustls::pki_types::ServerName;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -189,6 +189,12 @@ fn handshake_error(err: std::io::Error) -> crate::Error {
 impl Connection for TlsConnection {
     type Reader = StreamReader<ReadHalf<Box<dyn AsyncIo>>>;
     type Writer = StreamWriter<WriteHalf<Box<dyn AsyncIo>>>;
+    type Joined = Joined<Self::Reader, Self::Writer>;
+
+    fn join(self) -> Self::Joined {
+        let (reader, writer) = self.split();
+        Joined::new(reader, writer)
+    }
 
     fn split(self) -> (Self::Reader, Self::Writer) {
         let (read, write) = tokio::io::split(self.io);

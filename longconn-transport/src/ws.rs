@@ -40,7 +40,7 @@ use std::task::{Context, Poll, ready};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, StreamExt};
 use longconn_core::Listener;
-use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, Joined, TransportKind};
 use longconn_core::{CloseReason, Code, Frame, FrameCodec, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -472,6 +472,12 @@ fn upgrade_error(err: WsError) -> crate::Error {
 impl Connection for WsConnection {
     type Reader = WsReader;
     type Writer = WsWriter;
+    type Joined = Joined<WsReader, WsWriter>;
+
+    fn join(self) -> Self::Joined {
+        let (reader, writer) = self.split();
+        Joined::new(reader, writer)
+    }
 
     fn split(self) -> (WsReader, WsWriter) {
         let (sink, stream) = self.socket.split();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 
-use super::{Connection, FrameReader, FrameWriter, TransportKind};
+use super::{Connection, FrameReader, FrameWriter, Joined, TransportKind};
 use crate::client_session::{ClientEvent, ClientSession, ClientSessionConfig};
 use crate::error::ConnectionError;
 use crate::protocol::{Frame, FrameCodec};
@@ -45,9 +45,14 @@ pub struct MemoryConnection {
 impl Connection for MemoryConnection {
     type Reader = MemoryReader;
     type Writer = MemoryWriter;
+    type Joined = Joined<MemoryReader, MemoryWriter>;
 
     fn split(self) -> (MemoryReader, MemoryWriter) {
         (self.reader, self.writer)
+    }
+
+    fn join(self) -> Self::Joined {
+        Joined::new(self.reader, self.writer)
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
