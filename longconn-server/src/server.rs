@@ -460,29 +460,16 @@ impl Server {
         self.tasks.spawn(async move {
             let kind = listener.kind();
             let mut backoff = Duration::from_millis(10);
-            // One wait for the stop, polled by every select below: a new one per select
-            // (two per accepted connection) registered and unregistered a waiter each.
-            let stopped = server.accepting.cancelled();
-            tokio::pin!(stopped);
             loop {
-                // A free slot is taken at once; only at `max_connections` is there a
-                // wait (which the stop ends).
-                let permit = match server.admission.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(tokio::sync::TryAcquireError::Closed) => break,
-                    Err(tokio::sync::TryAcquireError::NoPermits) => tokio::select! {
-                        biased;
-                        () = &mut stopped => break,
-                        permit = server.admission.clone().acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => break,
-                        },
+                let permit = tokio::select! {
+                    () = server.accepting.cancelled() => break,
+                    permit = server.admission.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
                     },
                 };
-                // `biased`: the stop first, and no random branch order to draw.
                 let handshake = tokio::select! {
-                    biased;
-                    () = &mut stopped => break,
+                    () = server.accepting.cancelled() => break,
                     accepted = listener.accept() => match accepted {
                         Ok(handshake) => handshake,
                         Err(err) => {
