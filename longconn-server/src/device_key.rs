@@ -66,15 +66,22 @@ fn joined_len(app: &str, device: &str) -> usize {
 }
 
 impl DeviceKey {
-    /// The key for (app, device).
-    ///
+    /// The key for (app, device), in one allocation: the joined string is built on the
+    /// stack when short (the common case) and copied once into the shared one.
     pub fn new(app: &str, device: &str) -> DeviceKey {
-        let mut bytes = vec![0u8; joined_len(app, device)];
-        write_joined(app, device, &mut bytes);
-        let joined = String::from_utf8(bytes).expect("digits, ':' and two str are UTF-8");
-        DeviceKey {
-            joined: joined.into(),
-        }
+        let len = joined_len(app, device);
+        let joined: Arc<str> = if len <= STACK_KEY {
+            let mut buf = [0u8; STACK_KEY];
+            write_joined(app, device, &mut buf);
+            Arc::from(std::str::from_utf8(&buf[..len]).expect("digits, ':' and two str"))
+        } else {
+            let mut bytes = vec![0u8; len];
+            write_joined(app, device, &mut bytes);
+            String::from_utf8(bytes)
+                .expect("digits, ':' and two str are UTF-8")
+                .into()
+        };
+        DeviceKey { joined }
     }
 
     /// Calls `f` with the string a `DeviceKey::new(app, device)` hashes and compares as,
@@ -162,6 +169,13 @@ mod tests {
         let long_app = "x".repeat(1234);
         let long = DeviceKey::new(&long_app, "d");
         assert_eq!((long.app(), long.device()), (long_app.as_str(), "d"));
+        // Either side of the stack buffer's length ("3:app" is 5 bytes).
+        for len in [STACK_KEY - 6, STACK_KEY - 5, STACK_KEY - 4] {
+            let device = "d".repeat(len);
+            let key = DeviceKey::new("app", &device);
+            assert_eq!((key.app(), key.device()), ("app", device.as_str()));
+            assert_eq!(key.joined.len(), 5 + len);
+        }
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub use router::{
     ECHO_BUSINESS, EVENT_QUEUE, EchoBackend, FnBackend, Router, RouterBuilder, ServiceBackend,
 };
 pub use server::{Server, ServerBuilder, ServerConfig, ServerConfigBuilder, ShutdownReport};
-pub use shard::ShardedMap;
+pub use shard::{MapHasher, Shard, ShardedMap};
 
 use longconn_core::config::SessionConfig;
 
