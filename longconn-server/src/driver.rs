@@ -181,9 +181,10 @@ impl<J: FrameReader + FrameWriter> Future for DriverTask<J> {
                     if let DriverTask::Running(mut driver) =
                         std::mem::replace(task, DriverTask::Done)
                     {
-                        *task = DriverTask::Closing(Box::pin(async move {
-                            driver.finish(reason).await;
-                        }));
+                        *task =
+                            DriverTask::Closing(Box::pin(
+                                async move { driver.finish(reason).await },
+                            ));
                     }
                 }
                 DriverTask::Closing(closing) => {
@@ -221,7 +222,7 @@ impl<J: FrameReader + FrameWriter> Driver<J> {
     /// After the session closed: aborts the connection's tasks, leaves the hub, its
     /// groups and the route store before the last frames are flushed (so nothing is
     /// routed to it while it lingers), then closes the transport within the linger.
-    async fn finish(&mut self, reason: CloseReason) -> CloseReason {
+    async fn finish(&mut self, reason: CloseReason) {
         // Abort what is still in flight for this connection: its answers have nowhere
         // to go, and a request task holds a backend permit until it ends. Waiting for
         // the aborts means no task of this connection outlives its driver.
@@ -242,7 +243,6 @@ impl<J: FrameReader + FrameWriter> Driver<J> {
             detail = ?reason,
             "connection closed"
         );
-        reason
     }
 
     /// Takes the closed connection out of its groups, the hub and the route store, and
