@@ -482,10 +482,10 @@ impl Server {
                 let shared = server.shared.clone();
                 let protocol = kind.as_str();
                 // The handshake and admission run in a boxed future, freed once the
-                // connection is admitted; the task then holds the driver's future, the
-                // permit and the IP slot, side by side (combinators, not an `async`
-                // block: a block keeps its captured values and the states of every
-                // await it passed in its own layout, ~270 B per idle connection).
+                // connection is admitted; the task then holds the driver's task alone
+                // (the driver keeps the permit and the IP's count). Combinators, not an
+                // `async` block: a block keeps its captured values and the states of
+                // every await it passed in its own layout, ~270 B per idle connection.
                 let setup = Box::pin(async move {
                     let login_timeout = shared.session_config.login_timeout();
                     // Shutdown abandons a handshake in progress, so no handshake task
