@@ -13,7 +13,7 @@ use longconn_core::connection::{FrameReader, FrameWriter};
 use longconn_core::{CloseReason, ConnectionError, Frame, FrameCodec, Transmit};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 /// A byte stream of either side, plain or TLS, boxed so that transports that accept both
@@ -60,13 +60,45 @@ impl ReadBuffer {
     }
 
     /// Room for the next read.
-    pub(crate) fn spare(&mut self) -> &mut BytesMut {
+    fn spare(&mut self) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
         &mut self.buf
     }
+
+    /// Polls the next frame from `io`. Between frames it reads into a stack buffer
+    /// first, so a connection waiting for its next frame holds no heap buffer (one
+    /// taken before the read would be kept for as long as the read is pending); the
+    /// heap buffer is taken only for bytes that arrived. Nothing but the bytes of a
+    /// partial frame is held across a `Pending`.
+    pub(crate) fn poll_frame(
+        &mut self,
+        io: &mut (impl AsyncRead + Unpin),
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame>>> {
+        loop {
+            if let Some(frame) = self.decode()? {
+                return Poll::Ready(Ok(Some(frame)));
+            }
+            let read = if self.is_empty() {
+                let mut stack = [0u8; FIRST_READ];
+                let mut chunk = ReadBuf::new(&mut stack);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
+                self.spare().extend_from_slice(chunk.filled());
+                chunk.filled().len()
+            } else {
+                ready!(poll_read_buf(Pin::new(&mut *io), cx, self.spare()))?
+            };
+            if read == 0 {
+                return Poll::Ready(self.decode_eof());
+            }
+        }
+    }
 }
+
+/// Bytes read on the stack before a heap buffer is taken.
+const FIRST_READ: usize = 512;
 
 /// The receiving half over any [`AsyncRead`].
 #[derive(Debug)]
@@ -87,20 +119,7 @@ impl<R> StreamReader<R> {
 
 impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for StreamReader<R> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
-        loop {
-            if let Some(frame) = self.buffer.decode()? {
-                return Poll::Ready(Ok(Some(frame)));
-            }
-            // Either reads into the buffer or not at all: nothing is lost on `Pending`.
-            if ready!(poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                self.buffer.spare()
-            ))? == 0
-            {
-                return Poll::Ready(self.buffer.decode_eof());
-            }
-        }
+        self.buffer.poll_frame(&mut self.io, cx)
     }
 }
 
@@ -243,5 +262,35 @@ mod tests {
         writer.get_mut().flushable = true;
         assert!(matches!(writer.poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert!(!writer.has_pending_writes());
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_its_next_frame_holds_no_buffer() {
+        use longconn_core::connection::FrameReader;
+        use tokio::io::AsyncWriteExt;
+
+        let (client, server) = tokio::io::duplex(4096);
+        let mut reader = super::StreamReader::new(server, 1024);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(reader.poll_recv(&mut cx).is_pending());
+        assert_eq!(reader.buffer.buf.capacity(), 0, "nothing arrived yet");
+
+        // Half a frame: the bytes that arrived are kept, in a heap buffer.
+        let mut bytes = bytes::BytesMut::new();
+        let ping = Frame::Ping {
+            id: 7,
+            payload: Bytes::from_static(b"hello"),
+        };
+        ping.clone().encode(&mut bytes, 1024).unwrap();
+        let (head, tail) = bytes.split_at(4);
+        let mut client = client;
+        client.write_all(head).await.unwrap();
+        assert!(reader.poll_recv(&mut cx).is_pending());
+        assert!(reader.buffer.buf.capacity() > 0);
+
+        client.write_all(tail).await.unwrap();
+        assert_eq!(reader.recv().await.unwrap(), Some(ping));
+        assert!(reader.poll_recv(&mut cx).is_pending());
+        assert_eq!(reader.buffer.buf.capacity(), 0, "given back between frames");
     }
 }

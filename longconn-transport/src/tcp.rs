@@ -2,21 +2,18 @@
 
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use longconn_core::Listener;
 use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
 use longconn_core::{CloseReason, ConnectionError, Frame, Transmit};
 
 type Result<T, E = ConnectionError> = std::result::Result<T, E>;
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_util::io::poll_read_buf;
 
 use crate::TransportConfig;
-use crate::stream::{ReadBuffer, StreamWriter};
+use crate::stream::{ReadBuffer, StreamReader, StreamWriter};
 
 /// Accepts TCP connections for a `longconn_server::Server`.
 #[derive(Debug)]
@@ -165,10 +162,7 @@ impl Connection for TcpConnection {
     fn split(self) -> (TcpReader, StreamWriter<OwnedWriteHalf>) {
         let (read, write) = self.stream.into_split();
         (
-            TcpReader {
-                io: read,
-                buffer: ReadBuffer::new(self.max_frame_size),
-            },
+            StreamReader::new(read, self.max_frame_size),
             StreamWriter::new(write, self.max_frame_size),
         )
     }
@@ -190,50 +184,9 @@ impl Connection for TcpConnection {
     }
 }
 
-/// The receiving half of a [`TcpConnection`]. Between frames it reads into a small
-/// stack buffer first, so an idle connection holds no read buffer (no readiness state is
-/// kept between polls either).
-#[derive(Debug)]
-pub struct TcpReader {
-    io: OwnedReadHalf,
-    buffer: ReadBuffer,
-}
-
-/// Bytes read on the stack before a heap buffer is taken.
-const FIRST_READ: usize = 512;
-
-impl FrameReader for TcpReader {
-    /// Nothing but the bytes of a partial frame is held across a `Pending`.
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
-        poll_frame(&mut self.io, &mut self.buffer, cx)
-    }
-}
-
-/// Polls the next frame from `io` into `buffer`. Between frames it reads into a stack
-/// buffer first, so an idle connection holds no read buffer.
-fn poll_frame(
-    io: &mut (impl AsyncRead + Unpin),
-    buffer: &mut ReadBuffer,
-    cx: &mut Context<'_>,
-) -> Poll<Result<Option<Frame>>> {
-    loop {
-        if let Some(frame) = buffer.decode()? {
-            return Poll::Ready(Ok(Some(frame)));
-        }
-        let read = if buffer.is_empty() {
-            let mut stack = [0u8; FIRST_READ];
-            let mut chunk = ReadBuf::new(&mut stack);
-            ready!(Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
-            buffer.spare().extend_from_slice(chunk.filled());
-            chunk.filled().len()
-        } else {
-            ready!(poll_read_buf(Pin::new(&mut *io), cx, buffer.spare()))?
-        };
-        if read == 0 {
-            return Poll::Ready(buffer.decode_eof());
-        }
-    }
-}
+/// The receiving half of a [`TcpConnection`]: a [`StreamReader`] over the socket's read
+/// half (an idle connection holds no read buffer).
+pub type TcpReader = StreamReader<OwnedReadHalf>;
 
 /// A [`TcpConnection`] as one value ([`Connection::join`]): the server's driver reads
 /// and writes through it from one task, so the socket is owned here instead of shared
@@ -247,7 +200,7 @@ pub struct TcpJoined {
 
 impl FrameReader for TcpJoined {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>>> {
-        poll_frame(self.writer.get_mut(), &mut self.buffer, cx)
+        self.buffer.poll_frame(self.writer.get_mut(), cx)
     }
 }
 
