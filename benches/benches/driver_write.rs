@@ -11,11 +11,14 @@
 //! - `sink/{1,16}`: the same writer over `tokio::io::sink()`: only the user-space part
 //!   (buffering, the write loop, the buffer's release after a flush), which is what
 //!   code changes to the writer move.
+//! - `ws/{1,16}`: `tcp/{1,16}` over a WebSocket connection: the server side's joined
+//!   connection as the driver holds it (`Connection::join`), each frame one binary
+//!   message.
 //!
 //! Throughput is in frames. Run: `cargo bench -p longconn-benches --bench driver_write`.
 //! Figures go to docs/BENCHMARKS.md.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -44,25 +47,53 @@ async fn write_batch<W: FrameWriter>(writer: &mut W, frame: &Bytes, frames: usiz
     writer.flush().await.unwrap();
 }
 
-/// A loopback TCP connection's server-side writer; a thread reads and discards what it
-/// writes until the writer is dropped.
-fn tcp_writer(runtime: &tokio::runtime::Runtime) -> impl FrameWriter {
+/// A loopback TCP connection: the server's end (non-blocking, for tokio) and its peer
+/// address. A thread sends `hello` from the client's end, then reads and discards
+/// everything until the server's end is dropped.
+fn loopback(hello: &'static [u8]) -> (std::net::TcpStream, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let client = std::net::TcpStream::connect(addr).unwrap();
-    let (server, peer): (std::net::TcpStream, SocketAddr) = listener.accept().unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, peer) = listener.accept().unwrap();
     std::thread::spawn(move || {
-        let mut client = client;
+        client.write_all(hello).unwrap();
         let mut buf = vec![0u8; 256 * 1024];
         while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
     });
     server.set_nonblocking(true).unwrap();
+    (server, peer)
+}
+
+/// A loopback TCP connection's server-side writer.
+fn tcp_writer(runtime: &tokio::runtime::Runtime) -> impl FrameWriter {
+    let (server, peer) = loopback(b"");
     let _entered = runtime.enter();
     let stream = tokio::net::TcpStream::from_std(server).unwrap();
     let (_reader, writer) = TcpConnection::from_stream(stream, peer, MAX_FRAME)
         .unwrap()
         .split();
     writer
+}
+
+/// A loopback WebSocket connection's server side, joined as the driver holds it.
+fn ws_joined(runtime: &tokio::runtime::Runtime) -> impl FrameWriter {
+    let (server, peer) = loopback(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::from_std(server).unwrap();
+        // As `WsAcceptor` does.
+        stream.set_nodelay(true).unwrap();
+        let config = longconn_transport::TransportConfig::builder()
+            .max_frame_size(MAX_FRAME)
+            .build()
+            .unwrap();
+        longconn_transport::ws::accept_stream(stream, peer, &config, None)
+            .await
+            .unwrap()
+            .join()
+    })
 }
 
 fn driver_write(c: &mut Criterion) {
@@ -81,6 +112,10 @@ fn driver_write(c: &mut Criterion) {
         let mut sink = StreamWriter::new(tokio::io::sink(), MAX_FRAME);
         group.bench_function(format!("sink/{frames}"), |b| {
             b.iter(|| runtime.block_on(write_batch(&mut sink, &frame, frames)))
+        });
+        let mut ws = ws_joined(&runtime);
+        group.bench_function(format!("ws/{frames}"), |b| {
+            b.iter(|| runtime.block_on(write_batch(&mut ws, &frame, frames)))
         });
     }
     group.finish();

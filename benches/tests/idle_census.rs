@@ -131,16 +131,11 @@ fn per_connection_type_sizes() {
         // `Arc` shared by two halves).
         ("TcpJoined", size_of::<TcpJoined>(), 120),
         ("tokio::time::Sleep", size_of::<tokio::time::Sleep>(), 160),
-        // A WebSocket connection's driver is the TCP one with these halves instead: at
-        // most 120 B (TCP's size) keep its task at 384 B too.
+        // A WebSocket connection's driver is the TCP one with this instead: at most
+        // 120 B (TCP's size) keep its task at 384 B too.
         (
-            "Joined<WsReader, WsWriter>",
-            size_of::<
-                longconn_core::connection::Joined<
-                    longconn_transport::ws::WsReader,
-                    longconn_transport::ws::WsWriter,
-                >,
-            >(),
+            "WsJoined",
+            size_of::<longconn_transport::ws::WsJoined>(),
             120,
         ),
         ("ConnHandle", size_of::<ConnHandle>(), 8),

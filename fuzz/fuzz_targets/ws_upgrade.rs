@@ -31,7 +31,6 @@ fn config() -> &'static TransportConfig {
         TransportConfig::builder()
             .max_frame_size(1024)
             .ws_max_request_head(1024)
-            .ws_read_buffer_size(64)
             .build()
             .expect("valid fuzz transport config")
     })

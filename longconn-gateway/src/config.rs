@@ -318,8 +318,6 @@ pub struct FileCluster {
 pub struct FileTransport {
     /// `listen(2)` backlog of TCP-based listeners.
     pub listen_backlog: Option<u32>,
-    /// WebSocket read buffer per connection, bytes.
-    pub ws_read_buffer_size: Option<usize>,
     /// Largest WebSocket upgrade request head, bytes.
     pub ws_max_request_head: Option<usize>,
     /// QUIC idle timeout, milliseconds.
@@ -933,9 +931,6 @@ fn transport_config(
     if let Some(v) = file.listen_backlog {
         b = b.listen_backlog(v);
     }
-    if let Some(v) = file.ws_read_buffer_size {
-        b = b.ws_read_buffer_size(v);
-    }
     if let Some(v) = file.ws_max_request_head {
         b = b.ws_max_request_head(v);
     }
@@ -1175,7 +1170,7 @@ mod tests {
         std::fs::write(
             &path,
             "reuse_port = true\n[session]\nmax_frame_size = 4096\n\
-             [transport]\nlisten_backlog = 128\nws_read_buffer_size = 1024\n\
+             [transport]\nlisten_backlog = 128\nws_max_request_head = 2048\n\
              quic_idle_timeout_ms = 60000\nquic_keep_alive_ms = 20000\n",
         )
         .unwrap();
@@ -1185,16 +1180,16 @@ mod tests {
         assert_eq!(s.groups.max_frame_size(), 4096);
         assert!(s.transport.reuse_port());
         assert_eq!(s.transport.listen_backlog(), 128);
-        assert_eq!(s.transport.ws_read_buffer_size(), 1024);
+        assert_eq!(s.transport.ws_max_request_head(), 2048);
         assert_eq!(s.transport.quic_idle_timeout(), Duration::from_secs(60));
         assert_eq!(
             s.transport.quic_keep_alive_interval(),
             Some(Duration::from_secs(20))
         );
 
-        std::fs::write(&path, "[transport]\nws_read_buffer_size = 1\n").unwrap();
+        std::fs::write(&path, "[transport]\nws_max_request_head = 1\n").unwrap();
         let err = GatewaySettings::resolve(cli(&["--config", path.to_str().unwrap()])).unwrap_err();
-        assert!(err.to_string().contains("ws_read_buffer_size"), "{err}");
+        assert!(err.to_string().contains("ws_max_request_head"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

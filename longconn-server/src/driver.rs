@@ -325,6 +325,10 @@ impl<J: FrameReader + FrameWriter> Driver<J> {
                     }
                     continue;
                 }
+            } else if self.finish_drain_if_flushed() {
+                // Written out by other means than this flush (a WebSocket reader
+                // writes its answers through the same buffer).
+                continue;
             }
             let received = ready!(self.io.poll_recv(cx));
             self.on_received(received);
@@ -461,11 +465,12 @@ impl<J: FrameReader + FrameWriter> Driver<J> {
     }
 
     /// A draining session whose output is all written has nothing left to do: close it.
-    fn finish_drain_if_flushed(&mut self) {
-        if self.session.state() == longconn_core::State::Draining
+    /// Returns whether it did.
+    fn finish_drain_if_flushed(&mut self) -> bool {
+        let done = self.session.state() == longconn_core::State::Draining
             && !self.session.has_transmit()
-            && self.handle.inbox().pushes_len() == 0
-        {
+            && self.handle.inbox().pushes_len() == 0;
+        if done {
             self.session.handle_command(
                 now(),
                 Command::Close {
@@ -473,6 +478,7 @@ impl<J: FrameReader + FrameWriter> Driver<J> {
                 },
             );
         }
+        done
     }
 
     fn handle_events(&mut self) {

@@ -28,8 +28,6 @@ use longconn_core::config::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 
 /// Default [`TransportConfig::listen_backlog`].
 pub(crate) const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-/// Default [`TransportConfig::ws_read_buffer_size`] (the server side's).
-pub(crate) const DEFAULT_WS_READ_BUFFER: usize = 128;
 /// Default [`TransportConfig::ws_max_request_head`].
 pub(crate) const DEFAULT_WS_MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Default [`TransportConfig::quic_idle_timeout`].
@@ -47,7 +45,6 @@ pub struct TransportConfig {
     max_frame_size: usize,
     reuse_port: bool,
     listen_backlog: u32,
-    ws_read_buffer_size: usize,
     ws_max_request_head: usize,
     quic_idle_timeout: Duration,
     quic_keep_alive_interval: Option<Duration>,
@@ -75,7 +72,6 @@ impl Default for TransportConfig {
             max_frame_size: longconn_core::SessionConfig::default().max_frame_size(),
             reuse_port: false,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
-            ws_read_buffer_size: DEFAULT_WS_READ_BUFFER,
             ws_max_request_head: DEFAULT_WS_MAX_REQUEST_HEAD,
             quic_idle_timeout: DEFAULT_QUIC_IDLE_TIMEOUT,
             quic_keep_alive_interval: None,
@@ -121,18 +117,6 @@ impl TransportConfig {
     /// listeners only. Default 4,096; at least 1.
     pub fn listen_backlog(&self) -> u32 {
         self.listen_backlog
-    }
-
-    /// WebSocket read buffer per connection, bytes. tungstenite allocates it when the
-    /// connection is made and keeps it for the connection's life (its own default is
-    /// 128 KiB), and reads at most this many bytes per call: 128 B keeps an idle
-    /// connection ~400 B smaller than 512 B (docs/BENCHMARKS.md, "Idle memory, QUIC and
-    /// WebSocket"), at the cost of one read call per 128 B of a large client message
-    /// (the gateway's traffic is mostly small messages from clients; raise it for
-    /// clients that upload large frames). Default 128 (512 before 2026-12-04);
-    /// 64..=16,777,216.
-    pub fn ws_read_buffer_size(&self) -> usize {
-        self.ws_read_buffer_size
     }
 
     /// Largest HTTP request head (request line and headers) of a WebSocket upgrade,
@@ -196,11 +180,6 @@ impl TransportConfigBuilder {
         self.config.listen_backlog = value;
         self
     }
-    /// See [`TransportConfig::ws_read_buffer_size`].
-    pub fn ws_read_buffer_size(mut self, value: usize) -> Self {
-        self.config.ws_read_buffer_size = value;
-        self
-    }
     /// See [`TransportConfig::ws_max_request_head`].
     pub fn ws_max_request_head(mut self, value: usize) -> Self {
         self.config.ws_max_request_head = value;
@@ -251,11 +230,6 @@ impl TransportConfigBuilder {
             "must be at least 1",
         )?;
         check(
-            (64..=MAX_FRAME_SIZE).contains(&c.ws_read_buffer_size),
-            "ws_read_buffer_size",
-            "must be 64..=16777216 bytes",
-        )?;
-        check(
             (1024..=1 << 20).contains(&c.ws_max_request_head),
             "ws_max_request_head",
             "must be 1024..=1048576 bytes",
@@ -295,7 +269,6 @@ mod tests {
         );
         assert!(!built.reuse_port());
         assert_eq!(built.listen_backlog(), 4096);
-        assert_eq!(built.ws_read_buffer_size(), 128);
         assert_eq!(built.ws_max_request_head(), 8 * 1024);
         assert_eq!(built.quic_idle_timeout(), Duration::from_secs(120));
         assert_eq!(built.quic_keep_alive_interval(), None);
@@ -317,10 +290,6 @@ mod tests {
             (
                 TransportConfig::builder().listen_backlog(0),
                 "listen_backlog",
-            ),
-            (
-                TransportConfig::builder().ws_read_buffer_size(8),
-                "ws_read_buffer_size",
             ),
             (
                 TransportConfig::builder().ws_max_request_head(100),

@@ -17,9 +17,10 @@
 //! - [`tls`] (feature `tls`): [`tls::TlsAcceptor`] and [`tls::TlsConnection`], TCP
 //!   with TLS 1.2/1.3.
 //! - [`ws`] (feature `ws`; `wss://` when `tls` is enabled too, or with feature `wss`):
-//!   [`ws::WsAcceptor`] and [`ws::WsConnection`], tokio-tungstenite at path `/ws` (other
-//!   paths get HTTP 404, a request that is not a valid upgrade 400), one binary message
-//!   per frame, a WebSocket close status derived from the session's close code.
+//!   [`ws::WsAcceptor`] and [`ws::WsConnection`] at path `/ws` (other paths get HTTP
+//!   404, a request that is not a valid upgrade 400): tungstenite's HTTP and frame
+//!   header parsing, this crate's buffers (no buffer held while idle), one binary
+//!   message per frame, a WebSocket close status derived from the session's close code.
 //! - [`quic`] (feature `quic`): [`quic::QuicAcceptor`], [`quic::QuicClient`] and
 //!   [`quic::QuicConnection`], quinn with ALPN `longconn` and one bidirectional stream.
 //! - [`dial`]: the client side of every transport: [`dial::Endpoint`] URLs and

@@ -54,24 +54,8 @@ impl ReadBuffer {
         Ok(self.codec.decode_eof(&mut self.buf)?)
     }
 
-    /// Whether no byte is buffered (no frame is partly received).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// Room for the next read.
-    fn spare(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        &mut self.buf
-    }
-
-    /// Polls the next frame from `io`. Between frames it reads into a stack buffer
-    /// first, so a connection waiting for its next frame holds no heap buffer (one
-    /// taken before the read would be kept for as long as the read is pending); the
-    /// heap buffer is taken only for bytes that arrived. Nothing but the bytes of a
-    /// partial frame is held across a `Pending`.
+    /// Polls the next frame from `io` ([`poll_read_lazy`]: nothing but the bytes of a
+    /// partial frame is held across a `Pending`).
     pub(crate) fn poll_frame(
         &mut self,
         io: &mut (impl AsyncRead + Unpin),
@@ -81,16 +65,7 @@ impl ReadBuffer {
             if let Some(frame) = self.decode()? {
                 return Poll::Ready(Ok(Some(frame)));
             }
-            let read = if self.is_empty() {
-                let mut stack = [0u8; FIRST_READ];
-                let mut chunk = ReadBuf::new(&mut stack);
-                ready!(Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
-                self.spare().extend_from_slice(chunk.filled());
-                chunk.filled().len()
-            } else {
-                ready!(poll_read_buf(Pin::new(&mut *io), cx, self.spare()))?
-            };
-            if read == 0 {
+            if ready!(poll_read_lazy(&mut self.buf, io, cx))? == 0 {
                 return Poll::Ready(self.decode_eof());
             }
         }
@@ -99,6 +74,60 @@ impl ReadBuffer {
 
 /// Bytes read on the stack before a heap buffer is taken.
 const FIRST_READ: usize = 512;
+
+/// Reads more bytes from `io` into `buf`; `Ready(Ok(0))` at the end of the stream.
+///
+/// While `buf` is empty (between frames) the read goes into a stack buffer first, so a
+/// connection waiting for its next frame holds no heap buffer (one taken before the
+/// read would be kept for as long as the read is pending); `buf` is allocated only for
+/// bytes that arrived. With bytes already buffered, it reads into `buf`'s spare room,
+/// growing it by [`READ_CHUNK`] when little is left.
+pub(crate) fn poll_read_lazy(
+    buf: &mut BytesMut,
+    io: &mut (impl AsyncRead + Unpin),
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let room = |buf: &mut BytesMut| {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+    };
+    if buf.is_empty() {
+        let mut stack = [0u8; FIRST_READ];
+        let mut chunk = ReadBuf::new(&mut stack);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut chunk))?;
+        if !chunk.filled().is_empty() {
+            room(buf);
+            buf.extend_from_slice(chunk.filled());
+        }
+        Poll::Ready(Ok(chunk.filled().len()))
+    } else {
+        room(buf);
+        poll_read_buf(Pin::new(&mut *io), cx, buf)
+    }
+}
+
+/// Writes `buf` to `io` and flushes `io`. Bytes leave `buf` only once `io` took them;
+/// once all are written and flushed, `buf` is replaced by an unallocated one, so a
+/// connection between bursts holds no write buffer.
+pub(crate) fn poll_write_out(
+    io: &mut (impl AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Result<()>> {
+    while !buf.is_empty() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, buf))?;
+        if n == 0 {
+            return Poll::Ready(Err(
+                std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+            ));
+        }
+        buf.advance(n);
+    }
+    ready!(Pin::new(&mut *io).poll_flush(cx))?;
+    *buf = BytesMut::new();
+    Poll::Ready(Ok(()))
+}
 
 /// The receiving half over any [`AsyncRead`].
 #[derive(Debug)]
@@ -175,17 +204,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for StreamWriter<W> {
 
     /// Bytes leave the buffer only once the stream took them.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        while !self.buf.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf))?;
-            if n == 0 {
-                return Poll::Ready(Err(
-                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
-                ));
-            }
-            self.buf.advance(n);
-        }
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        self.buf = BytesMut::new();
+        ready!(poll_write_out(&mut self.io, &mut self.buf, cx))?;
         self.unflushed = false;
         Poll::Ready(Ok(()))
     }

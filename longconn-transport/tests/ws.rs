@@ -233,3 +233,187 @@ fn close_statuses_follow_the_spec() {
         assert_eq!(u16::from(close_status(code)), status, "{code}");
     }
 }
+
+#[tokio::test]
+async fn a_websocket_ping_from_a_client_is_answered_with_its_payload() {
+    let addr = start();
+    let mut ws = client(addr).await;
+    ws.send(Message::Ping(bytes::Bytes::from_static(b"p1")))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    match answer {
+        Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"p1"),
+        other => panic!("expected a WebSocket pong, got {other:?}"),
+    }
+}
+
+/// The client side of `WsConnection` against tungstenite's server: the upgrade, frames
+/// both ways, a ping answered, and the server's close ending the stream.
+#[tokio::test]
+async fn the_client_side_speaks_to_tungstenites_server() {
+    use longconn_core::Transmit;
+    use longconn_core::connection::{Connection, FrameReader, FrameWriter};
+    use longconn_transport::ws::WsConnection;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let push = Frame::Ping {
+        id: 21,
+        payload: bytes::Bytes::from_static(b"from the server"),
+    };
+    let wire = push.to_bytes(MAX).unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        ws.send(Message::Ping(bytes::Bytes::from_static(b"alive?")))
+            .await
+            .unwrap();
+        ws.send(Message::binary(wire)).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match ws.next().await {
+                Some(Ok(Message::Pong(payload))) => seen.push(format!("pong {payload:?}")),
+                Some(Ok(Message::Binary(bytes))) => {
+                    let frame = FrameCodec::new(MAX).decode_message(bytes).unwrap();
+                    seen.push(format!("frame {frame:?}"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "restart".into(),
+        }))
+        .await
+        .unwrap();
+        seen
+    });
+
+    let conn = WsConnection::connect(addr, &format!("ws://{addr}/ws"), MAX)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = conn.split();
+    let received = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, Some(push));
+    let answer = Frame::Pong {
+        id: 21,
+        payload: bytes::Bytes::new(),
+    };
+    writer.send(Transmit::Frame(answer.clone())).unwrap();
+    writer.flush().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, None, "the server's close ends the stream");
+    let seen = server.await.unwrap();
+    assert_eq!(seen[0], "pong b\"alive?\"");
+    assert_eq!(seen[1], format!("frame {answer:?}"));
+}
+
+#[tokio::test]
+async fn a_client_upgrade_answered_with_404_is_a_status_error() {
+    use longconn_transport::ws::WsConnection;
+    let addr = start();
+    let err = WsConnection::connect(addr, &format!("ws://{addr}/elsewhere"), MAX)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            longconn_transport::Error::WebSocketStatus { status: 404 }
+        ),
+        "{err}"
+    );
+}
+
+/// A one-shot server that reads the upgrade request and answers with `extra_headers`
+/// in a valid 101 response, followed by `after` in the same write.
+async fn raw_upgrade_server(extra_headers: &'static str, after: Vec<u8>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                return;
+            }
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n{extra_headers}\r\n"
+        )
+        .into_bytes();
+        response.extend_from_slice(&after);
+        stream.write_all(&response).await.unwrap();
+        // Keep the connection open until the client is done.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    addr
+}
+
+/// RFC 6455, section 4.1: a subprotocol or an extension the client did not offer fails
+/// the connection.
+#[tokio::test]
+async fn a_client_upgrade_answered_with_what_was_not_offered_is_refused() {
+    use longconn_transport::ws::WsConnection;
+    for headers in [
+        "Sec-WebSocket-Protocol: chat\r\n",
+        // An extension in a second field (the first says none).
+        "Sec-WebSocket-Extensions:\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+    ] {
+        let addr = raw_upgrade_server(headers, Vec::new()).await;
+        let err = WsConnection::connect(addr, &format!("ws://{addr}/ws"), MAX)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, longconn_transport::Error::WebSocket(_)),
+            "{headers}: {err}"
+        );
+    }
+}
+
+/// A frame the server sends in the same segment as its 101 response is not lost.
+#[tokio::test]
+async fn a_frame_right_after_the_response_head_is_received() {
+    use longconn_core::connection::{Connection, FrameReader};
+    use longconn_transport::ws::WsConnection;
+    let push = Frame::Ping {
+        id: 22,
+        payload: bytes::Bytes::from_static(b"early"),
+    };
+    let message = push.to_bytes(MAX).unwrap();
+    // An unmasked binary frame, as a server sends it.
+    let mut frame = vec![0x82, message.len() as u8];
+    frame.extend_from_slice(&message);
+    let addr = raw_upgrade_server("", frame).await;
+    let conn = WsConnection::connect(addr, &format!("ws://{addr}/ws"), MAX)
+        .await
+        .unwrap();
+    let (mut reader, _writer) = conn.split();
+    let received = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, Some(push));
+}

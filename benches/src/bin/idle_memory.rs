@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value = "tcp")]
     transport: String,
     /// Extra lines for the gateway's `[transport]` table, e.g.
-    /// `--transport-config 'ws_read_buffer_size = 256'` (A/B of the memory settings).
+    /// `--transport-config 'quic_stream_window = 65536'` (A/B of the memory settings).
     #[arg(long)]
     transport_config: Vec<String>,
     /// Seconds to wait after the last login before reading the gateway's RSS. Memory

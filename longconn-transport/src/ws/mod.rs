@@ -1,9 +1,11 @@
 //! WebSocket (`ws://`, and `wss://` with the `tls` feature): path `/ws`, one binary
 //! message carries exactly one frame (docs/PROTOCOL.md, "Transport mappings").
 //!
-//! Built on tokio-tungstenite. The server reads the HTTP upgrade request itself so that
-//! it can answer every refusal (tungstenite's handshake only lets a callback refuse a
-//! request that is already a valid upgrade, and drops the others without a response):
+//! The HTTP upgrade uses tungstenite's request and response parsing; the frames after
+//! it are read and written by [`framing`] (tungstenite's frame header codec, this
+//! crate's buffers). The server reads the HTTP upgrade request itself so that it can
+//! answer every refusal (tungstenite's handshake only lets a callback refuse a request
+//! that is already a valid upgrade, and drops the others without a response):
 //!
 //! | request | answer |
 //! |---|---|
@@ -12,45 +14,49 @@
 //! | an `Origin` header not in the acceptor's allowlist ([`WsAcceptor::allow_origins`]) | `403` with a short JSON body; a request without `Origin` (a native client) is not checked |
 //! | `GET /ws` without a valid upgrade; anything that is not an HTTP/1.1 `GET` | `400` |
 //!
+//! # Frames
+//! - One binary message is one longconn frame. A message over
+//!   [`TransportConfig::max_frame_size`] is refused from its WebSocket header, before it
+//!   is buffered (`frame_too_large`, close status 1009); a text message is
+//!   `unsupported_message` (1003).
+//! - Pings are answered with pongs (none while 16 KiB wait to be written: a peer that
+//!   pings without reading cannot grow the buffer), the peer's close with a close
+//!   echoing its status (1007 if its reason is not UTF-8).
+//!   A frame that breaks RFC 6455 (an unmasked frame from a client, reserved bits
+//!   without an extension, a fragmented or oversized control frame, a continuation
+//!   outside a message) is answered with close status 1002 and ends the connection.
+//! - Fragmented binary messages are reassembled (up to the same size limit).
+//! - No extension (permessage-deflate) and no subprotocol is negotiated.
+//!
 //! # Memory
-//! [`WebSocketConfig`] is set for many idle connections rather than bulk transfer
-//! (the limits come from [`TransportConfig`]):
-//! - `read_buffer_size` 128 B by default on the server
-//!   ([`TransportConfig::ws_read_buffer_size`]; 512 B on the client side);
-//!   tungstenite's default is 128 KiB, allocated when the connection is made and kept
-//!   for the connection's life: ~138 KB per idle connection, against ~3.2 KB with 512 B
-//!   and ~400 B less with 128 B; see ../shared/GUIDE.md and docs/BENCHMARKS.md). The
-//!   buffer grows for a larger message and reads at most that many bytes per call, which
-//!   costs more read calls for large client messages only.
-//! - `write_buffer_size` 0: each message goes to the socket when it is queued.
-//!   tungstenite's write buffer is a `Vec` that never shrinks, so a larger target would
-//!   keep up to that many bytes per connection after its first burst; a frame is
-//!   usually one push, so there is little to coalesce on this transport anyway.
-//! - `max_message_size` and `max_frame_size` = [`TransportConfig::max_frame_size`], the
-//!   session's maximum frame size: one
-//!   message is one longconn frame, and tungstenite refuses a larger one from its header,
-//!   before buffering it (reported as `frame_too_large`).
+//! An idle connection holds no buffer: the read buffer exists only while a frame is
+//! partly received (the first read of each frame goes to the stack), and the write
+//! buffer only until a flush completes, as for TCP ([`crate::stream`]). What a
+//! WebSocket connection adds to a TCP one is its boxed byte stream and the fields of
+//! [`WsJoined`].
 
-use std::collections::VecDeque;
+mod client;
+mod framing;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use futures::stream::{SplitSink, SplitStream};
-use futures::{Sink, StreamExt};
+use bytes::BytesMut;
 use longconn_core::Listener;
-use longconn_core::connection::{Connection, FrameReader, FrameWriter, Joined, TransportKind};
-use longconn_core::{CloseReason, Code, Frame, FrameCodec, Transmit};
+use longconn_core::connection::{Connection, FrameReader, FrameWriter, TransportKind};
+use longconn_core::{CloseReason, Code, Frame, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::handshake::server::{Request, create_response, write_response};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use framing::Role;
+pub use framing::WsJoined;
 
 use crate::TransportConfig;
 use crate::stream::AsyncIo;
@@ -58,22 +64,8 @@ use crate::stream::AsyncIo;
 /// The only path that upgrades.
 pub const WS_PATH: &str = "/ws";
 
-/// Read buffer of client-side connections: one per device, which reads the pushes
-/// (larger than what a client sends), so fewer, larger reads than the server's default.
-const CLIENT_WS_READ_BUFFER: usize = 512;
-
 /// Bytes added to the request-head buffer when it is full.
 const REQUEST_HEAD_CHUNK: usize = 1024;
-
-type Socket = WebSocketStream<Box<dyn AsyncIo>>;
-
-fn ws_config(max_frame_size: usize, read_buffer_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(read_buffer_size)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_frame_size))
-        .max_frame_size(Some(max_frame_size))
-}
 
 /// Accepts WebSocket connections on `/ws`, optionally over TLS (`wss`).
 pub struct WsAcceptor {
@@ -89,7 +81,6 @@ pub struct WsAcceptor {
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     max_frame_size: usize,
-    read_buffer_size: usize,
     max_request_head: usize,
 }
 
@@ -97,7 +88,6 @@ impl Limits {
     fn new(config: &TransportConfig) -> Limits {
         Limits {
             max_frame_size: config.max_frame_size(),
-            read_buffer_size: config.ws_read_buffer_size(),
             max_request_head: config.ws_max_request_head(),
         }
     }
@@ -242,9 +232,8 @@ async fn server_handshake(
     origins: Option<&[String]>,
 ) -> std::result::Result<WsConnection, longconn_core::ConnectionError> {
     accept_upgrade(&mut io, limits.max_request_head, origins).await?;
-    let config = ws_config(limits.max_frame_size, limits.read_buffer_size);
-    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    Ok(WsConnection::new(socket, peer, limits.max_frame_size))
+    let joined = WsJoined::new(io, Role::Server, limits.max_frame_size, BytesMut::new());
+    Ok(WsConnection { joined, peer })
 }
 
 /// The server side of the WebSocket handshake that [`WsAcceptor`] runs after accepting a
@@ -279,10 +268,12 @@ async fn accept_upgrade(
     origins: Option<&[String]>,
 ) -> std::result::Result<(), longconn_core::ConnectionError> {
     let mut head = Vec::with_capacity(REQUEST_HEAD_CHUNK);
+    let mut line_ended = false;
     let request = loop {
         if head.len() == head.capacity() {
             head.reserve(REQUEST_HEAD_CHUNK);
         }
+        let scanned = head.len();
         if io.read_buf(&mut head).await? == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -290,7 +281,14 @@ async fn accept_upgrade(
             )
             .into());
         }
-        match Request::try_parse(&head) {
+        let parse = worth_parsing(&head, scanned, line_ended);
+        line_ended |= head.contains(&b'\n');
+        let parsed = if parse {
+            Request::try_parse(&head)
+        } else {
+            Ok(None)
+        };
+        match parsed {
             Ok(Some((len, request))) if len == head.len() => break request,
             Ok(Some(_)) => {
                 return refuse(io, StatusCode::BAD_REQUEST, "data after the request").await;
@@ -327,10 +325,24 @@ async fn accept_upgrade(
         }
     };
     let mut bytes = Vec::new();
-    write_response(&mut bytes, &response).map_err(ws_error)?;
+    write_response(&mut bytes, &response).map_err(std::io::Error::other)?;
     io.write_all(&bytes).await?;
     io.flush().await?;
     Ok(())
+}
+
+/// Whether to parse `head` after a read that added the bytes after its first
+/// `scanned`: on the first read (bytes that are not HTTP are refused at once, and a
+/// request usually arrives whole), on the read that ends the first line (`line_ended`
+/// is false until then: a request line that is not HTTP is refused there) and on the
+/// read that ends the head. Parsing only then keeps a client that sends one byte per
+/// segment from costing a parse of the whole head per byte.
+fn worth_parsing(head: &[u8], scanned: usize, line_ended: bool) -> bool {
+    let first_line_ended = !line_ended && head[scanned..].contains(&b'\n');
+    let recent = &head[scanned.saturating_sub(2)..];
+    let head_ended =
+        recent.windows(2).any(|w| w == b"\n\n") || recent.windows(3).any(|w| w == b"\n\r\n");
+    scanned == 0 || first_line_ended || head_ended
 }
 
 /// Answers with `status` and a JSON body `{"error": <status name>, "message": message}`,
@@ -364,11 +376,10 @@ async fn refuse(
     .into())
 }
 
-/// One WebSocket connection, server or client side.
+/// One WebSocket connection, server or client side, after its upgrade.
 pub struct WsConnection {
-    socket: Socket,
+    joined: WsJoined,
     peer: SocketAddr,
-    max_frame_size: usize,
 }
 
 impl std::fmt::Debug for WsConnection {
@@ -380,14 +391,6 @@ impl std::fmt::Debug for WsConnection {
 }
 
 impl WsConnection {
-    fn new(socket: Socket, peer: SocketAddr, max_frame_size: usize) -> Self {
-        WsConnection {
-            socket,
-            peer,
-            max_frame_size,
-        }
-    }
-
     /// Upgrades `url` (`ws://host:port/ws`) over an established TCP stream (a load
     /// generator connects from chosen source addresses this way).
     pub async fn over_tcp(
@@ -443,56 +446,36 @@ impl WsConnection {
     }
 
     async fn upgrade(
-        io: Box<dyn AsyncIo>,
+        mut io: Box<dyn AsyncIo>,
         url: &str,
         peer: SocketAddr,
         max_frame_size: usize,
     ) -> crate::Result<Self> {
-        let config = ws_config(max_frame_size, CLIENT_WS_READ_BUFFER);
-        let (socket, _) = tokio_tungstenite::client_async_with_config(url, io, Some(config))
-            .await
-            .map_err(upgrade_error)?;
-        Ok(WsConnection::new(socket, peer, max_frame_size))
-    }
-}
-
-/// A failed client upgrade: the HTTP status when the server answered with another one
-/// than 101, the socket error (a reset, a refused handshake of `wss://`) when there is
-/// one, the handshake's text otherwise.
-fn upgrade_error(err: WsError) -> crate::Error {
-    match err {
-        WsError::Http(response) => crate::Error::WebSocketStatus {
-            status: response.status().as_u16(),
-        },
-        WsError::Io(io) => crate::Error::Io(io),
-        other => crate::Error::WebSocket(other.to_string()),
+        let received = client::upgrade(&mut io, url).await?;
+        let joined = WsJoined::new(io, Role::Client, max_frame_size, received);
+        Ok(WsConnection { joined, peer })
     }
 }
 
 impl Connection for WsConnection {
     type Reader = WsReader;
     type Writer = WsWriter;
-    type Joined = Joined<WsReader, WsWriter>;
+    type Joined = WsJoined;
 
-    fn join(self) -> Self::Joined {
-        let (reader, writer) = self.split();
-        Joined::new(reader, writer)
+    /// The connection as one value: no lock, no shared allocation.
+    fn join(self) -> WsJoined {
+        self.joined
     }
 
+    /// Halves that share the connection behind a mutex (each poll takes it briefly),
+    /// so that the reader can queue its answers to pings and closes with the writer's
+    /// frames.
     fn split(self) -> (WsReader, WsWriter) {
-        let (sink, stream) = self.socket.split();
-        (
-            WsReader {
-                stream,
-                codec: FrameCodec::new(self.max_frame_size),
-            },
-            WsWriter {
-                sink,
-                pending: VecDeque::new(),
-                max_frame_size: u32::try_from(self.max_frame_size).unwrap_or(u32::MAX),
-                unflushed: false,
-            },
-        )
+        let shared = Arc::new(Mutex::new(Shared {
+            joined: self.joined,
+            flushing: None,
+        }));
+        (WsReader(shared.clone()), WsWriter(shared))
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
@@ -504,151 +487,110 @@ impl Connection for WsConnection {
     }
 }
 
-/// The receiving half of a [`WsConnection`].
-pub struct WsReader {
-    stream: SplitStream<Socket>,
-    codec: FrameCodec,
+/// What the halves of a split connection share.
+#[derive(Debug)]
+struct Shared {
+    joined: WsJoined,
+    /// The waker of a [`WsWriter::poll_flush`] that returned `Pending`. The stream keeps
+    /// one waker per direction, and the reader writes too (its answers, and whatever is
+    /// queued with them): when it does, it may replace the writer's waker there or
+    /// complete the writer's flush, so it wakes this one (a writer polled from another
+    /// task would otherwise wait forever).
+    flushing: Option<Waker>,
 }
+
+impl Shared {
+    /// Wakes a flush waiting in another task than `cx`'s.
+    fn wake_flush(&mut self, cx: &Context<'_>) {
+        if let Some(waker) = self.flushing.take()
+            && !waker.will_wake(cx.waker())
+        {
+            waker.wake();
+        }
+    }
+
+    /// Remembers (or forgets) the waker of a flush or shutdown that is `poll`.
+    fn flush_polled<T>(&mut self, cx: &Context<'_>, poll: Poll<T>) -> Poll<T> {
+        self.flushing = poll.is_pending().then(|| cx.waker().clone());
+        poll
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // The state stays consistent across a panic in another poll: every method
+    // leaves it whole between statements that can panic.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The receiving half of a split [`WsConnection`]; see [`WsJoined`]'s
+/// [`FrameReader::poll_recv`].
+pub struct WsReader(Arc<Mutex<Shared>>);
 
 impl std::fmt::Debug for WsReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsReader").finish_non_exhaustive()
+        // The mutex's own `Debug` does not wait for a lock held elsewhere.
+        f.debug_tuple("WsReader").field(&self.0).finish()
     }
 }
 
 impl FrameReader for WsReader {
-    /// The next binary message, decoded as exactly one frame (zero-copy: the frame's
-    /// fields and payload are slices of the message). A text message is
-    /// [`longconn_core::DecodeError::UnsupportedMessage`]; a binary message that is not exactly
-    /// one frame is the codec's error. WebSocket ping and pong are answered by
-    /// tungstenite and skipped here.
-    ///
-    /// A message is taken from tungstenite only whole, so nothing is lost on `Pending`.
     fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<std::result::Result<Option<Frame>, longconn_core::ConnectionError>> {
-        loop {
-            let message = match ready!(self.stream.poll_next_unpin(cx)) {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return Poll::Ready(Ok(Some(self.codec.decode_message(bytes)?)));
-                }
-                Some(Ok(Message::Text(_))) => Err(longconn_core::DecodeError::UnsupportedMessage {
-                    what: "a WebSocket text message",
-                }
-                .into()),
-                Some(Ok(Message::Close(_))) => {
-                    // tungstenite has queued its reply to the peer's close; one more poll
-                    // writes it. Best effort, never waits: the session ends either way.
-                    let _ = self.stream.poll_next_unpin(cx);
-                    Ok(None)
-                }
-                None => Ok(None),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                // tungstenite refuses a message over the size limit from its header,
-                // before reading it: report it as the frame-size error it is.
-                Some(Err(WsError::Capacity(_))) => Err(longconn_core::DecodeError::FrameTooLarge {
-                    len: self.codec.max_frame_size() as u64 + 1,
-                    max: self.codec.max_frame_size(),
-                }
-                .into()),
-                Some(Err(err)) => Err(ws_error(err)),
-            };
-            return Poll::Ready(message);
+        let mut shared = lock(&self.0);
+        // Whether the reader may write (pending writes before) or did (after).
+        let writing = shared.joined.has_pending_writes();
+        let received = shared.joined.poll_recv(cx);
+        if writing || shared.joined.has_pending_writes() {
+            shared.wake_flush(cx);
         }
+        received
     }
 }
 
-/// The sending half of a [`WsConnection`]: each frame becomes one binary message.
-pub struct WsWriter {
-    sink: SplitSink<Socket, Message>,
-    /// Messages from [`FrameWriter::send`] that the socket has not taken yet.
-    pending: VecDeque<Message>,
-    /// `u32`, beside `unflushed` in 8 bytes: the writer is part of every idle
-    /// connection's task, whose allocation grows in 128-byte steps.
-    max_frame_size: u32,
-    /// Messages were sent since the last completed flush. Stays set once `pending` is
-    /// empty until the socket's flush completes too (tungstenite or TLS may still hold
-    /// bytes it has taken).
-    unflushed: bool,
-}
+/// The sending half of a split [`WsConnection`]: each frame becomes one binary message.
+pub struct WsWriter(Arc<Mutex<Shared>>);
 
 impl std::fmt::Debug for WsWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsWriter")
-            .field("pending", &self.pending.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl WsWriter {
-    /// Polls the pending messages into the socket and flushes it. A message leaves
-    /// `pending` only once the sink is ready to take it, so nothing is lost when the
-    /// caller stops polling.
-    fn poll_flush_pending(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::result::Result<(), longconn_core::ConnectionError>> {
-        while !self.pending.is_empty() {
-            ready!(Pin::new(&mut self.sink).poll_ready(cx)).map_err(ws_error)?;
-            if let Some(message) = self.pending.pop_front() {
-                Pin::new(&mut self.sink)
-                    .start_send(message)
-                    .map_err(ws_error)?;
-            }
-        }
-        ready!(Pin::new(&mut self.sink).poll_flush(cx)).map_err(ws_error)?;
-        self.unflushed = false;
-        if self.pending.capacity() > 0 {
-            // An idle connection keeps no queue memory.
-            self.pending = VecDeque::new();
-        }
-        Poll::Ready(Ok(()))
+        f.debug_tuple("WsWriter").field(&self.0).finish()
     }
 }
 
 impl FrameWriter for WsWriter {
     fn send(&mut self, frame: Transmit) -> std::result::Result<(), longconn_core::ConnectionError> {
-        let bytes = match frame {
-            Transmit::Frame(frame) => frame.to_bytes(self.max_frame_size as usize)?,
-            Transmit::Encoded(bytes) => bytes,
-        };
-        self.pending.push_back(Message::Binary(bytes));
-        self.unflushed = true;
-        Ok(())
+        lock(&self.0).joined.send(frame)
     }
 
-    /// True from the first [`FrameWriter::send`] until a [`FrameWriter::flush`]
-    /// completes, including while the socket still flushes messages it has taken.
     fn has_pending_writes(&self) -> bool {
-        self.unflushed
+        lock(&self.0).joined.has_pending_writes()
     }
 
-    /// A message moves from the local queue into tungstenite only when the socket is
-    /// ready for it, and tungstenite keeps what it has taken until a later flush writes
-    /// it.
     fn poll_flush(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<std::result::Result<(), longconn_core::ConnectionError>> {
-        self.poll_flush_pending(cx)
+        let mut shared = lock(&self.0);
+        let flushed = shared.joined.poll_flush(cx);
+        shared.flush_polled(cx, flushed)
     }
 
     /// Flushes the pending messages, then sends a WebSocket close whose status is
-    /// [`close_status`] of the reason's code, with the code's name as the reason text.
+    /// [`close_status`] of the reason's code, with the code's name as the reason text
+    /// (nothing more if the peer's close was answered already), and closes the
+    /// stream's sending side.
     async fn close(
         &mut self,
         reason: CloseReason,
     ) -> std::result::Result<(), longconn_core::ConnectionError> {
-        let code = reason.code();
-        self.pending.push_back(Message::Close(Some(CloseFrame {
-            code: close_status(code),
-            reason: code.name().into(),
-        })));
-        std::future::poll_fn(|cx| self.poll_flush_pending(cx)).await?;
-        std::future::poll_fn(|cx| Pin::new(&mut self.sink).poll_close(cx))
-            .await
-            .map_err(ws_error)
+        lock(&self.0).joined.queue_close_for(&reason);
+        std::future::poll_fn(|cx| {
+            let mut shared = lock(&self.0);
+            let shut = shared.joined.poll_shutdown(cx);
+            shared.flush_polled(cx, shut)
+        })
+        .await
     }
 }
 
@@ -670,13 +612,6 @@ pub fn close_status(code: Code) -> CloseCode {
     }
 }
 
-fn ws_error(err: WsError) -> longconn_core::ConnectionError {
-    match err {
-        WsError::Io(io) => longconn_core::ConnectionError::Io(io),
-        other => longconn_core::ConnectionError::Io(std::io::Error::other(other)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -685,15 +620,11 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::task::{Context, Poll};
 
+    use super::{Role, WsConnection, WsJoined};
     use bytes::Bytes;
     use longconn_core::connection::{Connection, FrameWriter};
     use longconn_core::{Frame, Transmit};
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-    use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::protocol::Role;
-
-    use super::{WsConnection, ws_config};
-    use crate::config::DEFAULT_WS_READ_BUFFER;
 
     /// Never readable; takes every byte at once, but its flush stays pending (like a TLS
     /// stream over a full socket) until `flushable` is set.
@@ -760,6 +691,66 @@ mod tests {
         let status = String::from_utf8(answer).unwrap();
         assert_eq!(upgraded, status.ends_with("101"), "{status}");
         status
+    }
+
+    #[test]
+    fn the_head_is_parsed_at_its_first_line_and_at_its_end_only() {
+        let request = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut parses = Vec::new();
+        let mut line_ended = false;
+        for end in 1..=request.len() {
+            if super::worth_parsing(&request[..end], end - 1, line_ended) {
+                parses.push(end);
+            }
+            line_ended |= request[..end].contains(&b'\n');
+        }
+        // The first byte, "GET /ws HTTP/1.1\r\n" and the final "\r\n\r\n".
+        assert_eq!(parses, vec![1, 18, request.len()]);
+        // Bare line feeds end a head too.
+        assert!(super::worth_parsing(b"GET / HTTP/1.1\nA: b\n\n", 20, true));
+    }
+
+    /// A request sent one byte per write (a client trickling its head).
+    async fn trickled_status(request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let config = crate::TransportConfig::default();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let accepting = tokio::spawn(async move {
+            super::accept_stream(server, peer, &config, None)
+                .await
+                .is_ok()
+        });
+        for byte in request {
+            if client.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let mut answer = [0u8; 12];
+        client.read_exact(&mut answer).await.unwrap();
+        let accepted = accepting.await.unwrap();
+        let status = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(accepted, status.ends_with("101"), "{status}");
+        status
+    }
+
+    #[tokio::test]
+    async fn a_trickled_upgrade_is_accepted_and_a_bad_start_refused_at_once() {
+        let upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        assert_eq!(trickled_status(upgrade).await, "HTTP/1.1 101");
+        // Not HTTP: refused at its first byte (a TLS ClientHello on a `ws://` port).
+        assert_eq!(
+            trickled_status(b"\x16\x03\x01\x02\x00").await,
+            "HTTP/1.1 400"
+        );
+        // Refused at the end of its first line, without the rest.
+        assert_eq!(
+            trickled_status(b"GET /ws HTTP/1.1 x\r\n").await,
+            "HTTP/1.1 400"
+        );
     }
 
     #[tokio::test]
@@ -845,13 +836,11 @@ mod tests {
         let io = SlowFlush {
             flushable: flushable.clone(),
         };
-        let socket = WebSocketStream::from_raw_socket(
-            Box::new(io) as _,
-            Role::Server,
-            Some(ws_config(1024, DEFAULT_WS_READ_BUFFER)),
-        )
-        .await;
-        let conn = WsConnection::new(socket, "127.0.0.1:1".parse().unwrap(), 1024);
+        let joined = WsJoined::new(Box::new(io), Role::Server, 1024, bytes::BytesMut::new());
+        let conn = WsConnection {
+            joined,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
         let (_reader, mut writer) = conn.split();
         let ping = Frame::Ping {
             id: 1,
@@ -863,15 +852,11 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // The message left the local queue, but the socket's flush is pending: the
         // caller drops the flush here and must still see pending writes.
-        assert!(writer.poll_flush_pending(&mut cx).is_pending());
-        assert!(writer.pending.is_empty());
+        assert!(writer.poll_flush(&mut cx).is_pending());
         assert!(writer.has_pending_writes());
 
         flushable.store(true, Ordering::Relaxed);
-        assert!(matches!(
-            writer.poll_flush_pending(&mut cx),
-            Poll::Ready(Ok(()))
-        ));
+        assert!(matches!(writer.poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert!(!writer.has_pending_writes());
     }
 }
