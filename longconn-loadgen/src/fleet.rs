@@ -148,11 +148,20 @@ impl LoadCtx {
 
     /// A login token for `device`, valid for a day.
     pub(crate) fn token(&self, device: &str) -> Bytes {
-        let exp = SystemTime::now()
+        self.token_until(device, self.token_expiry())
+    }
+
+    /// A day from now, in Unix seconds: the expiry of the tokens minted now.
+    pub(crate) fn token_expiry(&self) -> u64 {
+        SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-            + 24 * 3600;
-        Bytes::from(self.keys.mint(&self.common.app, device, exp))
+            + 24 * 3600
+    }
+
+    /// A login token for `device` that expires at `expires` (Unix seconds).
+    pub(crate) fn token_until(&self, device: &str, expires: u64) -> Bytes {
+        Bytes::from(self.keys.mint(&self.common.app, device, expires))
     }
 
     fn client_config(&self, index: u32) -> Result<ClientConfig, String> {

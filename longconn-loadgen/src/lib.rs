@@ -28,6 +28,7 @@ pub mod link;
 pub mod peer;
 pub mod publish;
 pub mod rawload;
+mod rawlogin;
 pub mod scenario;
 pub mod slow;
 pub mod spread;

@@ -192,14 +192,7 @@ pub(crate) async fn subscribe(
         Peer::Raw => {
             let (app, token) = login.ok_or("raw subscribers need a login token")?;
             let mut out = BytesMut::new();
-            let login = Frame::Login {
-                id: 1,
-                app: Text::from(app),
-                device: Text::from(client_id),
-                token,
-                meta: Metadata::default(),
-            };
-            login
+            raw_login_frame(app, client_id, token)
                 .encode(&mut out, RAW_CODEC.max_frame_size())
                 .map_err(|e| e.to_string())?;
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -267,14 +260,26 @@ const SLOW_MSS: u32 = 536;
 pub(crate) const RAW_CODEC: FrameCodec = FrameCodec::new(64 * 1024);
 
 /// The next frame from a raw subscriber's stream.
-async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
+/// The `Login` frame a raw client sends first (request id 1, no metadata).
+pub(crate) fn raw_login_frame(app: &str, device: &str, token: Bytes) -> Frame {
+    Frame::Login {
+        id: 1,
+        app: Text::from(app),
+        device: Text::from(device),
+        token,
+        meta: Metadata::default(),
+    }
+}
+
+/// The next frame from the gateway, reading as needed.
+pub(crate) async fn raw_next(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Frame, String> {
     let mut codec = RAW_CODEC;
     loop {
         if let Some(frame) = codec.decode(buf).map_err(|e| e.to_string())? {
             return Ok(frame);
         }
         if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("gateway closed during subscribe".into());
+            return Err("gateway closed before answering".into());
         }
     }
 }

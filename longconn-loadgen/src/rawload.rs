@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 use super::fleet::{LoadCtx, expect_order, stamped};
 use super::link::{LoadLink, Notice, Order};
-use super::peer::{Peer, RAW_CODEC, raw_pong, receive, subscribe};
+use super::peer::{Peer, RAW_CODEC, raw_pong, receive};
+use super::rawlogin::{self, LoginFrames};
 use super::scenario::Phase;
 use super::stats::unix_us;
 
@@ -56,7 +57,7 @@ pub(crate) async fn run_raw_phase(
             hold,
         } => {
             let ramp = Instant::now();
-            let conns = login_all(ctx, addrs, connections, rate / procs).await;
+            let conns = login_all(ctx, addrs, connections, rate / procs, false).await;
             let ramp_s = ramp.elapsed().as_secs_f64();
             let mut holders = JoinSet::new();
             for c in conns {
@@ -91,7 +92,7 @@ pub(crate) async fn run_raw_phase(
                 .common
                 .connect_rate
                 .map_or(DEFAULT_RAW_CONNECT_RATE, |r| r / procs);
-            let conns = login_all(ctx, addrs, connections, per_s).await;
+            let conns = login_all(ctx, addrs, connections, per_s, true).await;
             link.notify(Notice::Ready).await?;
             expect_order(link, Order::Go).await?;
             let go_us = unix_us();
@@ -130,18 +131,22 @@ pub(crate) async fn run_raw_phase(
     }
 }
 
-/// Logs in this process's share of `total` raw connections at `per_s` per second.
+/// Logs in this process's share of `total` raw connections at `per_s` per second,
+/// with `TCP_NODELAY` when `nodelay`. The `Login` frames (tokens included) are made
+/// before the first connect ([`LoginFrames`]); each login's latency runs from just
+/// before its socket is made to its `LoginAck`.
 async fn login_all(
     ctx: &Arc<LoadCtx>,
     addrs: &[SocketAddr],
     total: u32,
     per_s: f64,
+    nodelay: bool,
 ) -> Vec<RawConn> {
-    let share: Vec<u32> = ctx.slot.share(total).collect();
+    let frames = LoginFrames::new(ctx, ctx.slot.share(total)).frames;
     let interval = Duration::from_secs_f64(1.0 / per_s.max(0.001));
     let start = Instant::now();
     let mut tasks = JoinSet::new();
-    for (n, index) in share.into_iter().enumerate() {
+    for (n, (index, frame)) in frames.into_iter().enumerate() {
         tokio::time::sleep_until(start + interval * n as u32).await;
         let ctx = ctx.clone();
         let target = index as usize % addrs.len();
@@ -150,10 +155,12 @@ async fn login_all(
             let rec = &ctx.recorder;
             rec.bump(&rec.attempted, "loadgen_connects_attempted_total");
             let started = Instant::now();
-            let id = ctx.device(index);
             let from = ctx.common.source_ips.map(|ips| ips.pick(u64::from(index)));
-            let login = Some((ctx.common.app.as_str(), ctx.token(&id)));
-            match subscribe(Peer::Raw, addr, from, &id, None, login, None).await {
+            let done = match frame {
+                Ok(frame) => rawlogin::login(addr, from, &frame, nodelay).await,
+                Err(err) => Err(err),
+            };
+            match done {
                 Ok((stream, buf)) => {
                     rec.connect_latency
                         .record(index as usize, started.elapsed().as_micros() as u64);
