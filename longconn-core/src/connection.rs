@@ -205,6 +205,10 @@ impl<R: Send + 'static, W: FrameWriter> FrameWriter for Joined<R, W> {
 /// `accept` returns as soon as a peer is there; the returned handshake (TLS, WebSocket
 /// upgrade, QUIC stream open) runs on the connection's own task, so one slow peer never
 /// holds up the accept loop.
+///
+/// At shutdown the server drops the listener first, then the handshakes still in
+/// progress: a handshake dropped after its listener was abandoned by the shutdown, one
+/// dropped before it timed out.
 pub trait Listener: Send + 'static {
     /// The connection type this listener yields.
     type Conn: Connection;

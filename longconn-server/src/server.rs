@@ -365,6 +365,7 @@ impl ServerBuilder {
             shared,
             config: self.config,
             accepting: CancellationToken::new(),
+            accept_loops: TaskTracker::new(),
             tasks: TaskTracker::new(),
         }
     }
@@ -377,6 +378,10 @@ pub struct Server {
     shared: Arc<Shared>,
     config: ServerConfig,
     accepting: CancellationToken,
+    /// The [`Server::serve`] loops: shutdown waits for them (and so for their listeners
+    /// to be dropped) before it abandons the handshakes in progress.
+    accept_loops: TaskTracker,
+    /// Every other task: connections (with their handshakes) and their helpers.
     tasks: TaskTracker,
 }
 
@@ -455,7 +460,7 @@ impl Server {
     /// Accepts connections from `listener` on a task of its own until shutdown.
     pub fn serve<L: Listener>(&self, mut listener: L) {
         let server = self.clone();
-        self.tasks.spawn(async move {
+        self.accept_loops.spawn(async move {
             let kind = listener.kind();
             let mut backoff = Duration::from_millis(10);
             loop {
@@ -472,7 +477,10 @@ impl Server {
                         Ok(handshake) => handshake,
                         Err(err) => {
                             warn!(protocol = kind.as_str(), error = %err, ?backoff, "accept failed");
-                            tokio::time::sleep(backoff).await;
+                            tokio::select! {
+                                () = server.accepting.cancelled() => break,
+                                () = tokio::time::sleep(backoff) => {}
+                            }
                             backoff = (backoff * 2).min(server.config.accept_backoff_max);
                             continue;
                         }
@@ -554,6 +562,11 @@ impl Server {
     /// its `drain_timeout`). Phase 2: at `deadline`, connections still open are closed.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.accepting.cancel();
+        // The accept loops end at once; their listeners are dropped before the
+        // handshakes in progress are abandoned, so a transport can tell the two apart
+        // (QUIC closes an abandoned handshake with `GoingAway`, not `LoginTimeout`).
+        self.accept_loops.close();
+        self.accept_loops.wait().await;
         self.shared.shutting_down.cancel();
         let retry_after = self.config.shutdown_retry_after;
         let connections = self.shared.hub.len();

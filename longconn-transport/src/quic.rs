@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use longconn_core::Listener;
@@ -103,6 +104,15 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 pub struct QuicAcceptor {
     endpoint: Endpoint,
     max_frame_size: usize,
+    /// Set when the acceptor is dropped (the server stopped accepting): a handshake
+    /// dropped after that was abandoned by the shutdown, not by the login timeout.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for QuicAcceptor {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+    }
 }
 
 impl QuicAcceptor {
@@ -145,6 +155,7 @@ impl QuicAcceptor {
         Ok(QuicAcceptor {
             endpoint,
             max_frame_size: config.max_frame_size(),
+            stopped: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -184,11 +195,15 @@ impl Listener for QuicAcceptor {
             std::io::Error::new(std::io::ErrorKind::NotConnected, "QUIC endpoint closed")
         })?;
         let max_frame_size = self.max_frame_size;
+        let acceptor_stopped = self.stopped.clone();
         Ok(Box::pin(async move {
             let connection = incoming.await.map_err(io)?;
-            let mut unopened = CloseUnlessOpened(Some(connection.clone()));
+            let mut unopened = CloseUnlessOpened {
+                connection: Some(connection.clone()),
+                acceptor_stopped,
+            };
             let (send, recv) = connection.accept_bi().await.map_err(io)?;
-            unopened.0 = None;
+            unopened.connection = None;
             Ok(QuicConnection {
                 peer: connection.remote_address(),
                 connection,
@@ -397,15 +412,23 @@ fn with_sources(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Closes a connection whose session stream has not arrived when its handshake future
-/// is dropped (the server's login timeout, or shutdown) with `login_timeout` and that
-/// reason, instead of quinn's implicit close with code 0 and no reason: the client
-/// learns why. Disarmed once the stream is there.
-struct CloseUnlessOpened(Option<quinn::Connection>);
+/// is dropped, instead of quinn's implicit close with code 0 and no reason, so that the
+/// client learns why: `going_away` once the acceptor is dropped (the server stopped
+/// accepting and abandons the handshakes in progress), else `login_timeout` (the
+/// server gave up waiting). Disarmed once the stream is there.
+struct CloseUnlessOpened {
+    connection: Option<quinn::Connection>,
+    acceptor_stopped: Arc<AtomicBool>,
+}
 
 impl Drop for CloseUnlessOpened {
     fn drop(&mut self) {
-        if let Some(connection) = self.0.take() {
-            let code = longconn_core::Code::LoginTimeout;
+        if let Some(connection) = self.connection.take() {
+            let code = if self.acceptor_stopped.load(Ordering::Acquire) {
+                longconn_core::Code::GoingAway
+            } else {
+                longconn_core::Code::LoginTimeout
+            };
             connection.close(
                 VarInt::from_u32(u32::from(code.as_u16())),
                 code.name().as_bytes(),
