@@ -21,8 +21,10 @@
 # loadgen (SERVER_CPUS=0,1 LOAD_CPUS=0,1 for a two-core run). The last column is the share of core 0 that niced processes (other sessions'
 # builds) took during the step: a run is only comparable when it is near 0. GATEWAY
 # (target/release/gateway) and LOADGEN (target/release/loadgen) pick the binaries (A/B
-# runs against a saved copy, with BUILD=0). Needs nats-server for the nats system
-# (apt-get install -y nats-server).
+# runs against a saved copy, with BUILD=0). LOAD_STAT=1 runs loadgen under `perf stat`
+# (task clock, recvfrom and epoll_wait calls, context switches) into
+# $OUT/loadstat-SYSTEM-RATE.csv: the load side's reads per delivery. Needs nats-server
+# for the nats system (apt-get install -y nats-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/fanout-overload}
@@ -84,7 +86,12 @@ for rate in $STEPS; do
     step="$OUT/step-$system-$rate.json"
     # Core 0's jiffies (user nice system idle): how much of it other processes took.
     cpu0_before=$(awk '$1 == "cpu0" {print $2, $3, $4, $5}' /proc/stat)
-    timeout $((STEP_S + 120)) taskset -c "$LOAD_CPUS" "$LOADGEN" --quiet \
+    load_wrap=()
+    if [ "${LOAD_STAT:-0}" = 1 ]; then
+        load_wrap=(perf stat -x, -o "$OUT/loadstat-$system-$rate.csv" -e
+            task-clock,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,context-switches --)
+    fi
+    timeout $((STEP_S + 120)) "${load_wrap[@]}" taskset -c "$LOAD_CPUS" "$LOADGEN" --quiet \
         --target "$TARGET" --source-ips "127.0.0.$first-127.0.0.$last" \
         --publishers "$PUBLISHERS" --server-pid "$PID" --drain 3 --drain-limit 20 \
         ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
