@@ -6,9 +6,20 @@ use std::time::Duration;
 
 use longconn_core::Listener;
 use longconn_transport::cert::{TlsIdentity, Trust};
-use longconn_transport::quic::{QuicAcceptor, QuicClient};
+use longconn_transport::quic::{QuicAcceptor, QuicClient, QuicConnection};
 
 const MAX_FRAME: usize = 65_536;
+
+/// The error a read on `conn` ends with once the server closes it (its close code and
+/// reason in the text).
+async fn closed_with(conn: &mut QuicConnection) -> String {
+    let mut buf = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_raw(&mut buf))
+        .await
+        .expect("the client was not told the connection is closed")
+        .unwrap_err()
+        .to_string()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_given_up_on_closes_the_connection_with_login_timeout() {
@@ -31,12 +42,7 @@ async fn a_handshake_given_up_on_closes_the_connection_with_login_timeout() {
     let mut conn = client.connect(addr, "localhost", MAX_FRAME).await.unwrap();
     let _acceptor = server.await.unwrap();
 
-    let mut buf = [0u8; 1];
-    let err = tokio::time::timeout(Duration::from_secs(5), conn.read_raw(&mut buf))
-        .await
-        .expect("the client was not told the connection is closed")
-        .unwrap_err()
-        .to_string();
+    let err = closed_with(&mut conn).await;
     assert!(
         err.contains("login_timeout"),
         "the close does not name login_timeout: {err}"
@@ -71,12 +77,7 @@ async fn a_handshake_abandoned_at_shutdown_closes_with_going_away() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.shutdown(Duration::from_secs(2)).await;
-    let mut buf = [0u8; 1];
-    let err = tokio::time::timeout(Duration::from_secs(5), conn.read_raw(&mut buf))
-        .await
-        .expect("the client was not told the connection is closed")
-        .unwrap_err()
-        .to_string();
+    let err = closed_with(&mut conn).await;
     assert!(
         err.contains("going_away"),
         "the close does not name going_away: {err}"
