@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use longconn_core::{Frame, FrameCodec, Metadata, Text};
+use longconn_core::{Frame, FrameCodec, FrameType, Metadata, Text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::fleet::{LoadCtx, stamped};
 use super::publish::Published;
 use super::slow::{SLOW_RECV_BUFFER, SlowOutcome, hold_then_read, is_slow};
-use super::stats::unix_us;
+use super::stats::{Recorder, unix_us};
 
 /// A peer broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +309,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads messages until the stream ends, counting each with its latency.
+///
+/// Per read, not per message: the clock (everything one read brought arrived at the
+/// same instant) and the counters. Raw frames are looked at with
+/// [`FrameCodec::peek`]: a `Push` is counted from its payload's bytes in the read
+/// buffer, without decoding its fields; other frames are decoded.
 pub(crate) async fn receive(
     peer: Peer,
     mut stream: TcpStream,
@@ -316,15 +321,11 @@ pub(crate) async fn receive(
     ctx: Arc<LoadCtx>,
     (index, target): (usize, usize),
 ) {
-    let rec = &ctx.recorder;
-    let record = |payload: &[u8]| {
-        let now = unix_us();
-        if let Some(sent) = payload.get(..8) {
-            let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
-            rec.latency.record(index, now.saturating_sub(sent));
-        }
-        rec.received_on(target);
-        ctx.last_receive_us().fetch_max(now, Ordering::Relaxed);
+    let mut read = ReadTally {
+        rec: &ctx.recorder,
+        index,
+        arrived_us: unix_us(),
+        received: 0,
     };
     // Raw subscribers ping now and then, as the gateway closes a silent connection
     // after its idle timeout (75 s by default). One timer for the connection's life,
@@ -367,7 +368,7 @@ pub(crate) async fn receive(
                         if buf.len() < eol + 2 + len + 2 {
                             break;
                         }
-                        record(&buf[eol + 2..eol + 2 + len]);
+                        read.record(&buf[eol + 2..eol + 2 + len]);
                         buf.advance(eol + 2 + len + 2);
                     } else {
                         if line.starts_with(b"PING") && stream.write_all(b"PONG\r\n").await.is_err()
@@ -378,9 +379,21 @@ pub(crate) async fn receive(
                     }
                 }
                 Peer::Raw => {
+                    let pushed = match RAW_CODEC.peek(&buf) {
+                        Ok(Some(view)) if view.frame_type == FrameType::Push => {
+                            read.record(view.payload);
+                            Some(view.len())
+                        }
+                        Ok(Some(_)) => None,
+                        Ok(None) => break,
+                        Err(_) => return,
+                    };
+                    if let Some(len) = pushed {
+                        buf.advance(len);
+                        continue;
+                    }
                     let mut codec = RAW_CODEC;
                     match codec.decode(&mut buf) {
-                        Ok(Some(Frame::Push { payload, .. })) => record(&payload),
                         Ok(Some(Frame::Ping { id, payload })) => {
                             if raw_pong(&mut stream, id, payload).await.is_err() {
                                 return;
@@ -400,16 +413,22 @@ pub(crate) async fn receive(
                             usize::from(u16::from_be_bytes([buf[header], buf[header + 1]]));
                         let qos = (kind >> 1) & 0x03;
                         let skip = 2 + topic_len + if qos > 0 { 2 } else { 0 };
-                        record(&buf[header + skip..header + len]);
+                        read.record(&buf[header + skip..header + len]);
                     }
                     buf.advance(header + len);
                 }
             }
         }
+        if read.received > 0 {
+            ctx.recorder.received_n_on(target, read.received);
+            ctx.last_receive_us()
+                .fetch_max(read.arrived_us, Ordering::Relaxed);
+            read.received = 0;
+        }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let read = if peer == Peer::Raw {
+        let got = if peer == Peer::Raw {
             tokio::select! {
                 read = stream.read_buf(&mut buf) => read,
                 () = &mut ping_timer => {
@@ -420,10 +439,32 @@ pub(crate) async fn receive(
         } else {
             stream.read_buf(&mut buf).await
         };
-        match read {
+        match got {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(_) => read.arrived_us = unix_us(),
         }
+    }
+}
+
+/// What one read brought: when it arrived and how many messages were counted from it.
+struct ReadTally<'a> {
+    rec: &'a Recorder,
+    index: usize,
+    arrived_us: u64,
+    received: u64,
+}
+
+impl ReadTally<'_> {
+    /// Counts one message with the latency from the send time in its payload's first 8
+    /// bytes (microseconds since the Unix epoch) to the read's arrival.
+    fn record(&mut self, payload: &[u8]) {
+        if let Some(sent) = payload.get(..8) {
+            let sent = u64::from_be_bytes(sent.try_into().expect("8 bytes"));
+            self.rec
+                .latency
+                .record(self.index, self.arrived_us.saturating_sub(sent));
+        }
+        self.received += 1;
     }
 }
 

@@ -121,16 +121,29 @@ impl Recorder {
 
     /// Counts a push received over a connection to target `at` (and in the totals).
     pub fn received_on(&self, at: usize) {
-        self.bump(&self.received, "loadgen_received_total");
+        self.received_n_on(at, 1);
+    }
+
+    /// Counts `n` pushes received over a connection to target `at`: one update for
+    /// all the pushes one read brought.
+    pub fn received_n_on(&self, at: usize, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.bump_by(&self.received, "loadgen_received_total", n);
         if let Some(t) = self.targets.get(at) {
-            t.received.fetch_add(1, Ordering::Relaxed);
+            t.received.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Adds 1 to `counter` and to its Prometheus twin.
     pub fn bump(&self, counter: &AtomicU64, name: &'static str) {
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(name).increment(1);
+        self.bump_by(counter, name, 1);
+    }
+
+    fn bump_by(&self, counter: &AtomicU64, name: &'static str, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(name).increment(n);
     }
 
     /// Takes the phase's figures, leaving the recorder empty for the next phase.

@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::frame::{Frame, HEADER_LEN, Header, MAGIC, VERSION};
+use super::frame::{Frame, FrameType, HEADER_LEN, Header, MAGIC, VERSION};
 use crate::error::{DecodeError, EncodeError};
 
 /// Frames a byte stream (TCP, TLS, a QUIC stream) into [`Frame`]s and back.
@@ -76,9 +76,59 @@ impl FrameCodec {
     }
 }
 
+/// A whole frame at the front of a buffer, its header checked and its fields not parsed
+/// ([`FrameCodec::peek`]): for a reader that needs a frame's type, id or payload
+/// without decoding it (a load generator counting pushes, a relay forwarding by type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameView<'a> {
+    /// The frame type (from the header).
+    pub frame_type: FrameType,
+    /// The header's flags ([`super::FLAG_ACK_REQUIRED`] on a `Push`).
+    pub flags: u8,
+    /// The header's request or push id.
+    pub id: u32,
+    /// The encoded fields, unparsed.
+    pub fields: &'a [u8],
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl FrameView<'_> {
+    /// The frame's length in bytes, header included: what to advance the buffer by.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.fields.len() + self.payload.len()
+    }
+
+    /// Always `false`: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// Stream decoding and encoding, with the same contract as tokio-util's `Decoder` and
 /// `Encoder` (which a transport can implement by calling these).
 impl FrameCodec {
+    /// The frame at the front of `src` without decoding it: the header is checked as
+    /// [`FrameCodec::decode`] checks it, the fields are not parsed (a frame whose fields
+    /// are malformed is only found by `decode`). `Ok(None)` until the whole frame is in
+    /// `src`; nothing is consumed (advance by [`FrameView::len`]).
+    pub fn peek<'a>(&self, src: &'a [u8]) -> Result<Option<FrameView<'a>>, DecodeError> {
+        let Some(header) = self.peek_header(src)? else {
+            return Ok(None);
+        };
+        if src.len() < header.frame_len() {
+            return Ok(None);
+        }
+        let fields_end = HEADER_LEN + header.fields_len;
+        Ok(Some(FrameView {
+            frame_type: header.frame_type,
+            flags: header.flags,
+            id: header.id,
+            fields: &src[HEADER_LEN..fields_end],
+            payload: &src[fields_end..header.frame_len()],
+        }))
+    }
+
     /// Takes the next whole frame off the front of `src`. `Ok(None)` means more bytes are
     /// needed (and `src` has reserved room for the rest of the frame when its header is
     /// in). The frame's fields are slices of the bytes split off `src`: no copy.
@@ -123,7 +173,7 @@ impl FrameCodec {
 mod tests {
     use super::*;
     use crate::error::EncodeError;
-    use crate::protocol::{Code, Text};
+    use crate::protocol::{Code, Metadata, Text};
 
     fn ping(payload: &'static [u8]) -> Frame {
         Frame::Ping {
@@ -147,6 +197,50 @@ mod tests {
             }
         }
         assert!(buf.is_empty());
+    }
+
+    /// `peek` sees a frame only once it is whole, gives the header's values and the
+    /// payload's bytes, consumes nothing, and refuses what `decode` refuses from the
+    /// header.
+    #[test]
+    fn peek_views_a_whole_frame_without_consuming_it() {
+        let codec = FrameCodec::new(1024);
+        let push = Frame::Push {
+            id: 9,
+            ack_required: true,
+            business: 3,
+            group: Some(Text::from("g")),
+            seq: Some(4),
+            epoch: Some(1),
+            meta: Metadata::default(),
+            payload: Bytes::from_static(b"payload"),
+        };
+        let mut bytes = push.to_bytes(1024).unwrap().to_vec();
+        for cut in 0..bytes.len() {
+            assert_eq!(codec.peek(&bytes[..cut]).unwrap(), None, "at {cut}");
+        }
+        bytes.extend_from_slice(&ping(b"x").to_bytes(1024).unwrap());
+        let view = codec.peek(&bytes).unwrap().unwrap();
+        assert_eq!(view.frame_type, FrameType::Push);
+        assert_eq!((view.id, view.flags), (9, super::super::FLAG_ACK_REQUIRED));
+        assert_eq!(view.payload, b"payload");
+        let mut decoder = FrameCodec::new(1024);
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(decoder.decode(&mut buf).unwrap(), Some(push));
+        assert_eq!(view.len(), bytes.len() - buf.len());
+        let next = codec.peek(&bytes[view.len()..]).unwrap().unwrap();
+        assert_eq!(
+            (next.frame_type, next.payload),
+            (FrameType::Ping, &b"x"[..])
+        );
+        assert!(matches!(
+            FrameCodec::new(16).peek(&bytes),
+            Err(DecodeError::FrameTooLarge { .. })
+        ));
+        assert!(matches!(
+            codec.peek(b"XX"),
+            Err(DecodeError::BadMagic { .. })
+        ));
     }
 
     #[test]

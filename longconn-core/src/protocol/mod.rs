@@ -10,7 +10,7 @@ mod frame;
 mod quality;
 
 pub use code::Code;
-pub use codec::FrameCodec;
+pub use codec::{FrameCodec, FrameView};
 pub use fields::{
     MAX_FIELD_LEN, MAX_ID_LEN, MAX_MESSAGE_LEN, MAX_NETWORK, MAX_TOKEN_LEN, Metadata, MetadataIter,
     Text, tag,
