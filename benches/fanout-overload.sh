@@ -54,7 +54,7 @@ start_server() { # system rate
     case "$1" in
         longconn)
             # LONGCONN_API_KEY=ID:SECRET: the push API needs that key (--api-key).
-            taskset -c "$SERVER_CPUS" "$GATEWAY" --config "$OUT/gateway.toml" --ws off --quic off --max-accept-rate off \
+            taskset -c "$SERVER_CPUS" "$GATEWAY" --config "$OUT/gateway.toml" "${BENCH_GATEWAY_ARGS[@]}" \
                 ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
                 >"$OUT/gateway-$2.log" 2>&1 &
             PID=$!

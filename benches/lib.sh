@@ -3,6 +3,10 @@
 
 PID=""
 
+# The gateway as the single-node benches run it: TCP only (plus HTTP), and no accept-rate
+# limit, which would refuse a bench's connect burst with `try_later`.
+BENCH_GATEWAY_ARGS=(--ws off --quic off --max-accept-rate off)
+
 stop_server() {
     if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
     PID=""

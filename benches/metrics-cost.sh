@@ -27,7 +27,7 @@ for round in $(seq "$ROUNDS"); do
     for mode in on off; do
         flag=()
         [ "$mode" = off ] && flag=(--no-metrics)
-        taskset -c 0 target/release/gateway --ws off --quic off --max-accept-rate off "${flag[@]}" \
+        taskset -c 0 target/release/gateway "${BENCH_GATEWAY_ARGS[@]}" "${flag[@]}" \
             >"$OUT/gateway-$mode.log" 2>&1 &
         PID=$!
         wait_port 127.0.0.1 7180

@@ -52,7 +52,7 @@ source benches/lib.sh # (the working directory is the repository root here)
 start_server() { # system
     case "$1" in
         longconn)
-            taskset -c 0 target/release/gateway --ws off --quic off --max-accept-rate off >"$OUT/gateway.log" 2>&1 &
+            taskset -c 0 target/release/gateway "${BENCH_GATEWAY_ARGS[@]}" >"$OUT/gateway.log" 2>&1 &
             PID=$!; wait_port 127.0.0.1 7180; TARGET=raw://127.0.0.1:7100 ;;
         longconn-sdk) # the same gateway, read by the client SDK
             start_server longconn; TARGET=tcp://127.0.0.1:7100 ;;

@@ -33,7 +33,7 @@ source benches/lib.sh
 
 start_gateway() {
     stop_server
-    taskset -c 0 "$GATEWAY" --ws off --quic off --max-accept-rate off >"$OUT/gateway.log" 2>&1 &
+    taskset -c 0 "$GATEWAY" "${BENCH_GATEWAY_ARGS[@]}" >"$OUT/gateway.log" 2>&1 &
     PID=$!
     wait_port 127.0.0.1 7180
 }

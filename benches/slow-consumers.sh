@@ -41,8 +41,8 @@ messages=$((RATE * SECONDS_))
 n=0
 for slow in 0 "$SLOW"; do
     first=$((2 + 40 * n)); last=$((first + 37)); n=$((n + 1))
-    taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" --ws off --quic off \
-        --max-accept-rate off ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
+    taskset -c 0 target/release/gateway --config "$OUT/gateway.toml" "${BENCH_GATEWAY_ARGS[@]}" \
+        ${LONGCONN_API_KEY:+--api-key "$LONGCONN_API_KEY"} \
         >"$OUT/gateway-$slow.log" 2>&1 &
     PID=$!
     wait_port 127.0.0.1 7180
