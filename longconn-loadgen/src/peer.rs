@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::fleet::{LoadCtx, stamped};
+use super::fleet::{ConnectSchedule, LoadCtx, stamped};
 use super::publish::Published;
 use super::slow::{SLOW_RECV_BUFFER, SlowOutcome, hold_then_read, is_slow};
 use super::stats::{Recorder, unix_us};
@@ -487,11 +487,10 @@ impl LoadCtx {
             .common
             .connect_rate
             .map_or(4000.0, |r| r / f64::from(self.slot.count));
-        let interval = Duration::from_secs_f64(1.0 / per_s);
-        let start = Instant::now();
+        let mut schedule = ConnectSchedule::new(per_s);
         let mut tasks = JoinSet::new();
-        for (n, index) in share.into_iter().enumerate() {
-            tokio::time::sleep_until(start + interval * n as u32).await;
+        for index in share {
+            schedule.next().await;
             let ctx = self.clone();
             let target = index as usize % addrs.len();
             let addr = addrs[target];

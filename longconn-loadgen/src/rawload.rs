@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::fleet::{LoadCtx, expect_order, stamped};
+use super::fleet::{ConnectSchedule, LoadCtx, expect_order, stamped};
 use super::link::{LoadLink, Notice, Order};
 use super::peer::{Peer, RAW_CODEC, raw_pong, receive};
 use super::rawlogin::{self, LoginFrames};
@@ -143,11 +143,10 @@ async fn login_all(
     nodelay: bool,
 ) -> Vec<RawConn> {
     let frames = LoginFrames::new(ctx, ctx.slot.share(total)).frames;
-    let interval = Duration::from_secs_f64(1.0 / per_s.max(0.001));
-    let start = Instant::now();
+    let mut schedule = ConnectSchedule::new(per_s);
     let mut tasks = JoinSet::new();
-    for (n, (index, frame)) in frames.into_iter().enumerate() {
-        tokio::time::sleep_until(start + interval * n as u32).await;
+    for (index, frame) in frames {
+        schedule.next().await;
         let ctx = ctx.clone();
         let target = index as usize % addrs.len();
         let addr = addrs[target];
