@@ -715,3 +715,41 @@ impl ConnectSchedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// The n-th connect waits until n / rate after the first; a loop behind its
+    /// schedule does not wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn connects_are_paced_at_the_rate_and_a_late_loop_does_not_wait() {
+        let mut schedule = ConnectSchedule::new(10.0);
+        let start = Instant::now();
+        for _ in 0..5 {
+            schedule.next().await;
+        }
+        let paced = start.elapsed();
+        assert!(
+            paced >= Duration::from_millis(399) && paced <= Duration::from_millis(401),
+            "5 connects at 10/s took {paced:?}"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Behind: no wait, but the other tasks (the started logins) get to run
+        // within CONNECTS_PER_YIELD connects.
+        let ran = Arc::new(AtomicBool::new(false));
+        let other = tokio::spawn({
+            let ran = ran.clone();
+            async move { ran.store(true, Ordering::Relaxed) }
+        });
+        let behind = Instant::now();
+        for _ in 0..CONNECTS_PER_YIELD {
+            schedule.next().await;
+        }
+        assert_eq!(behind.elapsed(), Duration::ZERO);
+        assert!(ran.load(Ordering::Relaxed), "the loop never yielded");
+        other.await.unwrap();
+    }
+}
