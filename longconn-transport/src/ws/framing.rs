@@ -225,16 +225,36 @@ impl WsJoined {
     /// Appends one unfragmented frame with `payload` to the write buffer, masked with a
     /// fresh random key on the client side.
     fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
-        let len = payload.len() as u64;
+        let filled = self.queue_with(opcode, payload.len(), |out| {
+            out.extend_from_slice(payload);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let Ok(()) = filled;
+    }
+
+    /// Appends one unfragmented frame whose `len`-byte payload `fill` writes straight
+    /// after the header (one copy), masked on the client side. If `fill` fails, the
+    /// write buffer is left as it was.
+    fn queue_with<E>(
+        &mut self,
+        opcode: OpCode,
+        len: usize,
+        fill: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
         let header = self.header(opcode);
-        self.write.reserve(header.len(len) + payload.len());
-        write_header(&header, len, &mut self.write);
+        let mark = self.write.len();
+        self.write.reserve(header.len(len as u64) + len);
+        write_header(&header, len as u64, &mut self.write);
         let start = self.write.len();
-        self.write.extend_from_slice(payload);
+        if let Err(err) = fill(&mut self.write) {
+            self.write.truncate(mark);
+            return Err(err);
+        }
         if let Some(mask) = header.mask {
             apply_mask(&mut self.write[start..], mask);
         }
         self.unflushed = true;
+        Ok(())
     }
 
     fn header(&self, opcode: OpCode) -> FrameHeader {
@@ -410,7 +430,6 @@ impl FrameWriter for WsJoined {
         match frame {
             Transmit::Encoded(bytes) => self.queue(binary, &bytes),
             Transmit::Frame(frame) => {
-                // Encoded straight after its header: one copy, not two.
                 let max = self.max_frame_size as usize;
                 let len = frame.encoded_len()?;
                 if len > max {
@@ -420,19 +439,7 @@ impl FrameWriter for WsJoined {
                     }
                     .into());
                 }
-                let header = self.header(binary);
-                let mark = self.write.len();
-                self.write.reserve(header.len(len as u64) + len);
-                write_header(&header, len as u64, &mut self.write);
-                let start = self.write.len();
-                if let Err(err) = frame.encode(&mut self.write, max) {
-                    self.write.truncate(mark);
-                    return Err(err.into());
-                }
-                if let Some(mask) = header.mask {
-                    apply_mask(&mut self.write[start..], mask);
-                }
-                self.unflushed = true;
+                self.queue_with(binary, len, |out| frame.encode(out, max))?;
             }
         }
         Ok(())
